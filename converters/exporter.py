@@ -1,0 +1,48 @@
+"""The interface every backend's exporter implements, and what an export hands back."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from converters.sources import ModelSource
+from edge_sdk.bundle import Recipe, RuntimeRequirement
+from edge_sdk.errors import ConfigError, choices
+from edge_sdk.types import Backend, QuantScheme, TensorSpec
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    source: ModelSource
+    quantization: QuantScheme
+    workdir: Path
+    calibration: dict[str, np.ndarray] | None = None  # arrays with a leading sample axis
+
+
+@dataclass
+class ExportResult:
+    files: dict[str, Path]  # name inside the variant -> file written in the workdir
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    recipe: Recipe
+    runtime: RuntimeRequirement
+    notes: list[str] = field(default_factory=list)
+
+
+class Exporter(ABC):
+    backend: ClassVar[Backend]
+    quantizations: ClassVar[tuple[QuantScheme, ...]]
+
+    def check(self, quantization: QuantScheme) -> None:
+        if quantization not in self.quantizations:
+            raise ConfigError(
+                f"the {self.backend.value} backend cannot apply quantization {quantization.value!r}; "
+                f"it supports: {choices(q.value for q in self.quantizations)}"
+            )
+
+    @abstractmethod
+    def export(self, request: ExportRequest) -> ExportResult: ...

@@ -1,0 +1,205 @@
+"""ONNX backend exporter: torch -> .onnx (or an existing .onnx), then ONNX Runtime quantization."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import shutil
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+from onnxruntime.quantization import CalibrationDataReader
+
+from converters.exporter import Exporter, ExportRequest, ExportResult
+from converters.sources import BATCH, OnnxFileSource, TorchSource, read_onnx_signature
+from edge_sdk.bundle import Recipe, RuntimeRequirement
+from edge_sdk.errors import ExportError, ModelSourceError
+from edge_sdk.types import Backend, QuantScheme, TensorSpec
+
+OPSET = 20
+CALIBRATION_BATCH = 32
+_PRECISION = {
+    QuantScheme.NONE: "fp32",
+    QuantScheme.FP16: "fp16",
+    QuantScheme.INT8_DYNAMIC: "int8 weights, dynamic int8 activations",
+    QuantScheme.INT8_STATIC: "int8 weights and activations (QDQ, calibrated)",
+}
+
+
+class OnnxExporter(Exporter):
+    backend = Backend.ONNX
+    quantizations = tuple(_PRECISION)
+
+    def export(self, request: ExportRequest) -> ExportResult:
+        self.check(request.quantization)
+        source = request.source
+        base = request.workdir / "fp32.onnx"
+        if isinstance(source, TorchSource):
+            _export_torch(source, base)
+            inputs = source.input_specs()
+        elif isinstance(source, OnnxFileSource):
+            shutil.copyfile(source.path, base)
+            inputs = source.input_specs()
+        else:
+            raise ModelSourceError(f"the onnx backend cannot read a {source.kind!r} source")
+        outputs = _output_specs(base)
+        out = request.workdir / "model.onnx"
+        calibration = request.calibration if request.calibration is not None else source.example_inputs
+        _quantize(base, out, request.quantization, _CalibrationReader(calibration, inputs))
+        return ExportResult(
+            files={"model.onnx": out},
+            inputs=inputs,
+            outputs=outputs,
+            recipe=Recipe(
+                quantization=request.quantization,
+                precision=_PRECISION[request.quantization],
+                options={"opset": str(OPSET)},
+            ),
+            runtime=RuntimeRequirement(package="onnxruntime", version=onnxruntime.__version__, extra="onnx"),
+        )
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The exporters narrate every step on stdout and warn about torchvision; keep that out of the user's way."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "root")]  # ORT's quantizer logs on root
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def _export_torch(source: TorchSource, dest: Path) -> None:
+    """Export with the dynamo exporter (a dynamic batch axis); fall back to TorchScript if it refuses."""
+    import torch
+
+    names = list(source.example_inputs)
+    args = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in source.example_inputs.values())
+    batch = torch.export.Dim(BATCH)
+    errors = []
+    with _quiet():
+        try:
+            program = torch.onnx.export(
+                source.module,
+                args,
+                None,
+                dynamo=True,
+                verbose=False,
+                opset_version=OPSET,
+                input_names=names,
+                output_names=list(source.output_names),
+                dynamic_shapes=tuple({0: batch} for _ in args),
+            )
+            program.save(str(dest))
+            _drop_weight_value_info(dest)
+            return
+        except Exception as exc:  # the exporter raises many unrelated types
+            errors.append(f"torch.export: {_first_line(exc)}")
+        try:
+            torch.onnx.export(
+                source.module,
+                args,
+                str(dest),
+                dynamo=False,
+                opset_version=OPSET,
+                input_names=names,
+                output_names=list(source.output_names),
+                dynamic_axes={n: {0: BATCH} for n in [*names, *source.output_names]},
+            )
+            return
+        except Exception as exc:
+            errors.append(f"TorchScript: {_first_line(exc)}")
+    raise ExportError(
+        f"{source.describe()} could not be exported to ONNX. "
+        + " | ".join(errors)
+        + ". Data-dependent control flow and custom ops are the usual cause: rewrite them with torch.cond or "
+        "tensor ops, or try --backend executorch."
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+def _drop_weight_value_info(path: Path) -> None:
+    """The dynamo exporter writes value_info for weights, which ORT's quantizer rejects (see DEPENDENCIES.md)."""
+    model = onnx.load(str(path))
+    weights = {init.name for init in model.graph.initializer}
+    keep = [v for v in model.graph.value_info if v.name not in weights]
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(keep)
+    onnx.save(model, str(path))
+
+
+def _output_specs(path: Path) -> tuple[TensorSpec, ...]:
+    return read_onnx_signature(path)[1]
+
+
+def _quantize(src: Path, dest: Path, scheme: QuantScheme, calibration: CalibrationDataReader) -> None:
+    try:
+        with _quiet():
+            _apply(src, dest, scheme, calibration)
+    except ExportError:
+        raise
+    except Exception as exc:
+        raise ExportError(f"ONNX Runtime could not apply {scheme.value}: {_first_line(exc)}") from exc
+
+
+def _apply(src: Path, dest: Path, scheme: QuantScheme, calibration: CalibrationDataReader) -> None:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    if scheme is QuantScheme.NONE:
+        shutil.copyfile(src, dest)
+    elif scheme is QuantScheme.FP16:
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        # Inputs and outputs stay float32 so callers feed the same arrays to every variant.
+        onnx.save(convert_float_to_float16(onnx.load(str(src)), keep_io_types=True), str(dest))
+    elif scheme is QuantScheme.INT8_DYNAMIC:
+        quantize_dynamic(str(src), str(dest), weight_type=QuantType.QInt8)
+    else:
+        quantize_static(
+            str(src),
+            str(dest),
+            calibration,
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+        )
+
+
+class _CalibrationReader(CalibrationDataReader):
+    """Feeds calibration arrays to ORT in batches along the leading (sample) axis."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], specs: tuple[TensorSpec, ...]) -> None:
+        self._arrays = arrays
+        first = specs[0].shape[0] if specs and specs[0].shape else BATCH
+        # A fixed batch dimension must be kept, so a partial last batch is dropped; a dynamic one takes it.
+        self._batch, self._exact = (first, True) if isinstance(first, int) else (CALIBRATION_BATCH, False)
+        self._batches: Iterator[dict[str, np.ndarray]] | None = None
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._batches is None:  # built lazily: only static quantization reads calibration data
+            if not self._arrays:
+                raise ExportError("static int8 needs calibration data: pass an .npz or give the model example inputs")
+            count = len(next(iter(self._arrays.values())))
+            self._batches = iter(
+                [
+                    {k: v[i : i + self._batch] for k, v in self._arrays.items()}
+                    for i in range(0, count - (self._batch - 1 if self._exact else 0), self._batch)
+                ]
+            )
+        return next(self._batches, None)

@@ -1,0 +1,204 @@
+"""Model sources: what `convert` accepts, each able to name its inputs and compute reference outputs."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import inspect
+import sys
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edge_sdk.bundle.files import sha256_file
+from edge_sdk.errors import ConfigError, ModelSourceError
+from edge_sdk.types import DType, TensorSpec
+
+if TYPE_CHECKING:
+    from torch import nn
+
+BATCH = "batch"
+
+
+class ModelSource(ABC):
+    kind: str
+    example_inputs: dict[str, np.ndarray]
+
+    @abstractmethod
+    def digest(self) -> str: ...
+
+    @abstractmethod
+    def reference(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Outputs of the unconverted model: what every variant is measured against."""
+
+    @abstractmethod
+    def describe(self) -> str: ...
+
+    @abstractmethod
+    def input_specs(self) -> tuple[TensorSpec, ...]: ...
+
+
+def _specs(arrays: Mapping[str, np.ndarray], dynamic_batch: bool) -> tuple[TensorSpec, ...]:
+    return tuple(
+        TensorSpec(
+            name=name,
+            dtype=DType.of(a.dtype),
+            shape=((BATCH, *a.shape[1:]) if dynamic_batch and a.ndim > 0 else tuple(a.shape)),
+        )
+        for name, a in arrays.items()
+    )
+
+
+@dataclass
+class TorchSource(ModelSource):
+    """A `torch.nn.Module` with example inputs (name -> array, in forward()'s argument order)."""
+
+    module: nn.Module
+    example_inputs: dict[str, np.ndarray]
+    output_names: tuple[str, ...] = ("output",)
+    description: str = ""
+    kind: str = field(default="torch", init=False)
+
+    def __post_init__(self) -> None:
+        from torch import nn
+
+        if not isinstance(self.module, nn.Module):
+            raise ModelSourceError(f"expected a torch.nn.Module, got {type(self.module).__name__}")
+        if not self.example_inputs:
+            raise ConfigError("a torch model needs example inputs (an input shape or an .npz of arrays)")
+        self.module.eval()
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for name, tensor in sorted(self.module.state_dict().items()):
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return "sha256:" + h.hexdigest()
+
+    def input_specs(self, dynamic_batch: bool = True) -> tuple[TensorSpec, ...]:
+        return _specs(self.example_inputs, dynamic_batch)
+
+    def reference(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        with torch.no_grad():
+            out = self.module(*(torch.from_numpy(np.ascontiguousarray(inputs[n])) for n in self.example_inputs))
+        outs = out if isinstance(out, tuple | list) else (out,)
+        if len(outs) != len(self.output_names):
+            raise ModelSourceError(
+                f"the model returns {len(outs)} outputs but {len(self.output_names)} output names were given"
+            )
+        return {n: o.detach().numpy() for n, o in zip(self.output_names, outs, strict=True)}
+
+    def describe(self) -> str:
+        return self.description or type(self.module).__name__
+
+
+@dataclass
+class OnnxFileSource(ModelSource):
+    """An existing `.onnx` file, e.g. one exported by someone else, to quantize and bundle."""
+
+    path: Path
+    example_inputs: dict[str, np.ndarray] = field(default_factory=dict)
+    kind: str = field(default="onnx", init=False)
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        self.inputs, self.outputs = read_onnx_signature(self.path)
+        if not self.example_inputs:
+            self.example_inputs = _synthesize(self.inputs)
+        self._session: Any = None
+
+    def digest(self) -> str:
+        return "sha256:" + sha256_file(self.path)
+
+    def input_specs(self) -> tuple[TensorSpec, ...]:
+        return self.inputs
+
+    def reference(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import onnxruntime as ort
+
+        if self._session is None:
+            self._session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
+        names = [o.name for o in self.outputs]
+        return dict(zip(names, self._session.run(names, dict(inputs)), strict=True))
+
+    def describe(self) -> str:
+        return self.path.name
+
+
+def read_onnx_signature(path: Path) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    import onnx
+    from onnx import helper
+
+    if not path.is_file():
+        raise ModelSourceError(f"ONNX file {str(path)!r} does not exist")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+        onnx.checker.check_model(model)
+    except Exception as exc:  # onnx raises DecodeError, ValidationError, ... for a non-model
+        raise ModelSourceError(f"{str(path)!r} is not a valid ONNX model: {str(exc).splitlines()[0]}") from None
+
+    initializers = {i.name for i in model.graph.initializer}
+
+    def spec(value: Any) -> TensorSpec:
+        ttype = value.type.tensor_type
+        dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or BATCH) for d in ttype.shape.dim)
+        dtype = DType.of(helper.tensor_dtype_to_np_dtype(ttype.elem_type))
+        return TensorSpec(name=value.name, dtype=dtype, shape=dims)
+
+    inputs = tuple(spec(v) for v in model.graph.input if v.name not in initializers)
+    return inputs, tuple(spec(v) for v in model.graph.output)
+
+
+def _synthesize(specs: tuple[TensorSpec, ...], batch: int = 8) -> dict[str, np.ndarray]:
+    """Seeded stand-in inputs for a model that came without data: symbolic dims become `batch`."""
+    rng = np.random.default_rng(0)
+    out = {}
+    for s in specs:
+        shape = tuple(d if isinstance(d, int) else batch for d in s.shape)
+        if s.dtype in (DType.FLOAT32, DType.FLOAT16):
+            out[s.name] = rng.standard_normal(shape).astype(s.dtype.numpy)
+        else:
+            out[s.name] = rng.integers(0, 2, size=shape).astype(s.dtype.numpy)
+    return out
+
+
+def load_factory(spec: str) -> nn.Module:
+    """'path/to/file.py:factory' -> the module the factory returns."""
+    file_part, _, attr = spec.rpartition(":")
+    if not file_part or not attr:
+        raise ConfigError(f"model {spec!r} should be 'path/to/file.py:factory', an .onnx file, or 'zoo:digits-cnn'")
+    path = Path(file_part)
+    if not path.is_file():
+        raise ModelSourceError(f"model file {file_part!r} does not exist")
+    mod_name = f"_edge_sdk_user_model_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]}"
+    module_spec = importlib.util.spec_from_file_location(mod_name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise ModelSourceError(f"{file_part!r} is not an importable Python file")
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[mod_name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:
+        raise ModelSourceError(f"importing {file_part!r} failed: {type(exc).__name__}: {exc}") from exc
+    factory = getattr(module, attr, None)
+    if factory is None or not callable(factory):
+        found = [n for n, v in vars(module).items() if inspect.isfunction(v) and not n.startswith("_")]
+        raise ModelSourceError(f"{file_part!r} has no callable {attr!r}; functions there: {found}")
+    return factory()
+
+
+def example_inputs_of(module: nn.Module) -> dict[str, np.ndarray] | None:
+    """The model's own example data, if it offers `example_inputs()` (see converters.zoo.DigitsCNN)."""
+    provider = getattr(module, "example_inputs", None)
+    if provider is None:
+        return None
+    data = provider() if callable(provider) else provider
+    if isinstance(data, np.ndarray):
+        return {"input": data}
+    return {str(k): np.asarray(v) for k, v in dict(data).items()}

@@ -1,0 +1,61 @@
+"""edge-sdk: take a trained model onto small devices, and keep it serving when the device is not enough.
+
+    >>> bundle = edge_sdk.convert(model, {"input": x}, backend="onnx", quantize="int8-static", profile="rpi5")
+    >>> edge_sdk.load(bundle).run({"input": x})
+
+Heavy engines (torch, onnxruntime, executorch, llama_cpp) load only when a function needs them.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "convert": "edge_sdk.api",
+    "load": "edge_sdk.api",
+    "open_bundle": "edge_sdk.api",
+    "check_golden": "edge_sdk.api",
+    "Bundle": "edge_sdk.bundle",
+    "Backend": "edge_sdk.types",
+    "QuantScheme": "edge_sdk.types",
+    "Task": "edge_sdk.types",
+    "TensorSpec": "edge_sdk.types",
+    "EdgeSDKError": "edge_sdk.errors",
+}
+
+if TYPE_CHECKING:
+    from edge_sdk.api import check_golden, convert, load, open_bundle
+    from edge_sdk.bundle import Bundle
+    from edge_sdk.errors import EdgeSDKError
+    from edge_sdk.types import Backend, QuantScheme, Task, TensorSpec
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'edge_sdk' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
+
+__all__ = [
+    "Backend",
+    "Bundle",
+    "EdgeSDKError",
+    "QuantScheme",
+    "Task",
+    "TensorSpec",
+    "__version__",
+    "check_golden",
+    "convert",
+    "load",
+    "open_bundle",
+]

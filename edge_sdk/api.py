@@ -1,0 +1,132 @@
+"""The public facade: thin functions over converters, runtimes and bundles."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edge_sdk.bundle import AccuracyReport, Bundle
+from edge_sdk.errors import BundleError, ConfigError
+from edge_sdk.types import Backend, QuantScheme, Task, parse_enum
+
+if TYPE_CHECKING:
+    from converters.pipeline import ProgressCallback
+    from converters.sources import ModelSource
+    from runtimes import Session
+
+
+def _as_list(value: str | Any | Sequence[Any]) -> list[Any]:
+    if isinstance(value, str):
+        return [v for v in value.split(",") if v.strip()]
+    if isinstance(value, Sequence):
+        return list(value)
+    return [value]
+
+
+def resolve_source(model: Any, example_inputs: Mapping[str, np.ndarray] | np.ndarray | None) -> ModelSource:
+    """A torch module, an .onnx path, 'file.py:factory' or 'zoo:digits-cnn' -> a ModelSource."""
+    from converters.sources import OnnxFileSource, TorchSource, example_inputs_of, load_factory
+
+    examples = {"input": example_inputs} if isinstance(example_inputs, np.ndarray) else example_inputs
+    examples = dict(examples) if examples is not None else None
+    if isinstance(model, str | Path) and str(model).endswith(".onnx"):
+        return OnnxFileSource(Path(model), examples or {})
+    description = ""
+    if isinstance(model, str | Path):
+        description = str(model)
+        if str(model) == "zoo:digits-cnn":
+            from converters.zoo import digits_cnn
+
+            model = digits_cnn()
+        else:
+            model = load_factory(str(model))
+    examples = examples or example_inputs_of(model)
+    if examples is None:
+        raise ConfigError("a torch model needs example inputs: pass example_inputs (or --input-shape / --example)")
+    return TorchSource(model, examples, description=description)
+
+
+def convert(
+    model: Any,
+    example_inputs: Mapping[str, np.ndarray] | np.ndarray | None = None,
+    *,
+    backend: str | Backend | Sequence[str | Backend] = "onnx",
+    quantize: str | QuantScheme | Sequence[str | QuantScheme] = "none",
+    profile: str | Path | Sequence[str | Path] | None = None,
+    output: str | Path | None = None,
+    name: str | None = None,
+    version: str = "1.0.0",
+    task: str | Task = Task.TENSOR,
+    calibration: Mapping[str, np.ndarray] | None = None,
+    eval_data: tuple[Mapping[str, np.ndarray], np.ndarray | None] | None = None,
+    max_accuracy_drop: float | None = None,
+    allow_failed: bool = False,
+    overwrite: bool = False,
+    progress: ProgressCallback | None = None,
+) -> Bundle:
+    """Convert a model into a verified bundle: one variant per backend × quantization.
+
+    `output` defaults to a new temporary directory. `eval_data` is (inputs, labels or None); without it the
+    example inputs are the evaluation set.
+    """
+    from converters.pipeline import ConvertOptions
+    from converters.pipeline import convert as run_pipeline
+    from device_profiles import load_profile
+
+    backends = [parse_enum(Backend, b, "backend") for b in _as_list(backend)]
+    schemes = [parse_enum(QuantScheme, q, "quantization") for q in _as_list(quantize)]
+    profiles = tuple(load_profile(p) for p in _as_list(profile)) if profile is not None else ()
+    source = resolve_source(model, example_inputs)
+    eval_inputs, eval_labels = (dict(eval_data[0]), eval_data[1]) if eval_data else (None, None)
+    options = ConvertOptions(
+        name=name or _default_name(source.describe()),
+        version=version,
+        task=parse_enum(Task, task, "task"),
+        profiles=profiles,
+        calibration=dict(calibration) if calibration is not None else None,
+        eval_inputs=eval_inputs,
+        eval_labels=eval_labels,
+        max_accuracy_drop=max_accuracy_drop,
+        allow_failed=allow_failed,
+    )
+    dest = Path(output) if output is not None else Path(tempfile.mkdtemp(prefix="edge-bundle-")) / options.name
+    return run_pipeline(source, backends, schemes, dest, options, overwrite=overwrite, progress=progress)
+
+
+def _default_name(description: str) -> str:
+    stem = Path(description.split(":")[-1] if description.startswith("zoo:") else description).stem
+    cleaned = "".join(c if c.isalnum() else "-" for c in stem.lower()).strip("-")
+    return cleaned or "model"
+
+
+def open_bundle(bundle: str | Path | Bundle) -> Bundle:
+    """Open and fully verify a bundle (directory or .edgebundle)."""
+    return bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
+
+
+def load(bundle: str | Path | Bundle, variant: str | None = None, *, threads: int | None = None) -> Session:
+    """Load one variant of a bundle with its backend's runtime (the first variant unless named)."""
+    from runtimes import SessionOptions, get_runtime
+
+    opened = open_bundle(bundle)
+    chosen = opened.variant(variant)
+    return get_runtime(chosen.backend).load(chosen, opened.root, SessionOptions(threads=threads))
+
+
+def check_golden(bundle: str | Path | Bundle, variant: str | None = None) -> AccuracyReport:
+    """Re-run the golden inputs here and compare with what the variant produced when it was converted."""
+    from converters.verify import DEVICE_TOLERANCE, compare
+
+    opened = open_bundle(bundle)
+    chosen = opened.variant(variant)
+    golden = opened.golden()
+    expected = opened.golden_outputs(chosen)
+    if golden is None or expected is None:
+        raise BundleError(f"bundle {opened.name!r} variant {chosen.id!r} carries no golden set to check")
+    with load(opened, chosen.id) as session:
+        outputs = session.run(golden.inputs)
+    return compare(expected, outputs, DEVICE_TOLERANCE, reference_name=f"{chosen.id} as measured at conversion")

@@ -1,0 +1,152 @@
+"""Open and verify a bundle: nothing inside is parsed until every file has been checked."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge_sdk.bundle import archive
+from edge_sdk.bundle.files import safe_relative, sha256_file
+from edge_sdk.bundle.manifest import MANIFEST_NAME, FileEntry, Manifest, Variant, parse_manifest
+from edge_sdk.errors import BundleError, choices
+from edge_sdk.types import Backend
+
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class GoldenSet:
+    inputs: dict[str, np.ndarray]
+    reference: dict[str, np.ndarray]
+    labels: np.ndarray | None
+
+
+class Bundle:
+    """A verified bundle directory. Use `Bundle.open`; the constructor trusts its arguments."""
+
+    def __init__(self, root: Path, manifest: Manifest) -> None:
+        self.root = root
+        self.manifest = manifest
+
+    @classmethod
+    def open(cls, path: str | Path) -> Bundle:
+        """Open a bundle directory or `.edgebundle` file and verify it completely."""
+        path = Path(path)
+        if not path.exists():
+            raise BundleError(f"bundle {str(path)!r} does not exist")
+        if path.is_file():
+            tmp = Path(tempfile.mkdtemp(prefix="edge-bundle-"))
+            try:
+                archive.unpack(path, tmp)
+                bundle = cls(tmp, verify_dir(tmp))
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            weakref.finalize(bundle, shutil.rmtree, tmp, True)
+            return bundle
+        return cls(path, verify_dir(path))
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def variants(self) -> tuple[Variant, ...]:
+        return self.manifest.variants
+
+    def variant(self, ref: str | Backend | None = None) -> Variant:
+        """Pick a variant by id or by backend (its first variant); None means the first variant."""
+        if ref is None:
+            return self.manifest.variants[0]
+        for v in self.manifest.variants:
+            if ref in (v.id, v.backend):
+                return v
+        raise BundleError(
+            f"bundle {self.name!r} has no variant {str(ref)!r}; variants: {choices(v.id for v in self.variants)}"
+        )
+
+    def path_of(self, entry: FileEntry) -> Path:
+        return self.root / safe_relative(entry.path)
+
+    def golden(self) -> GoldenSet | None:
+        g = self.manifest.golden
+        if g is None:
+            return None
+        labels = None
+        if g.labels:
+            labels = _load_npz(self.path_of(g.labels))["labels"]
+        return GoldenSet(_load_npz(self.path_of(g.inputs)), _load_npz(self.path_of(g.reference)), labels)
+
+    def golden_outputs(self, variant: Variant) -> dict[str, np.ndarray] | None:
+        return _load_npz(self.path_of(variant.golden_outputs)) if variant.golden_outputs else None
+
+    def pack(self, dest: str | Path) -> Path:
+        dest = Path(dest)
+        if dest.suffix != archive.SUFFIX:
+            dest = dest.with_name(dest.name + archive.SUFFIX)
+        return archive.pack(self.root, dest)
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+def verify_dir(root: Path) -> Manifest:
+    """Check the manifest, every digest and size, and that no file is missing, extra, or a link."""
+    manifest_path = root / MANIFEST_NAME
+    if manifest_path.is_symlink() or not manifest_path.is_file():
+        raise BundleError(f"{str(root)!r} is not a bundle: it has no regular file {MANIFEST_NAME}")
+    if manifest_path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{MANIFEST_NAME} is larger than {MAX_MANIFEST_BYTES} bytes")
+    manifest = parse_manifest(manifest_path.read_bytes())
+
+    expected: dict[str, FileEntry] = {}
+    for entry in manifest.all_files():
+        rel = safe_relative(entry.path, what="manifest file path").as_posix()
+        if rel in expected:
+            raise BundleError(f"manifest lists {rel!r} twice")
+        expected[rel] = entry
+
+    present = _walk(root)
+    missing = sorted(set(expected) - present)
+    if missing:
+        raise BundleError(f"bundle is missing files listed in its manifest: {missing}")
+    extra = sorted(present - set(expected) - {MANIFEST_NAME})
+    if extra:
+        raise BundleError(f"bundle holds files its manifest does not list: {extra}")
+
+    for rel, entry in expected.items():
+        path = root / rel
+        size = path.stat().st_size
+        if size != entry.size:
+            raise BundleError(f"{rel!r} is {size} bytes, the manifest says {entry.size}: truncated or replaced")
+        digest = sha256_file(path)
+        if digest != entry.sha256:
+            raise BundleError(
+                f"{rel!r} has sha256 {digest[:16]}…, the manifest says {entry.sha256[:16]}…: "
+                "the file was modified or corrupted"
+            )
+    return manifest
+
+
+def _walk(root: Path) -> set[str]:
+    """Relative paths of the regular files under root; any link or special file is refused."""
+    files: set[str] = set()
+    for path in root.rglob("*"):
+        rel = path.relative_to(root).as_posix()
+        if path.is_symlink():
+            raise BundleError(f"bundle member {rel!r} is a symlink; bundles hold regular files only")
+        if path.is_dir():
+            continue
+        if not path.is_file():
+            raise BundleError(f"bundle member {rel!r} is a special file; bundles hold regular files only")
+        if path.stat().st_nlink > 1:
+            raise BundleError(f"bundle member {rel!r} is hard-linked elsewhere; bundles hold private files only")
+        files.add(rel)
+    return files

@@ -1,0 +1,163 @@
+"""The bundle manifest (schema version 1): what a bundle holds and what was measured about it."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from edge_sdk.errors import BundleError, UnsupportedSchemaError
+from edge_sdk.types import Backend, QuantScheme, Task, TensorSpec
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+_SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class FileEntry(_Strict):
+    path: str = Field(description="POSIX path relative to the bundle root")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=0)
+
+
+class Recipe(_Strict):
+    quantization: QuantScheme
+    precision: str = Field(description="what the weights are stored as: fp32, fp16, int8, ...")
+    pruning_ratio: float = Field(default=0.0, ge=0.0, lt=1.0)
+    options: dict[str, str] = Field(default_factory=dict, description="backend-specific knobs, recorded as text")
+
+
+class Metric(_Strict):
+    name: str
+    value: float
+    reference: float | None = None
+    tolerance: float
+    higher_is_better: bool
+    passed: bool
+
+
+class AccuracyReport(_Strict):
+    reference: str = Field(description="what the variant was compared with")
+    samples: int = Field(ge=0)
+    metrics: tuple[Metric, ...]
+    passed: bool
+
+    def metric(self, name: str) -> Metric | None:
+        return next((m for m in self.metrics if m.name == name), None)
+
+
+class FitReport(_Strict):
+    profile: str
+    fits: bool
+    estimated_peak_bytes: int
+    budget_bytes: int
+    reasons: tuple[str, ...] = ()
+
+
+class RuntimeRequirement(_Strict):
+    package: str
+    version: str
+    extra: str
+
+
+class Variant(_Strict):
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    backend: Backend
+    files: tuple[FileEntry, ...] = Field(min_length=1)
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    recipe: Recipe
+    runtime: RuntimeRequirement
+    accuracy: AccuracyReport | None = None
+    fit: dict[str, FitReport] = Field(default_factory=dict)
+    golden_outputs: FileEntry | None = Field(
+        default=None, description="this variant's own outputs on the golden inputs, as measured on the host"
+    )
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+class Golden(_Strict):
+    """Inputs with reference outputs, so the accuracy gate can be re-checked on the device."""
+
+    inputs: FileEntry
+    reference: FileEntry
+    labels: FileEntry | None = None
+
+
+class SourceInfo(_Strict):
+    kind: str = Field(description="torch, onnx, ...")
+    digest: str
+    description: str = ""
+
+
+class Manifest(_Strict):
+    schema_version: int
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    version: str
+    task: Task
+    created_by: str
+    source: SourceInfo
+    variants: tuple[Variant, ...] = Field(min_length=1)
+    golden: Golden | None = None
+
+    @field_validator("version")
+    @classmethod
+    def _semver(cls, value: str) -> str:
+        if not _SEMVER.match(value):
+            raise ValueError(f"version {value!r} is not semantic (MAJOR.MINOR.PATCH)")
+        return value
+
+    @field_validator("variants")
+    @classmethod
+    def _unique_ids(cls, variants: tuple[Variant, ...]) -> tuple[Variant, ...]:
+        ids = [v.id for v in variants]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"variant ids repeat: {ids}")
+        return variants
+
+    def all_files(self) -> list[FileEntry]:
+        files = [f for v in self.variants for f in v.files]
+        files += [v.golden_outputs for v in self.variants if v.golden_outputs]
+        if self.golden:
+            files += [self.golden.inputs, self.golden.reference]
+            if self.golden.labels:
+                files.append(self.golden.labels)
+        return files
+
+    def canonical_bytes(self) -> bytes:
+        """The bytes a signature covers: sorted keys, no whitespace."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":")).encode()
+
+
+def parse_manifest(raw: bytes) -> Manifest:
+    """Parse manifest.json, refusing a newer schema before validating anything else."""
+    try:
+        data: Any = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"manifest.json is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BundleError("manifest.json must hold a JSON object")
+    version = data.get("schema_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise BundleError(f"manifest.json has no integer schema_version (got {version!r})")
+    if version > SCHEMA_VERSION:
+        raise UnsupportedSchemaError(
+            f"bundle manifest has schema version {version}, this edge-sdk reads up to {SCHEMA_VERSION}: "
+            "upgrade edge-sdk to read it"
+        )
+    if version < 1:
+        raise BundleError(f"manifest.json has an invalid schema_version {version}")
+    try:
+        return Manifest.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:8])
+        raise BundleError(f"manifest.json is invalid: {problems}") from None

@@ -1,0 +1,145 @@
+"""BundleWriter: collects golden data and variants, then writes a bundle directory atomically."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+
+from edge_sdk.bundle.bundle import Bundle, verify_dir
+from edge_sdk.bundle.files import safe_relative, sha256_file
+from edge_sdk.bundle.manifest import (
+    MANIFEST_NAME,
+    SCHEMA_VERSION,
+    AccuracyReport,
+    FileEntry,
+    FitReport,
+    Golden,
+    Manifest,
+    Recipe,
+    RuntimeRequirement,
+    SourceInfo,
+    Variant,
+)
+from edge_sdk.errors import BundleError
+from edge_sdk.types import Backend, Task, TensorSpec
+
+
+class _State(Enum):
+    COLLECTING = "collecting variants"
+    WRITTEN = "written"
+
+
+class BundleWriter:
+    """Stage files in a private directory; `write` verifies the result and moves it into place."""
+
+    def __init__(self, *, name: str, version: str, task: Task, source: SourceInfo, created_by: str) -> None:
+        self._header = {
+            "name": name,
+            "version": version,
+            "task": task,
+            "source": source,
+            "created_by": created_by,
+        }
+        self._stage = Path(tempfile.mkdtemp(prefix="edge-bundle-stage-"))
+        self._variants: list[Variant] = []
+        self._golden: Golden | None = None
+        self._state = _State.COLLECTING
+
+    def _expect_collecting(self, step: str) -> None:
+        if self._state is not _State.COLLECTING:
+            raise BundleError(f"cannot {step}: the bundle was already {self._state.value}")
+
+    def set_golden(
+        self,
+        inputs: dict[str, np.ndarray],
+        reference: dict[str, np.ndarray],
+        labels: np.ndarray | None = None,
+    ) -> None:
+        self._expect_collecting("set the golden set")
+        self._golden = Golden(
+            inputs=self._save_npz("golden/inputs.npz", inputs),
+            reference=self._save_npz("golden/reference.npz", reference),
+            labels=self._save_npz("golden/labels.npz", {"labels": labels}) if labels is not None else None,
+        )
+
+    def add_variant(
+        self,
+        *,
+        variant_id: str,
+        backend: Backend,
+        files: dict[str, Path],
+        inputs: tuple[TensorSpec, ...],
+        outputs: tuple[TensorSpec, ...],
+        recipe: Recipe,
+        runtime: RuntimeRequirement,
+        accuracy: AccuracyReport | None = None,
+        fit: dict[str, FitReport] | None = None,
+        golden_outputs: dict[str, np.ndarray] | None = None,
+    ) -> Variant:
+        """Copy `files` (name in the variant -> file on disk) under variants/<id>/ and record them."""
+        self._expect_collecting("add a variant")
+        entries = []
+        for name, src in files.items():
+            rel = f"variants/{variant_id}/{safe_relative(name).as_posix()}"
+            dest = self._stage / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dest)
+            entries.append(self._entry(rel))
+        golden = None
+        if golden_outputs is not None:
+            golden = self._save_npz(f"golden/{variant_id}.npz", golden_outputs)
+        variant = Variant(
+            id=variant_id,
+            backend=backend,
+            files=tuple(entries),
+            inputs=inputs,
+            outputs=outputs,
+            recipe=recipe,
+            runtime=runtime,
+            accuracy=accuracy,
+            fit=fit or {},
+            golden_outputs=golden,
+        )
+        self._variants.append(variant)
+        return variant
+
+    def write(self, dest: str | Path, *, overwrite: bool = False) -> Bundle:
+        """Write the manifest, verify the staged bundle, and move it to `dest` in one rename."""
+        self._expect_collecting("write")
+        dest = Path(dest)
+        if dest.exists() and not overwrite and (not dest.is_dir() or any(dest.iterdir())):
+            raise BundleError(f"{str(dest)!r} already exists and is not empty; choose another path or overwrite")
+        manifest = Manifest(
+            schema_version=SCHEMA_VERSION, variants=tuple(self._variants), golden=self._golden, **self._header
+        )
+        (self._stage / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
+        verify_dir(self._stage)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        # Stage beside the destination so the final step is a rename on one filesystem.
+        beside = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+        shutil.move(str(self._stage), beside / "b")
+        if dest.exists():
+            old = beside / "old"
+            dest.rename(old)
+        (beside / "b").rename(dest)
+        shutil.rmtree(beside, ignore_errors=True)
+        self._state = _State.WRITTEN
+        return Bundle(dest, manifest)
+
+    def discard(self) -> None:
+        shutil.rmtree(self._stage, ignore_errors=True)
+
+    def _save_npz(self, rel: str, arrays: dict[str, np.ndarray]) -> FileEntry:
+        path = self._stage / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("wb") as fh:
+            np.savez(fh, **arrays)
+        return self._entry(rel)
+
+    def _entry(self, rel: str) -> FileEntry:
+        path = self._stage / rel
+        return FileEntry(path=rel, sha256=sha256_file(path), size=path.stat().st_size)

@@ -1,0 +1,79 @@
+"""The backend registry: Backend -> where its runtime and exporter live, and which extra installs them.
+
+Nothing here imports an engine. The first use of a backend imports its adapter module; if the engine
+is missing, the user is told which extra to install.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from edge_sdk.errors import BackendUnavailableError, ConfigError, choices
+from edge_sdk.types import Backend
+
+
+class Role(StrEnum):
+    RUNTIME = "runtime"
+    EXPORTER = "exporter"
+
+
+@dataclass(frozen=True)
+class BackendEntry:
+    engine: str  # the distribution a user would recognise, for messages
+    runtime_extra: str  # what a device needs to run it
+    convert_extra: str  # what the host needs to produce it
+    targets: dict[Role, str]  # role -> "module:Class"
+
+
+_REGISTRY: dict[Backend, BackendEntry] = {
+    Backend.ONNX: BackendEntry(
+        engine="onnxruntime",
+        runtime_extra="onnx",
+        convert_extra="convert",
+        targets={
+            Role.RUNTIME: "runtimes.onnxruntime_adapter:OnnxRuntime",
+            Role.EXPORTER: "converters.onnx_export:OnnxExporter",
+        },
+    ),
+}
+
+
+def register(backend: Backend, entry: BackendEntry) -> None:
+    """Add or replace a backend (used by later backends and by tests)."""
+    _REGISTRY[backend] = entry
+
+
+def entry(backend: Backend) -> BackendEntry:
+    try:
+        return _REGISTRY[backend]
+    except KeyError:
+        raise ConfigError(
+            f"backend {backend.value!r} is not available in this edge-sdk; available: {choices(_REGISTRY)}"
+        ) from None
+
+
+def available_backends() -> list[Backend]:
+    return list(_REGISTRY)
+
+
+def load(backend: Backend, role: Role) -> Any:
+    """Import and return the class registered for (backend, role)."""
+    spec = entry(backend)
+    target = spec.targets.get(role)
+    if target is None:
+        raise ConfigError(f"backend {backend.value!r} has no {role.value}")
+    module_name, _, attr = target.partition(":")
+    extra = spec.runtime_extra if role is Role.RUNTIME else spec.convert_extra
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] == module_name.split(".")[0]:
+            raise  # our own module is missing: a packaging bug, not a missing extra
+        raise BackendUnavailableError(
+            f"the {backend.value} {role.value} needs the package {exc.name!r}, which is not installed: "
+            f"pip install 'edge-sdk[{extra}]'"
+        ) from exc
+    return getattr(module, attr)

@@ -1,0 +1,117 @@
+"""The one interface every engine adapter implements: Runtime loads a variant, Session runs it."""
+
+from __future__ import annotations
+
+import resource
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from edge_sdk.bundle import Variant
+from edge_sdk.errors import InputError, UnsupportedOperationError, choices
+from edge_sdk.types import Backend, TensorSpec
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionOptions:
+    """Knobs common to every engine. `threads=None` lets the engine choose (usually all cores)."""
+
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class LoadStats:
+    load_seconds: float
+    resident_bytes_delta: int  # growth of this process's peak RSS while loading
+
+
+def _peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+class Session(ABC):
+    """A loaded variant. `run` checks inputs against the variant's TensorSpecs before the engine sees them."""
+
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    stats: LoadStats
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self._run(self.check_inputs(inputs))
+
+    @abstractmethod
+    def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def check_inputs(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        wanted = {spec.name for spec in self.inputs}
+        given = set(inputs)
+        if given != wanted:
+            missing, unknown = sorted(wanted - given), sorted(given - wanted)
+            parts = [f"missing {missing}"] if missing else []
+            parts += [f"unknown {unknown}"] if unknown else []
+            raise InputError(
+                f"inputs do not match the model: {', '.join(parts)}; "
+                f"expected: {'; '.join(s.describe() for s in self.inputs)}"
+            )
+        checked = {}
+        for spec in self.inputs:
+            array = np.asarray(inputs[spec.name])
+            problem = spec.mismatch(array)
+            if problem:
+                raise InputError(problem)
+            checked[spec.name] = np.ascontiguousarray(array)
+        return checked
+
+    def generate(self, prompt: str, **options: object) -> Iterator[str]:
+        raise UnsupportedOperationError(f"{type(self).__name__} runs tensor models; it cannot generate text")
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        raise UnsupportedOperationError(f"{type(self).__name__} runs tensor models; it cannot embed text")
+
+    def close(self) -> None:  # noqa: B027 - engines without resources to free need not override
+        """Release the engine's resources."""
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Runtime(ABC):
+    """Loads variants of one backend. Subclasses set `backend`."""
+
+    backend: ClassVar[Backend]
+
+    @classmethod
+    @abstractmethod
+    def available(cls) -> bool: ...
+
+    def load(self, variant: Variant, root: Path, options: SessionOptions | None = None) -> Session:
+        """Load `variant` from the bundle directory `root`, measuring load time and memory."""
+        if variant.backend is not self.backend:
+            raise InputError(
+                f"variant {variant.id!r} is for {variant.backend.value}, this runtime runs {self.backend.value}"
+            )
+        before, start = _peak_rss_bytes(), time.perf_counter()
+        session = self._load(variant, root, options or SessionOptions())
+        session.stats = LoadStats(time.perf_counter() - start, max(0, _peak_rss_bytes() - before))
+        return session
+
+    @abstractmethod
+    def _load(self, variant: Variant, root: Path, options: SessionOptions) -> Session: ...
+
+
+def single_file(variant: Variant, root: Path, suffix: str) -> Path:
+    """The one file of `variant` ending in `suffix`, for engines that load a single artifact."""
+    matches = [f for f in variant.files if f.path.endswith(suffix)]
+    if len(matches) != 1:
+        raise InputError(
+            f"variant {variant.id!r} should hold exactly one {suffix} file; it holds {choices(f.path for f in variant.files)}"
+        )
+    return root / matches[0].path
