@@ -101,6 +101,8 @@ def _export_torch(source: TorchSource, dest: Path) -> None:
                 output_names=list(source.output_names),
                 dynamic_shapes=tuple({0: batch} for _ in args),
             )
+            if program is None:  # only happens when a file path is given
+                raise ExportError("the dynamo exporter returned no program")
             program.save(str(dest))
             _drop_weight_value_info(dest)
             return

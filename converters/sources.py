@@ -193,6 +193,15 @@ def load_factory(spec: str) -> nn.Module:
     return factory()
 
 
+def eval_data_of(model: object) -> tuple[dict[str, np.ndarray], np.ndarray | None] | None:
+    """The model's own labelled evaluation data, if it offers `eval_data()` -> (inputs, labels)."""
+    provider = getattr(model, "eval_data", None)
+    if not callable(provider):
+        return None
+    inputs, labels = provider()
+    return {str(k): np.asarray(v) for k, v in dict(inputs).items()}, (None if labels is None else np.asarray(labels))
+
+
 def example_inputs_of(module: nn.Module) -> dict[str, np.ndarray] | None:
     """The model's own example data, if it offers `example_inputs()` (see converters.zoo.DigitsCNN)."""
     provider = getattr(module, "example_inputs", None)

@@ -61,7 +61,12 @@ class DigitsCNN(nn.Module):
 
     def example_inputs(self) -> dict[str, np.ndarray]:
         """Real digits to trace and calibrate with: a convention `convert` looks for on any model."""
-        return {"input": digits_data().train_x[:64]}
+        return {"input": digits_data().train_x[:256]}
+
+    def eval_data(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The held-out split with labels, so conversion measures real accuracy (also a convention)."""
+        data = digits_data()
+        return {"input": data.test_x}, data.test_y
 
 
 def train_digits_cnn(epochs: int = 30, seed: int = SEED) -> DigitsCNN:

@@ -71,7 +71,7 @@ def convert(
     """Convert a model into a verified bundle: one variant per backend × quantization.
 
     `output` defaults to a new temporary directory. `eval_data` is (inputs, labels or None); without it the
-    example inputs are the evaluation set.
+    model's own `eval_data()` is used if it has one, else the example inputs (then no task accuracy is measured).
     """
     from converters.pipeline import ConvertOptions
     from converters.pipeline import convert as run_pipeline
@@ -81,6 +81,10 @@ def convert(
     schemes = [parse_enum(QuantScheme, q, "quantization") for q in _as_list(quantize)]
     profiles = tuple(load_profile(p) for p in _as_list(profile)) if profile is not None else ()
     source = resolve_source(model, example_inputs)
+    if eval_data is None:
+        from converters.sources import eval_data_of
+
+        eval_data = eval_data_of(getattr(source, "module", None))
     eval_inputs, eval_labels = (dict(eval_data[0]), eval_data[1]) if eval_data else (None, None)
     options = ConvertOptions(
         name=name or _default_name(source.describe()),

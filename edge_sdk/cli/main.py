@@ -1,0 +1,42 @@
+"""`edge-sdk`: convert models for small devices, inspect and verify bundles, run them."""
+
+from __future__ import annotations
+
+import typer
+
+from edge_sdk import __version__
+from edge_sdk.cli.bundle_cmds import inspect_cmd, pack_cmd, run_cmd, verify_cmd
+from edge_sdk.cli.convert import convert_cmd
+from edge_sdk.cli.profiles import profiles_app
+
+app = typer.Typer(
+    name="edge-sdk",
+    help="Take a trained model onto small devices: convert it for a device profile into a verified bundle, "
+    "inspect and verify bundles, and run them with the engine they were built for.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(profiles_app, name="profiles", help="List and show device profiles (Raspberry Pi, Jetson, phones, host).")
+app.command("convert")(convert_cmd)
+app.command("inspect")(inspect_cmd)
+app.command("verify")(verify_cmd)
+app.command("run")(run_cmd)
+app.command("pack")(pack_cmd)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"edge-sdk {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """Root options."""
+
+
+def main() -> None:
+    app()
