@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from edge_sdk.bundle import Bundle
@@ -34,13 +35,13 @@ def inspect_cmd(
         detail.add_column("item")
         detail.add_column("value")
         for spec in v.inputs:
-            detail.add_row("input", spec.describe())
+            detail.add_row("input", escape(spec.describe()))
         for spec in v.outputs:
-            detail.add_row("output", spec.describe())
+            detail.add_row("output", escape(spec.describe()))
         for f in v.files:
             detail.add_row("file", f"{f.path} {human_bytes(f.size)} sha256 {f.sha256[:12]}…")
         for key, value in v.recipe.options.items():
-            detail.add_row(f"recipe.{key}", value)
+            detail.add_row(f"recipe.{key}", escape(value))
         if v.accuracy:
             for metric in v.accuracy.metrics:
                 ref = f" ref {metric.reference:.4g}" if metric.reference is not None else ""
@@ -48,7 +49,7 @@ def inspect_cmd(
                 detail.add_row(metric.name, f"{metric.value:.5g}{ref} tol {metric.tolerance:.3g} {verdict}")
         for report in v.fit.values():
             why = "; ".join(report.reasons) or "fits"
-            detail.add_row(f"fit {report.profile}", why)
+            detail.add_row(f"fit {report.profile}", escape(why))
         console.print(detail)
 
 
@@ -75,7 +76,7 @@ def verify_cmd(
             from converters.verify import summary
 
             mark = "[green]ok[/]" if report.passed else "[red]FAIL[/]"
-            console.print(f"{mark} {v.id} golden set ({report.samples} samples): {summary(report)}", highlight=False)
+            console.print(f"{mark} {v.id} golden set ({report.samples} samples): {escape(summary(report))}", highlight=False)
             failed |= not report.passed
     if failed:
         err_console.print("[bold red]error:[/] a variant does not reproduce its golden outputs on this machine")
@@ -100,7 +101,7 @@ def run_cmd(
         line = f"{name}: {value.dtype}[{'x'.join(map(str, value.shape))}]"
         if value.ndim == 2 and value.shape[1] > 1:
             line += f" argmax {value.argmax(axis=1).tolist()[:32]}"
-        console.print(line, highlight=False)
+        console.print(escape(line), highlight=False)
     if output:
         np.savez(output, **outputs)
         console.print(f"[green]wrote[/] {output}")

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from edge_sdk.errors import EdgeSDKError
 
@@ -24,7 +25,7 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except EdgeSDKError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(EXIT_FAILED) from None
 
 

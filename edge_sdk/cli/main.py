@@ -8,6 +8,7 @@ from edge_sdk import __version__
 from edge_sdk.cli.bundle_cmds import inspect_cmd, pack_cmd, run_cmd, verify_cmd
 from edge_sdk.cli.convert import convert_cmd
 from edge_sdk.cli.profiles import profiles_app
+from edge_sdk.cli.serve_cmds import daemon_app, serve_cmd
 
 app = typer.Typer(
     name="edge-sdk",
@@ -23,6 +24,8 @@ app.command("inspect")(inspect_cmd)
 app.command("verify")(verify_cmd)
 app.command("run")(run_cmd)
 app.command("pack")(pack_cmd)
+app.command("serve")(serve_cmd)
+app.add_typer(daemon_app, name="daemon")
 
 
 def _version(value: bool) -> None:

@@ -38,7 +38,7 @@ def test_every_variant_records_files_recipe_accuracy_and_fit(onnx_bundle):
     for v in m.variants:
         assert v.files and all(f.size > 0 and len(f.sha256) == 64 for f in v.files)
         assert v.accuracy is not None and v.accuracy.passed
-        assert set(v.fit) == {"rpi5"}
+        assert set(v.fit) == {"rpi5", "rpi4"}
         assert v.golden_outputs is not None
 
 

@@ -1,0 +1,1 @@
+"""The device daemon: OpenAI-compatible and tensor APIs over installed bundles (FastAPI + uvicorn)."""

@@ -1,0 +1,20 @@
+"""Daemon settings, validated once at the boundary."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class DaemonConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str = "127.0.0.1"  # loopback unless the operator says otherwise
+    port: int = Field(default=8080, ge=0, le=65535)
+    api_keys: frozenset[str] = frozenset()  # empty: no auth (only sensible on loopback)
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+    concurrency_per_model: int = Field(default=2, gt=0)
+    queue_per_model: int = Field(default=8, ge=0)
+    request_timeout_s: float = Field(default=120.0, gt=0)
+    drain_timeout_s: float = Field(default=10.0, ge=0)
+    memory_budget_bytes: int | None = Field(default=None, gt=0, description="None: the host profile's budget")
+    threads: int | None = Field(default=None, gt=0)

@@ -1,0 +1,192 @@
+"""Loaded models: on-demand loading within a memory budget, LRU eviction, bounded concurrency and queue."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from edge_sdk.bundle import Bundle, Variant
+from edge_sdk.daemon.config import DaemonConfig
+from edge_sdk.daemon.metrics import Metrics
+from edge_sdk.errors import ConfigError, EdgeSDKError, RuntimeFailure, choices
+
+if TYPE_CHECKING:
+    from runtimes import Session
+
+
+class UnknownModelError(ConfigError):
+    pass
+
+
+class OverloadedError(EdgeSDKError):
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class BundleSource(Protocol):
+    """Where the daemon finds bundles: a store of installed versions, or directories given at start."""
+
+    def names(self) -> list[str]: ...
+
+    def open(self, name: str) -> Bundle: ...
+
+
+class DirectorySource:
+    """Bundles named by their manifest, from paths given on the command line."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self._paths: dict[str, Path] = {}
+        for path in paths:
+            self._paths[Bundle.open(path).name] = path
+
+    def names(self) -> list[str]:
+        return sorted(self._paths)
+
+    def open(self, name: str) -> Bundle:
+        return Bundle.open(self._paths[name])
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    bundle: Bundle
+    variant: Variant
+    session: Session
+    bytes: int
+    in_use: int = 0
+    last_used: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class _Gate:
+    semaphore: asyncio.Semaphore
+    waiting: int = 0
+    running: int = 0
+
+
+class ModelPool:
+    def __init__(self, source: BundleSource, config: DaemonConfig, metrics: Metrics, budget_bytes: int) -> None:
+        self.source = source
+        self.config = config
+        self.metrics = metrics
+        self.budget_bytes = budget_bytes
+        self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._gates: dict[str, _Gate] = {}
+        self._load_locks: dict[str, asyncio.Lock] = {}
+        self._recent_latency: dict[str, float] = {}
+
+    def loaded(self) -> list[LoadedModel]:
+        return list(self._loaded.values())
+
+    def _check_known(self, name: str) -> None:
+        known = self.source.names()
+        if name not in known:
+            raise UnknownModelError(f"model {name!r} is not installed here; installed: {choices(known) or 'none'}")
+
+    def _admit(self, name: str) -> _Gate:
+        gate = self._gates.setdefault(name, _Gate(asyncio.Semaphore(self.config.concurrency_per_model)))
+        if gate.running + gate.waiting >= self.config.concurrency_per_model + self.config.queue_per_model:
+            per_request = self._recent_latency.get(name, 1.0)
+            retry = max(1.0, per_request * (gate.waiting + 1) / self.config.concurrency_per_model)
+            self.metrics.inc("edge_rejected_total", model=name, reason="overloaded")
+            raise OverloadedError(
+                f"model {name!r} is busy: {gate.running} running and {gate.waiting} queued (limits "
+                f"{self.config.concurrency_per_model} and {self.config.queue_per_model})",
+                retry,
+            )
+        return gate
+
+    @contextlib.asynccontextmanager
+    async def use(self, name: str) -> AsyncIterator[LoadedModel]:
+        """Admit (or 429 at once), wait for a slot, load if needed, and hold the model while in use."""
+        self._check_known(name)
+        gate = self._admit(name)
+        gate.waiting += 1
+        self._queue_gauge(name, gate)
+        try:
+            await gate.semaphore.acquire()
+        finally:
+            gate.waiting -= 1
+        gate.running += 1
+        self._queue_gauge(name, gate)
+        start = time.monotonic()
+        try:
+            model = await self._ensure_loaded(name)
+            model.in_use += 1
+            try:
+                yield model
+            finally:
+                model.in_use -= 1
+                model.last_used = time.monotonic()
+        finally:
+            gate.running -= 1
+            gate.semaphore.release()
+            self._queue_gauge(name, gate)
+            self._recent_latency[name] = time.monotonic() - start
+
+    def _queue_gauge(self, name: str, gate: _Gate) -> None:
+        self.metrics.set("edge_queue_depth", gate.waiting, model=name)
+        self.metrics.set("edge_requests_running", gate.running, model=name)
+
+    async def _ensure_loaded(self, name: str) -> LoadedModel:
+        lock = self._load_locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            model = self._loaded.get(name)
+            if model is not None:
+                self._loaded.move_to_end(name)
+                return model
+            model = await asyncio.to_thread(self._load, name)
+            self._evict_for(model.bytes)
+            self._loaded[name] = model
+            self.metrics.set("edge_models_loaded", len(self._loaded))
+            return model
+
+    def _load(self, name: str) -> LoadedModel:
+        from device_profiles.fit import ENGINE_OVERHEAD_BYTES
+        from runtimes import SessionOptions, get_runtime
+
+        bundle = self.source.open(name)
+        variant = bundle.variant()
+        start = time.monotonic()
+        try:
+            session = get_runtime(variant.backend).load(variant, bundle.root, SessionOptions(threads=self.config.threads))
+        except EdgeSDKError:
+            raise
+        except Exception as exc:  # an engine crash while loading must not take the daemon down
+            raise RuntimeFailure(f"loading {name!r} ({variant.id}) failed: {type(exc).__name__}: {exc}") from exc
+        self.metrics.observe("edge_model_load_seconds", time.monotonic() - start, model=name)
+        size = variant.size_bytes + ENGINE_OVERHEAD_BYTES.get(variant.backend, 0)
+        return LoadedModel(name, bundle, variant, session, size)
+
+    def _evict_for(self, incoming: int) -> None:
+        """Unload least recently used idle models until `incoming` fits the budget."""
+        used = sum(m.bytes for m in self._loaded.values())
+        for name in list(self._loaded):
+            if used + incoming <= self.budget_bytes:
+                break
+            model = self._loaded[name]
+            if model.in_use:
+                continue
+            model.session.close()
+            del self._loaded[name]
+            used -= model.bytes
+            self.metrics.inc("edge_model_evictions_total", model=name)
+        self.metrics.set("edge_models_loaded", len(self._loaded))
+
+    def reload(self, name: str) -> None:
+        """Forget a model so the next request loads its newly active version; in-flight requests keep the old."""
+        model = self._loaded.pop(name, None)
+        if model is not None and not model.in_use:
+            model.session.close()
+
+    def close(self) -> None:
+        for model in self._loaded.values():
+            model.session.close()
+        self._loaded.clear()

@@ -1,0 +1,110 @@
+"""The daemon serving the digits CNN over HTTP: results, metrics, and every bad input answered cleanly."""
+
+from __future__ import annotations
+
+import concurrent.futures
+
+import httpx
+import numpy as np
+import pytest
+
+
+
+def _tensor(x: np.ndarray) -> dict:
+    return {"dtype": str(x.dtype), "shape": list(x.shape), "data": x.reshape(-1).tolist()}
+
+
+def test_infer_matches_the_session_in_process(tensor_daemon, onnx_bundle, digits):
+    import edge_sdk
+
+    x = digits.test_x[:5]
+    r = httpx.post(f"{tensor_daemon}/v1/infer/digits-cnn", json={"inputs": {"input": _tensor(x)}})
+    assert r.status_code == 200, r.text
+    out = r.json()["outputs"]["output"]
+    assert out["shape"] == [5, 10] and out["dtype"] == "float32"
+    with edge_sdk.load(onnx_bundle) as session:
+        expected = session.run({"input": x})["output"]
+    np.testing.assert_allclose(np.array(out["data"]).reshape(5, 10), expected, rtol=1e-5, atol=1e-5)
+    assert np.array(out["data"]).reshape(5, 10).argmax(1).tolist() == digits.test_y[:5].tolist()
+
+
+def test_models_health_and_metrics(tensor_daemon):
+    models = httpx.get(f"{tensor_daemon}/v1/models").json()
+    assert [m["id"] for m in models["data"]] == ["digits-cnn"]
+    assert httpx.get(f"{tensor_daemon}/health/ready").json()["ready"] is True
+    httpx.post(f"{tensor_daemon}/v1/infer/digits-cnn",
+               json={"inputs": {"input": _tensor(np.zeros((1, 1, 8, 8), np.float32))}})
+    text = httpx.get(f"{tensor_daemon}/metrics").text
+    assert 'edge_requests_total{route="infer",status="200"}' in text
+    assert "edge_request_seconds_bucket" in text and "edge_process_resident_bytes" in text
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "needle"),
+    [
+        ("/v1/infer/nope", {"inputs": {}}, 404, "not installed here; installed: 'digits-cnn'"),
+        ("/v1/infer/digits-cnn", {"inputs": {"input": _tensor(np.zeros((2, 64), np.float32))}}, 400,
+         "expected input: float32[batchx1x8x8]"),
+        ("/v1/infer/digits-cnn", {"inputs": {"input": _tensor(np.zeros((1, 1, 8, 8), np.int32))}}, 400,
+         "dtype int32"),
+        ("/v1/infer/digits-cnn", {"inputs": {"pixels": _tensor(np.zeros((1, 1, 8, 8), np.float32))}}, 400,
+         "unknown input 'pixels'"),
+        ("/v1/infer/digits-cnn", {"inputs": {"input": {"dtype": "float32", "shape": [3], "data": [1]}}}, 400,
+         "does not form"),
+        ("/v1/infer/digits-cnn", {"wrong": 1}, 400, "invalid request"),
+        ("/v1/chat/completions", {"model": "digits-cnn", "messages": [{"role": "user", "content": "hi"}]}, 400,
+         "tensor model"),
+    ],
+    ids=["unknown-model", "shape", "dtype", "input-name", "data", "schema", "chat-on-tensor"],
+)
+def test_bad_requests_get_a_clear_error_and_the_daemon_keeps_serving(tensor_daemon, path, body, status, needle):
+    r = httpx.post(f"{tensor_daemon}{path}", json=body)
+    assert r.status_code == status, r.text
+    assert needle in r.json()["error"]["message"]
+    ok = httpx.post(f"{tensor_daemon}/v1/infer/digits-cnn",
+                    json={"inputs": {"input": _tensor(np.zeros((1, 1, 8, 8), np.float32))}})
+    assert ok.status_code == 200
+
+
+def test_malformed_json_and_oversized_body(tensor_daemon):
+    r = httpx.post(f"{tensor_daemon}/v1/infer/digits-cnn", content=b"{not json",
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "invalid request" in r.json()["error"]["message"]
+    big = b"x" * (300 * 1024)
+    r = httpx.post(f"{tensor_daemon}/v1/infer/digits-cnn", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "larger than the limit" in r.json()["error"]["message"]
+
+    def chunks():
+        for _ in range(40):
+            yield b"x" * 10_000
+
+    r = httpx.post(f"{tensor_daemon}/v1/infer/digits-cnn", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+
+
+def test_burst_beyond_concurrency_and_queue_gets_429_with_retry_after(slow_bundle, serve_bundles):
+    from edge_sdk.daemon.pool import DirectorySource
+
+    x = _tensor(np.zeros((1, 1, 8, 8), np.float32))
+    with serve_bundles(DirectorySource([slow_bundle.root]), concurrency_per_model=1, queue_per_model=1) as url:
+        with httpx.Client(timeout=60) as client, concurrent.futures.ThreadPoolExecutor(10) as ex:
+            responses = list(ex.map(
+                lambda _: client.post(f"{url}/v1/infer/slow-net", json={"inputs": {"input": x}}), range(10)
+            ))
+        codes = sorted(r.status_code for r in responses)
+        assert 200 in codes and 429 in codes, codes
+        refused = next(r for r in responses if r.status_code == 429)
+        assert int(refused.headers["retry-after"]) >= 1
+        assert "busy" in refused.json()["error"]["message"]
+        # Once the burst is over, the model serves again.
+        assert httpx.post(f"{url}/v1/infer/slow-net", json={"inputs": {"input": x}}, timeout=60).status_code == 200
+
+
+def test_api_key_required_except_for_health(onnx_bundle, serve_bundles):
+    from edge_sdk.daemon.pool import DirectorySource
+
+    with serve_bundles(DirectorySource([onnx_bundle.root]), api_keys=frozenset({"s3cret"})) as url:
+        assert httpx.get(f"{url}/health/live").status_code == 200
+        assert httpx.get(f"{url}/v1/models").status_code == 401
+        assert httpx.get(f"{url}/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert httpx.get(f"{url}/v1/models", headers={"Authorization": "Bearer s3cret"}).status_code == 200
