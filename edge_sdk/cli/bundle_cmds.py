@@ -76,7 +76,9 @@ def verify_cmd(
             from converters.verify import summary
 
             mark = "[green]ok[/]" if report.passed else "[red]FAIL[/]"
-            console.print(f"{mark} {v.id} golden set ({report.samples} samples): {escape(summary(report))}", highlight=False)
+            console.print(
+                f"{mark} {v.id} golden set ({report.samples} samples): {escape(summary(report))}", highlight=False
+            )
             failed |= not report.passed
     if failed:
         err_console.print("[bold red]error:[/] a variant does not reproduce its golden outputs on this machine")
@@ -103,7 +105,7 @@ def run_cmd(
             line += f" argmax {value.argmax(axis=1).tolist()[:32]}"
         console.print(escape(line), highlight=False)
     if output:
-        np.savez(output, **outputs)
+        np.savez(output, **outputs)  # type: ignore[arg-type]  # numpy's stub misreads **kwargs
         console.print(f"[green]wrote[/] {output}")
 
 

@@ -14,6 +14,9 @@ from edge_sdk.cli.common import console, human_bytes, load_npz, user_errors
 from edge_sdk.errors import ConfigError
 from edge_sdk.types import Backend, QuantScheme, parse_shape
 
+BACKENDS = ", ".join(b.value for b in Backend)
+SCHEMES = ", ".join(q.value for q in QuantScheme)
+
 
 def convert_cmd(
     model: str = typer.Argument(
@@ -21,15 +24,12 @@ def convert_cmd(
         help="What to convert: 'path/to/file.py:factory' (a function returning a torch.nn.Module), "
         "an existing .onnx file, or 'zoo:digits-cnn' (the embedded default).",
     ),
-    backend: str = typer.Option(
-        "onnx", "--backend", "-b", help=f"Engine(s), comma-separated: {', '.join(b.value for b in Backend)}."
-    ),
+    backend: str = typer.Option("onnx", "--backend", "-b", help=f"Engine(s), comma-separated: {BACKENDS}."),
     quantize: str = typer.Option(
         "none",
         "--quantize",
         "-q",
-        help="Quantization(s), comma-separated; each makes one variant per backend: "
-        + ", ".join(q.value for q in QuantScheme),
+        help=f"Quantization(s), comma-separated; each makes one variant per backend: {SCHEMES}.",
     ),
     profile: list[str] = typer.Option(
         [], "--profile", "-p", help="Device profile id (see `edge-sdk profiles list`) or a YAML file; repeatable."

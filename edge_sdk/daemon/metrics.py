@@ -54,9 +54,9 @@ class Metrics:
                 for name, series in sorted(table.items()):
                     lines += self._header(name, kind)
                     lines += [f"{name}{_fmt(k)} {v:g}" for k, v in sorted(series.items())]
-            for name, series in sorted(self._hist.items()):
+            for name, hist in sorted(self._hist.items()):
                 lines += self._header(name, "histogram")
-                for key, cells in sorted(series.items()):
+                for key, cells in sorted(hist.items()):
                     for bound, count in zip(LATENCY_BUCKETS, cells, strict=False):
                         lines.append(f"{name}_bucket{_fmt((*key, ('le', f'{bound:g}')))} {count:g}")
                     lines.append(f"{name}_bucket{_fmt((*key, ('le', '+Inf')))} {cells[-2]:g}")

@@ -78,8 +78,9 @@ def _tokens(loaded: LoadedModel, req: _Request) -> Iterator[str]:
     session: Any = loaded.session
     if isinstance(req, ChatRequest):
         if not hasattr(session, "chat"):
-            raise UnsupportedOperationError(f"model {loaded.name!r} is a {loaded.variant.backend.value} tensor model; "
-                                            "use /v1/infer/{model}")
+            raise UnsupportedOperationError(
+                f"model {loaded.name!r} is a {loaded.variant.backend.value} tensor model; use /v1/infer/{{model}}"
+            )
         return iter(session.chat([m.model_dump() for m in req.messages], **_options(req)))
     assert isinstance(req, CompletionRequest)
     return iter(session.generate(req.prompt, **_options(req)))
@@ -126,10 +127,20 @@ def add_openai_routes(app: FastAPI, pool: ModelPool, config: DaemonConfig) -> No
             if kind == "chat":
                 delta = {"content": text} if text is not None else {}
                 choice = {"index": 0, "delta": delta, "finish_reason": finish}
-                return {"id": rid, "object": "chat.completion.chunk", "created": created, "model": req.model,
-                        "choices": [choice]}
-            return {"id": rid, "object": "text_completion", "created": created, "model": req.model,
-                    "choices": [{"index": 0, "text": text or "", "finish_reason": finish}]}
+                return {
+                    "id": rid,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": req.model,
+                    "choices": [choice],
+                }
+            return {
+                "id": rid,
+                "object": "text_completion",
+                "created": created,
+                "model": req.model,
+                "choices": [{"index": 0, "text": text or "", "finish_reason": finish}],
+            }
 
         if req.stream:
             ctx = pool.use(req.model)
@@ -163,10 +174,22 @@ def add_openai_routes(app: FastAPI, pool: ModelPool, config: DaemonConfig) -> No
         usage = {"prompt_tokens": 0, "completion_tokens": len(pieces), "total_tokens": len(pieces)}
         if kind == "chat":
             message = {"role": "assistant", "content": text}
-            return {"id": rid, "object": "chat.completion", "created": created, "model": req.model,
-                    "choices": [{"index": 0, "message": message, "finish_reason": "stop"}], "usage": usage}
-        return {"id": rid, "object": "text_completion", "created": created, "model": req.model,
-                "choices": [{"index": 0, "text": text, "finish_reason": "stop"}], "usage": usage}
+            return {
+                "id": rid,
+                "object": "chat.completion",
+                "created": created,
+                "model": req.model,
+                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                "usage": usage,
+            }
+        return {
+            "id": rid,
+            "object": "text_completion",
+            "created": created,
+            "model": req.model,
+            "choices": [{"index": 0, "text": text, "finish_reason": "stop"}],
+            "usage": usage,
+        }
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request, body: ChatRequest) -> Any:

@@ -37,20 +37,30 @@ class BundleSource(Protocol):
 
     def open(self, name: str) -> Bundle: ...
 
+    def current_version(self, name: str) -> str | None:
+        """The version `open` would return now (cheap: checked on every request to pick up updates)."""
+        ...
+
 
 class DirectorySource:
     """Bundles named by their manifest, from paths given on the command line."""
 
     def __init__(self, paths: list[Path]) -> None:
         self._paths: dict[str, Path] = {}
+        self._versions: dict[str, str] = {}
         for path in paths:
-            self._paths[Bundle.open(path).name] = path
+            bundle = Bundle.open(path)
+            self._paths[bundle.name] = path
+            self._versions[bundle.name] = bundle.manifest.version
 
     def names(self) -> list[str]:
         return sorted(self._paths)
 
     def open(self, name: str) -> Bundle:
         return Bundle.open(self._paths[name])
+
+    def current_version(self, name: str) -> str | None:
+        return self._versions.get(name)
 
 
 @dataclass
@@ -81,6 +91,7 @@ class ModelPool:
         self._gates: dict[str, _Gate] = {}
         self._load_locks: dict[str, asyncio.Lock] = {}
         self._recent_latency: dict[str, float] = {}
+        self._retiring: list[LoadedModel] = []
 
     def loaded(self) -> list[LoadedModel]:
         return list(self._loaded.values())
@@ -139,9 +150,11 @@ class ModelPool:
         lock = self._load_locks.setdefault(name, asyncio.Lock())
         async with lock:
             model = self._loaded.get(name)
-            if model is not None:
+            if model is not None and model.bundle.manifest.version == self.source.current_version(name):
                 self._loaded.move_to_end(name)
                 return model
+            if model is not None:  # a new version was activated: in-flight requests keep the old session
+                self._retire(self._loaded.pop(name))
             model = await asyncio.to_thread(self._load, name)
             self._evict_for(model.bytes)
             self._loaded[name] = model
@@ -156,7 +169,9 @@ class ModelPool:
         variant = bundle.variant()
         start = time.monotonic()
         try:
-            session = get_runtime(variant.backend).load(variant, bundle.root, SessionOptions(threads=self.config.threads))
+            session = get_runtime(variant.backend).load(
+                variant, bundle.root, SessionOptions(threads=self.config.threads)
+            )
         except EdgeSDKError:
             raise
         except Exception as exc:  # an engine crash while loading must not take the daemon down
@@ -180,11 +195,16 @@ class ModelPool:
             self.metrics.inc("edge_model_evictions_total", model=name)
         self.metrics.set("edge_models_loaded", len(self._loaded))
 
-    def reload(self, name: str) -> None:
-        """Forget a model so the next request loads its newly active version; in-flight requests keep the old."""
-        model = self._loaded.pop(name, None)
-        if model is not None and not model.in_use:
-            model.session.close()
+    def _retire(self, model: LoadedModel) -> None:
+        """Close a replaced session once its last in-flight request is done."""
+        self._retiring.append(model)
+        still_busy = []
+        for old in self._retiring:
+            if old.in_use:
+                still_busy.append(old)
+            else:
+                old.session.close()
+        self._retiring = still_busy
 
     def close(self) -> None:
         for model in self._loaded.values():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fastapi import FastAPI
+
 from edge_sdk.daemon.app import create_app
 from edge_sdk.daemon.config import DaemonConfig
 from edge_sdk.daemon.metrics import Metrics
@@ -29,7 +31,7 @@ def default_budget() -> int:
     return load_profile("host").budget_bytes
 
 
-def build(source: BundleSource, config: DaemonConfig):  # type: ignore[no-untyped-def]
+def build(source: BundleSource, config: DaemonConfig) -> FastAPI:
     metrics = Metrics()
     metrics.describe("edge_requests_total", "counter", "HTTP requests by route and status")
     metrics.describe("edge_request_seconds", "histogram", "request latency")
@@ -45,7 +47,10 @@ def serve(source: BundleSource, config: DaemonConfig) -> None:
     app = build(source, config)
     server = uvicorn.Server(
         uvicorn.Config(
-            app, host=config.host, port=config.port, log_level="info",
+            app,
+            host=config.host,
+            port=config.port,
+            log_level="info",
             timeout_graceful_shutdown=int(config.drain_timeout_s) or None,
         )
     )

@@ -35,8 +35,9 @@ def to_arrays(request: InferRequest, specs: tuple[TensorSpec, ...]) -> dict[str,
         try:
             array = np.asarray(tensor.data, dtype=tensor.dtype.numpy).reshape(tensor.shape)
         except (ValueError, TypeError) as exc:
-            raise InputError(f"input {name!r}: data does not form a {tensor.dtype.value} tensor of shape "
-                             f"{tensor.shape}: {exc}") from None
+            raise InputError(
+                f"input {name!r}: data does not form a {tensor.dtype.value} tensor of shape {tensor.shape}: {exc}"
+            ) from None
         arrays[name] = array
     return arrays
 
