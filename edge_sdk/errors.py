@@ -7,7 +7,8 @@
     ├── ExportError (RuntimeError)          an engine's exporter refused the model
     ├── AccuracyGateError (RuntimeError)    an exported variant is outside its tolerance
     ├── BundleError (ValueError)            a bundle that is malformed, tampered or unsafe
-    │   └── UnsupportedSchemaError          a manifest written by a newer edge-sdk
+    │   ├── UnsupportedSchemaError          a manifest written by a newer edge-sdk
+    │   └── StoreError                      an install, activation or rollback the device store refuses
     ├── BackendUnavailableError (ImportError)  the engine's optional dependency is not installed
     ├── InputError (ValueError)             inputs that do not match a session's TensorSpecs
     ├── UnsupportedOperationError (NotImplementedError)  e.g. generate() on a tensor model
@@ -50,6 +51,10 @@ class BundleError(EdgeSDKError, ValueError):
 
 
 class UnsupportedSchemaError(BundleError):
+    pass
+
+
+class StoreError(BundleError):
     pass
 
 

@@ -2,15 +2,18 @@
 
 1. the digits CNN (trained in seconds on scikit-learn's offline digits data, then cached);
 2. converted for a Raspberry Pi 5 into one ONNX bundle with fp32 and int8 variants, each measured;
-3. the bundle verified (digests, then the golden set re-run here), inspected, and run on real digits.
+3. the bundle verified (digests, then the golden set re-run here), and run on real digits;
+4. served by the device daemon on loopback, answering an HTTP request for the same digits.
 """
 
 from __future__ import annotations
 
 import os
 import shlex
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +68,34 @@ def main() -> None:
         "onnx-int8-static",
     )
     step("Pack it into one file to copy onto the board", "pack", bundle, "--output", str(OUT / "digits-cnn"))
+    serve_and_ask(bundle, data.test_x[:12])
+
+
+def serve_and_ask(bundle: str, digits: np.ndarray) -> None:
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = ["serve", bundle, "--port", str(port)]
+    print(f"\n\033[1m== Serve it with the device daemon\033[0m\n$ edge-sdk {shlex.join(args)} &", flush=True)
+    daemon = subprocess.Popen([*CLI, *args], cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        body = {"inputs": {"input": {"dtype": "float32", "shape": list(digits.shape), "data": digits.ravel().tolist()}}}
+        print(f"$ curl -X POST {url}/v1/infer/digits-cnn -d '{{\"inputs\": ...12 digits...}}'")
+        reply = httpx.post(f"{url}/v1/infer/digits-cnn", json=body, timeout=30).json()
+        logits = np.array(reply["outputs"]["output"]["data"]).reshape(reply["outputs"]["output"]["shape"])
+        print(f"answered on the device by variant {reply['variant']}: predicted {logits.argmax(1).tolist()}")
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=30)
 
 
 if __name__ == "__main__":

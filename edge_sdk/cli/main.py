@@ -9,6 +9,7 @@ from edge_sdk.cli.bundle_cmds import inspect_cmd, pack_cmd, run_cmd, verify_cmd
 from edge_sdk.cli.convert import convert_cmd
 from edge_sdk.cli.profiles import profiles_app
 from edge_sdk.cli.serve_cmds import daemon_app, serve_cmd
+from edge_sdk.cli.store_cmds import install_cmd, models_cmd, rollback_cmd
 
 app = typer.Typer(
     name="edge-sdk",
@@ -24,6 +25,9 @@ app.command("inspect")(inspect_cmd)
 app.command("verify")(verify_cmd)
 app.command("run")(run_cmd)
 app.command("pack")(pack_cmd)
+app.command("install")(install_cmd)
+app.command("rollback")(rollback_cmd)
+app.command("models")(models_cmd)
 app.command("serve")(serve_cmd)
 app.add_typer(daemon_app, name="daemon")
 

@@ -99,3 +99,21 @@ def test_pack_and_verify_the_archive(onnx_bundle, tmp_path):
     result = invoke("pack", str(onnx_bundle.root), "-o", str(tmp_path / "d"))
     assert result.exit_code == 0
     assert invoke("verify", str(tmp_path / "d.edgebundle")).exit_code == 0
+
+
+def test_install_models_rollback(onnx_bundle, tmp_path):
+    store = str(tmp_path / "store")
+    result = invoke("install", str(onnx_bundle.root), "--store", store)
+    assert result.exit_code == 0, result.output
+    assert result.output.count("golden") >= 4  # every variant re-checked before activation
+    models = invoke("models", "--store", store)
+    assert models.exit_code == 0 and "digits-cnn" in models.output and "1.0.0" in models.output
+    again = invoke("rollback", "digits-cnn", "--store", store)
+    assert again.exit_code == 1 and "error:" in again.output
+
+
+def test_daemon_unit_drains_longer_than_the_timeout():
+    result = invoke("daemon", "unit", "--drain-timeout", "15")
+    assert result.exit_code == 0
+    assert "TimeoutStopSec=25" in result.output and "User=edge-sdk" in result.output
+    assert "serve --store /var/lib/edge-sdk" in result.output

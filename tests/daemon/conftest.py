@@ -69,8 +69,13 @@ def slow_bundle(tmp_path_factory):
 
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Upsample(scale_factor=32), nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Upsample(scale_factor=32),
+        nn.Conv2d(1, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(32, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
     )
     x = np.random.default_rng(0).standard_normal((2, 1, 8, 8)).astype(np.float32)
     return edge_sdk.convert(model, {"input": x}, name="slow-net", output=tmp_path_factory.mktemp("slow") / "b")

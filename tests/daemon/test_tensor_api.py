@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 
-
 def _tensor(x: np.ndarray) -> dict:
     return {"dtype": str(x.dtype), "shape": list(x.shape), "data": x.reshape(-1).tolist()}
 
@@ -32,8 +31,9 @@ def test_models_health_and_metrics(tensor_daemon):
     models = httpx.get(f"{tensor_daemon}/v1/models").json()
     assert [m["id"] for m in models["data"]] == ["digits-cnn"]
     assert httpx.get(f"{tensor_daemon}/health/ready").json()["ready"] is True
-    httpx.post(f"{tensor_daemon}/v1/infer/digits-cnn",
-               json={"inputs": {"input": _tensor(np.zeros((1, 1, 8, 8), np.float32))}})
+    httpx.post(
+        f"{tensor_daemon}/v1/infer/digits-cnn", json={"inputs": {"input": _tensor(np.zeros((1, 1, 8, 8), np.float32))}}
+    )
     text = httpx.get(f"{tensor_daemon}/metrics").text
     assert 'edge_requests_total{route="infer",status="200"}' in text
     assert "edge_request_seconds_bucket" in text and "edge_process_resident_bytes" in text
@@ -43,17 +43,32 @@ def test_models_health_and_metrics(tensor_daemon):
     ("path", "body", "status", "needle"),
     [
         ("/v1/infer/nope", {"inputs": {}}, 404, "not installed here; installed: 'digits-cnn'"),
-        ("/v1/infer/digits-cnn", {"inputs": {"input": _tensor(np.zeros((2, 64), np.float32))}}, 400,
-         "expected input: float32[batchx1x8x8]"),
-        ("/v1/infer/digits-cnn", {"inputs": {"input": _tensor(np.zeros((1, 1, 8, 8), np.int32))}}, 400,
-         "dtype int32"),
-        ("/v1/infer/digits-cnn", {"inputs": {"pixels": _tensor(np.zeros((1, 1, 8, 8), np.float32))}}, 400,
-         "unknown input 'pixels'"),
-        ("/v1/infer/digits-cnn", {"inputs": {"input": {"dtype": "float32", "shape": [3], "data": [1]}}}, 400,
-         "does not form"),
+        (
+            "/v1/infer/digits-cnn",
+            {"inputs": {"input": _tensor(np.zeros((2, 64), np.float32))}},
+            400,
+            "expected input: float32[batchx1x8x8]",
+        ),
+        ("/v1/infer/digits-cnn", {"inputs": {"input": _tensor(np.zeros((1, 1, 8, 8), np.int32))}}, 400, "dtype int32"),
+        (
+            "/v1/infer/digits-cnn",
+            {"inputs": {"pixels": _tensor(np.zeros((1, 1, 8, 8), np.float32))}},
+            400,
+            "unknown input 'pixels'",
+        ),
+        (
+            "/v1/infer/digits-cnn",
+            {"inputs": {"input": {"dtype": "float32", "shape": [3], "data": [1]}}},
+            400,
+            "does not form",
+        ),
         ("/v1/infer/digits-cnn", {"wrong": 1}, 400, "invalid request"),
-        ("/v1/chat/completions", {"model": "digits-cnn", "messages": [{"role": "user", "content": "hi"}]}, 400,
-         "tensor model"),
+        (
+            "/v1/chat/completions",
+            {"model": "digits-cnn", "messages": [{"role": "user", "content": "hi"}]},
+            400,
+            "tensor model",
+        ),
     ],
     ids=["unknown-model", "shape", "dtype", "input-name", "data", "schema", "chat-on-tensor"],
 )
@@ -61,14 +76,16 @@ def test_bad_requests_get_a_clear_error_and_the_daemon_keeps_serving(tensor_daem
     r = httpx.post(f"{tensor_daemon}{path}", json=body)
     assert r.status_code == status, r.text
     assert needle in r.json()["error"]["message"]
-    ok = httpx.post(f"{tensor_daemon}/v1/infer/digits-cnn",
-                    json={"inputs": {"input": _tensor(np.zeros((1, 1, 8, 8), np.float32))}})
+    ok = httpx.post(
+        f"{tensor_daemon}/v1/infer/digits-cnn", json={"inputs": {"input": _tensor(np.zeros((1, 1, 8, 8), np.float32))}}
+    )
     assert ok.status_code == 200
 
 
 def test_malformed_json_and_oversized_body(tensor_daemon):
-    r = httpx.post(f"{tensor_daemon}/v1/infer/digits-cnn", content=b"{not json",
-                   headers={"content-type": "application/json"})
+    r = httpx.post(
+        f"{tensor_daemon}/v1/infer/digits-cnn", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert r.status_code == 400 and "invalid request" in r.json()["error"]["message"]
     big = b"x" * (300 * 1024)
     r = httpx.post(f"{tensor_daemon}/v1/infer/digits-cnn", content=big, headers={"content-type": "application/json"})
@@ -78,7 +95,9 @@ def test_malformed_json_and_oversized_body(tensor_daemon):
         for _ in range(40):
             yield b"x" * 10_000
 
-    r = httpx.post(f"{tensor_daemon}/v1/infer/digits-cnn", content=chunks(), headers={"content-type": "application/json"})
+    r = httpx.post(
+        f"{tensor_daemon}/v1/infer/digits-cnn", content=chunks(), headers={"content-type": "application/json"}
+    )
     assert r.status_code == 413
 
 
@@ -88,9 +107,9 @@ def test_burst_beyond_concurrency_and_queue_gets_429_with_retry_after(slow_bundl
     x = _tensor(np.zeros((1, 1, 8, 8), np.float32))
     with serve_bundles(DirectorySource([slow_bundle.root]), concurrency_per_model=1, queue_per_model=1) as url:
         with httpx.Client(timeout=60) as client, concurrent.futures.ThreadPoolExecutor(10) as ex:
-            responses = list(ex.map(
-                lambda _: client.post(f"{url}/v1/infer/slow-net", json={"inputs": {"input": x}}), range(10)
-            ))
+            responses = list(
+                ex.map(lambda _: client.post(f"{url}/v1/infer/slow-net", json={"inputs": {"input": x}}), range(10))
+            )
         codes = sorted(r.status_code for r in responses)
         assert 200 in codes and 429 in codes, codes
         refused = next(r for r in responses if r.status_code == 429)
@@ -108,3 +127,32 @@ def test_api_key_required_except_for_health(onnx_bundle, serve_bundles):
         assert httpx.get(f"{url}/v1/models").status_code == 401
         assert httpx.get(f"{url}/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
         assert httpx.get(f"{url}/v1/models", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+
+
+def test_serves_the_store_and_picks_up_a_new_version_without_a_restart(onnx_bundle, serve_bundles, tmp_path):
+    import json
+    import shutil
+
+    from edge_sdk.daemon.store_source import StoreSource
+    from edge_sdk.store import BundleStore
+
+    # Version 2.0.0 of the same model: the same files with a bumped manifest version.
+    v2 = tmp_path / "v2"
+    shutil.copytree(onnx_bundle.root, v2)
+    manifest = json.loads((v2 / "manifest.json").read_text())
+    manifest["version"] = "2.0.0"
+    (v2 / "manifest.json").write_text(json.dumps(manifest))
+
+    store = BundleStore(tmp_path / "store")
+    store.install(onnx_bundle.root)
+    x = {"inputs": {"input": _tensor(np.zeros((1, 1, 8, 8), np.float32))}}
+    with serve_bundles(StoreSource(tmp_path / "store")) as url:
+        assert httpx.post(f"{url}/v1/infer/digits-cnn", json=x).status_code == 200
+        store.install(v2)
+        assert httpx.post(f"{url}/v1/infer/digits-cnn", json=x).status_code == 200
+        metrics = httpx.get(f"{url}/metrics").text
+        assert metrics.count('edge_model_load_seconds_count{model="digits-cnn"}') == 1
+        assert 'edge_model_load_seconds_count{model="digits-cnn"} 2' in metrics, "v2 was not loaded"
+        store.rollback("digits-cnn")
+        assert httpx.post(f"{url}/v1/infer/digits-cnn", json=x).status_code == 200
+        assert 'edge_model_load_seconds_count{model="digits-cnn"} 3' in httpx.get(f"{url}/metrics").text

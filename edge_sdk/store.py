@@ -1,0 +1,381 @@
+"""The device-side bundle store: verified versions side by side, one active, switched atomically.
+
+    root/
+      .lock                         flock: one writer (install, activate, rollback, remove) at a time
+      .staging/install-*/bundle     a bundle being copied and verified; same filesystem as models/
+      models/<name>/versions/<ver>/ a verified bundle directory, never modified once renamed in
+      models/<name>/current   ->    versions/<ver>   the version a daemon serves
+      models/<name>/previous  ->    versions/<ver>   where `rollback` goes
+
+Every change that matters is one atomic rename: the staged directory into `versions/`, then a fresh
+`current.tmp-<pid>` symlink over `current`. A crash at any moment therefore leaves `current` at the old or
+the new version, plus debris that `recover()` (run when a store is opened) deletes.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_sdk.bundle import Bundle, archive
+from edge_sdk.bundle.manifest import MANIFEST_NAME
+from edge_sdk.errors import BundleError, StoreError, choices
+
+CURRENT = "current"
+PREVIOUS = "previous"
+
+# Test hook: with EDGE_SDK_STORE_CRASH_AT=<step> the process SIGKILLs itself at that step boundary, so the
+# tests can prove the store survives a crash anywhere. Steps in the order an install reaches them.
+CRASH_ENV = "EDGE_SDK_STORE_CRASH_AT"
+STEPS = (
+    "locked",  # lock held, nothing written
+    "copying",  # staging holds part of the bundle
+    "staged",  # staging holds all of it, unverified
+    "verified",  # the staged copy passed Bundle.open
+    "checked",  # the caller's check (golden set) passed
+    "synced",  # staged files fsynced, not yet renamed
+    "renamed",  # versions/<ver> exists, not active
+    "previous-tmp",  # previous.tmp-<pid> link exists
+    "previous-linked",  # previous -> the old version, current unchanged
+    "current-tmp",  # current.tmp-<pid> link exists, current unchanged
+    "activated",  # current -> the new version
+)
+
+Check = Callable[[Bundle], bool | None]
+
+
+def _step(name: str) -> None:
+    if os.environ.get(CRASH_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass(frozen=True)
+class InstalledModel:
+    name: str
+    active: str | None
+    previous: str | None
+    versions: tuple[str, ...]  # oldest first
+
+
+def version_key(version: str) -> tuple[tuple[int, ...], int, tuple[tuple[int, int, str], ...]]:
+    """Semantic-version precedence: 1.2.0-rc.1 < 1.2.0 < 1.10.0; build metadata (+...) is ignored."""
+    core = version.partition("+")[0]
+    main, dash, pre = core.partition("-")
+    numbers = tuple(int(part) for part in main.split("."))
+    if not dash:
+        return numbers, 1, ()
+    ids = tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in pre.split("."))
+    return numbers, 0, ids
+
+
+def _is_version(name: str) -> bool:
+    try:
+        version_key(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    """Flush every file and directory, so the rename never publishes a version whose bytes are still in cache."""
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(dirpath))
+
+
+def _manifest_digest(bundle_dir: Path) -> str:
+    return hashlib.sha256((bundle_dir / MANIFEST_NAME).read_bytes()).hexdigest()
+
+
+class BundleStore:
+    """Installed bundles under `root`. Opening a store recovers from any interrupted install."""
+
+    def __init__(self, root: str | Path, *, lock_timeout: float = 60.0) -> None:
+        self.root = Path(root)
+        self.lock_timeout = lock_timeout
+        self._models = self.root / "models"
+        self._staging = self.root / ".staging"
+        self._lock_path = self.root / ".lock"
+        try:
+            self._models.mkdir(parents=True, exist_ok=True)
+            self._staging.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot use {str(self.root)!r} as a bundle store: {exc.strerror}") from None
+        self.recover()
+
+    # ----------------------------------------------------------------------------------------- writers
+    def install(
+        self,
+        bundle_path: str | Path,
+        *,
+        activate: bool = True,
+        check: Check | None = None,
+        allow_downgrade: bool = False,
+    ) -> InstalledModel:
+        """Copy, verify, check and add a bundle (directory or .edgebundle) as a new version; then activate it.
+
+        `check` sees the verified staged copy and refuses it by returning False or raising. Re-installing a
+        byte-identical version is a no-op (so an interrupted install can simply be retried).
+        """
+        source = Path(bundle_path)
+        if not source.exists():
+            raise StoreError(f"bundle {str(source)!r} does not exist")
+        with self._locked():
+            _step("locked")
+            work = Path(tempfile.mkdtemp(prefix=f"install-{os.getpid()}-", dir=self._staging))
+            try:
+                staged = work / "bundle"
+                self._stage(source, staged)
+                _step("staged")
+                bundle = Bundle.open(staged)  # the staged copy is what we verify and keep: no TOCTOU
+                _step("verified")
+                name, version = bundle.name, bundle.manifest.version
+                if not allow_downgrade:
+                    self._refuse_downgrade(name, version)
+                target = self._models / name / "versions" / version
+                if target.exists():
+                    self._refuse_different(target, staged, name, version)
+                else:
+                    if check is not None and check(bundle) is False:
+                        raise StoreError(f"the install check refused {name} {version}; nothing was installed")
+                    _step("checked")
+                    _fsync_tree(staged)
+                    _step("synced")
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.rename(staged, target)
+                    _step("renamed")
+                    for directory in (target.parent, target.parent.parent, self._models):
+                        _fsync_dir(directory)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+            if activate:
+                self._switch(name, version)
+            return self._describe(name)
+
+    def activate(self, name: str, version: str) -> InstalledModel:
+        """Make an installed version the active one (after verifying it again); the old one becomes previous."""
+        with self._locked():
+            Bundle.open(self._version_dir(name, version))
+            self._switch(name, version)
+            return self._describe(name)
+
+    def rollback(self, name: str) -> InstalledModel:
+        """Swap current and previous: the version active before the last activation serves again."""
+        with self._locked():
+            model = self._model_dir(name)
+            current, previous = self._read_link(model / CURRENT), self._read_link(model / PREVIOUS)
+            if previous is None or previous == current:
+                raise StoreError(
+                    f"{name!r} has no previous version to roll back to (active: {current}); "
+                    f"activate one of the installed versions instead: {choices(self._versions(name))}"
+                )
+            Bundle.open(self._version_dir(name, previous))
+            # current first: a crash in between leaves previous == current, which is still consistent
+            self._point(model / CURRENT, previous)
+            if current is not None:
+                self._point(model / PREVIOUS, current)
+            return self._describe(name)
+
+    def remove(self, name: str, version: str) -> InstalledModel | None:
+        """Delete an installed version that is not active; returns what is left (None when nothing is)."""
+        with self._locked():
+            path = self._version_dir(name, version)
+            model = path.parent.parent
+            if self._read_link(model / CURRENT) == version:
+                raise StoreError(
+                    f"{name} {version} is the active version and cannot be removed; activate another first "
+                    f"(installed: {choices(self._versions(name))})"
+                )
+            if self._read_link(model / PREVIOUS) == version:
+                (model / PREVIOUS).unlink()
+                _fsync_dir(model)
+            # rename out first, so a crash mid-delete leaves debris in .staging, not a half version
+            trash = Path(tempfile.mkdtemp(prefix="remove-", dir=self._staging))
+            os.rename(path, trash / version)
+            _fsync_dir(path.parent)
+            shutil.rmtree(trash, ignore_errors=True)
+            if not self._versions(name):
+                shutil.rmtree(model, ignore_errors=True)
+                return None
+            return self._describe(name)
+
+    def recover(self) -> None:
+        """Delete what an interrupted writer left: staging directories and half-made symlinks.
+
+        Skipped while another process holds the lock: its staging is in use, and a live writer cleans up
+        after itself (a dead one releases the lock, so the next opener recovers).
+        """
+        with self._locked(wait=False) as acquired:
+            if not acquired:
+                return
+            for entry in self._staging.iterdir():
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+            for model in self._models.iterdir():
+                for stray in model.glob("*.tmp-*"):
+                    stray.unlink(missing_ok=True)
+                if not (model / CURRENT).is_symlink() and not self._versions(model.name):
+                    shutil.rmtree(model, ignore_errors=True)  # created by an install that died before its rename
+
+    # ----------------------------------------------------------------------------------------- readers
+    def list(self) -> list[InstalledModel]:
+        return [self._describe(m.name) for m in sorted(self._models.iterdir()) if self._versions(m.name)]
+
+    def active(self, name: str) -> Bundle:
+        """The active version of `name`, opened and fully verified (its root is the real version directory)."""
+        version = self._read_link(self._model_dir(name) / CURRENT)
+        if version is None:
+            raise StoreError(f"{name!r} has no active version; installed versions: {choices(self._versions(name))}")
+        return Bundle.open(self._version_dir(name, version))
+
+    # ----------------------------------------------------------------------------------------- internals
+    def _stage(self, source: Path, staged: Path) -> None:
+        if source.is_file():
+            archive.unpack(source, staged)
+            return
+        copied = 0
+
+        def copy(src: str, dst: str) -> str:
+            nonlocal copied
+            shutil.copyfile(src, dst)  # content only: modes and owners from elsewhere are not trusted
+            copied += 1
+            if copied == 1:
+                _step("copying")
+            return dst
+
+        # symlinks=True copies links as links, which Bundle.open then refuses, instead of following them
+        shutil.copytree(source, staged, symlinks=True, copy_function=copy)
+
+    def _refuse_downgrade(self, name: str, version: str) -> None:
+        model = self._models / name
+        active = self._read_link(model / CURRENT) if model.is_dir() else None
+        if active is not None and _is_version(active) and version_key(version) < version_key(active):
+            raise StoreError(
+                f"{name} {version} is older than the active version {active}: refusing a downgrade "
+                "(pass allow_downgrade=True / --allow-downgrade, or roll back to the previous version)"
+            )
+
+    def _refuse_different(self, target: Path, staged: Path, name: str, version: str) -> None:
+        try:
+            Bundle.open(target)
+        except BundleError as exc:
+            raise StoreError(
+                f"{name} {version} is installed but its copy fails verification ({exc}); remove it and install again"
+            ) from None
+        old, new = _manifest_digest(target), _manifest_digest(staged)
+        if old != new:
+            raise StoreError(
+                f"{name} {version} is already installed with different contents (manifest sha256 {old[:12]}… "
+                f"installed, {new[:12]}… offered): give the new bundle a new version, or remove {version} first"
+            )
+
+    def _switch(self, name: str, version: str) -> None:
+        model = self._models / name
+        old = self._read_link(model / CURRENT)
+        if old == version:
+            return
+        if old is not None:
+            # previous before current: a crash in between leaves both at the old version, still consistent
+            self._point(model / PREVIOUS, old)
+            _step("previous-linked")
+        self._point(model / CURRENT, version)
+        _step("activated")
+
+    def _point(self, link: Path, version: str) -> None:
+        """Atomically (re)point `link` at versions/<version>: a fresh symlink renamed over the old one."""
+        tmp = link.with_name(f"{link.name}.tmp-{os.getpid()}")
+        tmp.unlink(missing_ok=True)
+        os.symlink(f"versions/{version}", tmp)
+        _step(f"{link.name}-tmp")
+        os.replace(tmp, link)
+        _fsync_dir(link.parent)
+
+    def _read_link(self, link: Path) -> str | None:
+        try:
+            target = os.readlink(link)
+        except FileNotFoundError:
+            return None
+        head, _, version = target.partition("/")
+        if head != "versions" or not version or "/" in version or version in (".", ".."):
+            raise StoreError(f"{str(link)!r} points at {target!r}, outside its versions/ directory")
+        return version
+
+    def _names(self) -> builtins.list[str]:  # `list` is a method here
+        return sorted(p.name for p in self._models.iterdir() if p.is_dir())
+
+    def _versions(self, name: str) -> tuple[str, ...]:
+        versions = self._models / name / "versions"
+        if not versions.is_dir():
+            return ()
+        found = [p.name for p in versions.iterdir() if p.is_dir() and _is_version(p.name)]
+        return tuple(sorted(found, key=version_key))
+
+    def _model_dir(self, name: str) -> Path:
+        # names come from users: only a directory that is really there is accepted, so no path escapes
+        if name not in self._names():
+            raise StoreError(f"no model {name!r} is installed; installed: {choices(self._names()) or 'none'}")
+        return self._models / name
+
+    def _version_dir(self, name: str, version: str) -> Path:
+        model = self._model_dir(name)
+        if version not in self._versions(name):
+            raise StoreError(
+                f"{name!r} has no installed version {version!r}; installed: {choices(self._versions(name))}"
+            )
+        return model / "versions" / version
+
+    def _describe(self, name: str) -> InstalledModel:
+        model = self._models / name
+        return InstalledModel(
+            name, self._read_link(model / CURRENT), self._read_link(model / PREVIOUS), self._versions(name)
+        )
+
+    @contextlib.contextmanager
+    def _locked(self, *, wait: bool = True) -> Iterator[bool]:
+        """Hold the store's flock; yields False at once instead of waiting when `wait` is False."""
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            deadline = time.monotonic() + self.lock_timeout
+            while not (acquired := _try_flock(fd)) and wait:
+                if time.monotonic() >= deadline:
+                    raise StoreError(
+                        f"store {str(self.root)!r} is busy: another install, activation or rollback has held "
+                        f"{str(self._lock_path)!r} for over {self.lock_timeout:g} s; try again when it finishes"
+                    )
+                time.sleep(0.05)
+            yield acquired
+        finally:
+            os.close(fd)  # closing the descriptor releases the flock, also when the process dies
+
+
+def _try_flock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
