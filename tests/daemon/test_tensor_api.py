@@ -156,3 +156,54 @@ def test_serves_the_store_and_picks_up_a_new_version_without_a_restart(onnx_bund
         store.rollback("digits-cnn")
         assert httpx.post(f"{url}/v1/infer/digits-cnn", json=x).status_code == 200
         assert 'edge_model_load_seconds_count{model="digits-cnn"} 3' in httpx.get(f"{url}/metrics").text
+
+
+def test_sigterm_drains_in_flight_requests_then_exits(slow_bundle):
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    daemon = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edge_sdk.cli",
+            "serve",
+            str(slow_bundle.root),
+            "--port",
+            str(port),
+            "--concurrency",
+            "1",
+            "--queue",
+            "8",
+            "--drain-timeout",
+            "30",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        x = {"inputs": {"input": _tensor(np.zeros((1, 1, 8, 8), np.float32))}}
+        with concurrent.futures.ThreadPoolExecutor(4) as ex:
+            futures = [ex.submit(httpx.post, f"{url}/v1/infer/slow-net", json=x, timeout=60) for _ in range(4)]
+            time.sleep(0.3)  # the requests are in flight (one running, the rest queued)
+            daemon.send_signal(signal.SIGTERM)
+            codes = [f.result().status_code for f in futures]
+        assert codes == [200, 200, 200, 200]
+        # uvicorn re-raises SIGTERM after a clean drain; systemd counts that as a clean stop.
+        assert daemon.wait(timeout=30) in (0, -signal.SIGTERM)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
