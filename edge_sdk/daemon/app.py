@@ -128,6 +128,12 @@ def create_app(pool: ModelPool, config: DaemonConfig) -> FastAPI:
         headers = {"Retry-After": f"{exc.retry_after_s:.0f}"} if isinstance(exc, OverloadedError) else None
         return JSONResponse(error_body(str(exc), kind), status_code=status, headers=headers)
 
+    @app.exception_handler(TimeoutError)
+    async def timed_out(_request: Request, _exc: TimeoutError) -> JSONResponse:
+        return JSONResponse(
+            error_body(f"the request took longer than {config.request_timeout_s:g} s", "timeout"), status_code=504
+        )
+
     @app.exception_handler(RequestValidationError)
     async def bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = "; ".join(

@@ -207,3 +207,46 @@ def test_sigterm_drains_in_flight_requests_then_exits(slow_bundle):
     finally:
         if daemon.poll() is None:
             daemon.kill()
+
+
+def _corrupt_but_consistent(bundle_root, dest):
+    """A bundle whose digests match but whose model file is garbage: it passes verify, the engine chokes."""
+    import hashlib
+    import json
+    import shutil
+
+    shutil.copytree(bundle_root, dest)
+    manifest = json.loads((dest / "manifest.json").read_text())
+    manifest["name"] = "broken-net"
+    for variant in manifest["variants"]:
+        for entry in variant["files"]:
+            garbage = b"\x08\x07" + b"\xff" * 300
+            (dest / entry["path"]).write_bytes(garbage)
+            entry["sha256"], entry["size"] = hashlib.sha256(garbage).hexdigest(), len(garbage)
+    (dest / "manifest.json").write_text(json.dumps(manifest))
+    return dest
+
+
+def test_engine_failing_to_load_one_model_leaves_the_others_serving(onnx_bundle, serve_bundles, tmp_path):
+    from edge_sdk.daemon.pool import DirectorySource
+
+    broken = _corrupt_but_consistent(onnx_bundle.root, tmp_path / "broken")
+    x = {"inputs": {"input": _tensor(np.zeros((1, 1, 8, 8), np.float32))}}
+    with serve_bundles(DirectorySource([onnx_bundle.root, broken])) as url:
+        r = httpx.post(f"{url}/v1/infer/broken-net", json=x)
+        assert r.status_code == 500 and "could not load" in r.json()["error"]["message"]
+        assert httpx.post(f"{url}/v1/infer/digits-cnn", json=x).status_code == 200
+        assert httpx.get(f"{url}/health/live").status_code == 200
+
+
+def test_models_beyond_the_memory_budget_are_evicted_lru(onnx_bundle, slow_bundle, serve_bundles):
+    from edge_sdk.daemon.pool import DirectorySource
+
+    x = {"inputs": {"input": _tensor(np.zeros((1, 1, 8, 8), np.float32))}}
+    # Room for one engine and model at a time (each counts ~48 MB of engine overhead).
+    with serve_bundles(DirectorySource([onnx_bundle.root, slow_bundle.root]), memory_budget_bytes=60 << 20) as url:
+        for name in ("digits-cnn", "slow-net", "digits-cnn"):
+            assert httpx.post(f"{url}/v1/infer/{name}", json=x, timeout=60).status_code == 200
+            loaded = {m["id"] for m in httpx.get(f"{url}/v1/models").json()["data"] if m["loaded"]}
+            assert loaded == {name}
+        assert 'edge_model_evictions_total{model="digits-cnn"} 1' in httpx.get(f"{url}/metrics").text
