@@ -4,7 +4,7 @@
 
 The CLI does the same:
     edge-sdk convert examples/convert_torch_model.py:build --input-shape 1x3x32x32 \
-        -q none,int8-static -p rpi5 -o out/
+        -q none,int8-static -p rpi5 --max-accuracy-drop 0.05 -o out/
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ def main() -> None:
         output=out,
         name="tiny-convnet",
         overwrite=True,
+        # Random weights give near-tied class scores, so int8 flips a few top-1 decisions: allow 5 %.
+        max_accuracy_drop=0.05,
     )
     for v in bundle.variants:
         fit = v.fit["rpi5"]
