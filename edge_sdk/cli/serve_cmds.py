@@ -46,9 +46,15 @@ def serve_cmd(
         else:
             source = DirectorySource(list(bundles))
         config = DaemonConfig(
-            host=host, port=port, api_keys=read_api_keys(api_key_file) if api_key_file else frozenset(),
-            concurrency_per_model=concurrency, queue_per_model=queue, max_body_bytes=int(max_body_mb * 1024 * 1024),
-            request_timeout_s=timeout, drain_timeout_s=drain_timeout, threads=threads,
+            host=host,
+            port=port,
+            api_keys=read_api_keys(api_key_file) if api_key_file else frozenset(),
+            concurrency_per_model=concurrency,
+            queue_per_model=queue,
+            max_body_bytes=int(max_body_mb * 1024 * 1024),
+            request_timeout_s=timeout,
+            drain_timeout_s=drain_timeout,
+            threads=threads,
         )
     typer.echo(f"serving {', '.join(source.names())} on http://{host}:{port}", err=True)
     serve(source, config)
@@ -63,8 +69,22 @@ def unit_cmd(
     drain_timeout: int = typer.Option(10, "--drain-timeout"),
 ) -> None:
     """Print a systemd unit for the daemon (save as /etc/systemd/system/edge-sdk.service)."""
-    exe = shlex.join([sys.executable, "-m", "edge_sdk.cli", "serve", "--store", str(store), "--port", str(port),
-                      "--api-key-file", str(api_key_file), "--drain-timeout", str(drain_timeout)])
+    exe = shlex.join(
+        [
+            sys.executable,
+            "-m",
+            "edge_sdk.cli",
+            "serve",
+            "--store",
+            str(store),
+            "--port",
+            str(port),
+            "--api-key-file",
+            str(api_key_file),
+            "--drain-timeout",
+            str(drain_timeout),
+        ]
+    )
     typer.echo(f"""[Unit]
 Description=edge-sdk inference daemon
 After=network-online.target
