@@ -40,6 +40,8 @@ class Session(ABC):
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     stats: LoadStats
+    # Whether two threads may call run/generate at once; servers serialise calls when False.
+    thread_safe: ClassVar[bool] = False
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self._run(self.check_inputs(inputs))

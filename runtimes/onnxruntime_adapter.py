@@ -15,6 +15,8 @@ from runtimes.base import Runtime, Session, SessionOptions, single_file
 
 
 class OnnxSession(Session):
+    thread_safe = True  # ORT's InferenceSession.run is documented as thread-safe
+
     def __init__(self, model_path: Path, variant: Variant, options: SessionOptions) -> None:
         so = ort.SessionOptions()
         if options.threads:

@@ -147,8 +147,11 @@ def create_app(pool: ModelPool, config: DaemonConfig) -> FastAPI:
 
     @app.get("/health/ready")
     async def ready() -> JSONResponse:
-        ok = bool(app.state.ready)
-        return JSONResponse({"ready": ok, "models": pool.source.names()}, status_code=200 if ok else 503)
+        ok = bool(app.state.ready) and pool.loading == 0
+        state = "ready" if ok else ("draining" if not app.state.ready else "loading")
+        return JSONResponse(
+            {"ready": ok, "state": state, "models": pool.source.names()}, status_code=200 if ok else 503
+        )
 
     @app.get("/metrics")
     async def prometheus() -> PlainTextResponse:
@@ -171,7 +174,7 @@ def create_app(pool: ModelPool, config: DaemonConfig) -> FastAPI:
         async with pool.use(model) as loaded:
             arrays = to_arrays(body, loaded.session.inputs)
             outputs = await asyncio.wait_for(
-                asyncio.to_thread(loaded.session.run, arrays), timeout=config.request_timeout_s
+                asyncio.to_thread(loaded.call, lambda: loaded.session.run(arrays)), timeout=config.request_timeout_s
             )
         return {"model": model, "variant": loaded.variant.id, "outputs": to_json(outputs)}
 

@@ -86,20 +86,27 @@ def _tokens(loaded: LoadedModel, req: _Request) -> Iterator[str]:
     return iter(session.generate(req.prompt, **_options(req)))
 
 
-async def _threaded(produce: Callable[[], Iterator[str]], cancelled: threading.Event) -> AsyncIterator[str]:
+async def _threaded(
+    loaded: LoadedModel, produce: Callable[[], Iterator[str]], cancelled: threading.Event
+) -> AsyncIterator[str]:
     """Run a blocking token iterator in a thread; stop it when the client goes away."""
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[tuple[str, object]] = asyncio.Queue(maxsize=64)
+    queue: asyncio.Queue[tuple[str, object]] = asyncio.Queue()
+
+    def put(item: tuple[str, object]) -> None:
+        if not cancelled.is_set():  # nobody reads once the request is gone: never block on a full queue
+            loop.call_soon_threadsafe(queue.put_nowait, item)
 
     def worker() -> None:
         try:
-            for piece in produce():
-                if cancelled.is_set():
-                    break
-                asyncio.run_coroutine_threadsafe(queue.put(("token", piece)), loop).result()
-            asyncio.run_coroutine_threadsafe(queue.put(("end", None)), loop).result()
+            with loaded.engine():
+                for piece in produce():
+                    if cancelled.is_set():
+                        break
+                    put(("token", piece))
+            put(("end", None))
         except BaseException as exc:  # handed to the request task, which maps it to an HTTP error
-            asyncio.run_coroutine_threadsafe(queue.put(("error", exc)), loop).result()
+            put(("error", exc))
 
     thread = threading.Thread(target=worker, daemon=True)
     thread.start()
@@ -149,7 +156,7 @@ def add_openai_routes(app: FastAPI, pool: ModelPool, config: DaemonConfig) -> No
             async def events() -> AsyncIterator[str]:
                 start, first, count = time.monotonic(), None, 0
                 try:
-                    async for piece in _threaded(lambda: _tokens(loaded, req), cancelled):
+                    async for piece in _threaded(loaded, lambda: _tokens(loaded, req), cancelled):
                         if await request.is_disconnected():
                             break
                         if first is None:
@@ -168,7 +175,7 @@ def add_openai_routes(app: FastAPI, pool: ModelPool, config: DaemonConfig) -> No
 
         async with pool.use(req.model) as loaded:
             start = time.monotonic()
-            pieces = [p async for p in _threaded(lambda: _tokens(loaded, req), cancelled)]
+            pieces = [p async for p in _threaded(loaded, lambda: _tokens(loaded, req), cancelled)]
         text = "".join(pieces)
         _record_speed(metrics, req.model, len(pieces), time.monotonic() - start)
         usage = {"prompt_tokens": 0, "completion_tokens": len(pieces), "total_tokens": len(pieces)}
@@ -205,7 +212,7 @@ def add_openai_routes(app: FastAPI, pool: ModelPool, config: DaemonConfig) -> No
         if not texts:
             raise InputError("input must hold at least one text")
         async with pool.use(body.model) as loaded:
-            vectors = await asyncio.to_thread(loaded.session.embed, texts)
+            vectors = await asyncio.to_thread(loaded.call, lambda: loaded.session.embed(texts))
         data = [
             {"object": "embedding", "index": i, "embedding": np.asarray(v, dtype=np.float32).tolist()}
             for i, v in enumerate(vectors)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from edge_sdk.bundle import Bundle, Variant
 from edge_sdk.daemon.config import DaemonConfig
@@ -18,6 +19,8 @@ from edge_sdk.errors import ConfigError, EdgeSDKError, RuntimeFailure, choices
 
 if TYPE_CHECKING:
     from runtimes import Session
+
+T = TypeVar("T")
 
 
 class UnknownModelError(ConfigError):
@@ -72,6 +75,18 @@ class LoadedModel:
     bytes: int
     in_use: int = 0
     last_used: float = field(default_factory=time.monotonic)
+    exclusive: asyncio.Lock = field(default_factory=asyncio.Lock)  # queues requests to a non-thread-safe engine
+    # Held by the thread that calls the engine: a cancelled request's generation may still be finishing its
+    # current token after the request is gone, and the next request must not enter the engine before it stops.
+    engine_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def engine(self) -> contextlib.AbstractContextManager[object]:
+        return contextlib.nullcontext() if self.session.thread_safe else self.engine_lock
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Run `fn` (an engine call, in a worker thread) under the engine lock when the engine needs one."""
+        with self.engine():
+            return fn()
 
 
 @dataclass
@@ -92,6 +107,7 @@ class ModelPool:
         self._load_locks: dict[str, asyncio.Lock] = {}
         self._recent_latency: dict[str, float] = {}
         self._retiring: list[LoadedModel] = []
+        self.loading = 0  # models being loaded or swapped in right now (readiness is false meanwhile)
 
     def loaded(self) -> list[LoadedModel]:
         return list(self._loaded.values())
@@ -132,7 +148,11 @@ class ModelPool:
             model = await self._ensure_loaded(name)
             model.in_use += 1
             try:
-                yield model
+                if model.session.thread_safe:
+                    yield model
+                else:
+                    async with model.exclusive:
+                        yield model
             finally:
                 model.in_use -= 1
                 model.last_used = time.monotonic()
@@ -155,7 +175,11 @@ class ModelPool:
                 return model
             if model is not None:  # a new version was activated: in-flight requests keep the old session
                 self._retire(self._loaded.pop(name))
-            model = await asyncio.to_thread(self._load, name)
+            self.loading += 1
+            try:
+                model = await asyncio.to_thread(self._load, name)
+            finally:
+                self.loading -= 1
             self._evict_for(model.bytes)
             self._loaded[name] = model
             self.metrics.set("edge_models_loaded", len(self._loaded))

