@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 
 import edge_sdk
 
