@@ -23,12 +23,13 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from edge_sdk.bundle import Bundle, archive
 from edge_sdk.bundle.manifest import MANIFEST_NAME
+from edge_sdk.bundle.signing import TrustedKey
 from edge_sdk.errors import BundleError, StoreError, choices
 
 CURRENT = "current"
@@ -134,6 +135,7 @@ class BundleStore:
         activate: bool = True,
         check: Check | None = None,
         allow_downgrade: bool = False,
+        trust: Sequence[TrustedKey] | None = None,
     ) -> InstalledModel:
         """Copy, verify, check and add a bundle (directory or .edgebundle) as a new version; then activate it.
 
@@ -150,7 +152,8 @@ class BundleStore:
                 staged = work / "bundle"
                 self._stage(source, staged)
                 _step("staged")
-                bundle = Bundle.open(staged)  # the staged copy is what we verify and keep: no TOCTOU
+                # The staged copy is what we verify and keep: no TOCTOU. With `trust`, it must be signed.
+                bundle = Bundle.open(staged, trust=trust)
                 _step("verified")
                 name, version = bundle.name, bundle.manifest.version
                 if not allow_downgrade:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import numpy as np
 from edge_sdk.bundle import archive
 from edge_sdk.bundle.files import safe_relative, sha256_file
 from edge_sdk.bundle.manifest import MANIFEST_NAME, FileEntry, Manifest, Variant, parse_manifest
+from edge_sdk.bundle.signing import SIGNATURE_NAME, TrustedKey, check_signature
 from edge_sdk.errors import BundleError, choices
 from edge_sdk.types import Backend
 
@@ -34,8 +36,11 @@ class Bundle:
         self.manifest = manifest
 
     @classmethod
-    def open(cls, path: str | Path) -> Bundle:
-        """Open a bundle directory or `.edgebundle` file and verify it completely."""
+    def open(cls, path: str | Path, *, trust: Sequence[TrustedKey] | None = None) -> Bundle:
+        """Open a bundle directory or `.edgebundle` file and verify it completely.
+
+        With `trust`, the bundle must also carry a valid signature by one of those keys.
+        """
         path = Path(path)
         if not path.exists():
             raise BundleError(f"bundle {str(path)!r} does not exist")
@@ -43,13 +48,13 @@ class Bundle:
             tmp = Path(tempfile.mkdtemp(prefix="edge-bundle-"))
             try:
                 archive.unpack(path, tmp)
-                bundle = cls(tmp, verify_dir(tmp))
+                bundle = cls(tmp, verify_dir(tmp, trust))
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
             weakref.finalize(bundle, shutil.rmtree, tmp, True)
             return bundle
-        return cls(path, verify_dir(path))
+        return cls(path, verify_dir(path, trust))
 
     @property
     def name(self) -> str:
@@ -97,14 +102,19 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
         return {k: data[k] for k in data.files}
 
 
-def verify_dir(root: Path) -> Manifest:
-    """Check the manifest, every digest and size, and that no file is missing, extra, or a link."""
+def verify_dir(root: Path, trust: Sequence[TrustedKey] | None = None) -> Manifest:
+    """Check the manifest, every digest and size, and that no file is missing, extra, or a link.
+
+    The signature (when trust is asked for) is checked first: a manifest nobody trusted is not read further.
+    """
     manifest_path = root / MANIFEST_NAME
     if manifest_path.is_symlink() or not manifest_path.is_file():
         raise BundleError(f"{str(root)!r} is not a bundle: it has no regular file {MANIFEST_NAME}")
     if manifest_path.stat().st_size > MAX_MANIFEST_BYTES:
         raise BundleError(f"{MANIFEST_NAME} is larger than {MAX_MANIFEST_BYTES} bytes")
     manifest = parse_manifest(manifest_path.read_bytes())
+    if trust is not None:
+        check_signature(root, manifest, list(trust))
 
     expected: dict[str, FileEntry] = {}
     for entry in manifest.all_files():
@@ -117,7 +127,7 @@ def verify_dir(root: Path) -> Manifest:
     missing = sorted(set(expected) - present)
     if missing:
         raise BundleError(f"bundle is missing files listed in its manifest: {missing}")
-    extra = sorted(present - set(expected) - {MANIFEST_NAME})
+    extra = sorted(present - set(expected) - {MANIFEST_NAME, SIGNATURE_NAME})
     if extra:
         raise BundleError(f"bundle holds files its manifest does not list: {extra}")
 

@@ -7,6 +7,7 @@ import typer
 from edge_sdk import __version__
 from edge_sdk.cli.bundle_cmds import inspect_cmd, pack_cmd, run_cmd, verify_cmd
 from edge_sdk.cli.convert import convert_cmd
+from edge_sdk.cli.keys_cmds import bundle_app, keys_app
 from edge_sdk.cli.profiles import profiles_app
 from edge_sdk.cli.serve_cmds import daemon_app, serve_cmd
 from edge_sdk.cli.store_cmds import install_cmd, models_cmd, rollback_cmd
@@ -30,6 +31,8 @@ app.command("rollback")(rollback_cmd)
 app.command("models")(models_cmd)
 app.command("serve")(serve_cmd)
 app.add_typer(daemon_app, name="daemon")
+app.add_typer(keys_app, name="keys")
+app.add_typer(bundle_app, name="bundle")
 
 
 def _version(value: bool) -> None:

@@ -30,13 +30,21 @@ def install_cmd(
     allow_downgrade: bool = typer.Option(
         False, "--allow-downgrade", help="Accept a version older than the active one."
     ),
+    trust: list[Path] = typer.Option(
+        [], "--trust", help="Public key (PEM) the bundle must be signed by; repeatable. Unsigned bundles are refused."
+    ),
 ) -> None:
     """Verify a bundle, check its golden set here, install it as a new version and activate it atomically."""
+    from edge_sdk.bundle.signing import load_trusted
+
     with user_errors():
+        keys = [load_trusted(p) for p in trust] if trust else None
         opened = BundleStore(store)
         check = _announce if no_check else _golden_check
         with console.status(f"installing {bundle}"):
-            model = opened.install(bundle, activate=not no_activate, check=check, allow_downgrade=allow_downgrade)
+            model = opened.install(
+                bundle, activate=not no_activate, check=check, allow_downgrade=allow_downgrade, trust=keys
+            )
     console.print(f"[green]installed[/] {_describe(model)}", highlight=False)
 
 

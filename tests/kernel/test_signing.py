@@ -1,0 +1,84 @@
+"""Signed bundles: a device that trusts keys refuses unsigned, foreign-signed and re-written bundles."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from edge_sdk.bundle import Bundle
+from edge_sdk.bundle.signing import generate_keypair, load_trusted, write_signature
+from edge_sdk.cli.main import app
+from edge_sdk.errors import BundleError, ConfigError
+from edge_sdk.store import BundleStore
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    root = tmp_path_factory.mktemp("keys")
+    ours, _ = generate_keypair(root / "ours")
+    theirs, _ = generate_keypair(root / "theirs")
+    return {"key": root / "ours", "pub": ours, "other_key": root / "theirs", "other_pub": theirs}
+
+
+def test_signed_bundle_verifies_with_the_right_key_only(bundle_copy, keys):
+    write_signature(bundle_copy, Bundle.open(bundle_copy).manifest, keys["key"])
+    assert Bundle.open(bundle_copy, trust=[load_trusted(keys["pub"])]).name == "digits-cnn"
+    assert Bundle.open(bundle_copy).name == "digits-cnn"  # no trust asked: the signature file is allowed
+    with pytest.raises(BundleError, match=r"signed by key [0-9a-f]{16}, which is not trusted here"):
+        Bundle.open(bundle_copy, trust=[load_trusted(keys["other_pub"])])
+
+
+def test_unsigned_bundle_is_refused_when_trust_is_required(bundle_copy, keys):
+    with pytest.raises(BundleError, match="is not signed"):
+        Bundle.open(bundle_copy, trust=[load_trusted(keys["pub"])])
+
+
+def test_manifest_changed_after_signing_is_refused(bundle_copy, keys):
+    write_signature(bundle_copy, Bundle.open(bundle_copy).manifest, keys["key"])
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    manifest["version"] = "9.9.9"
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="changed after it was signed"):
+        Bundle.open(bundle_copy, trust=[load_trusted(keys["pub"])])
+
+
+def test_tampered_file_in_a_signed_bundle_is_refused(bundle_copy, keys):
+    write_signature(bundle_copy, Bundle.open(bundle_copy).manifest, keys["key"])
+    model = next(bundle_copy.glob("variants/*/model.onnx"))
+    model.write_bytes(model.read_bytes()[:-1] + b"\x01")
+    with pytest.raises(BundleError, match="modified or corrupted"):
+        Bundle.open(bundle_copy, trust=[load_trusted(keys["pub"])])
+
+
+def test_keys_are_not_overwritten_and_bad_keys_are_named(tmp_path, keys):
+    with pytest.raises(ConfigError, match="refusing to overwrite"):
+        generate_keypair(keys["key"])
+    assert oct(keys["key"].stat().st_mode & 0o777) == "0o600"
+    junk = tmp_path / "junk.pub"
+    junk.write_text("not a key")
+    with pytest.raises(ConfigError, match="not a PEM public key"):
+        load_trusted(junk)
+
+
+def test_store_with_trust_refuses_unsigned_and_installs_signed(bundle_copy, keys, tmp_path):
+    store = BundleStore(tmp_path / "store")
+    trusted = [load_trusted(keys["pub"])]
+    with pytest.raises(BundleError, match="is not signed"):
+        store.install(bundle_copy, trust=trusted)
+    assert store.list() == []
+    write_signature(bundle_copy, Bundle.open(bundle_copy).manifest, keys["key"])
+    assert store.install(bundle_copy, trust=trusted).active == "1.0.0"
+
+
+def test_cli_sign_and_verify_an_archive(onnx_bundle, keys, tmp_path):
+    runner = CliRunner()
+    archive = onnx_bundle.pack(tmp_path / "d.edgebundle")
+    assert runner.invoke(app, ["bundle", "sign", str(archive), "--key", str(keys["key"])]).exit_code == 0
+    ok = runner.invoke(app, ["bundle", "verify", str(archive), "--trust", str(keys["pub"])])
+    assert ok.exit_code == 0, ok.output
+    wrong = runner.invoke(app, ["bundle", "verify", str(archive), "--trust", str(keys["other_pub"])])
+    assert wrong.exit_code == 1 and "not trusted here" in wrong.output
+    unsigned = runner.invoke(app, ["bundle", "verify", str(onnx_bundle.root), "--trust", str(keys["pub"])])
+    assert unsigned.exit_code == 1 and "is not signed" in unsigned.output
