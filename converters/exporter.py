@@ -21,6 +21,7 @@ class ExportRequest:
     quantization: QuantScheme
     workdir: Path
     calibration: dict[str, np.ndarray] | None = None  # arrays with a leading sample axis
+    min_delegated: float | None = None  # least share of compute an accelerator delegate must take (0..1)
 
 
 @dataclass

@@ -49,6 +49,7 @@ class ConvertOptions:
     eval_labels: np.ndarray | None = None
     max_accuracy_drop: float | None = None
     allow_failed: bool = False  # keep variants outside tolerance (recorded as failed) instead of refusing
+    min_delegated: float | None = None  # least share of compute an accelerator delegate must take (0..1)
 
 
 def get_exporter(backend: Backend) -> Exporter:
@@ -94,7 +95,9 @@ def convert(
             variant_id = f"{backend.value}-{scheme.value}"
             with tempfile.TemporaryDirectory(prefix="edge-export-") as tmp:
                 report(Progress("export", variant_id, i, len(plan)))
-                result = exporters[backend].export(ExportRequest(source, scheme, Path(tmp), options.calibration))
+                result = exporters[backend].export(
+                    ExportRequest(source, scheme, Path(tmp), options.calibration, options.min_delegated)
+                )
                 report(Progress("verify", variant_id, i, len(plan)))
                 outputs = _run_exported(backend, variant_id, result, Path(tmp), eval_inputs)
                 accuracy = compare(

@@ -65,6 +65,7 @@ def convert(
     eval_data: tuple[Mapping[str, np.ndarray], np.ndarray | None] | None = None,
     max_accuracy_drop: float | None = None,
     allow_failed: bool = False,
+    min_delegated: float | None = None,
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
 ) -> Bundle:
@@ -96,6 +97,7 @@ def convert(
         eval_labels=eval_labels,
         max_accuracy_drop=max_accuracy_drop,
         allow_failed=allow_failed,
+        min_delegated=min_delegated,
     )
     dest = Path(output) if output is not None else Path(tempfile.mkdtemp(prefix="edge-bundle-")) / options.name
     return run_pipeline(source, backends, schemes, dest, options, overwrite=overwrite, progress=progress)
@@ -134,3 +136,69 @@ def check_golden(bundle: str | Path | Bundle, variant: str | None = None) -> Acc
     with load(opened, chosen.id) as session:
         outputs = session.run(golden.inputs)
     return compare(expected, outputs, DEVICE_TOLERANCE, reference_name=f"{chosen.id} as measured at conversion")
+
+
+def resolve_llm_source(model: Any) -> Any:
+    """'zoo:smollm2', a .gguf path or a Hugging Face LLaMA directory -> an LLM source for convert_llm."""
+    from converters.gguf.gguf_source import GgufFileSource
+    from converters.gguf.hf_source import HfLlamaSource
+    from converters.gguf.source_base import LlmSource
+
+    if isinstance(model, LlmSource):
+        return model
+    if str(model) == "zoo:smollm2":
+        from converters.gguf.zoo import smollm2_gguf_path
+
+        return GgufFileSource(smollm2_gguf_path())
+    if isinstance(model, str | Path):
+        path = Path(model)
+        if path.suffix == ".gguf" or path.is_file():
+            return GgufFileSource(path)
+        return HfLlamaSource(path)
+    raise ConfigError(
+        f"cannot convert a {type(model).__name__} to GGUF; give 'zoo:smollm2', a .gguf file or a Hugging Face "
+        "LLaMA directory (transformers: model.save_pretrained(dir) and tokenizer.save_pretrained(dir))"
+    )
+
+
+def convert_llm(
+    source: Any,
+    *,
+    quantize: str | QuantScheme | Sequence[str | QuantScheme] = ("q8_0", "q4_0"),
+    profile: str | Path | Sequence[str | Path] | None = None,
+    output: str | Path | None = None,
+    name: str | None = None,
+    version: str = "1.0.0",
+    eval_tokens: int = 256,
+    tolerance_scale: float = 1.0,
+    allow_failed: bool = False,
+    threads: int | None = None,
+    overwrite: bool = False,
+    progress: Any = None,
+) -> Bundle:
+    """Convert a language model to a bundle of GGUF variants, each gated on KL divergence, top-1 and perplexity.
+
+    `source`: 'zoo:smollm2', a .gguf (re-quantized from its dequantized weights) or a Hugging Face LLaMA
+    directory. `quantize`: GGUF types such as f32, f16, q8_0, q4_0, q4_k_m (comma-separated text or a list).
+    """
+    from converters.gguf.pipeline import convert_llm as run_llm_pipeline
+    from device_profiles import load_profile
+
+    llm_source = resolve_llm_source(source)
+    profiles = tuple(load_profile(p) for p in _as_list(profile)) if profile is not None else ()
+    bundle_name = name or _default_name(llm_source.describe())
+    dest = Path(output) if output is not None else Path(tempfile.mkdtemp(prefix="edge-bundle-")) / bundle_name
+    return run_llm_pipeline(
+        llm_source,
+        _as_list(quantize),
+        dest,
+        bundle_name,
+        profiles,
+        version=version,
+        eval_tokens=eval_tokens,
+        tolerance_scale=tolerance_scale,
+        allow_failed=allow_failed,
+        threads=threads,
+        overwrite=overwrite,
+        progress=progress,
+    )

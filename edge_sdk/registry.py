@@ -38,6 +38,24 @@ _REGISTRY: dict[Backend, BackendEntry] = {
             Role.EXPORTER: "converters.onnx_export:OnnxExporter",
         },
     ),
+    Backend.EXECUTORCH: BackendEntry(
+        engine="executorch",
+        runtime_extra="executorch",
+        convert_extra="executorch",
+        targets={
+            Role.RUNTIME: "runtimes.executorch_adapter:ExecuTorchRuntime",
+            Role.EXPORTER: "converters.executorch_export:ExecuTorchExporter",
+        },
+    ),
+    Backend.GGUF: BackendEntry(
+        engine="llama.cpp",
+        runtime_extra="gguf",
+        convert_extra="gguf",
+        targets={
+            Role.RUNTIME: "runtimes.llama_cpp_adapter:LlamaCppRuntime",
+            Role.EXPORTER: "converters.gguf.exporter:GgufExporter",
+        },
+    ),
 }
 
 

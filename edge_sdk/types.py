@@ -38,6 +38,23 @@ class QuantScheme(StrEnum):
     FP16 = "fp16"
     INT8_DYNAMIC = "int8-dynamic"
     INT8_STATIC = "int8-static"
+    # GGUF (llama.cpp) weight types, named as llama.cpp users know them
+    F32 = "f32"
+    BF16 = "bf16"
+    Q8_0 = "q8_0"
+    Q4_0 = "q4_0"
+    Q4_1 = "q4_1"
+    Q5_0 = "q5_0"
+    Q5_1 = "q5_1"
+    Q2_K = "q2_k"
+    Q3_K_S = "q3_k_s"
+    Q3_K_M = "q3_k_m"
+    Q3_K_L = "q3_k_l"
+    Q4_K_S = "q4_k_s"
+    Q4_K_M = "q4_k_m"
+    Q5_K_S = "q5_k_s"
+    Q5_K_M = "q5_k_m"
+    Q6_K = "q6_k"
 
 
 class Task(StrEnum):

@@ -55,6 +55,13 @@ def convert_cmd(
     allow_failed: bool = typer.Option(
         False, "--allow-failed", help="Keep variants outside tolerance (marked failed) instead of refusing."
     ),
+    min_delegated: float | None = typer.Option(
+        None,
+        "--min-delegated",
+        min=0.0,
+        max=1.0,
+        help="ExecuTorch: fail unless at least this share of compute runs in the XNNPACK delegate (e.g. 0.9).",
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle at --output."),
 ) -> None:
     """Convert a model into a bundle: export, quantize, run and measure each variant, check fit, write."""
@@ -95,6 +102,7 @@ def convert_cmd(
                 eval_data=(eval_inputs, labels) if eval_inputs is not None else None,
                 max_accuracy_drop=max_accuracy_drop,
                 allow_failed=allow_failed,
+                min_delegated=min_delegated,
                 overwrite=overwrite,
                 progress=show,
             )
@@ -133,5 +141,9 @@ def variant_table(bundle: Bundle) -> Table:
             f"of {human_bytes(r.budget_bytes)})"
             for pid, r in v.fit.items()
         )
-        table.add_row(v.id, human_bytes(v.size_bytes), v.recipe.precision, shown, gate, fit or "-")
+        precision = v.recipe.precision
+        share = v.recipe.options.get("delegated_share_flops")
+        if share is not None:  # silent fallback to slow kernels is what burns users: show it
+            precision += f"; {float(share):.1%} of compute in {v.recipe.options.get('delegate', 'delegate')}"
+        table.add_row(v.id, human_bytes(v.size_bytes), precision, shown, gate, fit or "-")
     return table
