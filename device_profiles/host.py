@@ -203,6 +203,7 @@ def detect_host() -> DeviceProfile:
                 Backend.ONNX: BackendSupport(targets=("CPUExecutionProvider",)),
                 Backend.EXECUTORCH: BackendSupport(targets=("xnnpack", "portable")),
                 Backend.GGUF: BackendSupport(targets=("cpu",)),
+                Backend.TFLITE: BackendSupport(targets=("cpu", "xnnpack")),
             },
         }
     )

@@ -35,6 +35,10 @@ def resolve_source(model: Any, example_inputs: Mapping[str, np.ndarray] | np.nda
     examples = dict(examples) if examples is not None else None
     if isinstance(model, str | Path) and str(model).endswith(".onnx"):
         return OnnxFileSource(Path(model), examples or {})
+    if isinstance(model, str | Path) and str(model).endswith(".tflite"):
+        from converters.tflite_wrap import TfliteFileSource
+
+        return TfliteFileSource(Path(model), examples or {})
     description = ""
     if isinstance(model, str | Path):
         description = str(model)

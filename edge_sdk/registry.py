@@ -56,6 +56,15 @@ _REGISTRY: dict[Backend, BackendEntry] = {
             Role.EXPORTER: "converters.gguf.exporter:GgufExporter",
         },
     ),
+    Backend.TFLITE: BackendEntry(
+        engine="ai-edge-litert",
+        runtime_extra="tflite",
+        convert_extra="tflite",
+        targets={
+            Role.RUNTIME: "runtimes.tflite_adapter:LiteRtRuntime",
+            Role.EXPORTER: "converters.tflite_wrap:TfliteWrapExporter",
+        },
+    ),
 }
 
 

@@ -29,6 +29,7 @@ class Backend(StrEnum):
     ONNX = "onnx"
     EXECUTORCH = "executorch"
     GGUF = "gguf"
+    TFLITE = "tflite"
 
 
 class QuantScheme(StrEnum):

@@ -22,7 +22,8 @@ def convert_cmd(
     model: str = typer.Argument(
         ...,
         help="What to convert: 'path/to/file.py:factory' (a function returning a torch.nn.Module), "
-        "an existing .onnx file, or 'zoo:digits-cnn' (the embedded default).",
+        "an existing .onnx file (to quantize) or .tflite file (to wrap, --backend tflite), "
+        "or 'zoo:digits-cnn' (the embedded default).",
     ),
     backend: str = typer.Option("onnx", "--backend", "-b", help=f"Engine(s), comma-separated: {BACKENDS}."),
     quantize: str = typer.Option(

@@ -32,6 +32,7 @@ KNOWN_TARGETS = {
     },
     Backend.EXECUTORCH: {"xnnpack", "vulkan", "qnn", "coreml", "mps", "portable"},
     Backend.GGUF: {"cpu", "cpu-neon", "cuda", "metal", "vulkan", "opencl"},
+    Backend.TFLITE: {"cpu", "xnnpack", "gpu", "nnapi", "qnn", "coreml"},
 }
 
 
@@ -143,6 +144,7 @@ def test_host_is_detected_from_this_machine():
         Backend.ONNX: ("CPUExecutionProvider",),
         Backend.EXECUTORCH: ("xnnpack", "portable"),
         Backend.GGUF: ("cpu",),
+        Backend.TFLITE: ("cpu", "xnnpack"),
     }
 
 
