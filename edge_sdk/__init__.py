@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "convert": "edge_sdk.api",
+    "convert_llm": "edge_sdk.api",
     "load": "edge_sdk.api",
     "open_bundle": "edge_sdk.api",
     "check_golden": "edge_sdk.api",
@@ -27,7 +28,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from edge_sdk.api import check_golden, convert, load, open_bundle
+    from edge_sdk.api import check_golden, convert, convert_llm, load, open_bundle
     from edge_sdk.bundle import Bundle
     from edge_sdk.errors import EdgeSDKError
     from edge_sdk.types import Backend, QuantScheme, Task, TensorSpec
@@ -56,6 +57,7 @@ __all__ = [
     "__version__",
     "check_golden",
     "convert",
+    "convert_llm",
     "load",
     "open_bundle",
 ]

@@ -83,6 +83,29 @@ def convert(
     from device_profiles import load_profile
 
     backends = [parse_enum(Backend, b, "backend") for b in _as_list(backend)]
+    if Backend.GGUF in backends:  # language models take their own pipeline: quality is KL/perplexity, not tensors
+        if backends != [Backend.GGUF]:
+            raise ConfigError(
+                "gguf (llama.cpp) variants come from a language model; convert them on their own, "
+                "not together with " + ", ".join(b.value for b in backends if b is not Backend.GGUF)
+            )
+        from converters.pipeline import Progress
+
+        def relay(step: str, variant: str | None, done: int, total: int) -> None:
+            if progress is not None:
+                progress(Progress(step, variant, done, total))
+
+        return convert_llm(
+            model,
+            quantize=quantize,
+            profile=profile,
+            output=output,
+            name=name,
+            version=version,
+            allow_failed=allow_failed,
+            overwrite=overwrite,
+            progress=relay,
+        )
     schemes = [parse_enum(QuantScheme, q, "quantization") for q in _as_list(quantize)]
     profiles = tuple(load_profile(p) for p in _as_list(profile)) if profile is not None else ()
     source = resolve_source(model, example_inputs)

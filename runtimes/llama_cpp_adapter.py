@@ -1,0 +1,243 @@
+"""llama.cpp adapter: runs the .gguf of a variant; streaming generation, chat templates in a sandbox, embeddings."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import numpy as np
+from jinja2.exceptions import SecurityError, TemplateError, TemplateRuntimeError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from edge_sdk.bundle import Variant
+from edge_sdk.errors import BundleError, ConfigError, InputError, RuntimeFailure, UnsupportedOperationError
+from edge_sdk.types import Backend
+from runtimes.base import Runtime, Session, SessionOptions, single_file
+
+DEFAULT_CONTEXT = 2048
+GENERATE_OPTIONS = ("max_tokens", "temperature", "top_p", "top_k", "seed", "stop")
+
+
+@dataclass(frozen=True)
+class GenerationStats:
+    prompt_tokens: int
+    generated_tokens: int
+    time_to_first_token_s: float
+    total_s: float
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Decode speed: tokens after the first over the time after the first."""
+        decode_time = self.total_s - self.time_to_first_token_s
+        return (self.generated_tokens - 1) / decode_time if self.generated_tokens > 1 and decode_time > 0 else 0.0
+
+
+@contextlib.contextmanager
+def quiet_stderr() -> Iterator[None]:
+    """Silence C code that writes to file descriptor 2 itself (some llama.cpp warnings ignore verbose=False)."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+class _RefuseUnsafe(jinja2.Undefined):
+    """Undefined that fails at once when the sandbox refused an attribute (jinja2 would print '' otherwise)."""
+
+    def __init__(self, hint: str | None = None, obj: Any = jinja2.utils.missing, name: str | None = None,
+                 exc: type[TemplateRuntimeError] = jinja2.UndefinedError) -> None:  # fmt: skip
+        super().__init__(hint, obj, name, exc)
+        if exc is SecurityError:
+            raise SecurityError(hint or f"access to {name!r} is unsafe")
+
+
+def _raise_exception(message: str) -> None:
+    raise TemplateError(message)
+
+
+def render_chat_template(template: str, messages: Sequence[Mapping[str, str]], **variables: Any) -> str:
+    """Render a model's chat template in jinja2's immutable sandbox; an escape attempt raises BundleError."""
+    env = ImmutableSandboxedEnvironment(undefined=_RefuseUnsafe, trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = _raise_exception
+    try:
+        return env.from_string(template).render(messages=list(messages), add_generation_prompt=True, **variables)
+    except SecurityError as exc:
+        raise BundleError(f"the model's chat template tried an operation the sandbox forbids: {exc}") from None
+    except TemplateError as exc:
+        raise BundleError(f"the model's chat template failed: {type(exc).__name__}: {exc}") from None
+
+
+class LlamaSession(Session):
+    """A GGUF model in llama.cpp. `last_stats` holds the measurements of the latest generate/chat call."""
+
+    inputs = ()
+    outputs = ()
+
+    def __init__(self, model_path: Path, options: SessionOptions, n_ctx: int = DEFAULT_CONTEXT) -> None:
+        import llama_cpp
+
+        self._path, self._threads, self._n_ctx = model_path, options.threads, n_ctx
+        try:
+            with quiet_stderr():  # llama.cpp warns on stderr, verbose=False or not, e.g. when n_ctx > training
+                self._llm: Any = llama_cpp.Llama(
+                    model_path=str(model_path), n_ctx=n_ctx, n_threads=options.threads, verbose=False
+                )
+        except (ValueError, RuntimeError) as exc:
+            raise RuntimeFailure(f"llama.cpp could not load {model_path.name!r}: {exc}") from exc
+        self._embedder: Any = None
+        self.last_stats: GenerationStats | None = None
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return dict(self._llm.metadata)
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise UnsupportedOperationError(
+            f"{self._path.name} is a language model: use generate(prompt), chat(messages) or embed(texts), not run()"
+        )
+
+    def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.run(inputs)
+
+    def generate(  # type: ignore[override]  # the base takes **options; these are the ones llama.cpp has
+        self,
+        prompt: str,
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.8,
+        top_p: float = 0.95,
+        top_k: int = 40,
+        seed: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        **unknown: object,
+    ) -> Iterator[str]:
+        """Stream the continuation of `prompt` piece by piece (temperature 0 is greedy)."""
+        tokens = self._llm.tokenize(prompt.encode("utf-8"), add_bos=self._add_bos(), special=False)
+        return self._stream(tokens, max_tokens, temperature, top_p, top_k, seed, stop, unknown)
+
+    def chat(
+        self,
+        messages: Sequence[Mapping[str, str]],
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.8,
+        top_p: float = 0.95,
+        top_k: int = 40,
+        seed: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        **unknown: object,
+    ) -> Iterator[str]:
+        """Stream the assistant's reply to `messages` ({"role", "content"} dicts) using the model's template."""
+        text = self.render_chat(messages)
+        tokens = self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        eos = self._llm.detokenize([self._llm.token_eos()], special=True).decode("utf-8", "replace")
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        return self._stream(tokens, max_tokens, temperature, top_p, top_k, seed, [*stops, eos], unknown)
+
+    def render_chat(self, messages: Sequence[Mapping[str, str]]) -> str:
+        template = self._llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise UnsupportedOperationError(f"{self._path.name} carries no chat template; use generate(prompt)")
+        for i, m in enumerate(messages):
+            if not isinstance(m, Mapping) or "role" not in m or "content" not in m:
+                raise InputError(f"message {i} must be a mapping with 'role' and 'content'; got {m!r}")
+        return render_chat_template(
+            template, messages, bos_token=self._token_text(self._llm.token_bos()),
+            eos_token=self._token_text(self._llm.token_eos()),
+        )  # fmt: skip
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """One mean-pooled embedding per text, float32 [len(texts), embedding size]."""
+        if self._embedder is None:
+            import llama_cpp
+
+            with quiet_stderr():  # llama.cpp warns that mean pooling differs from the model's default
+                self._embedder = llama_cpp.Llama(
+                    model_path=str(self._path), n_ctx=self._n_ctx, n_threads=self._threads, embedding=True,
+                    pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN, verbose=False,
+                )  # fmt: skip
+        return np.asarray(self._embedder.embed(list(texts)), dtype=np.float32)
+
+    def close(self) -> None:
+        for llm in (self._llm, self._embedder):
+            if llm is not None:
+                llm.close()
+        self._embedder = None
+
+    def _add_bos(self) -> bool:
+        return str(self._llm.metadata.get("tokenizer.ggml.add_bos_token", "true")).lower() == "true"
+
+    def _token_text(self, token: int) -> str:
+        return "" if token < 0 else self._llm.detokenize([token], special=True).decode("utf-8", "replace")
+
+    def _stream(
+        self,
+        tokens: list[int],
+        max_tokens: int,
+        temperature: float,
+        top_p: float,
+        top_k: int,
+        seed: int | None,
+        stop: str | Sequence[str] | None,
+        unknown: Mapping[str, object],
+    ) -> Iterator[str]:
+        if unknown:
+            raise ConfigError(f"unknown generation options {sorted(unknown)}; valid: {list(GENERATE_OPTIONS)}")
+        _check_options(max_tokens, temperature, top_p, top_k)
+        if len(tokens) + max_tokens > self._n_ctx:
+            raise InputError(
+                f"prompt of {len(tokens)} tokens + max_tokens {max_tokens} exceeds the context of {self._n_ctx}"
+            )
+        return self._pieces(tokens, max_tokens, temperature, top_p, top_k, seed, stop)
+
+    def _pieces(
+        self, tokens: list[int], max_tokens: int, temperature: float, top_p: float, top_k: int,
+        seed: int | None, stop: str | Sequence[str] | None,
+    ) -> Iterator[str]:  # fmt: skip
+        start = time.perf_counter()
+        first: float | None = None
+        stream = self._llm.create_completion(
+            tokens, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
+            stop=list(stop) if not isinstance(stop, str | None) else stop, stream=True,
+        )  # fmt: skip
+        for chunk in stream:
+            text = chunk["choices"][0]["text"]
+            if text:
+                first = first if first is not None else time.perf_counter() - start
+                yield text
+        generated = max(0, self._llm.n_tokens - len(tokens)) + (first is not None)  # the last one is not evaluated
+        total = time.perf_counter() - start
+        self.last_stats = GenerationStats(len(tokens), generated, first if first is not None else total, total)
+
+
+def _check_options(max_tokens: int, temperature: float, top_p: float, top_k: int) -> None:
+    if max_tokens < 1:
+        raise ConfigError(f"max_tokens must be at least 1, got {max_tokens}")
+    if temperature < 0:
+        raise ConfigError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
+    if not 0 < top_p <= 1:
+        raise ConfigError(f"top_p must be in (0, 1], got {top_p}")
+    if top_k < 0:
+        raise ConfigError(f"top_k must be >= 0 (0 disables it), got {top_k}")
+
+
+class LlamaCppRuntime(Runtime):
+    backend = Backend.GGUF
+
+    @classmethod
+    def available(cls) -> bool:
+        return importlib.util.find_spec("llama_cpp") is not None
+
+    def _load(self, variant: Variant, root: Path, options: SessionOptions) -> Session:
+        return LlamaSession(single_file(variant, root, ".gguf"), options)
