@@ -202,12 +202,35 @@ def convert_llm(
     threads: int | None = None,
     overwrite: bool = False,
     progress: Any = None,
+    tokenizer: Any = None,
 ) -> Bundle:
     """Convert a language model to a bundle of GGUF variants, each gated on KL divergence, top-1 and perplexity.
 
-    `source`: 'zoo:smollm2', a .gguf (re-quantized from its dequantized weights) or a Hugging Face LLaMA
-    directory. `quantize`: GGUF types such as f32, f16, q8_0, q4_0, q4_k_m (comma-separated text or a list).
+    `source`: 'zoo:smollm2', a .gguf (re-quantized from its dequantized weights), a Hugging Face LLaMA
+    directory, or a `transformers` model object together with its `tokenizer` (a transformers tokenizer or a
+    `tokenizers.Tokenizer`). `quantize`: GGUF types such as f32, f16, q8_0, q4_0, q4_k_m.
     """
+    if hasattr(source, "save_pretrained") and hasattr(source, "config"):
+        import shutil
+
+        # A model object in memory: save it as transformers would, then read it like any HF directory.
+        if tokenizer is None:
+            raise ConfigError("a transformers model object needs its tokenizer: convert_llm(model, tokenizer=tok)")
+        workdir = Path(tempfile.mkdtemp(prefix="edge-llm-source-"))
+        try:
+            source.save_pretrained(workdir)
+            if hasattr(tokenizer, "save_pretrained"):
+                tokenizer.save_pretrained(workdir)
+            else:
+                tokenizer.save(str(workdir / "tokenizer.json"))
+            return convert_llm(
+                workdir, quantize=quantize, profile=profile, output=output,
+                name=name or _default_name(type(source).__name__), version=version, eval_tokens=eval_tokens,
+                tolerance_scale=tolerance_scale, allow_failed=allow_failed, threads=threads, overwrite=overwrite,
+                progress=progress,
+            )  # fmt: skip
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
     from converters.gguf.pipeline import convert_llm as run_llm_pipeline
     from device_profiles import load_profile
 

@@ -293,3 +293,17 @@ def test_smollm2_q4_k_m_is_written_by_llama_cpp(smollm2_bundle):
     assert "Q4_K" in kinds and "Q6_K" in kinds  # the _M mix, with fallbacks for 576-wide rows
     assert reader.fields["general.file_type"].contents() == int(gguf.LlamaFileType.MOSTLY_Q4_K_M)
     assert "{% for message in messages %}" in reader.fields["tokenizer.chat_template"].contents()
+
+
+def test_a_transformers_model_object_converts_with_its_tokenizer(tiny, tmp_path):
+    import edge_sdk
+    from edge_sdk.errors import ConfigError
+
+    _directory, model, tok = tiny
+    with pytest.raises(ConfigError, match="needs its tokenizer"):
+        edge_sdk.convert_llm(model, quantize="f32", output=tmp_path / "none")
+    bundle = edge_sdk.convert_llm(model, tokenizer=tok, quantize="f32", output=tmp_path / "b", name="tiny")
+    variant = bundle.variants[0]
+    assert variant.accuracy is not None and variant.accuracy.passed
+    with edge_sdk.load(bundle) as session:
+        assert len(list(session.generate("The", max_tokens=4, temperature=0))) >= 1
