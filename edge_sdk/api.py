@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edge_sdk import registry
 from edge_sdk.bundle import AccuracyReport, Bundle
 from edge_sdk.errors import BundleError, ConfigError
 from edge_sdk.types import Backend, QuantScheme, Task, parse_enum
@@ -83,11 +84,13 @@ def convert(
     from device_profiles import load_profile
 
     backends = [parse_enum(Backend, b, "backend") for b in _as_list(backend)]
-    if Backend.GGUF in backends:  # language models take their own pipeline: quality is KL/perplexity, not tensors
-        if backends != [Backend.GGUF]:
+    own = [b for b in backends if registry.Role.PIPELINE in registry.entry(b).targets]
+    if own:  # e.g. language models: their variants come from a pipeline of their own
+        if len(backends) != 1:
+            others = ", ".join(b.value for b in backends if b is not own[0])
             raise ConfigError(
-                "gguf (llama.cpp) variants come from a language model; convert them on their own, "
-                "not together with " + ", ".join(b.value for b in backends if b is not Backend.GGUF)
+                f"{own[0].value} variants come from a pipeline of their own; convert them on their own, "
+                f"not together with {others}"
             )
         from converters.pipeline import Progress
 
@@ -95,7 +98,8 @@ def convert(
             if progress is not None:
                 progress(Progress(step, variant, done, total))
 
-        return convert_llm(
+        pipeline = registry.load(own[0], registry.Role.PIPELINE)
+        return pipeline(
             model,
             quantize=quantize,
             profile=profile,

@@ -18,6 +18,9 @@ from edge_sdk.types import Backend
 class Role(StrEnum):
     RUNTIME = "runtime"
     EXPORTER = "exporter"
+    # A backend whose models need a conversion pipeline of their own (language models are judged on
+    # KL divergence and perplexity, not on tensors): convert() hands the whole job to it.
+    PIPELINE = "pipeline"
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ _REGISTRY: dict[Backend, BackendEntry] = {
         targets={
             Role.RUNTIME: "runtimes.llama_cpp_adapter:LlamaCppRuntime",
             Role.EXPORTER: "converters.gguf.exporter:GgufExporter",
+            Role.PIPELINE: "edge_sdk.api:convert_llm",
         },
     ),
     Backend.TFLITE: BackendEntry(

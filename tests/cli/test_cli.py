@@ -117,3 +117,9 @@ def test_daemon_unit_drains_longer_than_the_timeout():
     assert result.exit_code == 0
     assert "TimeoutStopSec=25" in result.output and "User=edge-sdk" in result.output
     assert "serve --store /var/lib/edge-sdk" in result.output
+
+
+def test_language_model_backend_is_converted_on_its_own(tmp_path):
+    result = invoke("convert", "zoo:smollm2", "-b", "gguf,onnx", "-o", str(tmp_path / "b"))
+    assert result.exit_code == 1
+    assert "pipeline of their own" in result.output and "onnx" in result.output
