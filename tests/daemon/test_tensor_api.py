@@ -198,7 +198,7 @@ def test_sigterm_drains_in_flight_requests_then_exits(slow_bundle):
         x = {"inputs": {"input": _tensor(np.zeros((1, 1, 8, 8), np.float32))}}
         with concurrent.futures.ThreadPoolExecutor(4) as ex:
             futures = [ex.submit(httpx.post, f"{url}/v1/infer/slow-net", json=x, timeout=60) for _ in range(4)]
-            time.sleep(0.3)  # the requests are in flight (one running, the rest queued)
+            _wait_until_in_flight(url, "slow-net", at_least=2)  # one running, others queued
             daemon.send_signal(signal.SIGTERM)
             codes = [f.result().status_code for f in futures]
         assert codes == [200, 200, 200, 200]
@@ -250,3 +250,19 @@ def test_models_beyond_the_memory_budget_are_evicted_lru(onnx_bundle, slow_bundl
             loaded = {m["id"] for m in httpx.get(f"{url}/v1/models").json()["data"] if m["loaded"]}
             assert loaded == {name}
         assert 'edge_model_evictions_total{model="digits-cnn"} 1' in httpx.get(f"{url}/metrics").text
+
+
+def _wait_until_in_flight(url: str, model: str, at_least: int) -> None:
+    """Poll /metrics until `at_least` requests are running or queued (never a fixed sleep on a busy machine)."""
+    import time
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        total = 0.0
+        for line in httpx.get(f"{url}/metrics", timeout=5).text.splitlines():
+            if line.startswith(("edge_queue_depth{", "edge_requests_running{")) and f'model="{model}"' in line:
+                total += float(line.split()[-1])
+        if total >= at_least:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"requests never reached {model!r}")
