@@ -12,6 +12,7 @@ from rich.table import Table
 from edge_sdk.bundle import Bundle
 from edge_sdk.cli.common import EXIT_FAILED, console, err_console, human_bytes, load_npz, user_errors
 from edge_sdk.cli.convert import variant_table
+from edge_sdk.cli.golden import check_golden_sets
 
 BUNDLE_ARG = typer.Argument(..., help="A bundle directory or .edgebundle file.")
 
@@ -60,8 +61,6 @@ def verify_cmd(
     ),
 ) -> None:
     """Verify digests, sizes, schema and file list (and with --run, the golden set). Exits 1 when invalid."""
-    import edge_sdk
-
     with user_errors():
         opened = Bundle.open(bundle)
         console.print(
@@ -70,16 +69,7 @@ def verify_cmd(
         )
         if not run:
             return
-        failed = False
-        for v in opened.variants:
-            report = edge_sdk.check_golden(opened, v.id)
-            from converters.verify import summary
-
-            mark = "[green]ok[/]" if report.passed else "[red]FAIL[/]"
-            console.print(
-                f"{mark} {v.id} golden set ({report.samples} samples): {escape(summary(report))}", highlight=False
-            )
-            failed |= not report.passed
+        failed = not check_golden_sets(opened)
     if failed:
         err_console.print("[bold red]error:[/] a variant does not reproduce its golden outputs on this machine")
         raise typer.Exit(EXIT_FAILED)

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from edge_sdk.bundle import Bundle
 from edge_sdk.cli.common import console, user_errors
+from edge_sdk.cli.golden import check_golden_sets
 from edge_sdk.errors import BackendUnavailableError, StoreError
 from edge_sdk.store import BundleStore, InstalledModel
 
@@ -85,18 +86,9 @@ def _announce(bundle: Bundle) -> bool:
 
 def _golden_check(bundle: Bundle) -> bool:
     """Every variant must reproduce its recorded golden outputs with this machine's engines."""
-    import edge_sdk
-    from converters.verify import summary
-
     _announce(bundle)
-    passed = True
-    for v in bundle.variants:
-        try:
-            report = edge_sdk.check_golden(bundle, v.id)
-        except BackendUnavailableError as exc:
-            # a hint, not a silent skip: an unchecked variant could fail only when the daemon loads it
-            raise StoreError(f"cannot check variant {v.id!r} here: {exc}; or install with --no-check") from None
-        mark = "[green]ok[/]" if report.passed else "[red]FAIL[/]"
-        console.print(f"{mark} {v.id} golden set ({report.samples} samples): {summary(report)}", highlight=False)
-        passed &= report.passed
-    return passed
+    try:
+        return check_golden_sets(bundle)
+    except BackendUnavailableError as exc:
+        # a hint, not a silent skip: an unchecked variant could fail only when the daemon loads it
+        raise StoreError(f"cannot check {bundle.name!r} here: {exc}; or install with --no-check") from None

@@ -123,3 +123,17 @@ def test_language_model_backend_is_converted_on_its_own(tmp_path):
     result = invoke("convert", "zoo:smollm2", "-b", "gguf,onnx", "-o", str(tmp_path / "b"))
     assert result.exit_code == 1
     assert "pipeline of their own" in result.output and "onnx" in result.output
+
+
+@pytest.mark.slow
+def test_language_model_bundle_verifies_and_installs(tmp_path):
+    """GGUF bundles carry no golden set: verify --run and install name the skip instead of failing."""
+    from converters.gguf.zoo import smollm2_as_shipped
+
+    bundle = smollm2_as_shipped(tmp_path / "smollm2")
+    verified = invoke("verify", str(bundle.root), "--run")
+    assert verified.exit_code == 0, verified.output
+    assert "skip" in verified.output and "gguf-q4_1" in verified.output
+    installed = invoke("install", str(bundle.root), "--store", str(tmp_path / "store"))
+    assert installed.exit_code == 0, installed.output
+    assert "active 1.0.0" in installed.output
