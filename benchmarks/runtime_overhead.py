@@ -12,23 +12,15 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+from _timing import interleaved, overhead_row  # benchmarks/ is on sys.path when run as a script
 
 import edge_sdk
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def _per_call(fn, calls: int) -> float:
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    return (time.perf_counter() - start) / calls
 
 
 def measure_onnx(bundle: edge_sdk.Bundle, variant_id: str, batch: int, rounds: int, calls: int) -> dict:
@@ -43,21 +35,8 @@ def measure_onnx(bundle: edge_sdk.Bundle, variant_id: str, batch: int, rounds: i
     so.intra_op_num_threads, so.inter_op_num_threads = 1, 1
     direct = ort.InferenceSession(str(bundle.path_of(variant.files[0])), so, providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(session.run(x)["output"], direct.run(["output"], x)[0])  # same work on both sides
-    sdk_times, direct_times = [], []
-    for _ in range(rounds):
-        sdk_times.append(_per_call(lambda: session.run(x), calls))
-        direct_times.append(_per_call(lambda: direct.run(["output"], x), calls))
-    sdk, raw = statistics.median(sdk_times), statistics.median(direct_times)
-    return {
-        "engine": "onnxruntime",
-        "variant": variant_id,
-        "batch": batch,
-        "rounds": rounds,
-        "calls_per_round": calls,
-        "sdk_median_us": sdk * 1e6,
-        "direct_median_us": raw * 1e6,
-        "ratio_direct_over_sdk": raw / sdk,
-    }
+    sdk, raw = interleaved(lambda: session.run(x), lambda: direct.run(["output"], x), rounds, calls)
+    return overhead_row("onnxruntime", variant_id, batch, rounds, calls, sdk, raw)
 
 
 def main() -> None:

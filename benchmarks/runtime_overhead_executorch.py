@@ -19,34 +19,17 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from _timing import interleaved, overhead_row  # benchmarks/ is on sys.path when run as a script
 
 import edge_sdk
 
 RESULTS = Path(__file__).parent / "results"
 SCHEMES = ("none", "int8-static")
 BATCHES = (1, 32)
-
-
-def _per_call(fn: Callable[[], object], calls: int) -> float:
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    return (time.perf_counter() - start) / calls
-
-
-def _interleaved(a: Callable[[], object], b: Callable[[], object], rounds: int, calls: int) -> tuple[float, float]:
-    a_times, b_times = [], []
-    for _ in range(rounds):
-        a_times.append(_per_call(a, calls))
-        b_times.append(_per_call(b, calls))
-    return statistics.median(a_times), statistics.median(b_times)
 
 
 def _file(bundle: edge_sdk.Bundle, variant_id: str, suffix: str) -> Path:
@@ -70,18 +53,9 @@ def measure_overhead(bundle: edge_sdk.Bundle, scheme: str, batch: int, rounds: i
         return method.execute([torch.from_numpy(x["input"])])[0].numpy()
 
     np.testing.assert_allclose(session.run(x)["output"], direct())  # same work on both sides
-    sdk, raw = _interleaved(lambda: session.run(x), direct, rounds, calls)
+    sdk, raw = interleaved(lambda: session.run(x), direct, rounds, calls)
     session.close()
-    return {
-        "engine": "executorch",
-        "variant": variant_id,
-        "batch": batch,
-        "rounds": rounds,
-        "calls_per_round": calls,
-        "sdk_median_us": sdk * 1e6,
-        "direct_median_us": raw * 1e6,
-        "ratio_direct_over_sdk": raw / sdk,
-    }
+    return overhead_row("executorch", variant_id, batch, rounds, calls, sdk, raw)
 
 
 def compare_engines(bundle: edge_sdk.Bundle, scheme: str, batch: int, rounds: int, calls: int) -> dict:
@@ -90,7 +64,7 @@ def compare_engines(bundle: edge_sdk.Bundle, scheme: str, batch: int, rounds: in
     x = {"input": digits_data().test_x[:batch]}
     et = edge_sdk.load(bundle, f"executorch-{scheme}", threads=1)
     ort = edge_sdk.load(bundle, f"onnx-{scheme}", threads=1)
-    et_s, ort_s = _interleaved(lambda: et.run(x), lambda: ort.run(x), rounds, calls)
+    et_s, ort_s = interleaved(lambda: et.run(x), lambda: ort.run(x), rounds, calls)
     agree = float(np.mean(et.run(x)["output"].argmax(1) == ort.run(x)["output"].argmax(1)))
     et.close()
     ort.close()
