@@ -14,7 +14,8 @@ from converters.exporter import Exporter, ExportRequest, ExportResult
 from converters.sources import ModelSource
 from converters.verify import chunks, compare, concat, summary, tolerance_for
 from device_profiles import DeviceProfile
-from device_profiles.fit import check_fit, estimate
+from device_profiles.estimate import ModelFacts
+from device_profiles.fit import check_fit
 from edge_sdk import __version__, registry
 from edge_sdk.bundle import Bundle, BundleWriter, FileEntry, SourceInfo, Variant
 from edge_sdk.bundle.files import sha256_file
@@ -113,9 +114,8 @@ def convert(
                         f"{summary(accuracy)}. Use a milder quantization, give calibration data, or raise the "
                         "tolerance (--max-accuracy-drop)."
                     )
-                weights = sum(p.stat().st_size for p in result.files.values())
-                est = estimate(backend, weights, result.inputs, result.outputs)
-                fit = {p.id: check_fit(p, backend, est) for p in options.profiles}
+                facts = ModelFacts.of_files(backend, scheme, list(result.files.values()), result.inputs, result.outputs)
+                fit = {p.id: check_fit(p, facts) for p in options.profiles}
                 writer.add_variant(
                     variant_id=variant_id,
                     backend=backend,

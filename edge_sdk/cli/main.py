@@ -7,6 +7,7 @@ import typer
 from edge_sdk import __version__
 from edge_sdk.cli.bundle_cmds import inspect_cmd, pack_cmd, run_cmd, verify_cmd
 from edge_sdk.cli.convert import convert_cmd
+from edge_sdk.cli.fit_cmd import fit_cmd
 from edge_sdk.cli.keys_cmds import bundle_app, keys_app
 from edge_sdk.cli.profiles import profiles_app
 from edge_sdk.cli.serve_cmds import daemon_app, serve_cmd
@@ -23,6 +24,7 @@ app = typer.Typer(
 app.add_typer(profiles_app, name="profiles", help="List and show device profiles (Raspberry Pi, Jetson, phones, host).")
 app.command("convert")(convert_cmd)
 app.command("inspect")(inspect_cmd)
+app.command("fit")(fit_cmd)
 app.command("verify")(verify_cmd)
 app.command("run")(run_cmd)
 app.command("pack")(pack_cmd)
