@@ -70,12 +70,14 @@ def convert(
     *,
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
+    pairs: Sequence[tuple[Backend, QuantScheme]] | None = None,
 ) -> Bundle:
+    """One variant per backend × quantization (or per (backend, quantization) in `pairs`, when given)."""
     report = progress or (lambda _p: None)
-    plan = [(b, q) for b in backends for q in quantizations]
+    plan = list(pairs) if pairs is not None else [(b, q) for b in backends for q in quantizations]
     if not plan:
         raise ConfigError("nothing to convert: give at least one backend and one quantization")
-    exporters = {b: get_exporter(b) for b in backends}
+    exporters = {b: get_exporter(b) for b in dict.fromkeys(b for b, _ in plan)}
     for backend, scheme in plan:  # refuse an impossible combination before spending time on any
         exporters[backend].check(scheme)
 

@@ -8,6 +8,7 @@ zeroes weights: ONNX Runtime, ExecuTorch (XNNPACK) and llama.cpp store and multi
 from __future__ import annotations
 
 import copy
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -126,14 +127,38 @@ def recover(student: nn.Module, teacher: nn.Module, data: TrainData, *, epochs: 
     return student.eval()
 
 
+# Pruning and recovery are seeded, so a plan, its replay and `convert --auto` in one process share the result.
+_CACHE: dict[str, tuple[nn.Module, PruneReport]] = {}
+_CACHE_SIZE = 4
+
+
+def _digest(module: nn.Module, ratio: float, data: TrainData | None) -> str:
+    h = hashlib.sha256(f"{ratio}:{RECOVERY_EPOCHS}".encode())
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    for array in (
+        *(data.inputs.values() if data else ()),
+        *(() if data is None or data.labels is None else (data.labels,)),
+    ):
+        h.update(np.ascontiguousarray(array).tobytes())
+    return h.hexdigest()
+
+
 def prune_and_recover(
     module: nn.Module, example_inputs: Mapping[str, np.ndarray], ratio: float, data: TrainData | None
 ) -> tuple[nn.Module, PruneReport]:
-    pruned = prune_structured(module, example_inputs, ratio)
-    epochs = RECOVERY_EPOCHS if data is not None else 0
-    if data is not None:
-        recover(pruned, module, data, epochs=epochs)
-    return pruned, PruneReport(ratio, parameter_count(module), parameter_count(pruned), epochs)
+    key = _digest(module, ratio, data)
+    if key not in _CACHE:
+        pruned = prune_structured(module, example_inputs, ratio)
+        epochs = RECOVERY_EPOCHS if data is not None else 0
+        if data is not None:
+            recover(pruned, module, data, epochs=epochs)
+        if len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = (pruned, PruneReport(ratio, parameter_count(module), parameter_count(pruned), epochs))
+    pruned, report = _CACHE[key]
+    return copy.deepcopy(pruned), report
 
 
 def sparsify(module: nn.Module, ratio: float) -> tuple[nn.Module, dict[str, str]]:

@@ -20,6 +20,7 @@ _LAZY = {
     "open_bundle": "edge_sdk.api",
     "check_golden": "edge_sdk.api",
     "fit": "edge_sdk.fitting",
+    "plan": "edge_sdk.planning",
     "Bundle": "edge_sdk.bundle",
     "Backend": "edge_sdk.types",
     "QuantScheme": "edge_sdk.types",
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from edge_sdk.bundle import Bundle
     from edge_sdk.errors import EdgeSDKError
     from edge_sdk.fitting import fit
+    from edge_sdk.planning import plan
     from edge_sdk.types import Backend, QuantScheme, Task, TensorSpec
 
 
@@ -63,4 +65,5 @@ __all__ = [
     "fit",
     "load",
     "open_bundle",
+    "plan",
 ]

@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-import statistics
-import time
-from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
-
-from edge_sdk.bundle import Bundle, FitReport, Variant
-from edge_sdk.errors import EdgeSDKError
-
-MEASURE_SECONDS = 0.3  # timing budget per variant after one warm-up call
+from edge_sdk.bundle import Bundle, FitReport
 
 
 def fit(
@@ -31,17 +23,20 @@ def fit(
     from device_profiles.estimate import ModelFacts
     from device_profiles.fit import check_fit
     from edge_sdk.api import open_bundle
+    from runtimes.measure import host_latency
 
     opened = open_bundle(bundle)
     target = load_profile(profile)
     host = load_profile("host") if measure else None
+    golden = opened.golden()
     variants = [opened.variant(variant)] if variant is not None else list(opened.variants)
     reports = {}
     for v in variants:
         facts = ModelFacts.of_files(
             v.backend, v.recipe.quantization, [opened.path_of(f) for f in v.files], v.inputs, v.outputs
         )
-        latency = host_latency(opened, v) if measure and facts.llm is None else None
+        golden_inputs = golden.inputs if golden is not None else None
+        latency = host_latency(v, opened.root, golden_inputs) if measure and facts.llm is None else None
         reports[v.id] = check_fit(
             target,
             facts,
@@ -52,36 +47,3 @@ def fit(
             max_latency_ms=max_latency_ms,
         )
     return reports
-
-
-def one_sample(variant: Variant, golden: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """A batch-1 input: the first golden sample when there is one, else zeros of the declared shape."""
-    out = {}
-    for spec in variant.inputs:
-        if golden is not None and spec.name in golden:
-            out[spec.name] = golden[spec.name][:1]
-        else:
-            shape = [d if isinstance(d, int) else 1 for d in spec.shape]
-            out[spec.name] = np.zeros(shape, dtype=spec.dtype.numpy)
-    return out
-
-
-def host_latency(bundle: Bundle, variant: Variant, seconds: float = MEASURE_SECONDS) -> float | None:
-    """Median seconds of one batch-1 call on this machine, or None when its engine is not installed here."""
-    from edge_sdk.api import load
-
-    golden = bundle.golden()
-    sample = one_sample(variant, golden.inputs if golden is not None else None)
-    try:
-        session = load(bundle, variant.id)
-    except EdgeSDKError:
-        return None  # e.g. the engine's extra is not installed on this machine
-    with session:
-        session.run(sample)  # warm-up: first calls allocate
-        times: list[float] = []
-        deadline = time.perf_counter() + seconds
-        while len(times) < 5 or (time.perf_counter() < deadline and len(times) < 10_000):
-            start = time.perf_counter()
-            session.run(sample)
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)

@@ -81,12 +81,25 @@ def convert_cmd(
     train: Path | None = typer.Option(
         None, "--train", help=".npz of training inputs for recovery after --prune; an array 'labels' adds labels."
     ),
+    auto: bool = typer.Option(
+        False, "--auto", help="Plan for the one --profile (see `edge-sdk plan`) and convert the top entry."
+    ),
+    objective: str = typer.Option("latency", "--objective", help="With --auto: rank by latency, size or accuracy."),
+    plan_file: Path | None = typer.Option(
+        None, "--plan", help="With --auto: take the top entry of this plan (from `edge-sdk plan --json`)."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle at --output."),
 ) -> None:
     """Convert a model into a bundle: export, quantize, run and measure each variant, check fit, write."""
     import edge_sdk
     from converters.pipeline import Progress as Step
 
+    if auto:
+        from edge_sdk.cli.plan_cmd import convert_auto
+
+        with user_errors():
+            convert_auto(model, profile, output, objective, max_accuracy_drop, overwrite, plan_file)
+        return
     with user_errors():
         examples = _examples(input_shape, example)
         labels = None
