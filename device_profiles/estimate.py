@@ -36,9 +36,9 @@ class EngineCost:
 ENGINE_COSTS: dict[Backend, EngineCost] = {
     Backend.ONNX: EngineCost(35 * MiB, 1.6, "digits CNN and a 97 MiB MLP, fp32 and int8: 35 MiB + 1.6x weights"),
     # The Python runtime imports torch: that is most of its resident memory.
-    Backend.EXECUTORCH: EngineCost(391 * MiB, 1.85, "digits CNN and a 97 MiB MLP: torch import + 1.85x weights"),
+    Backend.EXECUTORCH: EngineCost(360 * MiB, 1.85, "digits CNN and a 97 MiB MLP: torch import + 1.85x weights"),
     # Weights are mmap'd once; the rest is the library and the compute buffer a decode touches.
-    Backend.GGUF: EngineCost(30 * MiB, 1.0, "SmolLM2-135M q8_0/q4_1/q4_k_m: 30 MiB + weights (mmap)"),
+    Backend.GGUF: EngineCost(38 * MiB, 1.0, "SmolLM2-135M q8_0/q4_1/q4_k_m, 200-token prompt: 38 MiB + weights"),
     Backend.TFLITE: EngineCost(64 * MiB, 1.0, "not measured: a guess"),
 }
 # The old name, still read by the daemon's memory budget.
@@ -190,10 +190,12 @@ def _repacks(profile: DeviceProfile) -> bool:
     return bool({"avx2", "dotprod", "i8mm"} & set(profile.cpu.features))
 
 
-def vector_rate(profile: DeviceProfile) -> float:
-    """Vector lanes × GHz of one core: a relative measure of what one thread computes per second."""
+def vector_rate(profile: DeviceProfile, *, avx512: bool = True) -> float:
+    """Vector lanes × GHz of one core: a relative measure of what one thread computes per second.
+
+    `avx512=False` for engines built without it (llama.cpp is built portable, AVX2 at most: DEPENDENCIES.md)."""
     features = set(profile.cpu.features)
-    lanes = 64.0 if "avx512" in features else 32.0 if "avx2" in features else 16.0
+    lanes = 64.0 if avx512 and "avx512" in features else 32.0 if {"avx2", "avx512"} & features else 16.0
     if "dotprod" in features:
         lanes *= 2  # int8 dot products: the quantized kernels llama.cpp and XNNPACK use
     if "i8mm" in features:
@@ -214,21 +216,24 @@ class SpeedEstimate:
     basis: str = ""
 
 
-def estimate_decode(facts: ModelFacts, profile: DeviceProfile, context: int | None = None) -> SpeedEstimate:
-    """Decode tokens/s: every weight and the filled part of the KV cache are read once per token."""
+def estimate_decode(
+    facts: ModelFacts, profile: DeviceProfile, context: int | None = None, kv_tokens: int = 0
+) -> SpeedEstimate:
+    """Decode tokens/s with `kv_tokens` already in the cache (and with it full): every weight and the filled part
+    of the KV cache are read once per token."""
     if facts.llm is None:
         return SpeedEstimate(basis="not a language model")
     ctx = context or default_context(facts) or DEFAULT_CONTEXT
     bandwidth = profile.memory.bandwidth_gbps * 1e9
     per_weight = _COMPUTE_PER_WEIGHT.get(facts.quantization, _DEFAULT_COMPUTE_PER_WEIGHT)
-    compute_s = facts.parameters * per_weight / (llm_threads(profile) * vector_rate(profile) * 1e9)
+    compute_s = facts.parameters * per_weight / (llm_threads(profile) * vector_rate(profile, avx512=False) * 1e9)
 
     def rate(kv_tokens: int) -> float:
         read = facts.weights_bytes + kv_tokens * facts.llm.kv_bytes_per_token  # type: ignore[union-attr]
         return 1.0 / (read / bandwidth + compute_s)
 
     return SpeedEstimate(
-        tokens_per_second=rate(0),
+        tokens_per_second=rate(kv_tokens),
         tokens_per_second_full=rate(ctx),
         basis=f"{profile.memory.bandwidth_gbps:g} GB/s memory, {llm_threads(profile)} threads",
     )

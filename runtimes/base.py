@@ -22,6 +22,7 @@ class SessionOptions:
     """Knobs common to every engine. `threads=None` lets the engine choose (usually all cores)."""
 
     threads: int | None = None
+    context: int | None = None  # language models: tokens of context (the KV cache is sized for it)
 
 
 @dataclass(frozen=True)

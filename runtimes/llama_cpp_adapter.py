@@ -240,4 +240,4 @@ class LlamaCppRuntime(Runtime):
         return importlib.util.find_spec("llama_cpp") is not None
 
     def _load(self, variant: Variant, root: Path, options: SessionOptions) -> Session:
-        return LlamaSession(single_file(variant, root, ".gguf"), options)
+        return LlamaSession(single_file(variant, root, ".gguf"), options, n_ctx=options.context or DEFAULT_CONTEXT)
