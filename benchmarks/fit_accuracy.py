@@ -131,9 +131,7 @@ def predict(bundle: Path, variant_id: str, context: int | None, kv_tokens: float
 
     opened = edge_sdk.open_bundle(bundle)
     v = opened.variant(variant_id)
-    facts = ModelFacts.of_files(
-        v.backend, v.recipe.quantization, [opened.path_of(f) for f in v.files], v.inputs, v.outputs
-    )
+    facts = ModelFacts.of_variant(v, opened.root)
     out = {"peak_bytes": float(estimate_memory(facts, context, host).peak_bytes)}
     if context:
         out["tokens_per_second"] = estimate_decode(facts, host, context, int(kv_tokens)).tokens_per_second or 0.0

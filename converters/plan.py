@@ -136,10 +136,7 @@ def judge(
     latency_s: float | None = None,
 ) -> Candidate:
     """A converted variant as a candidate: does it fit, is it accurate enough, how fast is it predicted."""
-    facts = ModelFacts.of_files(
-        variant.backend, variant.recipe.quantization, [root / f.path for f in variant.files], variant.inputs,
-        variant.outputs,
-    )  # fmt: skip
+    facts = ModelFacts.of_variant(variant, root)
     fit: FitReport = check_fit(profile, facts, context=context, host=host, host_latency_s=latency_s)
     value, drop = _score(variant.accuracy)
     reasons = list(fit.reasons)

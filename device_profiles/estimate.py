@@ -18,6 +18,7 @@ from pathlib import Path
 
 from device_profiles.gguf_header import read_gguf_header
 from device_profiles.schema import DeviceProfile
+from edge_sdk.bundle import Variant
 from edge_sdk.types import Backend, QuantScheme, TensorSpec
 
 MiB = 1024 * 1024
@@ -125,6 +126,12 @@ class ModelFacts:
         gguf = next((f for f in files if f.suffix == ".gguf"), None)
         llm = LlmShape.from_gguf(gguf) if gguf is not None else None
         return cls(backend, quantization, sum(f.stat().st_size for f in files), inputs, outputs, llm)
+
+    @classmethod
+    def of_variant(cls, variant: Variant, root: Path) -> ModelFacts:
+        """The facts of a variant in a bundle directory `root`."""
+        files = [root / f.path for f in variant.files]
+        return cls.of_files(variant.backend, variant.recipe.quantization, files, variant.inputs, variant.outputs)
 
     def with_quantization(self, quantization: QuantScheme) -> ModelFacts:
         """The same model stored another way: weights scaled by bits per weight."""

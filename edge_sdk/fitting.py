@@ -32,9 +32,7 @@ def fit(
     variants = [opened.variant(variant)] if variant is not None else list(opened.variants)
     reports = {}
     for v in variants:
-        facts = ModelFacts.of_files(
-            v.backend, v.recipe.quantization, [opened.path_of(f) for f in v.files], v.inputs, v.outputs
-        )
+        facts = ModelFacts.of_variant(v, opened.root)
         golden_inputs = golden.inputs if golden is not None else None
         latency = host_latency(v, opened.root, golden_inputs) if measure and facts.llm is None else None
         reports[v.id] = check_fit(
