@@ -35,6 +35,16 @@ def _list(value: str | Sequence[Any] | None) -> list[Any] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else list(value)
 
 
+def _scheme(text: str | QuantScheme) -> QuantScheme:
+    """A quantization by its name here or as llama.cpp users write it ('f16', 'Q8_0', 'q4-k-m')."""
+    if isinstance(text, QuantScheme):
+        return text
+    name = str(text).strip().lower()
+    name = "fp16" if name == "f16" else name
+    known = {q.value for q in QuantScheme}
+    return parse_enum(QuantScheme, name if name in known else name.replace("-", "_"), "quantization")
+
+
 def make_request(
     model: str | Path,
     profile: str | Path,
@@ -67,7 +77,7 @@ def make_request(
             f"{text} is {'a language model' if llm else 'a tensor model'}; plan it with "
             f"{'--backend ' + pipelines[0].value if llm else 'tensor backends (onnx, executorch)'}"
         )
-    schemes = [parse_enum(QuantScheme, q, "quantization") for q in _list(quantize) or []]
+    schemes = [_scheme(q) for q in _list(quantize) or []]
     try:
         ratios = tuple(float(r) for r in (_list(prune) or ([0.0] if llm else DEFAULT_PRUNE)))
         ctxs = tuple(int(c) for c in (_list(contexts) or (DEFAULT_CONTEXTS if llm else ())))

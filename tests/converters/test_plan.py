@@ -94,3 +94,22 @@ def test_bad_profile_or_impossible_objective_is_a_clear_message():
         run_plan(make_request("zoo:digits-cnn", "rpi4", prune="0.95", backends="onnx", quantize="none"))
     result = invoke("plan", "zoo:digits-cnn", "-p", "rpi4", "--max-accuracy-drop", "lots")
     assert result.exit_code == 1 and "bad accuracy drop 'lots'" in result.output
+
+
+def test_a_language_model_is_planned_by_quantization_and_context(tmp_path):
+    from test_gguf import build_tiny_llama  # the tiny LLaMA of the GGUF tests (same directory)
+
+    build_tiny_llama(tmp_path / "tiny-llama")  # trained for 256 positions
+    request = make_request(
+        str(tmp_path / "tiny-llama"), "rpi4", quantize="f16,q8_0", contexts="128,256,512", max_accuracy_drop=0.3
+    )
+    assert request.backends == (edge_sdk.Backend.GGUF,) and request.prune == (0.0,)
+    plan = run_plan(request, workdir=tmp_path / "work")
+    assert len(plan.candidates) == 6
+    too_long = [c for c in plan.candidates if c.context == 512]
+    assert all(c.status == "does-not-fit" and "trained for" in c.reasons[0] for c in too_long)
+    best = plan.best()
+    assert best.quantization is edge_sdk.QuantScheme.Q8_0  # fewer bytes read per token than f16
+    assert best.tokens_per_second and best.accuracy >= 0.7
+    with pytest.raises(ConfigError, match="pruning applies to tensor models"):
+        make_request(str(tmp_path / "tiny-llama"), "rpi4", prune="0.5")
