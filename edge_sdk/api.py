@@ -181,7 +181,8 @@ def check_golden(bundle: str | Path | Bundle, variant: str | None = None) -> Acc
     if golden is None or expected is None:
         raise BundleError(f"bundle {opened.name!r} variant {chosen.id!r} carries no golden set to check")
     with load(opened, chosen.id) as session:
-        outputs = session.run(golden.inputs)
+        # A language model's golden set is tokens, and its outputs the logits at each position.
+        outputs = session.run(golden.inputs) if chosen.inputs else {"logits": session.score(golden.inputs["tokens"])}
     return compare(expected, outputs, DEVICE_TOLERANCE, reference_name=f"{chosen.id} as measured at conversion")
 
 

@@ -90,6 +90,10 @@ class Session(ABC):
     def embed(self, texts: list[str]) -> np.ndarray:
         raise UnsupportedOperationError(f"{type(self).__name__} runs tensor models; it cannot embed text")
 
+    def score(self, tokens: np.ndarray) -> np.ndarray:
+        """A language model's logits at every position of `tokens` [n, vocab]: how its golden set is re-checked."""
+        raise UnsupportedOperationError(f"{type(self).__name__} runs tensor models; it cannot score tokens")
+
     def close(self) -> None:  # noqa: B027 - engines without resources to free need not override
         """Release the engine's resources."""
 

@@ -169,6 +169,23 @@ class LlamaSession(Session):
                 )  # fmt: skip
         return np.asarray(self._embedder.embed(list(texts)), dtype=np.float32)
 
+    def score(self, tokens: np.ndarray) -> np.ndarray:
+        """Logits at every position (row i predicts token i + 1), evaluated as one batch in a fresh context, as
+        conversion measured them (converters/gguf/evaluate.py), so a device reproduces the recorded numbers."""
+        import llama_cpp
+
+        ids = [int(t) for t in np.asarray(tokens).reshape(-1)]
+        with quiet_stderr():
+            scorer = llama_cpp.Llama(
+                model_path=str(self._path), n_ctx=max(64, len(ids) + 8), n_threads=self._threads, logits_all=True,
+                verbose=False,
+            )  # fmt: skip
+        try:
+            scorer.eval(ids)
+            return np.array(scorer.scores[: len(ids)], dtype=np.float32)
+        finally:
+            scorer.close()
+
     def close(self) -> None:
         for llm in (self._llm, self._embedder):
             if llm is not None:

@@ -19,6 +19,7 @@ from edge_sdk.bundle import Bundle, BundleWriter, SourceInfo
 from edge_sdk.errors import AccuracyGateError, ConfigError
 from edge_sdk.types import Backend, QuantScheme, Task
 
+GOLDEN_TOKENS = 16  # logits of 16 positions: ~3 MB a variant for a 49k vocabulary
 ProgressCallback = Callable[[str, str | None, int, int], None]  # step, variant, done, total
 
 
@@ -63,6 +64,8 @@ def convert_llm(
             tokens = tokenize(reference_file, eval_text or evaluation_text(), max_tokens=eval_tokens)
             reference = logits_of(reference_file, tokens, threads=threads)
             ref_name = f"{source.describe()} at float32 in llama.cpp ({len(tokens)} tokens of stdlib docstrings)"
+            golden = tokens[:GOLDEN_TOKENS]  # re-checked on the device by `verify --run` and `install`
+            writer.set_golden({"tokens": golden}, {"logits": logits_of(reference_file, golden, threads=threads).logits})
             for i, scheme in enumerate(schemes):
                 variant_id = f"gguf-{scheme.value.replace('_', '-')}"
                 report("export", variant_id, i, len(schemes))
@@ -88,6 +91,7 @@ def convert_llm(
                     runtime=result.runtime,
                     accuracy=accuracy,
                     fit=fit,
+                    golden_outputs={"logits": logits_of(gguf_path, golden, threads=threads).logits},
                 )
                 gguf_path.unlink()  # the bundle writer has its copy; keep the workdir small
         report("write", None, len(schemes), len(schemes))
