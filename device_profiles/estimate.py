@@ -50,6 +50,7 @@ ACTIVATION_FACTOR = 8
 # (measured: peak grows by the file's size for q4_0, "CPU_REPACK model buffer" in its log).
 REPACKED = frozenset({QuantScheme.Q4_0})
 KV_BYTES_PER_VALUE = 2  # llama.cpp's default KV cache type is f16
+DEFAULT_CONTEXT = 2048  # what runtimes/llama_cpp_adapter.py gives a session
 # Bits per weight of each storage type (K-quant mixes averaged over a LLaMA-style model).
 BITS_PER_WEIGHT: dict[QuantScheme, float] = {
     QuantScheme.NONE: 32, QuantScheme.F32: 32, QuantScheme.FP16: 16, QuantScheme.BF16: 16,
@@ -169,9 +170,6 @@ def default_context(facts: ModelFacts) -> int | None:
     return min(DEFAULT_CONTEXT, facts.llm.trained_context or DEFAULT_CONTEXT)
 
 
-DEFAULT_CONTEXT = 2048  # what runtimes/llama_cpp_adapter.py gives a session
-
-
 def estimate_memory(
     facts: ModelFacts, context: int | None = None, profile: DeviceProfile | None = None
 ) -> MemoryEstimate:
@@ -217,7 +215,7 @@ def llm_threads(profile: DeviceProfile) -> int:
 
 @dataclass(frozen=True)
 class SpeedEstimate:
-    tokens_per_second: float | None = None  # decode, at an empty context
+    tokens_per_second: float | None = None  # decode, with the tokens asked for in the cache (default none)
     tokens_per_second_full: float | None = None  # decode, with the context full
     latency_ms: float | None = None  # one batch-1 call of a tensor model
     basis: str = ""
