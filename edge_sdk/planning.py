@@ -79,7 +79,8 @@ def make_request(
         )
     schemes = [_scheme(q) for q in _list(quantize) or []]
     try:
-        ratios = tuple(float(r) for r in (_list(prune) or ([0.0] if llm else DEFAULT_PRUNE)))
+        fixed = llm or Path(text).suffix in (".onnx", ".tflite")  # no torch module to remove channels from
+        ratios = tuple(float(r) for r in (_list(prune) or ([0.0] if fixed else DEFAULT_PRUNE)))
         ctxs = tuple(int(c) for c in (_list(contexts) or (DEFAULT_CONTEXTS if llm else ())))
     except ValueError as exc:
         raise ConfigError(f"pruning ratios are numbers like 0,0.25,0.5 and contexts integers: {exc}") from None
