@@ -25,6 +25,7 @@ from edge_sdk.bundle import AccuracyReport, Bundle, FitReport, Variant
 from edge_sdk.errors import ConfigError, EdgeSDKError
 from edge_sdk.types import Backend, QuantScheme
 
+PREFIT_MARGIN = 1.15  # an LLM estimated from another quantization's file is converted unless clearly too big
 PlanProgress = Callable[[str, int, int], None]  # what, done, total
 Status = Literal["ranked", "does-not-fit", "accuracy", "refused"]
 
@@ -246,31 +247,72 @@ def plan_language_model(
     profile: DeviceProfile,
     workdir: Path,
     *,
+    source_file: Path | None = None,
     progress: PlanProgress | None = None,
 ) -> Plan:
-    """Plan for an LLM: every quantization converted and measured (KL, top-1, perplexity) once, then judged at
-    each context length. The accuracy drop is 1 - top-1 agreement with the unquantized model."""
+    """Plan for an LLM: each quantization converted and measured (KL, top-1, perplexity) once, then judged at
+    each context length. The accuracy drop is 1 - top-1 agreement with the unquantized model. With the source's
+    GGUF file, a quantization that fits at no context is dropped before it is converted."""
     from edge_sdk import registry
 
     report = progress or (lambda _w, _d, _t: None)
     backend = request.backends[0]
     pipeline = registry.load(backend, registry.Role.PIPELINE)
-    total = len(request.quantizations)
+    candidates, schemes = _prefit_llm(source_file, request, profile) if source_file else ([], request.quantizations)
+    total = len(schemes)
+    if not schemes:
+        return Plan(request=request, profile_id=profile.id, candidates=tuple(candidates))
 
     def relay(step: str, variant: str | None, done: int, _total: int) -> None:
         report(f"{step} {variant or ''}".strip(), done, total)
 
     bundle: Bundle = pipeline(
-        model, quantize=list(request.quantizations), output=workdir / "llm", allow_failed=True, overwrite=True,
-        progress=relay,
-    )  # fmt: skip
-    candidates = [
+        model, quantize=list(schemes), output=workdir / "llm", allow_failed=True, overwrite=True, progress=relay
+    )
+    candidates += [
         judge(variant, bundle.root, profile, request, context=ctx)
         for variant in bundle.variants
         for ctx in request.contexts
     ]
     report("ranking", total, total)
     return Plan(request=request, profile_id=profile.id, candidates=rank(candidates, request.objective))
+
+
+def _prefit_llm(
+    source_file: Path, request: PlanRequest, profile: DeviceProfile
+) -> tuple[list[Candidate], tuple[QuantScheme, ...]]:
+    """Estimate each quantization from the source GGUF (weights scaled by bits per weight): drop what cannot fit."""
+    from device_profiles.gguf_header import FILE_TYPES, read_gguf_header
+
+    file_type = read_gguf_header(source_file).get("general.file_type", 0)
+    source_scheme = QuantScheme(FILE_TYPES.get(int(file_type), "f32"))
+    facts = ModelFacts.of_files(request.backends[0], source_scheme, [source_file])
+    dropped: list[Candidate] = []
+    kept = []
+    for scheme in request.quantizations:
+        fits = [check_fit(profile, facts.with_quantization(scheme), context=ctx) for ctx in request.contexts]
+        if any(_maybe_fits(f, profile) for f in fits):
+            kept.append(scheme)
+            continue
+        dropped += [
+            Candidate(
+                id=candidate_id(request.backends[0], scheme, 0.0, ctx),
+                backend=request.backends[0],
+                quantization=scheme,
+                context=ctx,
+                status="does-not-fit",
+                reasons=f.reasons,
+                peak_bytes=f.estimated_peak_bytes,
+            )
+            for ctx, f in zip(request.contexts, fits, strict=True)
+        ]
+    return dropped, tuple(kept)
+
+
+def _maybe_fits(fit: FitReport, profile: DeviceProfile) -> bool:
+    """Weights scaled by bits per weight are a rough guess: only a clear miss is dropped unconverted."""
+    memory_only = all(r.startswith("needs ") for r in fit.reasons)
+    return fit.fits or (memory_only and fit.estimated_peak_bytes <= profile.budget_bytes * PREFIT_MARGIN)
 
 
 def _refused(backend: Backend, scheme: QuantScheme, ratio: float, why: str) -> Candidate:

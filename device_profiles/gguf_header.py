@@ -18,6 +18,11 @@ _SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: 
 _STRING, _ARRAY = 8, 9
 
 Value = int | float | bool | str
+# general.file_type (llama.cpp's LLAMA_FTYPE) -> our name of the weight type
+FILE_TYPES = {
+    0: "f32", 1: "fp16", 2: "q4_0", 3: "q4_1", 7: "q8_0", 8: "q5_0", 9: "q5_1", 10: "q2_k", 11: "q3_k_s",
+    12: "q3_k_m", 13: "q3_k_l", 14: "q4_k_s", 15: "q4_k_m", 16: "q5_k_s", 17: "q5_k_m", 18: "q6_k", 32: "bf16",
+}  # fmt: skip
 
 
 def _unpack(f: BinaryIO, fmt: str) -> Value:

@@ -119,7 +119,11 @@ def run_plan(
     profile = load_profile(request.profile)
     work = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="edge-plan-"))
     if request.contexts:
-        return plan_language_model(request.model, request, profile, work, progress=progress)
+        from edge_sdk.api import resolve_llm_source
+
+        path = getattr(resolve_llm_source(request.model), "path", None)
+        source_file = Path(path) if path is not None and Path(path).suffix == ".gguf" else None
+        return plan_language_model(request.model, request, profile, work, source_file=source_file, progress=progress)
     source = resolve_source(request.model, None)
     module = getattr(source, "module", None)
     evaluation = eval_data or eval_data_of(module)

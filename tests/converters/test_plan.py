@@ -113,3 +113,19 @@ def test_a_language_model_is_planned_by_quantization_and_context(tmp_path):
     assert best.tokens_per_second and best.accuracy >= 0.7
     with pytest.raises(ConfigError, match="pruning applies to tensor models"):
         make_request(str(tmp_path / "tiny-llama"), "rpi4", prune="0.5")
+
+
+def test_an_llm_quantization_clearly_too_big_is_not_converted(tmp_path):
+    board = tmp_path / "board.yaml"
+    board.write_text(
+        "id: small-board\nname: small\nclass: sbc\n"
+        "cpu: {arch: aarch64, model: A53, cores: 4, max_freq_ghz: 1.2, features: [neon], source: t}\n"
+        "memory: {total_mb: 512, budget_mb: 256, bandwidth_gbps: 2.0, source: t}\n"
+        "storage: {kind: sd, size_gb: 8, source: t}\nos: {name: Linux, version: '6'}\n"
+        "power: {typical_w: 2, max_w: 5, source: t}\nbackends: {gguf: {}}\n"
+    )
+    plan = run_plan(make_request("zoo:smollm2", board, quantize="f16", contexts="2048,8192"), workdir=tmp_path / "w")
+    assert [c.id for c in plan.candidates] == ["gguf-fp16@ctx2048", "gguf-fp16@ctx8192"]
+    assert all(c.status == "does-not-fit" and c.size_bytes is None for c in plan.candidates)
+    assert "budget 256.0 MB" in plan.candidates[0].reasons[0]
+    assert not (tmp_path / "w" / "llm").exists()  # nothing was converted
