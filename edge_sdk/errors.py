@@ -8,11 +8,13 @@
     ├── AccuracyGateError (RuntimeError)    an exported variant is outside its tolerance
     ├── BundleError (ValueError)            a bundle that is malformed, tampered or unsafe
     │   ├── UnsupportedSchemaError          a manifest written by a newer edge-sdk
-    │   └── StoreError                      an install, activation or rollback the device store refuses
+    │   ├── StoreError                      an install, activation or rollback the device store refuses
+    │   └── RegistryError                   a publish the registry refuses; a download whose digest is wrong
     ├── BackendUnavailableError (ImportError)  the engine's optional dependency is not installed
     ├── InputError (ValueError)             inputs that do not match a session's TensorSpecs
     ├── UnsupportedOperationError (NotImplementedError)  e.g. generate() on a tensor model
-    └── RuntimeFailure (RuntimeError)       an engine failed while loading or running
+    ├── RuntimeFailure (RuntimeError)       an engine failed while loading or running
+    └── TransferError (ConnectionError)     a registry that cannot be reached, or refuses a request
 
 Each message names the bad value and, where there is a closed set, the valid choices.
 """
@@ -58,6 +60,10 @@ class StoreError(BundleError):
     pass
 
 
+class RegistryError(BundleError):
+    pass
+
+
 class BackendUnavailableError(EdgeSDKError, ImportError):
     pass
 
@@ -71,6 +77,10 @@ class UnsupportedOperationError(EdgeSDKError, NotImplementedError):
 
 
 class RuntimeFailure(EdgeSDKError, RuntimeError):
+    pass
+
+
+class TransferError(EdgeSDKError, ConnectionError):
     pass
 
 
