@@ -57,6 +57,7 @@ def build_gateway(source: BundleSource, config: GatewayConfig) -> FastAPI:
 
     app = FastAPI(title="edge-sdk cloud gateway", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.pool = pool  # the server closes the pool on exit
+    app.exception_handlers.update(daemon.exception_handlers)  # the daemon's errors: OpenAI shape, 400 not 422
 
     registry = Registry(config.registry_dir, trust=config.trust or None)
     add_registry_routes(

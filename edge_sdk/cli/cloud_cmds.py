@@ -88,6 +88,10 @@ def serve_cmd(
             max_upload_bytes=int(max_upload_mb * 1024 * 1024),
             daemon=DaemonConfig(host=host, port=port, concurrency_per_model=concurrency),
         )
+    import logging
+
+    # the gateway's per-device request log, beside uvicorn's own
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     own = ", ".join(source.names()) or "none"
     typer.echo(
         f"cloud gateway on http://{host}:{port}: own models {own}; upstream {upstream or 'none'}; registry {registry}",
