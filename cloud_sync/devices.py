@@ -107,7 +107,8 @@ class DeviceAuth:
             )
             await response(scope, receive, send)
             return
-        scope.setdefault("state", {})["caller"] = caller
+        state = scope.setdefault("state", {})
+        state["caller"], state["device_id"] = caller, caller.id  # device_id: what the idempotency store keys on
         status = 500
         start = time.monotonic()
 
