@@ -16,9 +16,9 @@ from __future__ import annotations
 import builtins
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -26,12 +26,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from edge_sdk.bundle import Bundle, archive
+from edge_sdk.bundle.files import sha256_file
 from edge_sdk.bundle.signing import SIGNATURE_NAME, TrustedKey
 from edge_sdk.errors import BundleError, RegistryError, choices
-from edge_sdk.store import version_key
+from edge_sdk.store import _fsync_dir, version_key
 
 INDEX = "index.json"
-_CHUNK = 1 << 20
 STALE_UPLOAD_S = 3600.0  # an upload untouched this long was abandoned by a process that died
 
 
@@ -51,23 +51,6 @@ class RegistryEntry:
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _digest(path: Path) -> tuple[str, int]:
-    digest, size = hashlib.sha256(), 0
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
 
 
 class Registry:
@@ -110,9 +93,7 @@ class Registry:
             elif source.parent.resolve() == self._incoming.resolve():
                 os.replace(source, work)
             else:
-                with source.open("rb") as src, work.open("wb") as dst:
-                    while chunk := src.read(_CHUNK):
-                        dst.write(chunk)
+                shutil.copyfile(source, work)
             return self._accept(work)
         finally:
             work.unlink(missing_ok=True)
@@ -128,7 +109,7 @@ class Registry:
             with contextlib.suppress(ValueError, TypeError, KeyError):
                 key = str(json.loads(signature.read_text())["key_id"])
         name, version = bundle.name, bundle.manifest.version
-        sha256, size = _digest(upload)
+        sha256, size = sha256_file(upload), upload.stat().st_size
         entry = RegistryEntry(name, version, sha256, size, signature.is_file(), key, time.time())
         with self._locked():
             index = self._read_index()

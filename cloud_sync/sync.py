@@ -9,7 +9,6 @@ skipped; lower is refused, naming both versions.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from cloud_sync.registry import RegistryEntry
 from cloud_sync.registry_routes import PREFIX
+from edge_sdk.bundle.files import sha256_file
 from edge_sdk.bundle.signing import TrustedKey
 from edge_sdk.errors import BundleError, RegistryError, TransferError, choices
 from edge_sdk.store import BundleStore, Check, version_key
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     import httpx
 
 DOWNLOADS = ".downloads"
-_CHUNK = 1 << 20
 
 Progress = Callable[[RegistryEntry, int], None]  # (what, bytes of it on disk so far)
 
@@ -198,14 +197,11 @@ def _message(response: httpx.Response) -> str:
 
 
 def _check_digest(entry: RegistryEntry, path: Path) -> None:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    if digest.hexdigest() != entry.sha256:
+    digest = sha256_file(path)
+    if digest != entry.sha256:
         path.unlink()
         raise RegistryError(
-            f"downloaded {entry.name} {entry.version} has sha256 {digest.hexdigest()[:16]}…, the registry lists "
+            f"downloaded {entry.name} {entry.version} has sha256 {digest[:16]}…, the registry lists "
             f"{entry.sha256[:16]}…: corrupted or tampered in transit or on the server; deleted, nothing installed"
         )
 
