@@ -9,8 +9,11 @@ skipped; lower is refused, naming both versions.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -20,7 +23,7 @@ from cloud_sync.registry import RegistryEntry
 from cloud_sync.registry_routes import PREFIX
 from edge_sdk.bundle.files import sha256_file
 from edge_sdk.bundle.signing import TrustedKey
-from edge_sdk.errors import BundleError, RegistryError, TransferError, choices
+from edge_sdk.errors import BundleError, RegistryError, StoreError, TransferError, choices
 from edge_sdk.store import BundleStore, Check, version_key
 
 if TYPE_CHECKING:
@@ -233,13 +236,29 @@ def sync(
     """Bring each model (every model the registry has, unless `names`) to the registry's newest version."""
     if version is not None and len(names) != 1:
         raise RegistryError("a version can be asked for only together with exactly one model name")
-    entries = client.list(names[0] if len(names) == 1 else None)
-    wanted = list(names) or sorted({e.name for e in entries})
-    active = {m.name: m.active for m in store.list()}
-    return [
-        _sync_one(client, store, pick(entries, name, version), active.get(name), trust, check, progress)
-        for name in wanted
-    ]
+    with _one_sync_at_a_time(store.root / DOWNLOADS):
+        entries = client.list(names[0] if len(names) == 1 else None)
+        wanted = list(names) or sorted({e.name for e in entries})
+        active = {m.name: m.active for m in store.list()}
+        return [
+            _sync_one(client, store, pick(entries, name, version), active.get(name), trust, check, progress)
+            for name in wanted
+        ]
+
+
+@contextlib.contextmanager
+def _one_sync_at_a_time(downloads: Path) -> Iterator[None]:
+    """Two syncs appending to the same partial file would corrupt it: the second one is refused at once."""
+    downloads.mkdir(parents=True, exist_ok=True)
+    fd = os.open(downloads / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StoreError(f"another sync is downloading into {str(downloads)!r}; try again when it ends") from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def _sync_one(
@@ -263,6 +282,16 @@ def _sync_one(
             f"(roll back with `edge-sdk rollback {entry.name}` if that is what you want)",
             before,
         )
+    if trust is not None:
+        ids = sorted(k.key_id for k in trust)
+        if not entry.signed or entry.key_id not in ids:
+            how = f"signed by key {entry.key_id}" if entry.signed else "not signed"
+            return report(
+                Outcome.REFUSED,
+                f"the registry lists {entry.name} {entry.version} as {how}; this device accepts only bundles "
+                f"signed by a trusted key ({', '.join(ids)}): not downloaded",
+                before,
+            )
     partial = store.root / DOWNLOADS / f"{entry.name}-{entry.version}-{entry.sha256[:16]}.edgebundle.part"
     try:
         download = client.download(entry, partial, progress=progress)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from gateway_helpers import DEVICE_KEY, publish
 from typer.testing import CliRunner
 
-from cloud_sync.sync import DOWNLOADS, Outcome, RegistryClient, sync
+from cloud_sync.sync import DOWNLOADS, Outcome, RegistryClient, _one_sync_at_a_time, sync
 from edge_sdk.cli.main import app
+from edge_sdk.errors import StoreError
 from edge_sdk.store import BundleStore
 
 NAME = "digits-cnn"
@@ -29,7 +31,7 @@ def test_sync_installs_newer_skips_equal_refuses_lower(registry_gateway, packed_
     assert (first.outcome, first.active_before, first.active_after) == (Outcome.INSTALLED, None, "1.1.0")
     assert first.download is not None and first.download.received == packed_versions["1.1.0"].stat().st_size
     assert store.active(NAME).manifest.version == "1.1.0"
-    assert not list((store.root / DOWNLOADS).iterdir())  # the download is gone once installed
+    assert not list((store.root / DOWNLOADS).glob("*.part"))  # the download is gone once installed
 
     (again,) = _sync(url, store)
     assert (again.outcome, again.download) == (Outcome.UP_TO_DATE, None)
@@ -43,6 +45,12 @@ def test_sync_installs_newer_skips_equal_refuses_lower(registry_gateway, packed_
     assert lower.outcome is Outcome.REFUSED and lower.download is None  # refused before a byte is fetched
     assert "digits-cnn 1.0.0, older than the active 2.0.0: refusing a downgrade" in lower.detail
     assert store.active(NAME).manifest.version == "2.0.0"
+
+
+def test_one_sync_at_a_time(registry_gateway, tmp_path):
+    store = BundleStore(tmp_path / "device")
+    with _one_sync_at_a_time(store.root / DOWNLOADS), pytest.raises(StoreError, match="another sync is downloading"):
+        _sync(registry_gateway, store)
 
 
 def test_sync_refuses_when_the_registry_has_only_older(registry_gateway, packed_versions, tmp_path):
@@ -66,7 +74,7 @@ def test_sync_refuses_a_tampered_download(registry_gateway, packed_versions, tmp
     assert report.outcome is Outcome.REFUSED
     assert "corrupted or tampered" in report.detail and "nothing installed" in report.detail
     assert store.list() == []
-    assert not list((store.root / DOWNLOADS).iterdir())
+    assert not list((store.root / DOWNLOADS).glob("*.part"))
 
 
 def test_cli_publish_then_sync_with_golden_check(key_files, registry_gateway, packed_versions, onnx_bundle, tmp_path):
@@ -98,7 +106,7 @@ def test_cli_publish_then_sync_with_golden_check(key_files, registry_gateway, pa
     assert publish(url, packed_versions["2.0.0"]).status_code == 201
     refused = runner.invoke(app, [*args, "--trust", str(_public_key(tmp_path))])
     assert refused.exit_code == 1
-    assert "is not signed" in refused.output
+    assert "lists digits-cnn 2.0.0 as not signed; this device accepts only bundles signed" in refused.output
     assert BundleStore(device).active(NAME).manifest.version == onnx_bundle.manifest.version
 
     nobody = runner.invoke(app, ["sync", "--from", url, "--store", str(device)])
