@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 DOWNLOADS = ".downloads"
 
 Progress = Callable[[RegistryEntry, int], None]  # (what, bytes of it on disk so far)
+Sent = Callable[[int], None]  # bytes uploaded so far
 
 
 class Outcome(Enum):
@@ -91,12 +92,23 @@ class RegistryClient:
         response = self._request("GET", PREFIX, params={"name": name} if name else None)
         return [RegistryEntry(**item) for item in response.json()["data"]]
 
-    def publish(self, bundle_file: Path) -> tuple[RegistryEntry, bool]:
+    def publish(
+        self, bundle_file: Path, *, progress: Callable[[int], None] | None = None
+    ) -> tuple[RegistryEntry, bool]:
         """Upload an .edgebundle file (streamed); the registry's entry and whether it was new there."""
-        with bundle_file.open("rb") as fh:
-            response = self._request(
-                "POST", PREFIX, content=fh, headers={"Content-Type": "application/octet-stream"}, retry=False
-            )
+        size = bundle_file.stat().st_size
+
+        def pieces() -> Iterator[bytes]:
+            sent = 0
+            with bundle_file.open("rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    yield chunk
+                    sent += len(chunk)
+                    if progress is not None:
+                        progress(sent)
+
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+        response = self._request("POST", PREFIX, content=pieces(), headers=headers, retry=False)
         return RegistryEntry(**response.json()), response.status_code == 201
 
     def download(self, entry: RegistryEntry, dest: Path, *, progress: Progress | None = None) -> Download:

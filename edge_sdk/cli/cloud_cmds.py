@@ -25,6 +25,13 @@ KEY_FILE_HELP = "File holding this caller's key (the first non-comment line), se
 TRUST_HELP = "Public key (PEM) bundles must be signed by; repeatable. Unsigned bundles are refused."
 
 
+def _bar() -> Progress:
+    return Progress(
+        "[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+        console=console, transient=True,
+    )  # fmt: skip
+
+
 def read_key(path: Path) -> str:
     if not path.is_file():
         raise ConfigError(f"key file {str(path)!r} does not exist")
@@ -117,8 +124,9 @@ def publish_cmd(
         with tempfile.TemporaryDirectory(prefix="edge-publish-") as tmp:
             opened = Bundle.open(bundle)  # refuse a broken bundle before sending a byte
             packed = bundle if bundle.is_file() else opened.pack(Path(tmp) / opened.name)
-            with RegistryClient(to, api_key=key, timeout=600) as client, console.status(f"uploading {bundle}"):
-                entry, new = client.publish(packed)
+            with RegistryClient(to, api_key=key, timeout=600) as client, _bar() as bar:
+                task = bar.add_task(f"uploading {opened.name} {opened.manifest.version}", total=packed.stat().st_size)
+                entry, new = client.publish(packed, progress=lambda sent: bar.update(task, completed=sent))
     state = "published" if new else "already published (same bytes)"
     console.print(f"[green]{state}[/] {entry.name} {entry.version}, sha256 {entry.sha256[:16]}…", highlight=False)
 
@@ -145,11 +153,8 @@ def sync_cmd(
         opened = BundleStore(store)
         with (
             RegistryClient(source, api_key=read_key(key_file) if key_file else None, attempts=attempts) as client,
-            Progress(
-                "[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                console=console, transient=True,
-            ) as bar,
-        ):  # fmt: skip
+            _bar() as bar,
+        ):
             tasks: dict[str, TaskID] = {}
 
             def progress(entry: RegistryEntry, done: int) -> None:
