@@ -67,7 +67,7 @@ def build_gateway(source: BundleSource, config: GatewayConfig) -> FastAPI:
         max_upload_bytes=config.max_upload_bytes,
     )
     telemetry = TelemetryStore(config.telemetry_db or config.registry_dir / "telemetry.sqlite3")
-    add_telemetry_routes(app, telemetry)
+    add_telemetry_routes(app, telemetry, pool.metrics)
     app.state.registry, app.state.telemetry = registry, telemetry
 
     passthrough = PassThrough(

@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloud_sync.devices import caller_of
+from edge_sdk.daemon.metrics import Metrics
 from edge_sdk.errors import ConfigError
 
 MAX_ITEMS = 10_000
@@ -105,7 +106,9 @@ def _error(message: str, status: int) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": kind, "param": None, "code": None}}, status)
 
 
-def add_telemetry_routes(app: FastAPI, store: TelemetryStore) -> None:
+def add_telemetry_routes(app: FastAPI, store: TelemetryStore, metrics: Metrics) -> None:
+    metrics.describe("edge_gateway_telemetry_items_total", "counter", "telemetry items stored, by device")
+
     @app.post("/v1/telemetry", status_code=202, response_model=None)
     async def receive(batch: TelemetryBatch, request: Request) -> dict[str, Any] | JSONResponse:
         caller = caller_of(request.scope)
@@ -116,6 +119,8 @@ def add_telemetry_routes(app: FastAPI, store: TelemetryStore) -> None:
             return _error(f"this key belongs to device {device!r}; it may not send telemetry for {batch.device!r}", 403)
         key = request.headers.get("idempotency-key")
         new = await asyncio.to_thread(store.record, device, batch.items, key)
+        if new:
+            metrics.inc("edge_gateway_telemetry_items_total", len(batch.items), device=device)
         return {"device": device, "accepted": len(batch.items) if new else 0, "duplicate": not new}
 
     @app.get("/v1/telemetry", response_model=None)

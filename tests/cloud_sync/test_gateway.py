@@ -121,6 +121,8 @@ def test_telemetry_is_stored_once_per_key_and_per_device(gateway):
     assert bad.status_code == 400 and "items" in bad.text
 
     assert httpx.get(f"{url}/v1/telemetry", headers=auth(DEVICE_KEY)).json() == {"device": "pi-kitchen", "items": 3}
+    metrics = httpx.get(f"{url}/metrics", headers=auth(DEVICE_KEY)).text
+    assert 'edge_gateway_telemetry_items_total{device="pi-kitchen"} 3' in metrics
     stored = TelemetryStore(gateway["dir"] / "registry" / "telemetry.sqlite3")  # on disk, committed
     try:
         assert stored.count("pi-kitchen") == 3 and stored.count("jetson-garage") == 1
