@@ -8,6 +8,7 @@ says which answered.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable, Collection
@@ -73,13 +74,13 @@ class PassThrough:
         if self.upstream_url is None or model is None or model in self.local_models():
             await self.app(scope, _replay(body, receive), _tagged(send, b"local"))
             return
-        await self._forward(scope, body, model, send)
+        await self._forward(scope, body, model, receive, send)
 
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.aclose()
 
-    async def _forward(self, scope: Scope, body: bytes, model: str, send: Send) -> None:
+    async def _forward(self, scope: Scope, body: bytes, model: str, receive: Receive, send: Send) -> None:
         import httpx
 
         if self._client is None:  # created on first use, inside the server's event loop
@@ -113,13 +114,31 @@ class PassThrough:
             (k.encode(), response.headers[k].encode()) for k in _PASSED_RESPONSE_HEADERS if k in response.headers
         ]
         out_headers.append((SERVED_BY, b"upstream"))
-        try:
+
+        async def relay() -> None:
             await send({"type": "http.response.start", "status": response.status_code, "headers": out_headers})
             async for chunk in response.aiter_raw():  # SSE events reach the device as the upstream sends them
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+        async def client_gone() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        # A device that leaves mid-stream closes the upstream request too, so the upstream stops generating.
+        relaying, watching = asyncio.ensure_future(relay()), asyncio.ensure_future(client_gone())
+        try:
+            await asyncio.wait({relaying, watching}, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            for task in (relaying, watching):
+                task.cancel()
+            await asyncio.gather(relaying, watching, return_exceptions=True)
             await response.aclose()
+        if watching.done() and not watching.cancelled() and relaying.cancelled():
+            self.metrics.inc("edge_gateway_upstream_abandoned_total")
+            log.info("device left mid-stream; closed the upstream request for model %s", model)
+        elif relaying.done() and not relaying.cancelled() and relaying.exception() is not None:
+            raise relaying.exception()  # type: ignore[misc]
 
 
 async def _read_body(receive: Receive, limit: int) -> tuple[bytes, bool]:

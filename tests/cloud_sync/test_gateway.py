@@ -181,3 +181,24 @@ def test_unreachable_upstream_is_a_clear_502(key_files, tmp_path):
         answer = httpx.post(f"{url}/v1/chat/completions", json={**CHAT, "model": "x"}, headers=auth(DEVICE_KEY))
     assert answer.status_code == 502
     assert f"model 'x' is not served here and the upstream {dead} is unreachable" in answer.json()["error"]["message"]
+
+
+def test_device_leaving_mid_stream_closes_the_upstream_request(gateway):
+    url = gateway["url"]
+    body = {**CHAT, "model": CLOUD_MODEL, "max_tokens": 200, "stream": True}
+    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, headers=auth(DEVICE_KEY), timeout=120) as r:
+        assert r.headers["x-edge-gateway"] == "upstream"
+        first = next(r.iter_lines(), "")
+        assert first.startswith("data: ")
+    # leaving the block closed the connection after one event
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        metrics = httpx.get(f"{url}/metrics", headers=auth(DEVICE_KEY)).text
+        if "edge_gateway_upstream_abandoned_total 1" in metrics:
+            break
+        time.sleep(0.1)
+    assert "edge_gateway_upstream_abandoned_total 1" in metrics
+    assert "device left mid-stream; closed the upstream request" in (gateway["dir"] / "log").read_text()
+    after = httpx.post(f"{url}/v1/chat/completions", json={**CHAT, "model": CLOUD_MODEL}, headers=auth(DEVICE_KEY),
+                       timeout=120)  # fmt: skip
+    assert after.status_code == 200 and after.headers["x-edge-gateway"] == "upstream"
