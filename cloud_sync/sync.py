@@ -9,6 +9,7 @@ skipped; lower is refused, naming both versions.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import fcntl
 import os
@@ -121,7 +122,7 @@ class RegistryClient:
 
         dest.parent.mkdir(parents=True, exist_ok=True)
         resumed_from = dest.stat().st_size if dest.exists() else 0
-        received, last_error = 0, ""
+        received, last_error = [0], ""  # received[0]: bytes written in this run, cut attempts included
         for attempt in range(self.attempts):
             have = dest.stat().st_size if dest.exists() else 0
             if have > entry.size:
@@ -130,7 +131,7 @@ class RegistryClient:
             if have == entry.size:
                 break
             try:
-                received += self._fetch(entry, dest, have, progress)
+                self._fetch(entry, dest, have, received, progress)
                 break
             except httpx.TransportError as exc:
                 last_error = f"{type(exc).__name__}: {exc}"
@@ -144,12 +145,13 @@ class RegistryClient:
                 "resumes from there"
             )
         _check_digest(entry, dest)
-        return Download(dest, received, resumed_from)
+        return Download(dest, received[0], resumed_from)
 
     # ------------------------------------------------------------------------------------------ internals
-    def _fetch(self, entry: RegistryEntry, dest: Path, have: int, progress: Progress | None) -> int:
+    def _fetch(
+        self, entry: RegistryEntry, dest: Path, have: int, received: builtins.list[int], progress: Progress | None
+    ) -> None:
         headers = {"Range": f"bytes={have}-", "If-Range": f'"{entry.sha256}"'} if have else {}
-        received = 0
         url = f"{PREFIX}/{entry.name}/{entry.version}"
         with self._http.stream("GET", url, headers=headers) as response:
             if response.status_code == 206:
@@ -171,10 +173,10 @@ class RegistryClient:
             with dest.open(mode) as out:
                 for chunk in response.iter_raw():  # as it arrives: a cut keeps all that came
                     out.write(chunk)
-                    received += len(chunk)
+                    received[0] += len(chunk)
+                    have += len(chunk)
                     if progress is not None:
-                        progress(entry, have + received)
-        return received
+                        progress(entry, have)
 
     def _request(self, method: str, url: str, *, retry: bool = True, **kwargs: Any) -> httpx.Response:
         import httpx
