@@ -27,7 +27,7 @@ from cloud_sync.telemetry import TelemetryStore, add_telemetry_routes
 from edge_sdk.bundle.signing import TrustedKey
 from edge_sdk.daemon.config import DaemonConfig
 from edge_sdk.daemon.pool import BundleSource
-from edge_sdk.daemon.server import build
+from edge_sdk.daemon.server import build, run
 
 
 class GatewayConfig(BaseModel):
@@ -56,7 +56,7 @@ def build_gateway(source: BundleSource, config: GatewayConfig) -> FastAPI:
         telemetry.close()
 
     app = FastAPI(title="edge-sdk cloud gateway", docs_url=None, redoc_url=None, lifespan=lifespan)
-    app.state.pool = pool  # the server closes the pool on exit
+    app.state = daemon.state  # one state: the pool the server closes, `ready` that SIGTERM turns off
     app.exception_handlers.update(daemon.exception_handlers)  # the daemon's errors: OpenAI shape, 400 not 422
 
     registry = Registry(config.registry_dir, trust=config.trust or None)
@@ -86,10 +86,4 @@ def build_gateway(source: BundleSource, config: GatewayConfig) -> FastAPI:
 
 
 def serve_gateway(source: BundleSource, config: GatewayConfig) -> None:
-    import uvicorn
-
-    app = build_gateway(source, config)
-    try:
-        uvicorn.run(app, host=config.daemon.host, port=config.daemon.port, log_level="info")
-    finally:
-        app.state.pool.close()
+    run(build_gateway(source, config), config.daemon)
