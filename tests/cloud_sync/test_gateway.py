@@ -3,12 +3,13 @@ llama.cpp OpenAI server (`python -m llama_cpp.server`) for the models the gatewa
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -25,19 +26,28 @@ CLOUD_MODEL = "smollm2-cloud"  # only the upstream has it
 CHAT = {"messages": [{"role": "user", "content": "Name a colour."}], "max_tokens": 12, "temperature": 0, "seed": 1}
 
 
-def _start(args: list[str], url: str, ready_path: str, headers: dict[str, str], log: Path) -> subprocess.Popen:
-    proc = subprocess.Popen(args, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"{args[:4]} exited: {log.read_text()[-2000:]}"
-        try:
-            if httpx.get(url + ready_path, headers=headers, timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    _stop(proc)
-    raise AssertionError(f"{args[:4]} not ready in 90 s: {log.read_text()[-2000:]}")
+def _start(command: Callable[[int], list[str]], ready_path: str, headers: dict[str, str], log: Path):
+    """Start a server on a free port; a port another process took meanwhile is retried on a new one.
+
+    Ready means our process logged that it listens there and answers: never someone else's server.
+    """
+    for _ in range(3):
+        port = free_port()
+        args = command(port)
+        proc = subprocess.Popen(args, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 90
+        while proc.poll() is None and time.monotonic() < deadline:
+            if f"running on {url}" in log.read_text():
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(url + ready_path, headers=headers, timeout=2).status_code == 200:
+                        return proc, url
+            time.sleep(0.2)
+        if proc.poll() is None:
+            _stop(proc)
+            raise AssertionError(f"{args[:4]} not ready in 90 s: {log.read_text()[-2000:]}")
+        if "address already in use" not in log.read_text():
+            raise AssertionError(f"{args[:4]} exited: {log.read_text()[-2000:]}")
+    raise AssertionError(f"no free port found for {args[:4]} in 3 tries")
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -54,12 +64,12 @@ def upstream(tmp_path_factory) -> Iterator[str]:
     """llama.cpp's own OpenAI-compatible server with SmolLM2, playing the hosted engine behind the gateway."""
     from converters.gguf.zoo import smollm2_gguf_path
 
-    port = free_port()
-    args = [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf_path())]
-    args += ["--model_alias", CLOUD_MODEL, "--api_key", UPSTREAM_KEY, "--host", "127.0.0.1", "--port", str(port)]
-    args += ["--n_ctx", "1024", "--n_threads", "1", "--verbose", "False"]
-    url = f"http://127.0.0.1:{port}"
-    proc = _start(args, url, "/v1/models", auth(UPSTREAM_KEY), tmp_path_factory.mktemp("upstream") / "log")
+    def command(port: int) -> list[str]:
+        args = [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf_path())]
+        args += ["--model_alias", CLOUD_MODEL, "--api_key", UPSTREAM_KEY, "--host", "127.0.0.1", "--port", str(port)]
+        return [*args, "--n_ctx", "1024", "--n_threads", "1", "--verbose", "False"]
+
+    proc, url = _start(command, "/v1/models", auth(UPSTREAM_KEY), tmp_path_factory.mktemp("upstream") / "log")
     yield url
     _stop(proc)
 
@@ -75,13 +85,14 @@ def own_bundle(tmp_path_factory):
 def gateway(upstream, own_bundle, key_files, tmp_path_factory) -> Iterator[dict[str, object]]:
     base = tmp_path_factory.mktemp("gateway")
     (base / "upstream.key").write_text(UPSTREAM_KEY + "\n")
-    port = free_port()
-    args = [sys.executable, "-m", "edge_sdk.cli", "cloud", "serve", str(own_bundle.root)]
-    args += ["--device-keys", str(key_files["devices"]), "--publisher-keys", str(key_files["publishers"])]
-    args += ["--registry", str(base / "registry"), "--port", str(port), "--concurrency", "1"]
-    args += ["--upstream", upstream, "--upstream-key-file", str(base / "upstream.key"), "--upstream-timeout", "120"]
-    url = f"http://127.0.0.1:{port}"
-    proc = _start(args, url, "/health/live", {}, base / "log")
+
+    def command(port: int) -> list[str]:
+        args = [sys.executable, "-m", "edge_sdk.cli", "cloud", "serve", str(own_bundle.root)]
+        args += ["--device-keys", str(key_files["devices"]), "--publisher-keys", str(key_files["publishers"])]
+        args += ["--registry", str(base / "registry"), "--port", str(port), "--concurrency", "1"]
+        return [*args, "--upstream", upstream, "--upstream-key-file", str(base / "upstream.key")]
+
+    proc, url = _start(command, "/health/live", {}, base / "log")
     yield {"url": url, "dir": base}
     _stop(proc)
 
