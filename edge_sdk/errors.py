@@ -11,6 +11,7 @@
     │   └── StoreError                      an install, activation or rollback the device store refuses
     ├── BackendUnavailableError (ImportError)  the engine's optional dependency is not installed
     ├── InputError (ValueError)             inputs that do not match a session's TensorSpecs
+    │   └── ContextLengthError              prompt + max_tokens longer than the session's context
     ├── UnsupportedOperationError (NotImplementedError)  e.g. generate() on a tensor model
     ├── RuntimeFailure (RuntimeError)       an engine failed while loading or running
     ├── CloudError (ConnectionError)        the cloud target could not answer as asked
@@ -71,6 +72,10 @@ class InputError(EdgeSDKError, ValueError):
     pass
 
 
+class ContextLengthError(InputError):
+    pass
+
+
 class UnsupportedOperationError(EdgeSDKError, NotImplementedError):
     pass
 
@@ -109,9 +114,9 @@ class CloudResponseError(CloudError):
 class RouteRefusedError(EdgeSDKError, RuntimeError):
     """`reason` is the router's reason code; `status_code` the HTTP status the daemon answers with."""
 
-    def __init__(self, message: str, *, reason: str, status_code: int) -> None:
+    def __init__(self, message: str, *, reason: str, status_code: int, retry_after_s: float | None = None) -> None:
         super().__init__(message)
-        self.reason, self.status_code = reason, status_code
+        self.reason, self.status_code, self.retry_after_s = reason, status_code, retry_after_s
 
 
 def choices(values: Iterable[object]) -> str:
