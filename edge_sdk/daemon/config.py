@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edge_sdk.errors import ConfigError
 
 
 class DaemonConfig(BaseModel):
@@ -28,3 +32,12 @@ class DaemonConfig(BaseModel):
     breaker_reset_s: float = Field(default=30.0, gt=0, description="seconds open before a trial request")
     slo_ms: float | None = Field(default=None, gt=0, description="estimated queue wait beyond which to go to the cloud")
     local_only_models: frozenset[str] = frozenset()  # never sent to the cloud; "all" for every model
+
+
+def daemon_config(**options: Any) -> DaemonConfig:
+    """DaemonConfig, with a validation failure as a ConfigError naming the option and what is wrong."""
+    try:
+        return DaemonConfig(**options)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid daemon settings: {problems}") from None

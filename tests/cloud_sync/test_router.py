@@ -88,3 +88,20 @@ def test_local_failure_goes_to_the_cloud_unless_the_caller_said_local():
     retry = router().after_local_failure("m", Reason.LOCAL_FAILED, "engine crashed", AUTO)
     assert retry is not None and (retry.route, retry.reason) == (Route.CLOUD, Reason.LOCAL_FAILED)
     assert router().after_local_failure("m", Reason.LOCAL_FAILED, "engine crashed", LOCAL) is None
+
+
+def test_daemon_settings_name_a_bad_cloud_option(tmp_path):
+    from edge_sdk.daemon.config import daemon_config
+    from edge_sdk.daemon.server import read_cloud_key
+    from edge_sdk.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="cloud_url"):
+        daemon_config(cloud_url="ftp://cloud")
+    with pytest.raises(ConfigError, match="slo_ms"):
+        daemon_config(slo_ms=-1)
+    keys = tmp_path / "cloud.key"
+    keys.write_text("# this device\nkey-1\n")
+    assert read_cloud_key(keys) == "key-1"
+    keys.write_text("key-1\nkey-2\n")
+    with pytest.raises(ConfigError, match="exactly one key"):
+        read_cloud_key(keys)
