@@ -41,6 +41,7 @@ def serve_cmd(
     privacy: list[str] = typer.Option(
         [], "--privacy", help="Never send this model's requests to the cloud (repeatable; 'all' for every model)."
     ),
+    cloud_timeout: float = typer.Option(60.0, "--cloud-timeout", help="Seconds to wait for the cloud's next byte."),
     cloud_retries: int = typer.Option(
         2, "--cloud-retries", help="Retries of a failed cloud call (before its first byte)."
     ),
@@ -84,6 +85,7 @@ def serve_cmd(
             cloud_api_key=read_cloud_key(cloud_key_file) if cloud_key_file else None,
             slo_ms=slo_ms,
             local_only_models=frozenset(privacy),
+            cloud_timeout_s=cloud_timeout,
             cloud_retries=cloud_retries,
             breaker_failures=breaker_failures,
             breaker_reset_s=breaker_reset,
