@@ -52,10 +52,13 @@ class Recorder:
         if self.mode == "plain400":
             return PlainTextResponse("no such model upstream", status_code=400)
         if body.get("stream"):
+            cut = self.mode == "cut"
 
             async def events():
                 for word in ("from ", "the ", "cloud"):
                     yield f"data: {json.dumps({'choices': [{'index': 0, 'delta': {'content': word}}]})}\n\n"
+                    if cut:
+                        raise ConnectionResetError("the cloud went away mid-stream")
                 yield "data: [DONE]\n\n"
 
             return StreamingResponse(events(), media_type="text/event-stream")
@@ -182,7 +185,8 @@ def private(serve_bundles, smollm2_served_bundle, recorder):
         yield url
 
 
-def test_privacy_policy_never_sends_anything(private, recorder):
+def test_privacy_policy_never_sends_anything(private, recorder, caplog):
+    caplog.set_level("INFO", logger="edge_sdk.route")
     before = len(recorder.requests)
     r = httpx.post(f"{private}/v1/chat/completions", json=CHAT, timeout=120)
     assert r.status_code == 200 and route_of(r) == ("local", "default")
@@ -198,6 +202,39 @@ def test_privacy_policy_never_sends_anything(private, recorder):
         assert r.json()["error"]["code"] == "privacy" and "privacy policy" in r.json()["error"]["message"]
     assert len(recorder.requests) == before  # nothing, ever
     assert counter(private, "edge_route_total", route="reject", reason="privacy") == 4
+    logged = [r.getMessage() for r in caplog.records if r.name == "edge_sdk.route"]
+    assert sum("route=reject reason=privacy model=elsewhere status=404" in m for m in logged) == 1
+
+
+def test_serve_command_takes_the_cloud_flags(smollm2_served_bundle, recorder, tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    key = tmp_path / "cloud.key"
+    key.write_text("device-from-file\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "edge_sdk.cli", "serve", str(smollm2_served_bundle.root), "--port", str(port),
+           "--cloud-url", recorder.url, "--cloud-key-file", str(key), "--privacy", "smollm2"]  # fmt: skip
+    daemon = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                httpx.get(f"{url}/health/live", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        r = httpx.post(f"{url}/v1/chat/completions", json={**CHAT, "model": "elsewhere"}, timeout=60)
+        assert r.status_code == 200 and route_of(r) == ("cloud", "not_installed")
+        assert recorder.requests[-1][1]["authorization"] == "Bearer device-from-file"
+        r = httpx.post(f"{url}/v1/chat/completions", json=CHAT, headers={"X-Edge-Route": "cloud"}, timeout=60)
+        assert r.status_code == 403 and route_of(r) == ("reject", "privacy")
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -229,7 +266,22 @@ def test_cloud_errors_come_back_in_the_openai_shape(fragile, recorder):
     assert "no such model upstream" in r.json()["error"]["message"]
 
 
+def test_a_cloud_stream_cut_midway_ends_with_an_error_event(fragile, recorder):
+    recorder.mode = "cut"
+    try:
+        with httpx.stream("POST", f"{fragile}/v1/chat/completions", json={**CHAT, "stream": True}, timeout=60) as r:
+            assert r.status_code == 200 and route_of(r) == ("cloud", "no_memory")
+            lines = [line for line in r.iter_lines() if line]
+    finally:
+        recorder.mode = "ok"
+    assert json.loads(lines[0][6:])["choices"][0]["delta"]["content"] == "from "  # what arrived, passed on
+    error = json.loads(lines[-1][6:])["error"]
+    assert error["code"] == "stream_cut" and "broke after" in error["message"]
+    assert "data: [DONE]" not in lines  # the client can tell it is incomplete
+
+
 def test_breaker_opens_fails_fast_half_opens_and_closes(fragile, recorder):
+    assert httpx.post(f"{fragile}/v1/chat/completions", json=CHAT, timeout=60).status_code == 200  # none in a row
     recorder.mode = "fail"
     try:
         for _ in range(2):
