@@ -26,29 +26,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-from _timing import per_call
+from _timing import per_call  # benchmarks/ is on sys.path when run as a script
+from daemon import _port, _wait
 
 RESULTS = Path(__file__).parent / "results"
 BODY = {"model": "smollm2", "prompt": "The capital of France is", "max_tokens": 1, "temperature": 0}
 STREAM_BODY = {**BODY, "max_tokens": 16, "stream": True}
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(url: str, path: str, seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}{path}", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up in {seconds:.0f} s")
 
 
 def _quantiles(samples: list[float]) -> dict[str, float]:
