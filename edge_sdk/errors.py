@@ -12,9 +12,15 @@
     │   └── RegistryError                   a publish the registry refuses; a download whose digest is wrong
     ├── BackendUnavailableError (ImportError)  the engine's optional dependency is not installed
     ├── InputError (ValueError)             inputs that do not match a session's TensorSpecs
+    │   └── ContextLengthError              prompt + max_tokens longer than the session's context
     ├── UnsupportedOperationError (NotImplementedError)  e.g. generate() on a tensor model
     ├── RuntimeFailure (RuntimeError)       an engine failed while loading or running
-    └── TransferError (ConnectionError)     a registry that cannot be reached, or refuses a request
+    ├── CloudError (ConnectionError)        the cloud target could not answer as asked
+    │   ├── CloudUnavailableError           unreachable, or kept failing after the retries
+    │   │   └── BreakerOpenError            failing fast: the circuit breaker is open
+    │   ├── CloudResponseError              the cloud answered with an error status that retrying cannot fix
+    │   └── TransferError                   a registry upload or download that failed: unreachable, cut, refused
+    └── RouteRefusedError (RuntimeError)    the router refused a request (privacy policy, no cloud): never sent
 
 Each message names the bad value and, where there is a closed set, the valid choices.
 """
@@ -72,6 +78,10 @@ class InputError(EdgeSDKError, ValueError):
     pass
 
 
+class ContextLengthError(InputError):
+    pass
+
+
 class UnsupportedOperationError(EdgeSDKError, NotImplementedError):
     pass
 
@@ -80,8 +90,43 @@ class RuntimeFailure(EdgeSDKError, RuntimeError):
     pass
 
 
-class TransferError(EdgeSDKError, ConnectionError):
+# --- cloud and routing (cloud_sync) ---
+
+
+class CloudError(EdgeSDKError, ConnectionError):
+    """`retry_after_s`: when the caller may try again, if known."""
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class CloudUnavailableError(CloudError):
     pass
+
+
+class BreakerOpenError(CloudUnavailableError):
+    pass
+
+
+class CloudResponseError(CloudError):
+    """The cloud's own status and body, to hand back to the caller unchanged."""
+
+    def __init__(self, message: str, *, status_code: int, body: bytes, retry_after_s: float | None = None) -> None:
+        super().__init__(message, retry_after_s=retry_after_s)
+        self.status_code, self.body = status_code, body
+
+
+class TransferError(CloudError):
+    pass
+
+
+class RouteRefusedError(EdgeSDKError, RuntimeError):
+    """`reason` is the router's reason code; `status_code` the HTTP status the daemon answers with."""
+
+    def __init__(self, message: str, *, reason: str, status_code: int, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.reason, self.status_code, self.retry_after_s = reason, status_code, retry_after_s
 
 
 def choices(values: Iterable[object]) -> str:

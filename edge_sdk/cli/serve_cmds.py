@@ -28,12 +28,36 @@ def serve_cmd(
     timeout: float = typer.Option(120.0, "--timeout", help="Per-request timeout, seconds."),
     drain_timeout: float = typer.Option(10.0, "--drain-timeout", help="On SIGTERM, seconds to finish in-flight work."),
     threads: int | None = typer.Option(None, "--threads", help="Engine threads per model."),
+    cloud_url: str | None = typer.Option(
+        None,
+        "--cloud-url",
+        help="Cloud target for what the device cannot serve: any OpenAI-compatible server "
+        "or `edge-sdk cloud serve`. Without it everything stays local.",
+    ),
+    cloud_key_file: Path | None = typer.Option(None, "--cloud-key-file", help="File holding this device's cloud key."),
+    slo_ms: float | None = typer.Option(
+        None, "--slo-ms", help="Send a request to the cloud when its estimated local queue wait is longer."
+    ),
+    privacy: list[str] = typer.Option(
+        [], "--privacy", help="Never send this model's requests to the cloud (repeatable; 'all' for every model)."
+    ),
+    cloud_timeout: float = typer.Option(60.0, "--cloud-timeout", help="Seconds to wait for the cloud's next byte."),
+    cloud_retries: int = typer.Option(
+        2, "--cloud-retries", help="Retries of a failed cloud call (before its first byte)."
+    ),
+    breaker_failures: int = typer.Option(
+        5, "--breaker-failures", help="Cloud failures in a row that open the breaker."
+    ),
+    breaker_reset: float = typer.Option(30.0, "--breaker-reset", help="Seconds the breaker stays open before a trial."),
 ) -> None:
     """Serve bundles over HTTP: OpenAI-compatible /v1/chat/completions, /v1/completions, /v1/embeddings,
-    /v1/models; /v1/infer/{model} for tensor models; /health/live, /health/ready and /metrics."""
-    from edge_sdk.daemon.config import DaemonConfig
+    /v1/models; /v1/infer/{model} for tensor models; /health/live, /health/ready and /metrics.
+
+    With --cloud-url each OpenAI request is routed to the device or the cloud; the answer says where and why
+    in the X-Edge-Route and X-Edge-Route-Reason headers (callers may send X-Edge-Route: local|cloud|auto)."""
+    from edge_sdk.daemon.config import daemon_config
     from edge_sdk.daemon.pool import BundleSource, DirectorySource
-    from edge_sdk.daemon.server import read_api_keys, serve
+    from edge_sdk.daemon.server import read_api_keys, read_cloud_key, serve
 
     with user_errors():
         if bool(bundles) == bool(store):
@@ -45,7 +69,9 @@ def serve_cmd(
             source = StoreSource(store)
         else:
             source = DirectorySource(list(bundles))
-        config = DaemonConfig(
+        if cloud_key_file is not None and cloud_url is None:
+            raise ConfigError("--cloud-key-file needs --cloud-url")
+        config = daemon_config(
             host=host,
             port=port,
             api_keys=read_api_keys(api_key_file) if api_key_file else frozenset(),
@@ -55,6 +81,14 @@ def serve_cmd(
             request_timeout_s=timeout,
             drain_timeout_s=drain_timeout,
             threads=threads,
+            cloud_url=cloud_url,
+            cloud_api_key=read_cloud_key(cloud_key_file) if cloud_key_file else None,
+            slo_ms=slo_ms,
+            local_only_models=frozenset(privacy),
+            cloud_timeout_s=cloud_timeout,
+            cloud_retries=cloud_retries,
+            breaker_failures=breaker_failures,
+            breaker_reset_s=breaker_reset,
         )
     typer.echo(f"serving {', '.join(source.names())} on http://{host}:{port}", err=True)
     serve(source, config)
