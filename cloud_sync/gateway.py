@@ -3,10 +3,11 @@
     DeviceAuth                  every request but health: a device or publisher key, or 401
     └── routes of the gateway   /v1/registry/bundles...  (publish, list, Range download)
         │                       /v1/telemetry            (durable, per device)
-        └── PassThrough         an OpenAI request for a model not served here -> the upstream engine
-            └── the device daemon, unchanged: the gateway's own bundles, /v1/models, /metrics, health
+        └── the device daemon   the gateway's own bundles, /v1/models, /metrics, health; its cloud is the
+                                upstream engine, so a model not served here is forwarded there (SSE too,
+                                with the cloud client's retries and breaker; X-Edge-Route says which)
 
-The gateway is thus the same daemon a device runs, with the upstream behind it: to a device it is just
+The gateway is thus the same daemon a device runs, with the upstream as its cloud: to a device it is just
 another OpenAI-compatible server.
 """
 
@@ -20,12 +21,11 @@ from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloud_sync.devices import PUBLISHER, DeviceAuth, caller_of
-from cloud_sync.passthrough import PassThrough
 from cloud_sync.registry import Registry
 from cloud_sync.registry_routes import add_registry_routes
 from cloud_sync.telemetry import TelemetryStore, add_telemetry_routes
 from edge_sdk.bundle.signing import TrustedKey
-from edge_sdk.daemon.config import DaemonConfig
+from edge_sdk.daemon.config import DaemonConfig, daemon_config
 from edge_sdk.daemon.pool import BundleSource
 from edge_sdk.daemon.server import build, run
 
@@ -40,19 +40,25 @@ class GatewayConfig(BaseModel):
     trust: tuple[TrustedKey, ...] = ()  # non-empty: the registry accepts only bundles signed by these keys
     upstream_url: str | None = None
     upstream_api_key: str | None = None
-    upstream_timeout_s: float = Field(default=300.0, gt=0)
+    upstream_timeout_s: float = Field(default=300.0, gt=0)  # per try; the daemon's cloud_retries apply
     max_upload_bytes: int = Field(default=8 * 1024**3, gt=0)
     daemon: DaemonConfig = DaemonConfig()  # host, port and limits of the OpenAI side (its api_keys stay empty)
 
 
 def build_gateway(source: BundleSource, config: GatewayConfig) -> FastAPI:
-    daemon = build(source, config.daemon.model_copy(update={"api_keys": frozenset()}))
+    settings = config.daemon.model_dump() | {
+        "api_keys": frozenset(),  # devices are authenticated by DeviceAuth, in front
+        "cloud_url": config.upstream_url,
+        "cloud_api_key": config.upstream_api_key,
+        "cloud_timeout_s": config.upstream_timeout_s,
+    }
+    daemon = build(source, daemon_config(**settings))
     pool = daemon.state.pool
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        await passthrough.aclose()
+        yield  # a mounted app's own shutdown hooks do not run: close what the daemon opened here
+        await daemon.state.hybrid.aclose()
         telemetry.close()
 
     app = FastAPI(title="edge-sdk cloud gateway", docs_url=None, redoc_url=None, lifespan=lifespan)
@@ -70,16 +76,7 @@ def build_gateway(source: BundleSource, config: GatewayConfig) -> FastAPI:
     add_telemetry_routes(app, telemetry, pool.metrics)
     app.state.registry, app.state.telemetry = registry, telemetry
 
-    passthrough = PassThrough(
-        daemon,
-        local_models=pool.source.names,
-        upstream_url=config.upstream_url,
-        upstream_key=config.upstream_api_key,
-        timeout_s=config.upstream_timeout_s,
-        max_body_bytes=config.daemon.max_body_bytes,
-        metrics=pool.metrics,
-    )
-    app.mount("", passthrough)  # everything the routes above do not take
+    app.mount("", daemon)  # everything the routes above do not take
     app.add_middleware(DeviceAuth, devices=config.devices, publishers=config.publishers, metrics=pool.metrics)
 
     return app

@@ -21,7 +21,7 @@ cloud_app = typer.Typer(
     no_args_is_help=True,
 )
 
-KEY_FILE_HELP = "File holding this caller's key (the first non-comment line), sent as Authorization: Bearer."
+KEY_FILE_HELP = "File holding this caller's one key, sent as Authorization: Bearer."
 TRUST_HELP = "Public key (PEM) bundles must be signed by; repeatable. Unsigned bundles are refused."
 
 
@@ -30,15 +30,6 @@ def _bar() -> Progress:
         "[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
         console=console, transient=True,
     )  # fmt: skip
-
-
-def read_key(path: Path) -> str:
-    if not path.is_file():
-        raise ConfigError(f"key file {str(path)!r} does not exist")
-    lines = [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
-    if not lines:
-        raise ConfigError(f"key file {str(path)!r} holds no key")
-    return lines[0]
 
 
 @cloud_app.command("serve")
@@ -55,7 +46,12 @@ def serve_cmd(
         None, "--upstream", help="OpenAI-compatible server (vLLM, llama.cpp server, ...) for models not served here."
     ),
     upstream_key_file: Path | None = typer.Option(None, "--upstream-key-file", help="The upstream's API key."),
-    upstream_timeout: float = typer.Option(300.0, "--upstream-timeout", help="Seconds to wait for the upstream."),
+    upstream_timeout: float = typer.Option(
+        300.0,
+        "--upstream-timeout",
+        help="Seconds to wait for the upstream, per try (failures before the first "
+        "byte are retried with backoff; a circuit breaker opens when it keeps failing).",
+    ),
     telemetry_db: Path | None = typer.Option(
         None, "--telemetry-db", help="SQLite file for device telemetry (default: <registry>/telemetry.sqlite3)."
     ),
@@ -72,6 +68,7 @@ def serve_cmd(
     from edge_sdk.bundle.signing import load_trusted
     from edge_sdk.daemon.config import DaemonConfig
     from edge_sdk.daemon.pool import BundleSource, DirectorySource
+    from edge_sdk.daemon.server import read_cloud_key
 
     with user_errors():
         if bundles and store:
@@ -90,7 +87,7 @@ def serve_cmd(
             telemetry_db=telemetry_db,
             trust=tuple(load_trusted(p) for p in trust),
             upstream_url=upstream,
-            upstream_api_key=read_key(upstream_key_file) if upstream_key_file else None,
+            upstream_api_key=read_cloud_key(upstream_key_file) if upstream_key_file else None,
             upstream_timeout_s=upstream_timeout,
             max_upload_bytes=int(max_upload_mb * 1024 * 1024),
             daemon=DaemonConfig(host=host, port=port, concurrency_per_model=concurrency),
@@ -118,9 +115,10 @@ def publish_cmd(
 
     from cloud_sync.sync import RegistryClient
     from edge_sdk.bundle import Bundle
+    from edge_sdk.daemon.server import read_cloud_key
 
     with user_errors():
-        key = read_key(key_file)
+        key = read_cloud_key(key_file)
         with tempfile.TemporaryDirectory(prefix="edge-publish-") as tmp:
             opened = Bundle.open(bundle)  # refuse a broken bundle before sending a byte
             packed = bundle if bundle.is_file() else opened.pack(Path(tmp) / opened.name)
@@ -146,13 +144,14 @@ def sync_cmd(
     An equal version is skipped; a lower one than the active version is refused. Exits 1 if anything was refused."""
     from cloud_sync.sync import Outcome, RegistryClient, sync
     from edge_sdk.bundle.signing import load_trusted
+    from edge_sdk.daemon.server import read_cloud_key
     from edge_sdk.store import BundleStore
 
     with user_errors():
         keys = [load_trusted(p) for p in trust] if trust else None
         opened = BundleStore(store)
         with (
-            RegistryClient(source, api_key=read_key(key_file) if key_file else None, attempts=attempts) as client,
+            RegistryClient(source, api_key=read_cloud_key(key_file) if key_file else None, attempts=attempts) as client,
             _bar() as bar,
         ):
             tasks: dict[str, TaskID] = {}

@@ -153,14 +153,14 @@ def test_pass_through_to_llama_cpp_server(gateway, upstream):
     passed = httpx.post(f"{url}/v1/chat/completions", json={**CHAT, "model": CLOUD_MODEL},
                         headers=auth(DEVICE_KEY), timeout=120)  # fmt: skip
     assert passed.status_code == 200, passed.text
-    assert passed.headers["x-edge-gateway"] == "upstream"
+    assert (passed.headers["x-edge-route"], passed.headers["x-edge-route-reason"]) == ("cloud", "not_installed")
     assert passed.json()["model"] == CLOUD_MODEL
     assert passed.json()["choices"][0]["message"]["content"] == expected  # greedy: the upstream's own answer
 
     # streaming, through the official OpenAI client a device would use: SSE in, SSE out
     client = openai.OpenAI(base_url=f"{url}/v1", api_key=DEVICE_KEY, max_retries=0, timeout=120)
     with client.chat.completions.with_streaming_response.create(model=CLOUD_MODEL, stream=True, **CHAT) as raw:
-        assert raw.headers["x-edge-gateway"] == "upstream"
+        assert raw.headers["x-edge-route"] == "cloud"
         assert raw.headers["content-type"].startswith("text/event-stream")
         pieces = [c.choices[0].delta.content or "" for c in raw.parse() if c.choices]
     assert len(pieces) > 2 and "".join(pieces) == expected
@@ -168,14 +168,15 @@ def test_pass_through_to_llama_cpp_server(gateway, upstream):
     # the upstream's refusals come back as they are (here: a prompt over its context)
     too_long = {**CHAT, "model": CLOUD_MODEL, "messages": [{"role": "user", "content": "word " * 3000}]}
     refused = httpx.post(f"{url}/v1/chat/completions", json=too_long, headers=auth(DEVICE_KEY), timeout=120)
-    assert refused.status_code == 400 and refused.headers["x-edge-gateway"] == "upstream"
+    assert refused.status_code == 400 and refused.headers["x-edge-route"] == "cloud"
+    assert "maximum context length is 1024" in refused.json()["error"]["message"]  # the upstream's words
 
 
 def test_own_bundle_is_answered_locally(gateway):
     body = {**CHAT, "model": "smollm2"}
     local = httpx.post(f"{gateway['url']}/v1/chat/completions", json=body, headers=auth(DEVICE_KEY), timeout=120)
     assert local.status_code == 200, local.text
-    assert local.headers["x-edge-gateway"] == "local"
+    assert (local.headers["x-edge-route"], local.headers["x-edge-route-reason"]) == ("local", "default")
     assert local.json()["choices"][0]["message"]["content"].strip()
     metrics = httpx.get(f"{gateway['url']}/metrics", headers=auth(DEVICE_KEY)).text
     assert 'edge_generated_tokens_total{model="smollm2"}' in metrics  # the gateway's own daemon generated it
@@ -191,25 +192,5 @@ def test_unreachable_upstream_is_a_clear_502(key_files, tmp_path):
     with running_gateway(DirectorySource([]), config) as url:
         answer = httpx.post(f"{url}/v1/chat/completions", json={**CHAT, "model": "x"}, headers=auth(DEVICE_KEY))
     assert answer.status_code == 502
-    assert f"model 'x' is not served here and the upstream {dead} is unreachable" in answer.json()["error"]["message"]
-
-
-def test_device_leaving_mid_stream_closes_the_upstream_request(gateway):
-    url = gateway["url"]
-    body = {**CHAT, "model": CLOUD_MODEL, "max_tokens": 200, "stream": True}
-    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, headers=auth(DEVICE_KEY), timeout=120) as r:
-        assert r.headers["x-edge-gateway"] == "upstream"
-        first = next(r.iter_lines(), "")
-        assert first.startswith("data: ")
-    # leaving the block closed the connection after one event
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        metrics = httpx.get(f"{url}/metrics", headers=auth(DEVICE_KEY)).text
-        if "edge_gateway_upstream_abandoned_total 1" in metrics:
-            break
-        time.sleep(0.1)
-    assert "edge_gateway_upstream_abandoned_total 1" in metrics
-    assert "device left mid-stream; closed the upstream request" in (gateway["dir"] / "log").read_text()
-    after = httpx.post(f"{url}/v1/chat/completions", json={**CHAT, "model": CLOUD_MODEL}, headers=auth(DEVICE_KEY),
-                       timeout=120)  # fmt: skip
-    assert after.status_code == 200 and after.headers["x-edge-gateway"] == "upstream"
+    assert answer.headers["x-edge-route"] == "cloud"
+    assert f"the cloud at {dead}/v1/chat/completions did not answer after" in answer.json()["error"]["message"]
