@@ -1,5 +1,5 @@
-"""`edge-sdk cloud serve` as a real process: device keys, telemetry, own bundles, and pass-through to a real
-llama.cpp OpenAI server (`python -m llama_cpp.server`) for the models the gateway does not have."""
+"""`edge-sdk cloud serve` as a real process: device keys, telemetry, its own bundles, and pass-through to a real
+llama.cpp OpenAI server (`python -m llama_cpp.server`) for the models it does not have."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from cloud_sync.telemetry import TelemetryStore
 pytestmark = pytest.mark.slow
 
 UPSTREAM_KEY = "upstream-secret-key-0004"
-CLOUD_MODEL = "smollm2-cloud"  # only the upstream has it
+CLOUD_MODEL = "smollm2"  # only the upstream (tests/conftest.py's llama_server) has it
 CHAT = {"messages": [{"role": "user", "content": "Name a colour."}], "max_tokens": 12, "temperature": 0, "seed": 1}
 
 
@@ -60,37 +60,16 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="module")
-def upstream(tmp_path_factory) -> Iterator[str]:
-    """llama.cpp's own OpenAI-compatible server with SmolLM2, playing the hosted engine behind the gateway."""
-    from converters.gguf.zoo import smollm2_gguf_path
-
-    def command(port: int) -> list[str]:
-        args = [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf_path())]
-        args += ["--model_alias", CLOUD_MODEL, "--api_key", UPSTREAM_KEY, "--host", "127.0.0.1", "--port", str(port)]
-        return [*args, "--n_ctx", "1024", "--n_threads", "1", "--verbose", "False"]
-
-    proc, url = _start(command, "/v1/models", auth(UPSTREAM_KEY), tmp_path_factory.mktemp("upstream") / "log")
-    yield url
-    _stop(proc)
-
-
-@pytest.fixture(scope="module")
-def own_bundle(tmp_path_factory):
-    from converters.gguf.zoo import smollm2_as_shipped
-
-    return smollm2_as_shipped(tmp_path_factory.mktemp("own") / "smollm2")
-
-
-@pytest.fixture(scope="module")
-def gateway(upstream, own_bundle, key_files, tmp_path_factory) -> Iterator[dict[str, object]]:
+def gateway(llama_server, onnx_bundle, key_files, tmp_path_factory) -> Iterator[dict[str, object]]:
+    """`edge-sdk cloud serve` with the digits CNN as its own bundle and llama.cpp's server as its upstream."""
     base = tmp_path_factory.mktemp("gateway")
     (base / "upstream.key").write_text(UPSTREAM_KEY + "\n")
 
     def command(port: int) -> list[str]:
-        args = [sys.executable, "-m", "edge_sdk.cli", "cloud", "serve", str(own_bundle.root)]
+        args = [sys.executable, "-m", "edge_sdk.cli", "cloud", "serve", str(onnx_bundle.root)]
         args += ["--device-keys", str(key_files["devices"]), "--publisher-keys", str(key_files["publishers"])]
         args += ["--registry", str(base / "registry"), "--port", str(port), "--concurrency", "1"]
-        return [*args, "--upstream", upstream, "--upstream-key-file", str(base / "upstream.key")]
+        return [*args, "--upstream", llama_server, "--upstream-key-file", str(base / "upstream.key")]
 
     proc, url = _start(command, "/health/live", {}, base / "log")
     yield {"url": url, "dir": base}
@@ -105,7 +84,7 @@ def test_device_keys(gateway):
         assert refused.status_code == 401
         assert "missing or unknown device key" in refused.json()["error"]["message"]
     models = httpx.get(f"{url}/v1/models", headers=auth(DEVICE_KEY))
-    assert models.status_code == 200 and [m["id"] for m in models.json()["data"]] == ["smollm2"]
+    assert models.status_code == 200 and [m["id"] for m in models.json()["data"]] == ["digits-cnn"]
     assert httpx.get(f"{url}/v1/registry/bundles", headers=auth(OTHER_KEY)).status_code == 200
 
     metrics = httpx.get(f"{url}/metrics", headers=auth(PUBLISHER_KEY)).text
@@ -142,10 +121,9 @@ def test_telemetry_is_stored_once_per_key_and_per_device(gateway):
         stored.close()
 
 
-def test_pass_through_to_llama_cpp_server(gateway, upstream):
+def test_pass_through_to_llama_cpp_server(gateway, llama_server):
     url = gateway["url"]
-    direct = httpx.post(f"{upstream}/v1/chat/completions", json={**CHAT, "model": CLOUD_MODEL},
-                        headers=auth(UPSTREAM_KEY), timeout=120)  # fmt: skip
+    direct = httpx.post(f"{llama_server}/v1/chat/completions", json={**CHAT, "model": CLOUD_MODEL}, timeout=120)
     assert direct.status_code == 200, direct.text
     expected = direct.json()["choices"][0]["message"]["content"]
     assert expected.strip()
@@ -166,30 +144,33 @@ def test_pass_through_to_llama_cpp_server(gateway, upstream):
     assert len(pieces) > 2 and "".join(pieces) == expected
 
     # the upstream's refusals come back as they are (here: a prompt over its context)
-    too_long = {**CHAT, "model": CLOUD_MODEL, "messages": [{"role": "user", "content": "word " * 3000}]}
+    too_long = {**CHAT, "model": CLOUD_MODEL, "messages": [{"role": "user", "content": "word " * 5000}]}
     refused = httpx.post(f"{url}/v1/chat/completions", json=too_long, headers=auth(DEVICE_KEY), timeout=120)
     assert refused.status_code == 400 and refused.headers["x-edge-route"] == "cloud"
-    assert "maximum context length is 1024" in refused.json()["error"]["message"]  # the upstream's words
+    assert "maximum context length is 4096" in refused.json()["error"]["message"]  # the upstream's words
 
 
-def test_own_bundle_is_answered_locally(gateway):
-    body = {**CHAT, "model": "smollm2"}
-    local = httpx.post(f"{gateway['url']}/v1/chat/completions", json=body, headers=auth(DEVICE_KEY), timeout=120)
-    assert local.status_code == 200, local.text
-    assert (local.headers["x-edge-route"], local.headers["x-edge-route-reason"]) == ("local", "default")
-    assert local.json()["choices"][0]["message"]["content"].strip()
-    metrics = httpx.get(f"{gateway['url']}/metrics", headers=auth(DEVICE_KEY)).text
-    assert 'edge_generated_tokens_total{model="smollm2"}' in metrics  # the gateway's own daemon generated it
+def test_own_bundle_is_answered_locally(gateway, digits):
+    url = gateway["url"]
+    x = digits.test_x[:2]
+    body = {"inputs": {"input": {"dtype": "float32", "shape": list(x.shape), "data": x.ravel().tolist()}}}
+    infer = httpx.post(f"{url}/v1/infer/digits-cnn", json=body, headers=auth(DEVICE_KEY), timeout=60)
+    assert infer.status_code == 200, infer.text
+    assert infer.json()["outputs"]["output"]["shape"] == [2, 10]
+    # an OpenAI request for a model the gateway has stays here, even when the upstream could take it
+    chat = httpx.post(f"{url}/v1/chat/completions", json={**CHAT, "model": "digits-cnn"}, headers=auth(DEVICE_KEY))
+    assert (chat.headers["x-edge-route"], chat.headers["x-edge-route-reason"]) == ("local", "default")
+    assert chat.status_code == 400 and "tensor model" in chat.json()["error"]["message"]
 
 
-def test_unreachable_upstream_is_a_clear_502(key_files, tmp_path):
+def test_unreachable_upstream_is_a_clear_502(serve_app, key_files, tmp_path):
     from gateway_helpers import gateway_config, running_gateway
 
     from edge_sdk.daemon.pool import DirectorySource
 
     dead = f"http://127.0.0.1:{free_port()}"
     config = gateway_config(key_files, tmp_path / "registry", upstream_url=dead)
-    with running_gateway(DirectorySource([]), config) as url:
+    with running_gateway(serve_app, DirectorySource([]), config) as url:
         answer = httpx.post(f"{url}/v1/chat/completions", json={**CHAT, "model": "x"}, headers=auth(DEVICE_KEY))
     assert answer.status_code == 502
     assert answer.headers["x-edge-route"] == "cloud"
