@@ -28,9 +28,27 @@ def serve_cmd(
     timeout: float = typer.Option(120.0, "--timeout", help="Per-request timeout, seconds."),
     drain_timeout: float = typer.Option(10.0, "--drain-timeout", help="On SIGTERM, seconds to finish in-flight work."),
     threads: int | None = typer.Option(None, "--threads", help="Engine threads per model."),
+    # Jobs, the offline queue and telemetry (see README "Jobs and the offline queue").
+    cloud_url: str | None = typer.Option(None, "--cloud-url", help="Where queued jobs and telemetry go."),
+    cloud_key_file: Path | None = typer.Option(None, "--cloud-key-file", help="File holding this device's key."),
+    queue_path: Path | None = typer.Option(
+        None, "--queue-path", help="The offline queue (SQLite); default <store>/queue.sqlite or ~/.local/state."
+    ),
+    no_queue: bool = typer.Option(False, "--no-queue", help="No offline queue: /v1/jobs answers 503."),
+    queue_max_items: int = typer.Option(10_000, "--queue-max-items", help="Waiting items; beyond, new jobs get 507."),
+    queue_ttl: float = typer.Option(7 * 24 * 3600.0, "--queue-ttl", help="Seconds an item may wait, then expired."),
+    telemetry_policy: str = typer.Option(
+        "drop-oldest", "--telemetry-policy", help="Telemetry when the queue is full: drop-oldest or reject-new."
+    ),
+    telemetry_interval: float = typer.Option(60.0, "--telemetry-interval", help="Seconds between snapshots; 0: off."),
+    delivery_concurrency: int = typer.Option(4, "--delivery-concurrency", help="Deliveries in flight at once."),
+    delivery_max_backoff: float = typer.Option(60.0, "--delivery-max-backoff", help="Longest wait between tries."),
+    device_id: str | None = typer.Option(None, "--device-id", help="This device's name in telemetry (hostname)."),
 ) -> None:
     """Serve bundles over HTTP: OpenAI-compatible /v1/chat/completions, /v1/completions, /v1/embeddings,
-    /v1/models; /v1/infer/{model} for tensor models; /health/live, /health/ready and /metrics."""
+    /v1/models; /v1/infer/{model} for tensor models; /health/live, /health/ready and /metrics.
+    With --cloud-url, POST /v1/jobs queues requests that may wait (durably, in --queue-path) and delivers
+    them to the cloud when it is reachable; GET /v1/jobs/{id} gives the state and result."""
     from edge_sdk.daemon.config import DaemonConfig
     from edge_sdk.daemon.pool import BundleSource, DirectorySource
     from edge_sdk.daemon.server import read_api_keys, serve
@@ -55,9 +73,47 @@ def serve_cmd(
             request_timeout_s=timeout,
             drain_timeout_s=drain_timeout,
             threads=threads,
+            **queue_options(
+                store,
+                queue_path,
+                no_queue,
+                cloud_url=cloud_url,
+                cloud_key_file=cloud_key_file,
+                queue_max_items=queue_max_items,
+                queue_ttl_s=queue_ttl,
+                queue_telemetry_policy=telemetry_policy,
+                telemetry_interval_s=telemetry_interval,
+                delivery_concurrency=delivery_concurrency,
+                delivery_max_backoff_s=delivery_max_backoff,
+                device_id=device_id,
+            ),
         )
     typer.echo(f"serving {', '.join(source.names())} on http://{host}:{port}", err=True)
-    serve(source, config)
+    with user_errors():
+        serve(source, config)
+
+
+def queue_options(
+    store: Path | None, queue_path: Path | None, no_queue: bool, *, cloud_key_file: Path | None, **options: object
+) -> dict[str, object]:
+    """The DaemonConfig fields of the offline queue: its path by default beside the store."""
+    from cloud_sync.queue import CapPolicy
+
+    if options["queue_telemetry_policy"] not in {p.value for p in CapPolicy}:
+        raise ConfigError(
+            f"--telemetry-policy {options['queue_telemetry_policy']!r} is not one of: "
+            + ", ".join(p.value for p in CapPolicy)
+        )
+    if not no_queue and queue_path is None:
+        state = Path.home() / ".local" / "state" / "edge-sdk"
+        queue_path = (store if store is not None else state) / "queue.sqlite"
+    if cloud_key_file is not None:
+        from edge_sdk.daemon.server import read_api_keys
+
+        options["cloud_api_key"] = min(read_api_keys(cloud_key_file))
+    if options["device_id"] is None:
+        del options["device_id"]
+    return {"queue_path": None if no_queue else queue_path, **options}
 
 
 @daemon_app.command("unit")

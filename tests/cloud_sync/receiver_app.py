@@ -28,6 +28,7 @@ from cloud_sync.idempotency import IdempotencyMiddleware, IdempotencyStore
 def make_app(db: Path, *, delay_s: float = 0.0, wait_s: float = 10.0) -> FastAPI:
     app = FastAPI()
     executions: Counter[str] = Counter()
+    telemetry_bodies: list[dict] = []
     app.state.store = IdempotencyStore(db)
     app.add_middleware(IdempotencyMiddleware, store=app.state.store, wait_s=wait_s)
 
@@ -54,7 +55,12 @@ def make_app(db: Path, *, delay_s: float = 0.0, wait_s: float = 10.0) -> FastAPI
 
     @app.post("/v1/telemetry")
     async def telemetry(request: Request) -> JSONResponse:
+        telemetry_bodies.append(await request.json())
         return await execute(request, "telemetry")
+
+    @app.get("/telemetry")
+    async def received() -> list[dict]:
+        return telemetry_bodies
 
     @app.get("/executions")
     async def counts() -> dict[str, int]:
