@@ -180,6 +180,8 @@ class IdempotencyMiddleware:
             await _json(send, 400, f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters, got {len(key)}")
             return
         body = await _read_body(receive)
+        if body is None:
+            return  # the client left before its request was complete: nothing to execute, nothing to answer
         device = self.device_of(scope)
         fingerprint = hashlib.sha256(b"%s %s\n%s" % (scope["method"].encode(), scope["path"].encode(), body))
         deadline = time.monotonic() + self.wait_s
@@ -257,12 +259,12 @@ def _header(scope: Scope, name: str) -> str | None:
     return None
 
 
-async def _read_body(receive: Receive) -> bytes:
+async def _read_body(receive: Receive) -> bytes | None:
     parts = []
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            break
+            return None
         parts.append(message.get("body", b""))
         if not message.get("more_body", False):
             break

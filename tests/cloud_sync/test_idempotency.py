@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
+import socket
 import time
+from urllib.parse import urlparse
 
 import httpx
 import pytest
@@ -109,3 +112,18 @@ def test_stored_responses_survive_a_receiver_restart(tmp_path):
         assert again.json() == answer and again.headers["idempotent-replayed"] == "true"
         assert executions(url) == {}  # the new process never executed it
     second.state.store.close()
+
+
+def test_a_request_cut_off_mid_body_never_executes(receiver):
+    body = json.dumps(BODY).encode()
+    address = urlparse(receiver)
+    with socket.create_connection((address.hostname, address.port)) as raw:
+        head = (
+            f"POST {CHAT} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Idempotency-Key: cut\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        raw.sendall(head.encode() + body[:10])  # the device dies here
+    time.sleep(0.3)
+    assert executions(receiver) == {}
+    assert post(receiver, "cut").status_code == 200  # the retry executes, once
+    assert executions(receiver) == {"cut": 1}
