@@ -140,6 +140,7 @@ class DeliveryLoop:
         if now - self._last_expire >= self.policy.expire_every_s:
             self._last_expire = now
             await asyncio.to_thread(self.queue.expire)
+            await asyncio.to_thread(self.queue.purge_finished)
         if now < self._paused_until:
             return 0
         limit = 1 if self._offline_failures else self.policy.concurrency

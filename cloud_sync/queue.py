@@ -9,9 +9,9 @@ loss. One row an item, unique by idempotency key: enqueueing a key again returns
                               goes back to queued when the queue is opened again)
     queued ──TTL──► expired         queued telemetry ──cap, drop-oldest──► dropped
 
-Rows that reach an end state are kept (with their result or error) for `GET /v1/jobs/{id}`; nothing is
-deleted silently. Delivery is at-least-once on the wire; the receiver's idempotency store makes it
-exactly-once.
+Rows that reach an end state are kept (with their result or error) for `GET /v1/jobs/{id}`, for one TTL
+after they ended; then `purge_finished` deletes them. A pending item is never deleted. Delivery is
+at-least-once on the wire; the receiver's idempotency store makes it exactly-once.
 """
 
 from __future__ import annotations
@@ -275,6 +275,13 @@ class OfflineQueue:
                 "WHERE state = ? AND expires_at <= ?",
                 (ItemState.EXPIRED.value, now, ItemState.QUEUED.value, now),
             )
+            return cur.rowcount
+
+    def purge_finished(self, now: float | None = None) -> int:
+        """Delete items that ended (done, failed, expired, dropped) more than one TTL ago: the file stays bounded."""
+        now = time.time() if now is None else now
+        with self._tx() as db:
+            cur = db.execute(f"DELETE FROM items WHERE state NOT IN {PENDING} AND updated_at <= ?", (now - self.ttl_s,))
             return cur.rowcount
 
     def claim_due(self, limit: int, now: float | None = None) -> list[QueueItem]:

@@ -103,6 +103,18 @@ def test_ttl_marks_items_expired_with_the_reason(queue):
     assert "TTL" in expired.error and "1 attempt" in expired.error and "ConnectError" in expired.error
 
 
+def test_finished_items_are_purged_one_ttl_after_they_ended(queue):
+    done, _ = queue.enqueue(ItemKind.JOB, CHAT, {"n": 1})
+    waiting, _ = queue.enqueue(ItemKind.JOB, CHAT, {"n": 2}, ttl_s=10 * queue.ttl_s)
+    queue.claim_due(1)
+    queue.complete(done.id, 200, {})
+    assert queue.purge_finished() == 0  # kept for GET /v1/jobs/{id}
+    assert queue.purge_finished(now=time.time() + queue.ttl_s + 1) == 1
+    with pytest.raises(UnknownItemError):
+        queue.get(done.id)
+    assert queue.get(waiting.id).state is ItemState.QUEUED  # pending items are never purged
+
+
 def test_claim_is_oldest_first_and_respects_the_next_attempt_time(queue):
     a, _ = queue.enqueue(ItemKind.JOB, CHAT, {"n": 1})
     b, _ = queue.enqueue(ItemKind.JOB, CHAT, {"n": 2})
