@@ -187,10 +187,11 @@ class DeliveryLoop:
             self._count(item, "failed")
 
     async def _unreachable(self, item: QueueItem, error: str) -> None:
-        self._offline_failures += 1
-        pause = backoff_s(self._offline_failures, self.policy)
-        self._paused_until = time.time() + pause
-        await asyncio.to_thread(self.queue.retry_later, item.id, pause, error)
+        now = time.time()
+        if now >= self._paused_until:  # the first failure of a round counts; the rest of the batch shares it
+            self._offline_failures += 1
+            self._paused_until = now + backoff_s(self._offline_failures, self.policy)
+        await asyncio.to_thread(self.queue.retry_later, item.id, self._paused_until - now, error)
         self._count(item, "unreachable")
 
     def _count(self, item: QueueItem, outcome: str) -> None:

@@ -52,6 +52,7 @@ class JobRequest(BaseModel):
 @dataclass
 class Jobs:
     queue: OfflineQueue
+    cloud_url: str
     delivery: DeliveryLoop | None = None
     telemetry: asyncio.Task[None] | None = None
 
@@ -78,8 +79,14 @@ def _invalid(job: JobRequest, max_bytes: int) -> str | None:
     return None
 
 
+def _unavailable(config: DaemonConfig) -> str:
+    if config.cloud_url is None:
+        return "jobs are delivered to the cloud and this daemon has none: start it with --cloud-url"
+    return "no offline queue is configured: start the daemon with --queue-path"
+
+
 def open_jobs(config: DaemonConfig) -> Jobs | None:
-    if config.queue_path is None:
+    if config.queue_path is None or config.cloud_url is None:
         return None
     queue = OfflineQueue(
         config.queue_path,
@@ -87,19 +94,17 @@ def open_jobs(config: DaemonConfig) -> Jobs | None:
         ttl_s=config.queue_ttl_s,
         telemetry_policy=config.queue_telemetry_policy,
     )
-    return Jobs(queue)
+    return Jobs(queue, config.cloud_url)
 
 
 def _start(jobs: Jobs, pool: ModelPool, config: DaemonConfig, metrics: Metrics) -> None:
-    if config.cloud_url is None:
-        return  # jobs wait on disk until a daemon with a cloud target runs
     policy = DeliveryPolicy(
         concurrency=config.delivery_concurrency,
         base_backoff_s=min(0.5, config.delivery_max_backoff_s),
         max_backoff_s=config.delivery_max_backoff_s,
     )
     jobs.delivery = DeliveryLoop(
-        jobs.queue, config.cloud_url, api_key=config.cloud_api_key, policy=policy, metrics=metrics
+        jobs.queue, jobs.cloud_url, api_key=config.cloud_api_key, policy=policy, metrics=metrics
     )
     jobs.delivery.start()
     if config.telemetry_interval_s > 0:
@@ -140,7 +145,7 @@ def add_jobs_routes(app: FastAPI, pool: ModelPool, config: DaemonConfig) -> None
     @app.post("/v1/jobs", status_code=202)
     async def submit(request: Request, job: JobRequest) -> JSONResponse:
         if jobs is None:
-            return _error(503, "no offline queue is configured: start the daemon with --queue-path", "no_queue")
+            return _error(503, _unavailable(config), "no_queue")
         problem = _invalid(job, config.job_max_bytes)
         if problem:
             metrics.inc("edge_jobs_total", outcome="invalid")
@@ -165,7 +170,7 @@ def add_jobs_routes(app: FastAPI, pool: ModelPool, config: DaemonConfig) -> None
     @app.get("/v1/jobs/{job_id}")
     async def status(job_id: str) -> JSONResponse:
         if jobs is None:
-            return _error(503, "no offline queue is configured: start the daemon with --queue-path", "no_queue")
+            return _error(503, _unavailable(config), "no_queue")
         try:
             item = await asyncio.to_thread(jobs.queue.get, job_id)
         except UnknownItemError:

@@ -88,10 +88,14 @@ def test_unknown_job_is_404(offline_daemon):
     assert reply.status_code == 404 and "'job_nope'" in reply.text
 
 
-def test_without_a_queue_jobs_get_503(serve_bundles, tmp_path):
-    with serve_bundles(StoreSource(tmp_path / "store")) as url:
-        reply = job(url)
-    assert reply.status_code == 503 and "--queue-path" in reply.text
+def test_without_a_queue_or_a_cloud_jobs_get_503(serve_bundles, tmp_path):
+    store = StoreSource(tmp_path / "store")
+    with serve_bundles(store, cloud_url="http://127.0.0.1:9") as url:
+        no_queue = job(url)
+    with serve_bundles(store, queue_path=tmp_path / "q.sqlite") as url:
+        no_cloud = job(url)
+    assert no_queue.status_code == 503 and "--queue-path" in no_queue.text
+    assert no_cloud.status_code == 503 and "--cloud-url" in no_cloud.text
 
 
 def test_jobs_and_telemetry_reach_the_cloud_and_results_come_back(serve_bundles, tmp_path):
