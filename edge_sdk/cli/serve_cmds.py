@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from edge_sdk.cli.common import user_errors
-from edge_sdk.errors import ConfigError
+from edge_sdk.errors import ConfigError, choices
 
 daemon_app = typer.Typer(help="Install the daemon as a system service.", no_args_is_help=True)
 
@@ -99,11 +99,9 @@ def queue_options(
     """The DaemonConfig fields of the offline queue: its path by default beside the store."""
     from cloud_sync.queue import CapPolicy
 
-    if options["queue_telemetry_policy"] not in {p.value for p in CapPolicy}:
-        raise ConfigError(
-            f"--telemetry-policy {options['queue_telemetry_policy']!r} is not one of: "
-            + ", ".join(p.value for p in CapPolicy)
-        )
+    policy = options["queue_telemetry_policy"]
+    if policy not in {p.value for p in CapPolicy}:
+        raise ConfigError(f"--telemetry-policy {policy!r} is not one of: {choices(p.value for p in CapPolicy)}")
     if not no_queue and queue_path is None:
         state = Path.home() / ".local" / "state" / "edge-sdk"
         queue_path = (store if store is not None else state) / "queue.sqlite"

@@ -121,3 +121,22 @@ def test_jobs_and_telemetry_reach_the_cloud_and_results_come_back(serve_bundles,
     jobs_counter = snapshot["counters"]["edge_jobs_total"]
     assert {"labels": {"outcome": "queued"}, "value": 1.0} in jobs_counter
     receiver.state.store.close()
+
+
+def test_serve_names_a_bad_telemetry_policy_and_the_valid_ones(tmp_path):
+    from typer.testing import CliRunner
+
+    from edge_sdk.cli.main import app
+
+    result = CliRunner().invoke(app, ["serve", "--store", str(tmp_path), "--telemetry-policy", "keep-all"])
+    assert result.exit_code == 1
+    assert "'keep-all' is not one of: 'reject-new', 'drop-oldest'" in result.output
+
+
+def test_the_queue_lives_beside_the_store_by_default(tmp_path):
+    from edge_sdk.cli.serve_cmds import queue_options
+
+    common = dict(cloud_key_file=None, queue_telemetry_policy="drop-oldest", device_id=None)
+    assert queue_options(tmp_path, None, False, **common)["queue_path"] == tmp_path / "queue.sqlite"
+    assert queue_options(None, None, False, **common)["queue_path"].parts[-3:] == ("state", "edge-sdk", "queue.sqlite")
+    assert queue_options(tmp_path, None, True, **common)["queue_path"] is None
