@@ -24,12 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from cloud_sync.queue import OfflineQueue, QueueItem
+from cloud_sync.queue import ItemState, OfflineQueue, Outcome, QueueItem
 
 if TYPE_CHECKING:
     from edge_sdk.daemon.metrics import Metrics
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
+ROUND_PER_SLOT = 4
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,8 @@ class DeliveryLoop:
         )
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._offline_failures = 0  # consecutive attempts that could not reach the cloud
+        self._offline_failures = 0  # consecutive rounds that could not reach the cloud
+        self._answered = False  # the last attempt got an HTTP answer
         self._paused_until = 0.0
         self._last_expire = 0.0
 
@@ -115,7 +117,7 @@ class DeliveryLoop:
 
     @property
     def cloud_reachable(self) -> bool:
-        return self._offline_failures == 0
+        return self._answered
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="edge-sdk-delivery")
@@ -143,10 +145,21 @@ class DeliveryLoop:
             await asyncio.to_thread(self.queue.purge_finished)
         if now < self._paused_until:
             return 0
-        limit = 1 if self._offline_failures else self.policy.concurrency
+        # A round claims a few items per slot: two commits (claim, settle) for the round instead of two an item.
+        # Until the cloud has answered (at start, after a failure) one item probes it.
+        limit = self.policy.concurrency * ROUND_PER_SLOT if self.cloud_reachable else 1
         items = await asyncio.to_thread(self.queue.claim_due, limit)
         if items:
-            await asyncio.gather(*(self._deliver(item) for item in items))
+            slots = asyncio.Semaphore(self.policy.concurrency)
+
+            async def deliver(item: QueueItem) -> Outcome:
+                async with slots:
+                    return await self._deliver(item)
+
+            outcomes = await asyncio.gather(*(deliver(item) for item in items))
+            await asyncio.to_thread(self.queue.settle, outcomes)
+            for item, outcome in zip(items, outcomes, strict=True):
+                self._count(item, outcome)
         return len(items)
 
     async def _idle_wait(self) -> float:
@@ -163,37 +176,34 @@ class DeliveryLoop:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
 
-    async def _deliver(self, item: QueueItem) -> None:
+    async def _deliver(self, item: QueueItem) -> Outcome:
         headers = {"Idempotency-Key": item.idempotency_key}
         try:
             response = await self._client.post(item.endpoint, json=item.body, headers=headers)
         except httpx.HTTPError as exc:
-            await self._unreachable(item, f"cloud unreachable: {type(exc).__name__}: {exc}")
-            return
-        self._offline_failures, self._paused_until = 0, 0.0
+            return self._unreachable(item, f"cloud unreachable: {type(exc).__name__}: {exc}")
+        self._offline_failures, self._paused_until, self._answered = 0, 0.0, True
         status = response.status_code
         if 200 <= status < 300:
-            await asyncio.to_thread(self.queue.complete, item.id, status, _result(response))
-            self._count(item, "done")
-        elif status in RETRYABLE_STATUS or status >= 500:
+            return Outcome(item.id, ItemState.DONE, status, result=_result(response))
+        if status in RETRYABLE_STATUS or status >= 500:
             hinted = retry_after_s(response)
             delay = max(hinted or 0.0, backoff_s(item.attempts, self.policy))
             if hinted is not None and status in (429, 503):
                 self._paused_until = time.time() + hinted  # the cloud asked everyone to wait
-            await asyncio.to_thread(self.queue.retry_later, item.id, delay, _error_text(response), status)
-            self._count(item, "retry")
-        else:
-            await asyncio.to_thread(self.queue.fail, item.id, status, _error_text(response))
-            self._count(item, "failed")
+            return Outcome(item.id, ItemState.QUEUED, status, error=_error_text(response), delay_s=delay)
+        return Outcome(item.id, ItemState.FAILED, status, error=_error_text(response))
 
-    async def _unreachable(self, item: QueueItem, error: str) -> None:
+    def _unreachable(self, item: QueueItem, error: str) -> Outcome:
+        self._answered = False
         now = time.time()
         if now >= self._paused_until:  # the first failure of a round counts; the rest of the batch shares it
             self._offline_failures += 1
             self._paused_until = now + backoff_s(self._offline_failures, self.policy)
-        await asyncio.to_thread(self.queue.retry_later, item.id, self._paused_until - now, error)
-        self._count(item, "unreachable")
+        return Outcome(item.id, ItemState.QUEUED, error=error, delay_s=self._paused_until - now)
 
-    def _count(self, item: QueueItem, outcome: str) -> None:
+    def _count(self, item: QueueItem, outcome: Outcome) -> None:
         if self.metrics is not None:
-            self.metrics.inc("edge_queue_deliveries_total", kind=item.kind.value, outcome=outcome)
+            retry = "retry" if outcome.status is not None else "unreachable"
+            name = {ItemState.DONE: "done", ItemState.FAILED: "failed"}.get(outcome.state, retry)
+            self.metrics.inc("edge_queue_deliveries_total", kind=item.kind.value, outcome=name)

@@ -47,7 +47,8 @@ class ItemState(StrEnum):
     DROPPED = "dropped"
 
 
-PENDING = (ItemState.QUEUED.value, ItemState.DELIVERING.value)
+DELIVERING = ItemState.DELIVERING.value
+PENDING = (ItemState.QUEUED.value, DELIVERING)
 
 
 class CapPolicy(StrEnum):
@@ -73,6 +74,18 @@ class UnknownItemError(ConfigError, LookupError):
 
 class IdempotencyKeyReusedError(ConfigError):
     """The key is already queued for a different request."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one delivery attempt ended: DONE, FAILED, or QUEUED again after `delay_s`."""
+
+    item_id: str
+    state: ItemState
+    status: int | None = None
+    result: Any = None
+    error: str | None = None
+    delay_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -313,36 +326,26 @@ class OfflineQueue:
         return None if when is None else float(when)
 
     def complete(self, item_id: str, status: int, result: Any) -> None:
-        self._finish(item_id, ItemState.DONE, status, result, None)
+        self.settle([Outcome(item_id, ItemState.DONE, status, result=result)])
 
     def fail(self, item_id: str, status: int | None, error: str) -> None:
-        self._finish(item_id, ItemState.FAILED, status, None, error)
+        self.settle([Outcome(item_id, ItemState.FAILED, status, error=error)])
 
     def retry_later(self, item_id: str, delay_s: float, error: str, status: int | None = None) -> None:
         """Back to queued, due after `delay_s`; the last error is kept for the client to see."""
+        self.settle([Outcome(item_id, ItemState.QUEUED, status, error=error, delay_s=delay_s)])
+
+    def settle(self, outcomes: list[Outcome]) -> None:
+        """Record the outcomes of claimed items in one commit (one fsync for a whole delivery round)."""
         now = time.time()
         with self._tx() as db:
-            db.execute(
-                "UPDATE items SET state = ?, next_attempt_at = ?, updated_at = ?, status = ?, error = ? "
-                "WHERE id = ? AND state = ?",
-                (ItemState.QUEUED.value, now + delay_s, now, status, error, item_id, ItemState.DELIVERING.value),
-            )
-
-    def _finish(self, item_id: str, state: ItemState, status: int | None, result: Any, error: str | None) -> None:
-        with self._tx() as db:
-            db.execute(
-                "UPDATE items SET state = ?, status = ?, result = ?, error = ?, updated_at = ? "
-                "WHERE id = ? AND state = ?",
-                (
-                    state.value,
-                    status,
-                    None if result is None else json.dumps(result),
-                    error,
-                    time.time(),
-                    item_id,
-                    ItemState.DELIVERING.value,
-                ),
-            )
+            for o in outcomes:
+                result = None if o.result is None else json.dumps(o.result)
+                db.execute(
+                    "UPDATE items SET state = ?, status = ?, result = ?, error = ?, updated_at = ?, "
+                    "next_attempt_at = ? WHERE id = ? AND state = ?",
+                    (o.state.value, o.status, result, o.error, now, now + o.delay_s, o.item_id, DELIVERING),
+                )
 
 
 def _item(row: tuple[Any, ...]) -> QueueItem:

@@ -48,7 +48,7 @@ def test_items_queued_while_offline_are_delivered_once_the_cloud_is_back(tmp_pat
 
     async def offline_round() -> DeliveryLoop:
         loop = DeliveryLoop(queue, url, policy=FAST)
-        assert await loop.run_once() == 4
+        assert await loop.run_once() == 1  # a probe first
         assert not loop.cloud_reachable
         assert await loop.run_once() == 0  # paused: no walk through every item into a refused connection
         await loop.stop()
@@ -86,7 +86,9 @@ def test_unavailable_is_retried_and_retry_after_is_honoured(tmp_path, queue):
 
     async def one_round(url: str) -> None:
         loop = DeliveryLoop(queue, url, policy=FAST)
-        assert await loop.run_once() == 2
+        for _ in range(3):  # a probe, then the rest
+            if queue.get(limited.id).attempts == 0:
+                await loop.run_once()
         await loop.stop()
 
     with serving(app) as url:
