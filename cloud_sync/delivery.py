@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import logging
 import random
+import sqlite3
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -29,6 +31,8 @@ from cloud_sync.queue import ItemState, OfflineQueue, Outcome, QueueItem
 if TYPE_CHECKING:
     from edge_sdk.daemon.metrics import Metrics
 
+log = logging.getLogger(__name__)
+
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
 ROUND_PER_SLOT = 4
 
@@ -38,7 +42,7 @@ class DeliveryPolicy:
     concurrency: int = 4  # requests in flight to the cloud at once
     base_backoff_s: float = 0.5
     max_backoff_s: float = 60.0
-    timeout_s: float = 30.0  # one attempt
+    timeout_s: float = 120.0  # one attempt (a language model in the cloud may take a while)
     idle_poll_s: float = 5.0  # longest sleep when nothing is due (new items wake the loop at once)
     expire_every_s: float = 5.0
 
@@ -132,12 +136,17 @@ class DeliveryLoop:
 
     async def _run(self) -> None:
         while True:
-            delivered = await self.run_once()
-            if delivered == 0:
-                await self._sleep(await self._idle_wait())
+            try:
+                delivered = await self.run_once()
+                if delivered == 0:
+                    await self._sleep(await self._idle_wait())
+            except (OSError, sqlite3.Error) as exc:  # a full disk, say: keep the daemon up, try again later
+                log.error("delivery round failed, retrying in %.0f s: %s", self.policy.idle_poll_s, exc)
+                await self._sleep(self.policy.idle_poll_s)
 
     async def run_once(self) -> int:
         """One round: expire what is past its TTL, claim due items (one while offline), deliver them."""
+        self._wake.clear()  # a wake() from here on is seen by the next sleep
         now = time.time()
         if now - self._last_expire >= self.policy.expire_every_s:
             self._last_expire = now
@@ -172,7 +181,6 @@ class DeliveryLoop:
         return max(wait, 0.01)
 
     async def _sleep(self, seconds: float) -> None:
-        self._wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
 
