@@ -150,8 +150,7 @@ class DeliveryLoop:
         now = time.time()
         if now - self._last_expire >= self.policy.expire_every_s:
             self._last_expire = now
-            await asyncio.to_thread(self.queue.expire)
-            await asyncio.to_thread(self.queue.purge_finished)
+            await asyncio.to_thread(self._housekeeping)
         if now < self._paused_until:
             return 0
         # A round claims a few items per slot: two commits (claim, settle) for the round instead of two an item.
@@ -170,6 +169,13 @@ class DeliveryLoop:
             for item, outcome in zip(items, outcomes, strict=True):
                 self._count(item, outcome)
         return len(items)
+
+    def _housekeeping(self) -> None:
+        self.queue.expire()
+        self.queue.purge_finished()
+        if self.metrics is not None:
+            for state, count in self.queue.counts().items():
+                self.metrics.set("edge_offline_queue_items", count, state=state)
 
     async def _idle_wait(self) -> float:
         wait = self.policy.idle_poll_s

@@ -70,7 +70,7 @@ def _invalid(job: JobRequest, max_bytes: int) -> str | None:
         return "a job cannot stream: set body.stream to false and read the result from GET /v1/jobs/{id}"
     size = len(json.dumps(job.body))
     if size > max_bytes:
-        return f"the job body is {size} bytes, over the limit of {max_bytes} bytes (--job-max-bytes)"
+        return f"the job body is {size} bytes, over the limit of {max_bytes} bytes"
     try:
         JOB_ENDPOINTS[job.endpoint].model_validate(job.body)
     except ValidationError as exc:
@@ -125,6 +125,8 @@ def add_jobs_routes(app: FastAPI, pool: ModelPool, config: DaemonConfig) -> None
     metrics = pool.metrics
     metrics.describe("edge_jobs_total", "counter", "POST /v1/jobs by outcome")
     metrics.describe("edge_queue_deliveries_total", "counter", "delivery attempts of queued items by outcome")
+    metrics.describe("edge_offline_queue_items", "gauge", "items in the offline queue by state")
+    metrics.describe("edge_telemetry_snapshots_total", "counter", "telemetry snapshots queued, or refused (full)")
     jobs = open_jobs(config)
     app.state.jobs = jobs
     inner = app.router.lifespan_context

@@ -111,6 +111,7 @@ def test_jobs_and_telemetry_reach_the_cloud_and_results_come_back(serve_bundles,
             while not httpx.get(f"{cloud}/telemetry").json():
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
+            metrics = httpx.get(f"{url}/metrics").text
         telemetry = httpx.get(f"{cloud}/telemetry").json()
     assert state["result"] == {"object": "chat.completion", "key": "k-1", "model": "smollm2", "n": 1}
     assert state["attempts"] == 1 and state["status_code"] == 200 and state["error"] is None
@@ -120,6 +121,8 @@ def test_jobs_and_telemetry_reach_the_cloud_and_results_come_back(serve_bundles,
     assert {"at", "models", "counters", "queue"} <= set(snapshot)
     jobs_counter = snapshot["counters"]["edge_jobs_total"]
     assert {"labels": {"outcome": "queued"}, "value": 1.0} in jobs_counter
+    assert 'edge_queue_deliveries_total{kind="job",outcome="done"} 1' in metrics
+    assert 'edge_offline_queue_items{state="done"}' in metrics
     receiver.state.store.close()
 
 
