@@ -43,7 +43,11 @@ def serve_cmd(
     telemetry_interval: float = typer.Option(60.0, "--telemetry-interval", help="Seconds between snapshots; 0: off."),
     delivery_concurrency: int = typer.Option(4, "--delivery-concurrency", help="Deliveries in flight at once."),
     delivery_max_backoff: float = typer.Option(60.0, "--delivery-max-backoff", help="Longest wait between tries."),
-    device_id: str | None = typer.Option(None, "--device-id", help="This device's name in telemetry (hostname)."),
+    device_id: str | None = typer.Option(
+        None,
+        "--device-id",
+        help="Device id sent with telemetry (default: none; the cloud knows the device by its key).",
+    ),
 ) -> None:
     """Serve bundles over HTTP: OpenAI-compatible /v1/chat/completions, /v1/completions, /v1/embeddings,
     /v1/models; /v1/infer/{model} for tensor models; /health/live, /health/ready and /metrics.
@@ -109,8 +113,6 @@ def queue_options(
         from edge_sdk.daemon.server import read_api_keys
 
         options["cloud_api_key"] = min(read_api_keys(cloud_key_file))
-    if options["device_id"] is None:
-        del options["device_id"]
     return {"queue_path": None if no_queue else queue_path, **options}
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -36,4 +35,4 @@ class DaemonConfig(BaseModel):
     delivery_concurrency: int = Field(default=4, gt=0)
     delivery_max_backoff_s: float = Field(default=60.0, gt=0)
     telemetry_interval_s: float = Field(default=60.0, ge=0)  # 0: no telemetry
-    device_id: str = Field(default_factory=socket.gethostname, min_length=1)
+    device_id: str | None = Field(default=None, min_length=1)  # None: the cloud knows the device by its key

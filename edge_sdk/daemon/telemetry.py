@@ -7,6 +7,7 @@ queue is full the oldest snapshot is dropped (`--telemetry-policy drop-oldest`, 
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 import uuid
 from typing import Any
@@ -24,6 +25,7 @@ def snapshot(queue: OfflineQueue, pool: ModelPool, metrics: Metrics) -> dict[str
     """Counters (requests, route decisions, deliveries, ...), model versions, queue states."""
     return {
         "at": time.time(),
+        "host": socket.gethostname(),
         "models": {name: pool.source.current_version(name) for name in pool.source.names()},
         "loaded": sorted(m.name for m in pool.loaded()),
         "counters": metrics.counters(),
@@ -31,7 +33,7 @@ def snapshot(queue: OfflineQueue, pool: ModelPool, metrics: Metrics) -> dict[str
     }
 
 
-def enqueue_snapshot(queue: OfflineQueue, pool: ModelPool, metrics: Metrics, device_id: str) -> bool:
+def enqueue_snapshot(queue: OfflineQueue, pool: ModelPool, metrics: Metrics, device_id: str | None) -> bool:
     body = {"device": device_id, "items": [snapshot(queue, pool, metrics)]}
     try:
         queue.enqueue(ItemKind.TELEMETRY, TELEMETRY_ENDPOINT, body, idempotency_key=f"telemetry-{uuid.uuid4().hex}")
