@@ -1,0 +1,268 @@
+"""Flash a verified bundle onto boards: copy (resumable), install on the device, activate, health-check, roll back.
+
+Per target:  fit? ─► connect ─► copy to <store>/.incoming (resume from what is there) ─► `edge-sdk install` on
+the device (digests, signature, golden set, atomic install) ─► activate ─► health check ─► rollback on failure.
+A target that fails is reported with the stage and the reason; the others go on.
+"""
+
+from __future__ import annotations
+
+import enum
+import posixpath
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edge_sdk.bundle import Bundle, Manifest
+from edge_sdk.bundle.files import sha256_file
+from edge_sdk.errors import ConfigError, DeviceError, EdgeSDKError, StoreError
+from edge_sdk.flash.plan import fit_reports
+from edge_sdk.flash.targets import Target
+from edge_sdk.flash.transport import Transport, open_transport
+
+
+class Stage(enum.StrEnum):
+    FIT = "fit"
+    CONNECT = "connect"
+    UPLOAD = "upload"
+    INSTALL = "install"
+    HEALTH = "health"
+    DONE = "done"
+
+
+Event = Callable[[Target, Stage, int, int], None]  # target, stage, bytes done, bytes total
+
+
+@dataclass(frozen=True)
+class FlashOptions:
+    activate: bool = False
+    trust: tuple[Path, ...] = ()  # public keys here, copied to the device for its install
+    device_trust: tuple[str, ...] = ()  # public keys already on the device
+    identity: Path | None = None
+    known_hosts: Path | None = None  # None: ~/.ssh/known_hosts
+    accept_new_host: bool = False
+    remote_cmd: str = "edge-sdk"
+    health_url: str | None = None
+    health_timeout_s: float = 30.0
+    device_check: bool = True  # re-run the golden set on the device
+    allow_downgrade: bool = False
+    install_timeout_s: float = 900.0
+    parallel: int = 4
+
+    def __post_init__(self) -> None:
+        if self.health_url and not self.activate:
+            raise ConfigError("--health-url checks the newly active version: add --activate")
+        if self.parallel < 1:
+            raise ConfigError(f"parallel must be at least 1, got {self.parallel}")
+
+
+@dataclass(frozen=True)
+class Release:
+    """The bundle as it travels: one reproducible archive, verified here first."""
+
+    archive: Path
+    sha256: str
+    size: int
+    manifest: Manifest
+
+    @property
+    def remote_name(self) -> str:
+        # the digest in the name: a partial copy is resumed only by the same bytes
+        return f"{self.manifest.name}-{self.manifest.version}-{self.sha256[:16]}.edgebundle"
+
+
+@dataclass(frozen=True)
+class FlashResult:
+    target: Target
+    ok: bool
+    stage: Stage  # where it ended: DONE, or the stage that failed
+    message: str
+    sent_bytes: int = 0
+    total_bytes: int = 0
+    active: str | None = None  # the model's active version on the device afterwards, when known
+    log: tuple[str, ...] = field(default=())
+
+
+def prepare(bundle: Path, workdir: Path, trust: Sequence[Path] = ()) -> Release:
+    """Verify a bundle here (and its signature, with `trust`) and pack a directory into a reproducible archive."""
+    from edge_sdk.bundle.signing import load_trusted
+
+    keys = [load_trusted(p) for p in trust] or None
+    opened = Bundle.open(bundle, trust=keys)
+    archive = bundle if bundle.is_file() else opened.pack(workdir / f"{opened.name}-{opened.manifest.version}")
+    return Release(archive, sha256_file(archive), archive.stat().st_size, opened.manifest)
+
+
+def flash_many(
+    release: Release, targets: Sequence[Target], options: FlashOptions, on_event: Event | None = None
+) -> list[FlashResult]:
+    """Flash every target at once (up to options.parallel); results in the order of `targets`."""
+    with ThreadPoolExecutor(max_workers=min(options.parallel, len(targets)) or 1) as pool:
+        return list(pool.map(lambda t: flash_one(release, t, options, on_event), targets))
+
+
+def flash_one(release: Release, target: Target, options: FlashOptions, on_event: Event | None = None) -> FlashResult:
+    """Flash one target; never raises for what a board does, returns a result with the failed stage instead."""
+    run = _Run(release, target, options, on_event or (lambda *_: None))
+    try:
+        return run.go()
+    except EdgeSDKError as exc:
+        return run.result(False, str(exc))
+
+
+class _Run:
+    """One target's flash, stage by stage, remembering what it did for the result."""
+
+    def __init__(self, release: Release, target: Target, options: FlashOptions, on_event: Event) -> None:
+        self.release, self.target, self.options, self.on_event = release, target, options, on_event
+        self.stage = Stage.FIT
+        self.sent = 0
+        self.active: str | None = None
+        self.log: list[str] = []
+
+    def result(self, ok: bool, message: str) -> FlashResult:
+        stage = Stage.DONE if ok else self.stage
+        self.on_event(self.target, stage, self.sent, self.release.size)
+        return FlashResult(self.target, ok, stage, message, self.sent, self.release.size, self.active, tuple(self.log))
+
+    def enter(self, stage: Stage) -> None:
+        self.stage = stage
+        self.on_event(self.target, stage, self.sent, self.release.size)
+
+    def go(self) -> FlashResult:
+        manifest, options = self.release.manifest, self.options
+        if self.target.profile:
+            fit = fit_reports(manifest, self.target.profile)
+            if not any(report.fits for _, report in fit):
+                reasons = "; ".join(f"{vid}: {', '.join(r.reasons)}" for vid, r in fit)
+                raise ConfigError(f"no variant of {manifest.name} fits {self.target.profile}: {reasons}")
+        self.enter(Stage.CONNECT)
+        with open_transport(
+            self.target,
+            identity=options.identity,
+            known_hosts=options.known_hosts,
+            accept_new_host=options.accept_new_host,
+            remote_cmd=options.remote_cmd,
+        ) as device:
+            self.enter(Stage.UPLOAD)
+            remote = self.upload(device)
+            self.enter(Stage.INSTALL)
+            before = self.active_version(device)
+            self.install(device, remote)
+            self.active = manifest.version if options.activate else before
+            if options.health_url:
+                self.enter(Stage.HEALTH)
+                problem = self.health(device, options.health_url)
+                if problem:
+                    return self.result(False, self.roll_back(device, before, problem))
+        what = "installed and active" if options.activate else "installed (not activated)"
+        return self.result(True, f"{manifest.name} {manifest.version} {what}")
+
+    def upload(self, device: Transport) -> str:
+        """Copy the archive into the device's incoming directory, resuming a partial copy of the same bytes."""
+        incoming = self.target.incoming
+        final = posixpath.join(incoming, self.release.remote_name)
+        part = final + ".part"
+        total = self.release.size
+        device.makedirs(incoming)
+        if device.size(final) == total:
+            self.log.append("already copied")
+            return final
+        have = device.size(part) or 0
+        if have > total:  # not a prefix of ours: start over
+            have = 0
+        if have:
+            self.log.append(f"resumed at byte {have} of {total}")
+        done = have
+
+        def sent(n: int) -> None:
+            nonlocal done
+            done += n
+            self.sent += n
+            self.on_event(self.target, Stage.UPLOAD, done, total)
+
+        self.on_event(self.target, Stage.UPLOAD, done, total)
+        device.send(self.release.archive, part, have, sent)
+        device.rename(part, final)
+        return final
+
+    def install(self, device: Transport, remote: str) -> None:
+        """The device's own edge-sdk verifies digests, signature and golden set, then installs atomically."""
+        options = self.options
+        args = ["install", remote, "--store", self.target.store]
+        keys = []
+        for i, key in enumerate(options.trust):
+            on_device = posixpath.join(self.target.incoming, f"trusted-{i}.pub")
+            device.send(key, on_device, 0, lambda _n: None)
+            keys.append(on_device)
+        for key_path in (*keys, *options.device_trust):
+            args += ["--trust", key_path]
+        if not options.activate:
+            args.append("--no-activate")
+        if not options.device_check:
+            args.append("--no-check")
+        if options.allow_downgrade:
+            args.append("--allow-downgrade")
+        done = device.run(args, options.install_timeout_s)
+        for key_path in keys:
+            device.remove(key_path)
+        if done.returncode != 0:
+            device.remove(remote)  # refused: the next flash copies afresh instead of trusting these bytes
+            raise StoreError(f"the device refused the bundle: {_device_message(done.stderr, done.stdout)}")
+        device.remove(remote)
+        self.log.extend(f"device: {line.strip()}" for line in done.stdout.splitlines() if line.strip())
+
+    def active_version(self, device: Transport) -> str | None:
+        link = device.readlink(posixpath.join(self.target.store, "models", self.release.manifest.name, "current"))
+        return posixpath.basename(link) if link else None
+
+    def health(self, device: Transport, url: str) -> str | None:
+        """None when the URL answers 2xx from the board within the timeout, else what went wrong last."""
+        deadline = time.monotonic() + self.options.health_timeout_s
+        problem = "no answer"
+        while True:
+            try:
+                status = device.http_status(url, timeout=min(5.0, self.options.health_timeout_s))
+                if 200 <= status < 300:
+                    return None
+                problem = f"HTTP {status}"
+            except DeviceError as exc:
+                problem = str(exc)
+            if time.monotonic() >= deadline:
+                return f"{url} did not answer 2xx within {self.options.health_timeout_s:g} s (last: {problem})"
+            time.sleep(0.5)
+
+    def roll_back(self, device: Transport, before: str | None, problem: str) -> str:
+        name, version = self.release.manifest.name, self.release.manifest.version
+        if before is None or before == version:
+            return f"health check failed: {problem}; there is no earlier version to roll back to ({version} stays)"
+        done = device.run(["rollback", name, "--store", self.target.store], self.options.install_timeout_s)
+        now = self.active_version(device)
+        if done.returncode != 0 or now != before:
+            self.active = now
+            return (
+                f"health check failed: {problem}; ROLLBACK FAILED, {now} is active: "
+                f"{_device_message(done.stderr, done.stdout)}"
+            )
+        self.active = before
+        self.log.append(f"rolled back to {before}")
+        return f"health check failed: {problem}; rolled back to {before}"
+
+
+def _device_message(stderr: str, stdout: str) -> str:
+    """The device CLI's `error: ...` message (rich may have wrapped it), else its last output line."""
+    lines = stderr.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("error:")), None)
+    if start is not None:
+        return " ".join(line.strip() for line in lines[start:]).removeprefix("error:").strip()
+    tail = [line.strip() for line in (stderr + "\n" + stdout).splitlines() if line.strip()]
+    if not tail:
+        return "no output"
+    if "not found" in tail[-1]:
+        return (
+            f"{tail[-1]} (is edge-sdk installed on the board? pip install 'edge-sdk[onnx]', or point "
+            "--remote-edge-sdk at it)"
+        )
+    return tail[-1]
