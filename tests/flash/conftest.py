@@ -137,6 +137,11 @@ def sshd(tmp_path_factory) -> SSHServer:
     log.close()
 
 
+@pytest.fixture
+def unused_port() -> int:
+    return free_port()
+
+
 @pytest.fixture(scope="session")
 def signing_keys(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("flash-keys")
