@@ -77,13 +77,14 @@ class SSHServer:
     identity: Path
     known_hosts: Path
     proc: subprocess.Popen[bytes]
+    remote_cmd: str = REMOTE_CMD  # the board's edge-sdk: this interpreter with this checkout
 
     def url(self, store: Path) -> str:
         return f"ssh://{self.user}@127.0.0.1:{self.port}{store}"
 
     def options(self, **changes: object) -> FlashOptions:
         base: dict[str, object] = dict(
-            identity=self.identity, known_hosts=self.known_hosts, remote_cmd=REMOTE_CMD, device_check=False
+            identity=self.identity, known_hosts=self.known_hosts, remote_cmd=self.remote_cmd, device_check=False
         )
         return FlashOptions(**{**base, **changes})  # type: ignore[arg-type]
 
