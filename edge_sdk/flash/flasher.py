@@ -20,7 +20,7 @@ from edge_sdk.bundle.files import sha256_file
 from edge_sdk.errors import ConfigError, DeviceError, EdgeSDKError, StoreError
 from edge_sdk.flash.plan import fit_reports
 from edge_sdk.flash.targets import Target
-from edge_sdk.flash.transport import Transport, open_transport
+from edge_sdk.flash.transport import Completed, Transport, open_transport
 
 
 class Stage(enum.StrEnum):
@@ -210,7 +210,7 @@ class _Run:
             device.remove(key_path)
         if done.returncode != 0:
             device.remove(remote)  # refused: the next flash copies afresh instead of trusting these bytes
-            raise StoreError(f"the device refused the bundle: {_device_message(done.stderr, done.stdout)}")
+            raise StoreError(f"the device refused the bundle: {_device_message(done)}")
         device.remove(remote)
         self.log.extend(f"device: {line.strip()}" for line in done.stdout.splitlines() if line.strip())
 
@@ -242,27 +242,23 @@ class _Run:
         now = self.active_version(device)
         if done.returncode != 0 or now != before:
             self.active = now
-            return (
-                f"health check failed: {problem}; ROLLBACK FAILED, {now} is active: "
-                f"{_device_message(done.stderr, done.stdout)}"
-            )
+            return f"health check failed: {problem}; ROLLBACK FAILED, {now} is active: {_device_message(done)}"
         self.active = before
         self.log.append(f"rolled back to {before}")
         return f"health check failed: {problem}; rolled back to {before}"
 
 
-def _device_message(stderr: str, stdout: str) -> str:
+def _device_message(done: Completed) -> str:
     """The device CLI's `error: ...` message (rich may have wrapped it), else its last output line."""
-    lines = stderr.splitlines()
+    lines = done.stderr.splitlines()
     start = next((i for i, line in enumerate(lines) if line.startswith("error:")), None)
     if start is not None:
         return " ".join(line.strip() for line in lines[start:]).removeprefix("error:").strip()
-    tail = [line.strip() for line in (stderr + "\n" + stdout).splitlines() if line.strip()]
-    if not tail:
-        return "no output"
-    if "not found" in tail[-1]:
+    tail = [line.strip() for line in (done.stderr + "\n" + done.stdout).splitlines() if line.strip()]
+    last = tail[-1] if tail else f"exit status {done.returncode}, no output"
+    if done.returncode == 127:  # the shell found no such command
         return (
-            f"{tail[-1]} (is edge-sdk installed on the board? pip install 'edge-sdk[onnx]', or point "
+            f"{last} (is edge-sdk installed on the board? pip install 'edge-sdk[onnx]' there, or point "
             "--remote-edge-sdk at it)"
         )
-    return tail[-1]
+    return last

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -110,20 +111,26 @@ def test_corrupted_copy_on_the_board_is_refused_there_and_copied_afresh(sshd, re
 
 
 @pytest.mark.parametrize(
-    ("version", "device_key", "why"),
+    ("version", "device_key", "configured", "why"),
     [
-        ("1.0.0", "other_pub", r"signed by key [0-9a-f]{16}, which is not trusted here"),
-        ("1.2.0", "pub", "is not signed; this device accepts only bundles signed by a trusted key"),
+        ("1.0.0", "other_pub", True, r"signed by key [0-9a-f]{16}, which is not trusted here"),
+        ("1.2.0", "pub", True, "is not signed; this device accepts only bundles signed by a trusted key"),
+        ("1.0.0", "other_pub", False, r"signed by key [0-9a-f]{16}, which is not trusted here"),
     ],
-    ids=["wrong-key", "unsigned"],
+    ids=["wrong-key", "unsigned", "wrong-key-named-by-flash"],
 )
 def test_board_with_trusted_keys_refuses_wrongly_signed_and_unsigned_bundles(
-    sshd, releases, signing_keys, tmp_path, version, device_key, why
+    sshd, releases, signing_keys, tmp_path, version, device_key, configured, why
 ):
+    """The board's keys: configured in its store (`trusted-keys/`), or named on the board by --device-trust."""
     store = tmp_path / "store"
-    release = prepare(releases[version], tmp_path)
-    options = sshd.options(activate=True, device_trust=(str(signing_keys[device_key]),))
-    result = flash_one(release, parse_target(sshd.url(store)), options)
+    options = sshd.options(activate=True)
+    if configured:
+        (store / "trusted-keys").mkdir(parents=True)
+        shutil.copy(signing_keys[device_key], store / "trusted-keys" / "release.pub")
+    else:
+        options = sshd.options(activate=True, device_trust=(str(signing_keys[device_key]),))
+    result = flash_one(prepare(releases[version], tmp_path), parse_target(sshd.url(store)), options)
     assert not result.ok and result.stage is Stage.INSTALL
     assert re.search(why, result.message), result.message
     assert BundleStore(store).list() == []
@@ -186,3 +193,9 @@ def test_unknown_host_key_is_refused_unless_accepted(sshd, release, tmp_path):
     accepted = flash_one(release, target, sshd.options(known_hosts=known, accept_new_host=True))
     assert accepted.ok, accepted.message
     assert f"[127.0.0.1]:{sshd.port} ssh-ed25519" in known.read_text()  # trusted on first use, then pinned
+
+
+def test_board_without_edge_sdk_is_told_what_to_install(sshd, release, tmp_path):
+    result = flash_one(release, parse_target(sshd.url(tmp_path / "store")), sshd.options(remote_cmd="/opt/no/edge-sdk"))
+    assert not result.ok and result.stage is Stage.INSTALL
+    assert "is edge-sdk installed on the board? pip install 'edge-sdk[onnx]'" in result.message
