@@ -17,6 +17,7 @@ from edge_sdk.flash.transport import CHUNK, Completed, Sent, Transport
 
 CONNECT_TIMEOUT_S = 10.0
 KEEPALIVE_S = 15  # a board that vanishes is noticed instead of hanging a copy forever
+SFTP_TIMEOUT_S = 60.0  # one SFTP request unanswered this long: the link is gone
 
 
 def _paramiko() -> Any:
@@ -92,7 +93,9 @@ class SSHTransport(Transport):
 
     def _open_sftp(self) -> Any:
         with self._link("opening SFTP"):
-            return self._client.open_sftp()
+            sftp = self._client.open_sftp()
+            sftp.get_channel().settimeout(SFTP_TIMEOUT_S)
+            return sftp
 
     @contextlib.contextmanager
     def _link(self, doing: str) -> Iterator[None]:

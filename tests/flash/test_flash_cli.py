@@ -63,6 +63,7 @@ def test_target_urls_parse_and_bad_ones_say_what_is_valid(tmp_path):
         read_targets(listing)
 
 
+@pytest.mark.slow
 def test_dir_target_resumes_a_partial_copy(releases, tmp_path):
     release = prepare(releases["1.0.0"], tmp_path)
     store = tmp_path / "card" / "store"
@@ -75,6 +76,7 @@ def test_dir_target_resumes_a_partial_copy(releases, tmp_path):
     assert BundleStore(store).active("digits-cnn").manifest == release.manifest
 
 
+@pytest.mark.slow
 def test_no_variant_fitting_the_boards_profile_stops_before_connecting(releases, tiny_profile, tmp_path):
     release = prepare(releases["1.0.0"], tmp_path)
     target = parse_target(f"dir://{tmp_path / 'store'}", str(tiny_profile))
@@ -84,6 +86,7 @@ def test_no_variant_fitting_the_boards_profile_stops_before_connecting(releases,
     assert not (tmp_path / "store").exists()
 
 
+@pytest.mark.slow
 def test_dry_run_prints_the_plan_and_the_fit_and_changes_nothing(releases, tiny_profile, tmp_path):
     listing = tmp_path / "boards.txt"
     listing.write_text(f"ssh://pi@pi-1.lan/var/lib/edge-sdk rpi5\ndir://{tmp_path / 'card'} {tiny_profile}\n")
@@ -99,6 +102,7 @@ def test_dry_run_prints_the_plan_and_the_fit_and_changes_nothing(releases, tiny_
     assert not (tmp_path / "card").exists()
 
 
+@pytest.mark.slow
 def test_flash_command_flashes_several_boards_and_summarises(sshd, releases, signing_keys, tmp_path, unused_port):
     listing = tmp_path / "boards.txt"
     good, card = tmp_path / "pi" / "store", tmp_path / "card"
