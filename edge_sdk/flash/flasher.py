@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import posixpath
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from edge_sdk.bundle import Bundle, Manifest
 from edge_sdk.bundle.files import sha256_file
 from edge_sdk.errors import ConfigError, DeviceError, EdgeSDKError, StoreError
 from edge_sdk.flash.plan import fit_reports
-from edge_sdk.flash.targets import Target
+from edge_sdk.flash.targets import Scheme, Target
 from edge_sdk.flash.transport import Completed, Transport, open_transport
 
 
@@ -133,6 +134,11 @@ class _Run:
 
     def go(self) -> FlashResult:
         manifest, options = self.release.manifest, self.options
+        if options.health_url and self.target.scheme is Scheme.DIR:
+            raise ConfigError(
+                f"{self.target.label} is a mounted store, not a running board: there is no daemon to health-check "
+                "(flash cards without --health-url)"
+            )
         if self.target.profile:
             fit = fit_reports(manifest, self.target.profile)
             if not any(report.fits for _, report in fit):
@@ -194,7 +200,8 @@ class _Run:
         args = ["install", remote, "--store", self.target.store]
         keys = []
         for i, key in enumerate(options.trust):
-            on_device = posixpath.join(self.target.incoming, f"trusted-{i}.pub")
+            # a name of its own: another flash into this store may be sending its keys at the same time
+            on_device = posixpath.join(self.target.incoming, f"trusted-{uuid.uuid4().hex[:12]}-{i}.pub")
             device.send(key, on_device, 0, lambda _n: None)
             keys.append(on_device)
         for key_path in (*keys, *options.device_trust):

@@ -58,12 +58,9 @@ class Transport(ABC):
     def run(self, args: list[str], timeout: float) -> Completed:
         """Run `edge-sdk ARGS...` on the device."""
 
+    @abstractmethod
     def http_status(self, url: str, timeout: float) -> int:
         """GET `url` as the device itself sees it; the HTTP status."""
-        raise ConfigError(
-            f"{self.target.label} is a mounted store, not a running board: there is no daemon to health-check "
-            "(drop --health-url, or flash it over ssh:// once it runs)"
-        )
 
     def close(self) -> None:  # noqa: B027 - most transports hold nothing
         pass
@@ -113,6 +110,9 @@ class DirTransport(Transport):
             return os.readlink(path)
         except OSError:
             return None
+
+    def http_status(self, url: str, timeout: float) -> int:
+        raise ConfigError(f"{self.target.label} is a mounted store: it runs no daemon to health-check")
 
     def run(self, args: list[str], timeout: float) -> Completed:
         try:

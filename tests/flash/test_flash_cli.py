@@ -85,6 +85,11 @@ def test_no_variant_fitting_the_boards_profile_stops_before_connecting(releases,
     assert "no variant of digits-cnn fits" in result.message and "budget 16 MB" in result.message
     assert not (tmp_path / "store").exists()
 
+    card = parse_target(f"dir://{tmp_path / 'card'}")
+    checked = flash_one(release, card, _no_ssh_options(activate=True, health_url="http://127.0.0.1:8080/health/ready"))
+    assert not checked.ok and "there is no daemon to health-check" in checked.message
+    assert not (tmp_path / "card").exists()  # refused before anything was written
+
 
 @pytest.mark.slow
 def test_dry_run_prints_the_plan_and_the_fit_and_changes_nothing(releases, tiny_profile, tmp_path):
