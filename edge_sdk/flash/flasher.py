@@ -1,6 +1,6 @@
 """Flash a verified bundle onto boards: copy (resumable), install on the device, activate, health-check, roll back.
 
-Per target:  fit? ─► connect ─► copy to <store>/.incoming (resume from what is there) ─► `edge-sdk install` on
+Per target:  plan (fit?) ─► connect ─► copy to <store>/.incoming (resume from what is there) ─► `edge-sdk install` on
 the device (digests, signature, golden set, atomic install) ─► activate ─► health check ─► rollback on failure.
 A target that fails is reported with the stage and the reason; the others go on.
 """
@@ -25,7 +25,7 @@ from edge_sdk.flash.transport import Completed, Transport, open_transport
 
 
 class Stage(enum.StrEnum):
-    FIT = "fit"
+    PLAN = "plan"  # checks before connecting: the options for this target, the fit to its profile
     CONNECT = "connect"
     UPLOAD = "upload"
     INSTALL = "install"
@@ -118,7 +118,7 @@ class _Run:
 
     def __init__(self, release: Release, target: Target, options: FlashOptions, on_event: Event) -> None:
         self.release, self.target, self.options, self.on_event = release, target, options, on_event
-        self.stage = Stage.FIT
+        self.stage = Stage.PLAN
         self.sent = 0
         self.active: str | None = None
         self.log: list[str] = []

@@ -81,7 +81,7 @@ def test_no_variant_fitting_the_boards_profile_stops_before_connecting(releases,
     release = prepare(releases["1.0.0"], tmp_path)
     target = parse_target(f"dir://{tmp_path / 'store'}", str(tiny_profile))
     result = flash_one(release, target, _no_ssh_options(activate=True))
-    assert not result.ok and result.stage is Stage.FIT
+    assert not result.ok and result.stage is Stage.PLAN
     assert "no variant of digits-cnn fits" in result.message and "budget 16 MB" in result.message
     assert not (tmp_path / "store").exists()
 
