@@ -68,7 +68,7 @@ def flash_cmd(
     """Copy a bundle onto boards (resuming an interrupted copy), verify it there (digests, signature, golden set),
     install it into the device's store as a new version, and optionally activate it and check the daemon's
     health, rolling back when that fails. Boards are flashed in parallel; a summary says what worked where."""
-    from edge_sdk.flash import FlashOptions, parse_target, plan_target, prepare, read_targets
+    from edge_sdk.flash import FlashOptions, parse_target, plan_target, prepare, read_targets, survey
 
     with user_errors(), tempfile.TemporaryDirectory(prefix="edge-flash-") as work:
         targets = [parse_target(url, profile) for url in to]
@@ -101,17 +101,18 @@ def flash_cmd(
         )
         if dry_run:
             trusted = len(trust) + len(device_trust)
-            for target in targets:
-                _print_plan(
-                    plan_target(
-                        m,
-                        target,
-                        activate=activate,
-                        health_url=health_url,
-                        trusted=trusted,
-                        device_check=not no_device_check,
-                    )
+            with console.status("asking the boards what they hold (read only)"):
+                boards = survey(release, targets, options)
+            for target, board in zip(targets, boards, strict=True):
+                plan = plan_target(
+                    m,
+                    target,
+                    activate=activate,
+                    health_url=health_url,
+                    trusted=trusted,
+                    device_check=not no_device_check,
                 )
+                _print_plan(plan, board)
             console.print("[dim]dry run: nothing was copied or changed[/]")
             return
         results = _flash_with_progress(release, targets, options)
@@ -141,9 +142,11 @@ def _flash_with_progress(release: Release, targets: Sequence[Target], options: F
         return flash_many(release, targets, options, on_event)
 
 
-def _print_plan(plan: TargetPlan) -> None:
+def _print_plan(plan: TargetPlan, board: list[str]) -> None:
     target = plan.target
     console.print(f"\n[bold]{escape(target.label)}[/]" + (f" (profile {target.profile})" if target.profile else ""))
+    for line in board:
+        console.print(f"  {escape(line)}", highlight=False)
     for i, step in enumerate(plan.steps, 1):
         console.print(f"  {i}. {escape(step)}", highlight=False)
     if not plan.fit:

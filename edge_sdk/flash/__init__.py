@@ -1,6 +1,6 @@
 """Flash verified bundles onto boards over SSH or onto a mounted card: resumable, verified on the device."""
 
-from edge_sdk.flash.flasher import FlashOptions, FlashResult, Release, Stage, flash_many, flash_one, prepare
+from edge_sdk.flash.flasher import FlashOptions, FlashResult, Release, Stage, flash_many, flash_one, prepare, survey
 from edge_sdk.flash.plan import TargetPlan, plan_target
 from edge_sdk.flash.targets import Scheme, Target, parse_target, read_targets
 
@@ -18,4 +18,5 @@ __all__ = [
     "plan_target",
     "prepare",
     "read_targets",
+    "survey",
 ]

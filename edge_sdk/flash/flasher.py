@@ -104,13 +104,61 @@ def flash_many(
         return list(pool.map(lambda t: flash_one(release, t, options, on_event), targets))
 
 
+def survey(release: Release, targets: Sequence[Target], options: FlashOptions) -> list[list[str]]:
+    """What each board holds now, read only (for a dry run): its active version, a copy to resume, or why
+    it cannot be reached. Boards are asked in parallel."""
+    with ThreadPoolExecutor(max_workers=min(options.parallel, len(targets)) or 1) as pool:
+        return list(pool.map(lambda t: _survey_one(release, t, options), targets))
+
+
+def _survey_one(release: Release, target: Target, options: FlashOptions) -> list[str]:
+    name, version, total = release.manifest.name, release.manifest.version, release.size
+    final = posixpath.join(target.incoming, release.remote_name)
+    try:
+        with _connect(target, options) as device:
+            link = device.readlink(posixpath.join(target.store, "models", name, "current"))
+            copied, partial = device.size(final), device.size(final + ".part")
+    except EdgeSDKError as exc:
+        return [f"board now: {_without_label(exc, target)}"]
+    active = posixpath.basename(link) if link else None
+    lines = [f"board now: {name} {active} is active" if active else f"board now: no version of {name} is active"]
+    if active == version:
+        lines.append(f"{version} is already active: the install would change nothing")
+    elif active and not options.allow_downgrade and _older(version, active):
+        lines.append(f"would be refused: {version} is older than the active {active} (--allow-downgrade)")
+    if copied == total:
+        lines.append("the bundle is already copied there: nothing would be sent")
+    elif partial and partial <= total:
+        lines.append(f"a partial copy is there: the copy would resume at byte {partial} of {total}")
+    return lines
+
+
+def _older(version: str, than: str) -> bool:
+    from edge_sdk.store import version_key
+
+    try:
+        return version_key(version) < version_key(than)
+    except ValueError:  # a hand-made directory name: the device decides
+        return False
+
+
+def _connect(target: Target, options: FlashOptions) -> Transport:
+    return open_transport(
+        target,
+        identity=options.identity,
+        known_hosts=options.known_hosts,
+        accept_new_host=options.accept_new_host,
+        remote_cmd=options.remote_cmd,
+    )
+
+
 def flash_one(release: Release, target: Target, options: FlashOptions, on_event: Event | None = None) -> FlashResult:
     """Flash one target; never raises for what a board does, returns a result with the failed stage instead."""
     run = _Run(release, target, options, on_event or (lambda *_: None))
     try:
         return run.go()
     except EdgeSDKError as exc:
-        return run.result(False, str(exc))
+        return run.result(False, _without_label(exc, target))
 
 
 class _Run:
@@ -145,13 +193,7 @@ class _Run:
                 reasons = "; ".join(f"{vid}: {', '.join(r.reasons)}" for vid, r in fit)
                 raise ConfigError(f"no variant of {manifest.name} fits {self.target.profile}: {reasons}")
         self.enter(Stage.CONNECT)
-        with open_transport(
-            self.target,
-            identity=options.identity,
-            known_hosts=options.known_hosts,
-            accept_new_host=options.accept_new_host,
-            remote_cmd=options.remote_cmd,
-        ) as device:
+        with _connect(self.target, options) as device:
             self.enter(Stage.UPLOAD)
             remote = self.upload(device)
             self.enter(Stage.INSTALL)
@@ -253,6 +295,11 @@ class _Run:
         self.active = before
         self.log.append(f"rolled back to {before}")
         return f"health check failed: {problem}; rolled back to {before}"
+
+
+def _without_label(exc: EdgeSDKError, target: Target) -> str:
+    """The message without the target's name in front: results and plans are shown beside it."""
+    return str(exc).removeprefix(f"{target.label}: ")
 
 
 def _device_message(done: Completed) -> str:

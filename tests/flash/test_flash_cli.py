@@ -92,19 +92,45 @@ def test_no_variant_fitting_the_boards_profile_stops_before_connecting(releases,
 
 
 @pytest.mark.slow
-def test_dry_run_prints_the_plan_and_the_fit_and_changes_nothing(releases, tiny_profile, tmp_path):
+def test_dry_run_prints_the_plan_the_fit_and_the_boards_state_and_changes_nothing(
+    sshd, releases, tiny_profile, tmp_path, unused_port
+):
+    store, card = tmp_path / "pi", tmp_path / "card"
+    BundleStore(store).install(releases["1.1.0"])
+    release = prepare(releases["1.0.0"], tmp_path)  # the same bytes the command packs: packing is reproducible
+    part = store / ".incoming" / f"{release.remote_name}.part"
+    part.parent.mkdir()
+    part.write_bytes(release.archive.read_bytes()[:1000])
     listing = tmp_path / "boards.txt"
-    listing.write_text(f"ssh://pi@pi-1.lan/var/lib/edge-sdk rpi5\ndir://{tmp_path / 'card'} {tiny_profile}\n")
-    out = _cli(str(releases["1.0.0"]), "--targets", str(listing), "--activate", "--dry-run")
+    listing.write_text(
+        f"{sshd.url(store)} rpi5\ndir://{card} {tiny_profile}\nssh://{sshd.user}@127.0.0.1:{unused_port}/gone\n"
+    )
+    out = _cli(
+        str(releases["1.0.0"]),
+        "--targets",
+        str(listing),
+        "--activate",
+        "--dry-run",
+        "--identity",
+        str(sshd.identity),
+        "--known-hosts",
+        str(sshd.known_hosts),
+    )
     assert out.exit_code == 0, out.output
     text = out.output
     assert "digits-cnn 1.0.0: 4 variant(s)" in text
-    assert "ssh://pi@pi-1.lan/var/lib/edge-sdk (profile rpi5)" in text
-    assert "install digits-cnn 1.0.0 into the store /var/lib/edge-sdk" in text
+    assert f"{sshd.url(store)} (profile rpi5)" in text
+    assert f"install digits-cnn 1.0.0 into the store {store}" in text
+    assert "board now: digits-cnn 1.1.0 is active" in text
+    assert "would be refused: 1.0.0 is older than the active 1.1.0" in text
+    assert f"the copy would resume at byte 1000 of {release.size}" in text
     assert "fit onnx-int8-static: fits" in text
+    assert "board now: no version of digits-cnn is active" in text  # the card, where nothing is yet
     assert "does not fit" in text and "would be skipped: no variant fits" in text
+    assert "board now: unreachable: Unable to connect to port" in text
     assert "dry run: nothing was copied or changed" in text
-    assert not (tmp_path / "card").exists()
+    assert part.stat().st_size == 1000 and BundleStore(store).active("digits-cnn").manifest.version == "1.1.0"
+    assert not card.exists()
 
 
 @pytest.mark.slow
