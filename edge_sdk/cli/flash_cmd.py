@@ -76,6 +76,10 @@ def flash_cmd(
             targets += read_targets(targets_file)
         if not targets:
             raise ConfigError("name at least one board: --to ssh://user@host/store/path, or --targets FILE")
+        labels = [t.label for t in targets]
+        if len(set(labels)) != len(labels):
+            twice = sorted({label for label in labels if labels.count(label) > 1})
+            raise ConfigError(f"targets named more than once (two copies into one store collide): {twice}")
         options = FlashOptions(
             activate=activate,
             trust=tuple(trust),

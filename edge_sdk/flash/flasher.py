@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from edge_sdk.bundle import Bundle, Manifest
 from edge_sdk.bundle.files import sha256_file
@@ -55,6 +56,14 @@ class FlashOptions:
     def __post_init__(self) -> None:
         if self.health_url and not self.activate:
             raise ConfigError("--health-url checks the newly active version: add --activate")
+        if self.health_url:
+            url = urlsplit(self.health_url)
+            if url.scheme != "http" or not url.hostname:
+                # checked now: a typo found after activation would roll a good version back
+                raise ConfigError(
+                    f"health URL {self.health_url!r} must be http://HOST[:PORT]/PATH as the board sees it, "
+                    "e.g. http://127.0.0.1:8080/health/ready"
+                )
         if self.parallel < 1:
             raise ConfigError(f"parallel must be at least 1, got {self.parallel}")
 

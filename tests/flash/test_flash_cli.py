@@ -162,6 +162,10 @@ def test_flash_command_flashes_several_boards_and_summarises(sshd, releases, sig
     assert bad.exit_code == 1 and "valid: 'ssh', 'dir'" in bad.output
     none = _cli(str(releases["1.1.0"]))
     assert none.exit_code == 1 and "name at least one board" in none.output
+    twice = _cli(str(releases["1.1.0"]), "--to", f"dir://{card}", "--to", f"dir://{card}/")
+    assert twice.exit_code == 1 and "targets named more than once" in twice.output
+    typo = _cli(str(releases["1.1.0"]), "--to", f"dir://{card}", "--activate", "--health-url", "127.0.0.1:8080/health")
+    assert typo.exit_code == 1 and "must be http://HOST[:PORT]/PATH" in typo.output
 
 
 def _no_ssh_options(**changes: object):
