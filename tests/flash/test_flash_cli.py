@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from edge_sdk.bundle import Bundle
 from edge_sdk.errors import ConfigError
 from edge_sdk.flash import Scheme, Stage, flash_one, parse_target, prepare, read_targets
 from edge_sdk.store import BundleStore
@@ -74,6 +75,11 @@ def test_dir_target_resumes_a_partial_copy(releases, tmp_path):
     assert result.ok, result.message
     assert result.sent_bytes == release.size - 100_000
     assert BundleStore(store).active("digits-cnn").manifest == release.manifest
+
+    # an .edgebundle is sent as it is; packing is reproducible, so it is the same bytes and the same copy name
+    packed = prepare(Bundle.open(releases["1.0.0"]).pack(tmp_path / "digits.edgebundle"), tmp_path)
+    assert packed.archive == tmp_path / "digits.edgebundle"
+    assert (packed.sha256, packed.remote_name) == (release.sha256, release.remote_name)
 
 
 @pytest.mark.slow
