@@ -1,11 +1,12 @@
 """`edge-sdk cloud serve`: the cloud side of hybrid serving, assembled from pieces.
 
-    DeviceAuth                  every request but health: a device or publisher key, or 401
-    └── routes of the gateway   /v1/registry/bundles...  (publish, list, Range download)
-        │                       /v1/telemetry            (durable, per device)
-        └── the device daemon   the gateway's own bundles, /v1/models, /metrics, health; its cloud is the
-                                upstream engine, so a model not served here is forwarded there (SSE too,
-                                with the cloud client's retries and breaker; X-Edge-Route says which)
+    DeviceAuth                    every request but health: a device or publisher key, or 401
+    └── IdempotentExceptUploads   a POST with Idempotency-Key runs once per device; a repeat gets the stored
+        │                         response (cloud_sync.idempotency); registry uploads pass (streamed to disk)
+        ├── the gateway's routes  /v1/registry/bundles... (publish, list, Range download), /v1/telemetry
+        └── the device daemon     the gateway's own bundles, /v1/models, /metrics, health; its cloud is the
+                                  upstream engine, so a model not served here is forwarded there (SSE too,
+                                  with the cloud client's retries and breaker; X-Edge-Route says which)
 
 The gateway is thus the same daemon a device runs, with the upstream as its cloud: to a device it is just
 another OpenAI-compatible server.
@@ -19,10 +20,12 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cloud_sync.devices import PUBLISHER, DeviceAuth, caller_of
+from cloud_sync.idempotency import IdempotencyMiddleware, IdempotencyStore
 from cloud_sync.registry import Registry
-from cloud_sync.registry_routes import add_registry_routes
+from cloud_sync.registry_routes import PREFIX, add_registry_routes
 from cloud_sync.telemetry import TelemetryStore, add_telemetry_routes
 from edge_sdk.bundle.signing import TrustedKey
 from edge_sdk.daemon.config import DaemonConfig, daemon_config
@@ -37,6 +40,7 @@ class GatewayConfig(BaseModel):
     publishers: dict[str, str] = Field(default_factory=dict, description="publisher key -> publisher id")
     registry_dir: Path
     telemetry_db: Path | None = None  # None: <registry_dir>/telemetry.sqlite3
+    idempotency_db: Path | None = None  # None: <registry_dir>/idempotency.sqlite3
     trust: tuple[TrustedKey, ...] = ()  # non-empty: the registry accepts only bundles signed by these keys
     upstream_url: str | None = None
     upstream_api_key: str | None = None
@@ -60,6 +64,7 @@ def build_gateway(source: BundleSource, config: GatewayConfig) -> FastAPI:
         yield  # a mounted app's own shutdown hooks do not run: close what the daemon opened here
         await daemon.state.hybrid.aclose()
         telemetry.close()
+        idempotency.close()
 
     app = FastAPI(title="edge-sdk cloud gateway", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state = daemon.state  # one state: the pool the server closes, `ready` that SIGTERM turns off
@@ -77,9 +82,25 @@ def build_gateway(source: BundleSource, config: GatewayConfig) -> FastAPI:
     app.state.registry, app.state.telemetry = registry, telemetry
 
     app.mount("", daemon)  # everything the routes above do not take
+    idempotency = IdempotencyStore(config.idempotency_db or config.registry_dir / "idempotency.sqlite3")
+    app.add_middleware(IdempotentExceptUploads, store=idempotency)
+    # added last, so outermost: idempotency keys on the device it authenticated, and a refusal never gets in
     app.add_middleware(DeviceAuth, devices=config.devices, publishers=config.publishers, metrics=pool.metrics)
 
     return app
+
+
+class IdempotentExceptUploads:
+    """The idempotency middleware for every POST but registry uploads, which it would hold in memory."""
+
+    def __init__(self, app: ASGIApp, *, store: IdempotencyStore) -> None:
+        self.app, self.idempotent = app, IdempotencyMiddleware(app, store)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(PREFIX):
+            await self.app(scope, receive, send)  # a re-upload is harmless: same bytes, same entry
+        else:
+            await self.idempotent(scope, receive, send)
 
 
 def serve_gateway(source: BundleSource, config: GatewayConfig) -> None:

@@ -43,7 +43,7 @@ def packed_versions(onnx_bundle, tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture
-def registry_gateway(serve_app, key_files, tmp_path) -> Iterator[str]:
+def registry_gateway(key_files, tmp_path) -> Iterator[str]:
     """A gateway with an empty registry of its own, no own bundles and no upstream."""
-    with running_gateway(serve_app, DirectorySource([]), gateway_config(key_files, tmp_path / "registry")) as url:
+    with running_gateway(DirectorySource([]), gateway_config(key_files, tmp_path / "registry")) as url:
         yield url

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import uvicorn
 
 from cloud_sync.devices import read_key_file
 from cloud_sync.gateway import GatewayConfig, build_gateway
@@ -35,8 +38,26 @@ def gateway_config(key_files: dict[str, Path], registry: Path, **options) -> Gat
 
 
 @contextmanager
-def running_gateway(serve_app, source: BundleSource, config: GatewayConfig) -> Iterator[str]:
-    """The gateway app in uvicorn on loopback (`serve_app`: the fixture of tests/conftest.py)."""
+def serve_app(app) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn on loopback until the block ends."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started, "the server did not start within 20 s"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@contextmanager
+def running_gateway(source: BundleSource, config: GatewayConfig) -> Iterator[str]:
+    """The gateway app in uvicorn on loopback."""
     app = build_gateway(source, config)
     try:
         with serve_app(app) as url:

@@ -102,7 +102,7 @@ def test_telemetry_is_stored_once_per_key_and_per_device(gateway):
     first = httpx.post(f"{url}/v1/telemetry", json=batch, headers=headers)
     assert first.status_code == 202 and first.json() == {"device": "pi-kitchen", "accepted": 3, "duplicate": False}
     repeat = httpx.post(f"{url}/v1/telemetry", json=batch, headers=headers)  # a redelivery after a lost answer
-    assert repeat.json() == {"device": "pi-kitchen", "accepted": 0, "duplicate": True}
+    assert repeat.headers["idempotent-replayed"] == "true" and repeat.json() == first.json()
     other = httpx.post(f"{url}/v1/telemetry", json={"items": [{"up": 1}]}, headers=auth(OTHER_KEY))
     assert other.json()["device"] == "jetson-garage"  # the key says who it is
     spoofed = httpx.post(f"{url}/v1/telemetry", json=batch, headers=auth(OTHER_KEY))
@@ -150,6 +150,25 @@ def test_pass_through_to_llama_cpp_server(gateway, llama_server):
     assert "maximum context length is 4096" in refused.json()["error"]["message"]  # the upstream's words
 
 
+def test_a_repeated_idempotency_key_is_answered_once_per_device(gateway):
+    url = gateway["url"]
+    body = {**CHAT, "model": CLOUD_MODEL}
+
+    def deliver(key: str) -> httpx.Response:
+        headers = {**auth(key), "Idempotency-Key": "job-0042"}
+        return httpx.post(f"{url}/v1/chat/completions", json=body, headers=headers, timeout=120)
+
+    first, again, other = deliver(DEVICE_KEY), deliver(DEVICE_KEY), deliver(OTHER_KEY)
+    assert first.status_code == again.status_code == other.status_code == 200
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"]  # the stored answer: the upstream did not run it again
+    assert "idempotent-replayed" not in other.headers  # another device's key of the same name is its own
+    assert other.json()["id"] != first.json()["id"]
+    changed = httpx.post(f"{url}/v1/chat/completions", json={**body, "max_tokens": 3},
+                         headers={**auth(DEVICE_KEY), "Idempotency-Key": "job-0042"})  # fmt: skip
+    assert changed.status_code == 422 and "already used for a different request" in changed.text
+
+
 def test_own_bundle_is_answered_locally(gateway, digits):
     url = gateway["url"]
     x = digits.test_x[:2]
@@ -163,14 +182,14 @@ def test_own_bundle_is_answered_locally(gateway, digits):
     assert chat.status_code == 400 and "tensor model" in chat.json()["error"]["message"]
 
 
-def test_unreachable_upstream_is_a_clear_502(serve_app, key_files, tmp_path):
+def test_unreachable_upstream_is_a_clear_502(key_files, tmp_path):
     from gateway_helpers import gateway_config, running_gateway
 
     from edge_sdk.daemon.pool import DirectorySource
 
     dead = f"http://127.0.0.1:{free_port()}"
     config = gateway_config(key_files, tmp_path / "registry", upstream_url=dead)
-    with running_gateway(serve_app, DirectorySource([]), config) as url:
+    with running_gateway(DirectorySource([]), config) as url:
         answer = httpx.post(f"{url}/v1/chat/completions", json={**CHAT, "model": "x"}, headers=auth(DEVICE_KEY))
     assert answer.status_code == 502
     assert answer.headers["x-edge-route"] == "cloud"
