@@ -77,7 +77,6 @@ def test_sync_refuses_a_tampered_download(registry_gateway, packed_versions, tmp
     assert not list((store.root / DOWNLOADS).glob("*.part"))
 
 
-@pytest.mark.slow
 def test_cli_publish_then_sync_with_golden_check(key_files, registry_gateway, packed_versions, onnx_bundle, tmp_path):
     runner = CliRunner()
     url, device = registry_gateway, tmp_path / "device"
