@@ -120,15 +120,20 @@ class Registry:
                         f"{name} {version} is already published with other contents (sha256 {old.sha256[:12]}… "
                         f"published, {sha256[:12]}… offered): give the new bundle a new version"
                     )
+                if not self.path_of(name, version, must_exist=False).is_file():
+                    self._place(upload, name, version)  # the same bytes again restore a lost file
                 return old, False
-            target = self.path_of(name, version, must_exist=False)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with upload.open("rb") as fh:
-                os.fsync(fh.fileno())
-            os.rename(upload, target)
-            _fsync_dir(target.parent)
-            self._write_index([*index, entry])
+            self._place(upload, name, version)
+            self._write_index([*index, entry])  # after the file: an indexed version always has its bytes
         return entry, True
+
+    def _place(self, upload: Path, name: str, version: str) -> None:
+        target = self.path_of(name, version, must_exist=False)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with upload.open("rb") as fh:
+            os.fsync(fh.fileno())
+        os.rename(upload, target)
+        _fsync_dir(target.parent)
 
     # ------------------------------------------------------------------------------------------ read
     def list(self, name: str | None = None) -> builtins.list[RegistryEntry]:

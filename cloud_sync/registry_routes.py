@@ -98,9 +98,13 @@ def add_registry_routes(
             entry = registry.entry(name, version)
         except RegistryError as exc:
             return _error(str(exc), "not_found_error", 404)
+        path = registry.path_of(name, version)
+        if not path.is_file():
+            message = f"{name} {version} is in the registry's index but its file {str(path)!r} is missing"
+            return _error(message + "; publish it again", "server_error", 500)
         headers = {"ETag": f'"{entry.sha256}"', "Repr-Digest": repr_digest(entry.sha256)}
         return FileResponse(
-            registry.path_of(name, version),
+            path,
             headers=headers,
             media_type="application/octet-stream",
             filename=f"{name}-{version}.edgebundle",

@@ -20,8 +20,8 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def test_publish_list_download_with_range(registry_gateway, packed_versions):
-    url, path = registry_gateway, packed_versions["1.0.0"]
+def test_publish_list_download_with_range(registry_gateway, packed_versions, tmp_path):
+    url, path, registry_dir = registry_gateway, packed_versions["1.0.0"], tmp_path / "registry"
     data = path.read_bytes()
     first = publish(url, path)
     assert first.status_code == 201, first.text
@@ -53,6 +53,13 @@ def test_publish_list_download_with_range(registry_gateway, packed_versions):
         headers={**auth(DEVICE_KEY), "Range": "bytes=100-", "If-Range": '"0000"'},
     )
     assert stale.status_code == 200 and stale.content == data
+
+    lost = registry_dir / "bundles" / "digits-cnn" / "1.1.0.edgebundle"
+    lost.unlink()  # a disk accident on the server
+    gone = httpx.get(f"{url}/v1/registry/bundles/digits-cnn/1.1.0", headers=auth(DEVICE_KEY))
+    assert gone.status_code == 500 and "its file" in gone.json()["error"]["message"]
+    assert publish(url, packed_versions["1.1.0"]).status_code == 200  # the same bytes again put it back
+    assert lost.read_bytes() == packed_versions["1.1.0"].read_bytes()
 
     missing = httpx.get(f"{url}/v1/registry/bundles/digits-cnn/9.9.9", headers=auth(DEVICE_KEY))
     assert missing.status_code == 404

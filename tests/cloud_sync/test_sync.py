@@ -8,9 +8,12 @@ import pytest
 from gateway_helpers import DEVICE_KEY, publish
 from typer.testing import CliRunner
 
+from cloud_sync.registry import Registry
 from cloud_sync.sync import DOWNLOADS, Outcome, RegistryClient, _one_sync_at_a_time, sync
+from edge_sdk.bundle import Bundle, archive
+from edge_sdk.bundle.signing import generate_keypair, load_trusted, write_signature
 from edge_sdk.cli.main import app
-from edge_sdk.errors import StoreError
+from edge_sdk.errors import RegistryError, StoreError
 from edge_sdk.store import BundleStore
 
 NAME = "digits-cnn"
@@ -114,9 +117,31 @@ def test_cli_publish_then_sync_with_golden_check(key_files, registry_gateway, pa
 
 
 def _public_key(tmp_path: Path) -> Path:
-    from edge_sdk.bundle.signing import generate_keypair
-
     private = tmp_path / "release.key"
     if not private.exists():
         generate_keypair(private)
     return private.with_name("release.key.pub")
+
+
+def test_signed_bundles_published_listed_and_synced_with_trust(registry_gateway, packed_versions, tmp_path):
+
+    public, key_id = generate_keypair(tmp_path / "release.key")
+    trusted = load_trusted(public)
+    signed_dir = tmp_path / "signed"
+
+    archive.unpack(packed_versions["2.0.0"], signed_dir)
+    write_signature(signed_dir, Bundle.open(signed_dir).manifest, tmp_path / "release.key")
+
+    with pytest.raises(RegistryError, match="refusing to publish: bundle 'digits-cnn' is not signed"):
+        Registry(tmp_path / "strict", trust=[trusted]).publish(packed_versions["1.0.0"])
+    entry, new = Registry(tmp_path / "strict", trust=[trusted]).publish(signed_dir)
+    assert new and entry.signed and entry.key_id == key_id
+
+    signed = Bundle.open(signed_dir).pack(tmp_path / "digits-signed")
+    assert publish(registry_gateway, signed).status_code == 201
+    with RegistryClient(registry_gateway, api_key=DEVICE_KEY) as client:
+        (listed,) = client.list()
+    assert (listed.signed, listed.key_id) == (True, key_id)
+    store = BundleStore(tmp_path / "device")
+    (report,) = _sync(registry_gateway, store, trust=[trusted])
+    assert report.outcome is Outcome.INSTALLED and report.active_after == "2.0.0"
