@@ -33,11 +33,15 @@ def fit_reports(manifest: Manifest, profile_ref: str) -> tuple[tuple[str, FitRep
 
 
 def _estimate(profile: DeviceProfile, variant: Variant) -> FitReport:
-    # device_profiles.fit is the one estimator; only its public functions are used here
-    from device_profiles.fit import check_fit, estimate
+    # Only the manifest travels with the plan: weights, engine and activations are estimated from it; an LLM's
+    # KV cache needs the GGUF header, so a fit recorded at convert time (used first, above) is the better answer.
+    from device_profiles.estimate import ModelFacts
+    from device_profiles.fit import check_fit
 
-    est = estimate(variant.backend, variant.size_bytes, variant.inputs, variant.outputs)
-    return check_fit(profile, variant.backend, est)
+    facts = ModelFacts(
+        variant.backend, variant.recipe.quantization, variant.size_bytes, variant.inputs, variant.outputs
+    )
+    return check_fit(profile, facts)
 
 
 def plan_target(
