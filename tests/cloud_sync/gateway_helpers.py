@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -73,3 +74,54 @@ def auth(key: str) -> dict[str, str]:
 def publish(url: str, path: Path, key: str = PUBLISHER_KEY) -> httpx.Response:
     with path.open("rb") as fh:
         return httpx.post(f"{url}/v1/registry/bundles", content=fh, headers=auth(key), timeout=60)
+
+
+class CuttingProxy:
+    """A TCP proxy in front of a server that closes one connection after `cut_after` bytes came back on it.
+
+    Counts what the server sent through it, so a test can see how much a resumed download transferred.
+    """
+
+    def __init__(self, target: str, cut_after: int) -> None:
+        host, port = target.removeprefix("http://").split(":")
+        self.target, self.cut_after = (host, int(port)), cut_after
+        self.cut_done, self.bytes_after_cut = False, 0
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.target)
+            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, from_server: bool) -> None:
+        seen = 0
+        try:
+            while data := src.recv(65536):
+                if from_server:
+                    with self._lock:
+                        if not self.cut_done and seen + len(data) >= self.cut_after:
+                            dst.sendall(data[: self.cut_after - seen])
+                            self.cut_done = True
+                            raise ConnectionAbortedError("cut")
+                        if self.cut_done:
+                            self.bytes_after_cut += len(data)
+                    seen += len(data)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                s.close()

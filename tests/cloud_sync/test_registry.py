@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import socket
-import threading
 
 import httpx
 import pytest
-from gateway_helpers import DEVICE_KEY, PUBLISHER_KEY, auth, publish
+from gateway_helpers import DEVICE_KEY, PUBLISHER_KEY, CuttingProxy, auth, publish
 
 from cloud_sync.registry import Registry
 from cloud_sync.sync import RegistryClient
@@ -95,57 +92,6 @@ def test_publish_refusals(registry_gateway, packed_versions, tmp_path):
     assert httpx.post(f"{url}/v1/registry/bundles", content=b"", headers=auth(PUBLISHER_KEY)).status_code == 400
     with pytest.raises(RegistryError, match="no model 'nope' is published; published: 'digits-cnn'"):
         registry.entry("nope", "1.0.0")
-
-
-class CuttingProxy:
-    """A TCP proxy in front of a server that closes one connection after `cut_after` bytes came back on it.
-
-    Counts what the server sent through it, so a test can see how much a resumed download transferred.
-    """
-
-    def __init__(self, target: str, cut_after: int) -> None:
-        host, port = target.removeprefix("http://").split(":")
-        self.target, self.cut_after = (host, int(port)), cut_after
-        self.cut_done, self.bytes_after_cut = False, 0
-        self._lock = threading.Lock()
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def close(self) -> None:
-        self._listener.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(self.target)
-            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket, from_server: bool) -> None:
-        seen = 0
-        try:
-            while data := src.recv(65536):
-                if from_server:
-                    with self._lock:
-                        if not self.cut_done and seen + len(data) >= self.cut_after:
-                            dst.sendall(data[: self.cut_after - seen])
-                            self.cut_done = True
-                            raise ConnectionAbortedError("cut")
-                        if self.cut_done:
-                            self.bytes_after_cut += len(data)
-                    seen += len(data)
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-                s.close()
 
 
 def test_download_cut_midway_resumes_with_range(registry_gateway, packed_versions, tmp_path):

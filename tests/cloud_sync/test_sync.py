@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from gateway_helpers import DEVICE_KEY, publish
+from gateway_helpers import DEVICE_KEY, CuttingProxy, publish
 from typer.testing import CliRunner
 
 from cloud_sync.registry import Registry
@@ -13,7 +13,7 @@ from cloud_sync.sync import DOWNLOADS, Outcome, RegistryClient, _one_sync_at_a_t
 from edge_sdk.bundle import Bundle, archive
 from edge_sdk.bundle.signing import generate_keypair, load_trusted, write_signature
 from edge_sdk.cli.main import app
-from edge_sdk.errors import RegistryError, StoreError
+from edge_sdk.errors import RegistryError, StoreError, TransferError
 from edge_sdk.store import BundleStore
 
 NAME = "digits-cnn"
@@ -48,6 +48,25 @@ def test_sync_installs_newer_skips_equal_refuses_lower(registry_gateway, packed_
     assert lower.outcome is Outcome.REFUSED and lower.download is None  # refused before a byte is fetched
     assert "digits-cnn 1.0.0, older than the active 2.0.0: refusing a downgrade" in lower.detail
     assert store.active(NAME).manifest.version == "2.0.0"
+
+
+def test_sync_cut_midway_resumes_in_the_next_run(registry_gateway, packed_versions, tmp_path):
+    packed = packed_versions["2.0.0"]
+    assert publish(registry_gateway, packed).status_code == 201
+    store = BundleStore(tmp_path / "device")
+    proxy = CuttingProxy(registry_gateway, cut_after=packed.stat().st_size // 2)
+    try:
+        with RegistryClient(proxy.url, api_key=DEVICE_KEY, attempts=1) as client:
+            with pytest.raises(TransferError, match="the next sync resumes from there"):
+                sync(client, store)
+            assert store.list() == []  # nothing half-installed
+            (report,) = sync(client, store)
+    finally:
+        proxy.close()
+    assert report.outcome is Outcome.INSTALLED and report.active_after == "2.0.0"
+    assert report.download is not None and report.download.resumed_from > 0
+    assert report.download.resumed_from + report.download.received == packed.stat().st_size
+    assert store.active(NAME).manifest.version == "2.0.0"  # every file's digest checked by the store
 
 
 def test_one_sync_at_a_time(registry_gateway, tmp_path):
