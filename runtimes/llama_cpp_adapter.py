@@ -17,7 +17,14 @@ from jinja2.exceptions import SecurityError, TemplateError, TemplateRuntimeError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from edge_sdk.bundle import Variant
-from edge_sdk.errors import BundleError, ConfigError, InputError, RuntimeFailure, UnsupportedOperationError
+from edge_sdk.errors import (
+    BundleError,
+    ConfigError,
+    ContextLengthError,
+    InputError,
+    RuntimeFailure,
+    UnsupportedOperationError,
+)
 from edge_sdk.types import Backend
 from runtimes.base import Runtime, Session, SessionOptions, single_file
 
@@ -88,6 +95,7 @@ class LlamaSession(Session):
         import llama_cpp
 
         self._path, self._threads, self._n_ctx = model_path, options.threads, n_ctx
+        self.context_length = n_ctx
         try:
             with quiet_stderr():  # llama.cpp warns on stderr, verbose=False or not, e.g. when n_ctx > training
                 self._llm: Any = llama_cpp.Llama(
@@ -145,6 +153,13 @@ class LlamaSession(Session):
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         return self._stream(tokens, max_tokens, temperature, top_p, top_k, seed, [*stops, eos], unknown)
 
+    def count_prompt_tokens(self, prompt: str | None = None, messages: Sequence[Mapping[str, str]] = ()) -> int:
+        """What generate(prompt) or chat(messages) would feed; only the vocabulary is read, no engine lock needed."""
+        if prompt is not None:
+            return len(self._llm.tokenize(prompt.encode("utf-8"), add_bos=self._add_bos(), special=False))
+        text = self.render_chat(messages)
+        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
     def render_chat(self, messages: Sequence[Mapping[str, str]]) -> str:
         template = self._llm.metadata.get("tokenizer.chat_template")
         if not template:
@@ -196,7 +211,7 @@ class LlamaSession(Session):
             raise ConfigError(f"unknown generation options {sorted(unknown)}; valid: {list(GENERATE_OPTIONS)}")
         _check_options(max_tokens, temperature, top_p, top_k)
         if len(tokens) + max_tokens > self._n_ctx:
-            raise InputError(
+            raise ContextLengthError(
                 f"prompt of {len(tokens)} tokens + max_tokens {max_tokens} exceeds the context of {self._n_ctx}"
             )
         return self._pieces(tokens, max_tokens, temperature, top_p, top_k, seed, stop)
@@ -241,3 +256,6 @@ class LlamaCppRuntime(Runtime):
 
     def _load(self, variant: Variant, root: Path, options: SessionOptions) -> Session:
         return LlamaSession(single_file(variant, root, ".gguf"), options)
+
+    def context_length(self, variant: Variant) -> int | None:
+        return DEFAULT_CONTEXT

@@ -28,9 +28,28 @@ def serve_cmd(
     timeout: float = typer.Option(120.0, "--timeout", help="Per-request timeout, seconds."),
     drain_timeout: float = typer.Option(10.0, "--drain-timeout", help="On SIGTERM, seconds to finish in-flight work."),
     threads: int | None = typer.Option(None, "--threads", help="Engine threads per model."),
+    cloud_url: str | None = typer.Option(
+        None,
+        "--cloud-url",
+        help="Cloud target for what the device cannot serve: any OpenAI-compatible server "
+        "or `edge-sdk cloud serve`. Without it everything stays local.",
+    ),
+    cloud_key_file: Path | None = typer.Option(None, "--cloud-key-file", help="File holding this device's cloud key."),
+    slo_ms: float | None = typer.Option(
+        None, "--slo-ms", help="Send a request to the cloud when its estimated local queue wait is longer."
+    ),
+    privacy: list[str] = typer.Option(
+        [], "--privacy", help="Never send this model's requests to the cloud (repeatable; 'all' for every model)."
+    ),
+    cloud_timeout: float = typer.Option(60.0, "--cloud-timeout", help="Seconds to wait for the cloud's next byte."),
+    cloud_retries: int = typer.Option(
+        2, "--cloud-retries", help="Retries of a failed cloud call (before its first byte)."
+    ),
+    breaker_failures: int = typer.Option(
+        5, "--breaker-failures", help="Cloud failures in a row that open the breaker."
+    ),
+    breaker_reset: float = typer.Option(30.0, "--breaker-reset", help="Seconds the breaker stays open before a trial."),
     # Jobs, the offline queue and telemetry (see README "Jobs and the offline queue").
-    cloud_url: str | None = typer.Option(None, "--cloud-url", help="Where queued jobs and telemetry go."),
-    cloud_key_file: Path | None = typer.Option(None, "--cloud-key-file", help="File holding this device's key."),
     queue_path: Path | None = typer.Option(
         None, "--queue-path", help="The offline queue (SQLite); default <store>/queue.sqlite or ~/.local/state."
     ),
@@ -51,11 +70,14 @@ def serve_cmd(
 ) -> None:
     """Serve bundles over HTTP: OpenAI-compatible /v1/chat/completions, /v1/completions, /v1/embeddings,
     /v1/models; /v1/infer/{model} for tensor models; /health/live, /health/ready and /metrics.
-    With --cloud-url, POST /v1/jobs queues requests that may wait (durably, in --queue-path) and delivers
-    them to the cloud when it is reachable; GET /v1/jobs/{id} gives the state and result."""
-    from edge_sdk.daemon.config import DaemonConfig
+
+    With --cloud-url each OpenAI request is routed to the device or the cloud; the answer says where and why
+    in the X-Edge-Route and X-Edge-Route-Reason headers (callers may send X-Edge-Route: local|cloud|auto).
+    POST /v1/jobs queues requests that may wait (durably, in --queue-path) and delivers them to the cloud
+    when it is reachable; GET /v1/jobs/{id} gives the state and result."""
+    from edge_sdk.daemon.config import daemon_config
     from edge_sdk.daemon.pool import BundleSource, DirectorySource
-    from edge_sdk.daemon.server import read_api_keys, serve
+    from edge_sdk.daemon.server import read_api_keys, read_cloud_key, serve
 
     with user_errors():
         if bool(bundles) == bool(store):
@@ -67,7 +89,9 @@ def serve_cmd(
             source = StoreSource(store)
         else:
             source = DirectorySource(list(bundles))
-        config = DaemonConfig(
+        if cloud_key_file is not None and cloud_url is None:
+            raise ConfigError("--cloud-key-file needs --cloud-url")
+        config = daemon_config(
             host=host,
             port=port,
             api_keys=read_api_keys(api_key_file) if api_key_file else frozenset(),
@@ -77,12 +101,18 @@ def serve_cmd(
             request_timeout_s=timeout,
             drain_timeout_s=drain_timeout,
             threads=threads,
+            cloud_url=cloud_url,
+            cloud_api_key=read_cloud_key(cloud_key_file) if cloud_key_file else None,
+            slo_ms=slo_ms,
+            local_only_models=frozenset(privacy),
+            cloud_timeout_s=cloud_timeout,
+            cloud_retries=cloud_retries,
+            breaker_failures=breaker_failures,
+            breaker_reset_s=breaker_reset,
             **queue_options(
                 store,
                 queue_path,
                 no_queue,
-                cloud_url=cloud_url,
-                cloud_key_file=cloud_key_file,
                 queue_max_items=queue_max_items,
                 queue_ttl_s=queue_ttl,
                 queue_telemetry_policy=telemetry_policy,
@@ -97,9 +127,7 @@ def serve_cmd(
         serve(source, config)
 
 
-def queue_options(
-    store: Path | None, queue_path: Path | None, no_queue: bool, *, cloud_key_file: Path | None, **options: object
-) -> dict[str, object]:
+def queue_options(store: Path | None, queue_path: Path | None, no_queue: bool, **options: object) -> dict[str, object]:
     """The DaemonConfig fields of the offline queue: its path by default beside the store."""
     from cloud_sync.queue import CapPolicy
 
@@ -109,10 +137,6 @@ def queue_options(
     if not no_queue and queue_path is None:
         state = Path.home() / ".local" / "state" / "edge-sdk"
         queue_path = (store if store is not None else state) / "queue.sqlite"
-    if cloud_key_file is not None:
-        from edge_sdk.daemon.server import read_api_keys
-
-        options["cloud_api_key"] = min(read_api_keys(cloud_key_file))
     return {"queue_path": None if no_queue else queue_path, **options}
 
 

@@ -25,6 +25,14 @@ def read_api_keys(path: Path) -> frozenset[str]:
     return keys
 
 
+def read_cloud_key(path: Path) -> str:
+    """This device's key at the cloud: the file's one key (same format as an API key file)."""
+    keys = read_api_keys(path)
+    if len(keys) != 1:
+        raise ConfigError(f"cloud key file {str(path)!r} must hold exactly one key; it holds {len(keys)}")
+    return next(iter(keys))
+
+
 def default_budget() -> int:
     from device_profiles import load_profile
 

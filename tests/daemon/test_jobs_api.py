@@ -139,7 +139,7 @@ def test_serve_names_a_bad_telemetry_policy_and_the_valid_ones(tmp_path):
 def test_the_queue_lives_beside_the_store_by_default(tmp_path):
     from edge_sdk.cli.serve_cmds import queue_options
 
-    common = dict(cloud_key_file=None, queue_telemetry_policy="drop-oldest", device_id=None)
+    common = dict(queue_telemetry_policy="drop-oldest", device_id=None)
     assert queue_options(tmp_path, None, False, **common)["queue_path"] == tmp_path / "queue.sqlite"
     assert queue_options(None, None, False, **common)["queue_path"].parts[-3:] == ("state", "edge-sdk", "queue.sqlite")
     assert queue_options(tmp_path, None, True, **common)["queue_path"] is None
