@@ -73,8 +73,8 @@ def serve_cmd(
 
     With --cloud-url each OpenAI request is routed to the device or the cloud; the answer says where and why
     in the X-Edge-Route and X-Edge-Route-Reason headers (callers may send X-Edge-Route: local|cloud|auto).
-    POST /v1/jobs queues requests that may wait (durably, in --queue-path) and delivers them to the cloud
-    when it is reachable; GET /v1/jobs/{id} gives the state and result."""
+    POST /v1/jobs queues requests that may wait (durably, in --queue-path) and delivers them to the cloud when
+    it is reachable; GET /v1/jobs/{id} gives the state and result."""
     from edge_sdk.daemon.config import daemon_config
     from edge_sdk.daemon.pool import BundleSource, DirectorySource
     from edge_sdk.daemon.server import read_api_keys, read_cloud_key, serve

@@ -35,8 +35,7 @@ class DaemonConfig(BaseModel):
     slo_ms: float | None = Field(default=None, gt=0, description="estimated queue wait beyond which to go to the cloud")
     local_only_models: frozenset[str] = frozenset()  # never sent to the cloud; "all" for every model
 
-    # --- offline queue, jobs and telemetry (cloud_sync.queue, cloud_sync.delivery, daemon/jobs_routes.py) ---
-    # The cloud target is the router's cloud_url / cloud_api_key above.
+    # Offline queue, jobs and telemetry (cloud_sync/queue.py, cloud_sync/delivery.py, daemon/jobs_routes.py).
     queue_path: Path | None = None  # None: no queue, /v1/jobs answers 503
     queue_max_items: int = Field(default=10_000, gt=0)
     queue_ttl_s: float = Field(default=7 * 24 * 3600.0, gt=0)
