@@ -129,7 +129,7 @@ def test_a_request_cut_off_mid_body_never_executes(receiver):
     assert executions(receiver) == {"cut": 1}
 
 
-def test_mounted_on_the_project_gateway_it_keys_by_the_authenticated_device(tmp_path):
+def test_mounted_on_the_project_gateway_a_repeat_is_replayed_per_device(tmp_path):
     from gateway_helpers import DEVICE_KEY, OTHER_KEY, auth, serve_app
 
     from cloud_sync.gateway import GatewayConfig, build_gateway
