@@ -19,9 +19,13 @@ from edge_sdk.types import Backend, TensorSpec
 
 @dataclass(frozen=True, kw_only=True)
 class SessionOptions:
-    """Knobs common to every engine. `threads=None` lets the engine choose (usually all cores)."""
+    """Knobs common to every engine. `threads=None` lets the engine choose (usually all cores).
+
+    `context`: tokens of prompt + generation a language model's session holds (None: the engine's default);
+    tensor engines ignore it. A board with little memory serves a short context; the cloud a long one."""
 
     threads: int | None = None
+    context: int | None = None
 
 
 @dataclass(frozen=True)
@@ -128,7 +132,7 @@ class Runtime(ABC):
     @abstractmethod
     def _load(self, variant: Variant, root: Path, options: SessionOptions) -> Session: ...
 
-    def context_length(self, variant: Variant) -> int | None:
+    def context_length(self, variant: Variant, options: SessionOptions | None = None) -> int | None:
         """The `context_length` a loaded session of `variant` will have, known without loading it."""
         return None
 

@@ -24,6 +24,7 @@ class DaemonConfig(BaseModel):
     drain_timeout_s: float = Field(default=10.0, ge=0)
     memory_budget_bytes: int | None = Field(default=None, gt=0, description="None: the host profile's budget")
     threads: int | None = Field(default=None, gt=0)
+    context: int | None = Field(default=None, ge=16, description="LLM context in tokens; None: the engine's default")
 
     # --- hybrid routing: the cloud target and when to use it (cloud_sync.router) ---
     cloud_url: str | None = Field(default=None, pattern=r"^https?://", description="None: everything stays local")
