@@ -30,7 +30,7 @@ from cloud_sync.telemetry import TelemetryStore, add_telemetry_routes
 from edge_sdk.bundle.signing import TrustedKey
 from edge_sdk.daemon.config import DaemonConfig, daemon_config
 from edge_sdk.daemon.pool import BundleSource
-from edge_sdk.daemon.server import build, run
+from edge_sdk.daemon.server import build
 
 
 class GatewayConfig(BaseModel):
@@ -101,7 +101,3 @@ class IdempotentExceptUploads:
             await self.app(scope, receive, send)  # a re-upload is harmless: same bytes, same entry
         else:
             await self.idempotent(scope, receive, send)
-
-
-def serve_gateway(source: BundleSource, config: GatewayConfig) -> None:
-    run(build_gateway(source, config), config.daemon)

@@ -59,16 +59,22 @@ def serve_cmd(
     port: int = typer.Option(8090, "--port"),
     max_upload_mb: float = typer.Option(8192.0, "--max-upload-mb", help="Larger published bundles get 413."),
     concurrency: int = typer.Option(2, "--concurrency", help="Requests running at once per own model."),
+    context: int | None = typer.Option(
+        None,
+        "--context",
+        help="Own language models' context in tokens (default 2048): a gateway can serve longer "
+        "prompts than its devices.",
+    ),
 ) -> None:
     """Run the cloud gateway: devices authenticate with their own key; OpenAI requests are answered from the
     gateway's bundles or passed to --upstream; /v1/telemetry is stored; /v1/registry/bundles publishes, lists
     and serves bundles (HTTP Range, sha256 ETag) for `edge-sdk sync`."""
     from cloud_sync.devices import read_key_file
-    from cloud_sync.gateway import GatewayConfig, serve_gateway
+    from cloud_sync.gateway import GatewayConfig, build_gateway
     from edge_sdk.bundle.signing import load_trusted
-    from edge_sdk.daemon.config import DaemonConfig
+    from edge_sdk.daemon.config import daemon_config
     from edge_sdk.daemon.pool import BundleSource, DirectorySource
-    from edge_sdk.daemon.server import read_cloud_key
+    from edge_sdk.daemon.server import read_cloud_key, run
 
     with user_errors():
         if bundles and store:
@@ -80,6 +86,8 @@ def serve_cmd(
             source = StoreSource(store)
         else:
             source = DirectorySource(list(bundles or []))
+        if upstream is not None and not upstream.startswith(("http://", "https://")):
+            raise ConfigError(f"--upstream must be the http:// or https:// URL of an OpenAI server, got {upstream!r}")
         config = GatewayConfig(
             devices=read_key_file(device_keys),
             publishers=read_key_file(publisher_keys, what="publisher key file") if publisher_keys else {},
@@ -90,8 +98,9 @@ def serve_cmd(
             upstream_api_key=read_cloud_key(upstream_key_file) if upstream_key_file else None,
             upstream_timeout_s=upstream_timeout,
             max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-            daemon=DaemonConfig(host=host, port=port, concurrency_per_model=concurrency),
+            daemon=daemon_config(host=host, port=port, concurrency_per_model=concurrency, context=context),
         )
+        gateway = build_gateway(source, config)  # an unusable registry or database is refused before binding
     import logging
 
     # the gateway's per-device request log, beside uvicorn's own
@@ -101,7 +110,7 @@ def serve_cmd(
         f"cloud gateway on http://{host}:{port}: own models {own}; upstream {upstream or 'none'}; registry {registry}",
         err=True,
     )
-    serve_gateway(source, config)
+    run(gateway, config.daemon)
 
 
 @cloud_app.command("publish")
