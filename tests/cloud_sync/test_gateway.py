@@ -194,3 +194,41 @@ def test_unreachable_upstream_is_a_clear_502(key_files, tmp_path):
     assert answer.status_code == 502
     assert answer.headers["x-edge-route"] == "cloud"
     assert f"the cloud at {dead}/v1/chat/completions did not answer after" in answer.json()["error"]["message"]
+
+
+@pytest.fixture(scope="module")
+def smollm2_bundle(tmp_path_factory):
+    from converters.gguf.zoo import smollm2_as_shipped
+
+    return smollm2_as_shipped(tmp_path_factory.mktemp("smollm2") / "b")
+
+
+def test_device_sends_a_prompt_too_long_for_it_to_the_gateway(smollm2_bundle, key_files, tmp_path):
+    """The whole story: a device whose context is too short for a prompt forwards it to the gateway, whose own
+    SmolLM2 runs with a longer context; a short prompt stays on the device. (Short contexts keep it quick.)"""
+    from gateway_helpers import gateway_config, running_gateway, serve_app
+
+    from edge_sdk.daemon.config import DaemonConfig
+    from edge_sdk.daemon.pool import DirectorySource
+    from edge_sdk.daemon.server import build
+
+    source = DirectorySource([smollm2_bundle.root])
+    config = gateway_config(key_files, tmp_path / "registry", daemon=DaemonConfig(context=1024, threads=2))
+    with running_gateway(source, config) as cloud:
+        device = build(source, DaemonConfig(cloud_url=cloud, cloud_api_key=DEVICE_KEY, context=256, threads=2))
+        try:
+            with serve_app(device) as url:
+                ask = {**CHAT, "model": "smollm2", "max_tokens": 4}
+                short = httpx.post(f"{url}/v1/chat/completions", json=ask, timeout=120)
+                long = {**ask, "messages": [{"role": "user", "content": "Summarise: " + "the cat sat. " * 100}]}
+                far = httpx.post(f"{url}/v1/chat/completions", json=long, timeout=300)
+        finally:
+            device.state.pool.close()
+        metrics = httpx.get(f"{cloud}/metrics", headers=auth(DEVICE_KEY)).text
+    assert short.status_code == 200 and short.headers["x-edge-route"] == "local"
+    assert far.status_code == 200, far.text
+    assert (far.headers["x-edge-route"], far.headers["x-edge-route-reason"]) == ("cloud", "context")
+    assert far.json()["choices"][0]["message"]["content"].strip()
+    # at the gateway: the device was recognised by its key and the gateway's own model answered
+    assert 'edge_gateway_requests_total{device="pi-kitchen",status="200"} 1' in metrics
+    assert 'edge_route_total{reason="default",route="local"} 1' in metrics
