@@ -4,9 +4,11 @@ what was (never) sent. Every answer names its route and reason in headers, metri
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -154,12 +156,14 @@ def test_a_local_failure_before_the_first_byte_is_retried_in_the_cloud(hybrid):
         assert [line for line in r.iter_lines() if line][-1] == "data: [DONE]"
 
 
-def test_a_busy_device_sends_work_over_the_slo_to_the_cloud(hybrid):
+@contextlib.contextmanager
+def occupied(url: str) -> Iterator[None]:
+    """SmolLM2 busy with a long streamed generation for the duration of the block."""
     started, done = threading.Event(), threading.Event()
     long = {"model": "smollm2", "prompt": "Once upon a time", "max_tokens": 400, "temperature": 0.8, "stream": True}
 
     def occupy() -> None:
-        with httpx.stream("POST", f"{hybrid}/v1/completions", json=long, timeout=120) as r:
+        with httpx.stream("POST", f"{url}/v1/completions", json=long, timeout=120) as r:
             for _ in r.iter_lines():
                 started.set()
                 if done.is_set():
@@ -169,13 +173,32 @@ def test_a_busy_device_sends_work_over_the_slo_to_the_cloud(hybrid):
     thread.start()
     try:
         assert started.wait(60)
-        r = httpx.post(f"{hybrid}/v1/chat/completions", json=CHAT, timeout=120)
-        assert r.status_code == 200 and route_of(r) == ("cloud", "slo")
+        yield
     finally:
         done.set()
         thread.join(60)
+
+
+def test_a_busy_device_sends_work_over_the_slo_to_the_cloud(hybrid):
+    with occupied(hybrid):
+        r = httpx.post(f"{hybrid}/v1/chat/completions", json=CHAT, timeout=120)
+        assert r.status_code == 200 and route_of(r) == ("cloud", "slo")
     assert counter(hybrid, "edge_route_total", route="cloud", reason="slo") == 1
     assert counter(hybrid, "edge_route_total", route="local", reason="default") >= 1
+
+
+def test_a_full_local_queue_sends_the_request_to_the_cloud_instead_of_429(
+    serve_bundles, smollm2_served_bundle, recorder
+):
+    source = DirectorySource([smollm2_served_bundle.root])
+    with (
+        serve_bundles(source, cloud_url=recorder.url, concurrency_per_model=1, queue_per_model=0) as url,
+        occupied(url),
+    ):
+        r = httpx.post(f"{url}/v1/chat/completions", json=CHAT, timeout=60)
+        assert r.status_code == 200 and route_of(r) == ("cloud", "overloaded")
+        r = httpx.post(f"{url}/v1/chat/completions", json=CHAT, headers={"X-Edge-Route": "local"}, timeout=60)
+        assert r.status_code == 429 and route_of(r) == ("local", "caller")  # the caller asked for local: as before
 
 
 @pytest.fixture(scope="module")
