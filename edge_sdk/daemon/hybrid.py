@@ -37,6 +37,8 @@ from edge_sdk.errors import (
 ROUTE_HEADER = "X-Edge-Route"
 REASON_HEADER = "X-Edge-Route-Reason"
 BREAKER_LEVEL = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
+# Caller headers the cloud should see too (the caller's own Authorization is for the device, never passed on).
+PASSED_ON_HEADERS = frozenset({"idempotency-key", "x-request-id"})
 # Local failures that are the request's own fault: the cloud would refuse it too.
 CALLER_FAULTS = (InputError, UnsupportedOperationError, ConfigError)
 
@@ -198,11 +200,12 @@ class Hybrid:
     async def _forward(self, request: Request, ask: Ask) -> Response:
         assert self.client is not None
         body = json.loads(await request.body())  # as the caller sent it: fields we do not use pass on too
+        passed_on = {k: v for k, v in request.headers.items() if k.lower() in PASSED_ON_HEADERS}
         try:
             if not ask.stream:
-                reply = await self.client.post_json(ask.endpoint, body)
+                reply = await self.client.post_json(ask.endpoint, body, headers=passed_on)
                 return _relay_response(reply.status_code, reply.content, reply.headers.get("content-type"))
-            pieces = self.client.stream(ask.endpoint, body)
+            pieces = self.client.stream(ask.endpoint, body, headers=passed_on)
             first = await anext(pieces, b"")  # before this, failures are still HTTP statuses
         except CloudResponseError as exc:
             return _relay_response(exc.status_code, exc.body, "application/json")

@@ -271,11 +271,13 @@ def fragile(serve_bundles, smollm2_served_bundle, recorder):
 
 def test_a_model_that_does_not_fit_memory_goes_to_the_cloud_with_the_device_key(fragile, recorder):
     recorder.mode = "ok"
-    r = httpx.post(f"{fragile}/v1/chat/completions", json={**CHAT, "top_k": 5}, timeout=60)
+    sent_by_caller = {"Authorization": "Bearer caller-key", "Idempotency-Key": "job-1"}
+    r = httpx.post(f"{fragile}/v1/chat/completions", json={**CHAT, "top_k": 5}, headers=sent_by_caller, timeout=60)
     assert r.status_code == 200 and route_of(r) == ("cloud", "no_memory")
     assert r.json()["choices"][0]["message"]["content"] == "from the cloud"
     path, headers, body = recorder.requests[-1]
-    assert path == "/v1/chat/completions" and headers["authorization"] == "Bearer device-9"
+    assert path == "/v1/chat/completions" and headers["authorization"] == "Bearer device-9"  # not the caller's
+    assert headers["idempotency-key"] == "job-1"
     assert body["top_k"] == 5  # forwarded as sent, with fields the device does not use
 
 
