@@ -8,7 +8,8 @@
     ├── AccuracyGateError (RuntimeError)    an exported variant is outside its tolerance
     ├── BundleError (ValueError)            a bundle that is malformed, tampered or unsafe
     │   ├── UnsupportedSchemaError          a manifest written by a newer edge-sdk
-    │   └── StoreError                      an install, activation or rollback the device store refuses
+    │   ├── StoreError                      an install, activation or rollback the device store refuses
+    │   └── RegistryError                   a publish the registry refuses; a download whose digest is wrong
     ├── BackendUnavailableError (ImportError)  the engine's optional dependency is not installed
     ├── InputError (ValueError)             inputs that do not match a session's TensorSpecs
     │   └── ContextLengthError              prompt + max_tokens longer than the session's context
@@ -17,7 +18,8 @@
     ├── CloudError (ConnectionError)        the cloud target could not answer as asked
     │   ├── CloudUnavailableError           unreachable, or kept failing after the retries
     │   │   └── BreakerOpenError            failing fast: the circuit breaker is open
-    │   └── CloudResponseError              the cloud answered with an error status that retrying cannot fix
+    │   ├── CloudResponseError              the cloud answered with an error status that retrying cannot fix
+    │   └── TransferError                   a registry upload or download that failed: unreachable, cut, refused
     └── RouteRefusedError (RuntimeError)    the router refused a request (privacy policy, no cloud): never sent
 
 Each message names the bad value and, where there is a closed set, the valid choices.
@@ -61,6 +63,10 @@ class UnsupportedSchemaError(BundleError):
 
 
 class StoreError(BundleError):
+    pass
+
+
+class RegistryError(BundleError):
     pass
 
 
@@ -109,6 +115,10 @@ class CloudResponseError(CloudError):
     def __init__(self, message: str, *, status_code: int, body: bytes, retry_after_s: float | None = None) -> None:
         super().__init__(message, retry_after_s=retry_after_s)
         self.status_code, self.body = status_code, body
+
+
+class TransferError(CloudError):
+    pass
 
 
 class RouteRefusedError(EdgeSDKError, RuntimeError):

@@ -6,6 +6,7 @@ import typer
 
 from edge_sdk import __version__
 from edge_sdk.cli.bundle_cmds import inspect_cmd, pack_cmd, run_cmd, verify_cmd
+from edge_sdk.cli.cloud_cmds import cloud_app, sync_cmd
 from edge_sdk.cli.convert import convert_cmd
 from edge_sdk.cli.keys_cmds import bundle_app, keys_app
 from edge_sdk.cli.profiles import profiles_app
@@ -33,6 +34,8 @@ app.command("serve")(serve_cmd)
 app.add_typer(daemon_app, name="daemon")
 app.add_typer(keys_app, name="keys")
 app.add_typer(bundle_app, name="bundle")
+app.command("sync")(sync_cmd)
+app.add_typer(cloud_app, name="cloud")
 
 
 def _version(value: bool) -> None:

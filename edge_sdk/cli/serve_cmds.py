@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from edge_sdk.cli.common import user_errors
-from edge_sdk.errors import ConfigError
+from edge_sdk.errors import ConfigError, choices
 
 daemon_app = typer.Typer(help="Install the daemon as a system service.", no_args_is_help=True)
 
@@ -49,12 +49,32 @@ def serve_cmd(
         5, "--breaker-failures", help="Cloud failures in a row that open the breaker."
     ),
     breaker_reset: float = typer.Option(30.0, "--breaker-reset", help="Seconds the breaker stays open before a trial."),
+    # Jobs, the offline queue and telemetry (see README "Jobs and the offline queue").
+    queue_path: Path | None = typer.Option(
+        None, "--queue-path", help="The offline queue (SQLite); default <store>/queue.sqlite or ~/.local/state."
+    ),
+    no_queue: bool = typer.Option(False, "--no-queue", help="No offline queue: /v1/jobs answers 503."),
+    queue_max_items: int = typer.Option(10_000, "--queue-max-items", help="Waiting items; beyond, new jobs get 507."),
+    queue_ttl: float = typer.Option(7 * 24 * 3600.0, "--queue-ttl", help="Seconds an item may wait, then expired."),
+    telemetry_policy: str = typer.Option(
+        "drop-oldest", "--telemetry-policy", help="Telemetry when the queue is full: drop-oldest or reject-new."
+    ),
+    telemetry_interval: float = typer.Option(60.0, "--telemetry-interval", help="Seconds between snapshots; 0: off."),
+    delivery_concurrency: int = typer.Option(4, "--delivery-concurrency", help="Deliveries in flight at once."),
+    delivery_max_backoff: float = typer.Option(60.0, "--delivery-max-backoff", help="Longest wait between tries."),
+    device_id: str | None = typer.Option(
+        None,
+        "--device-id",
+        help="Device id sent with telemetry (default: none; the cloud knows the device by its key).",
+    ),
 ) -> None:
     """Serve bundles over HTTP: OpenAI-compatible /v1/chat/completions, /v1/completions, /v1/embeddings,
     /v1/models; /v1/infer/{model} for tensor models; /health/live, /health/ready and /metrics.
 
     With --cloud-url each OpenAI request is routed to the device or the cloud; the answer says where and why
-    in the X-Edge-Route and X-Edge-Route-Reason headers (callers may send X-Edge-Route: local|cloud|auto)."""
+    in the X-Edge-Route and X-Edge-Route-Reason headers (callers may send X-Edge-Route: local|cloud|auto).
+    POST /v1/jobs queues requests that may wait (durably, in --queue-path) and delivers them to the cloud when
+    it is reachable; GET /v1/jobs/{id} gives the state and result."""
     from edge_sdk.daemon.config import daemon_config
     from edge_sdk.daemon.pool import BundleSource, DirectorySource
     from edge_sdk.daemon.server import read_api_keys, read_cloud_key, serve
@@ -89,9 +109,35 @@ def serve_cmd(
             cloud_retries=cloud_retries,
             breaker_failures=breaker_failures,
             breaker_reset_s=breaker_reset,
+            **queue_options(
+                store,
+                queue_path,
+                no_queue,
+                queue_max_items=queue_max_items,
+                queue_ttl_s=queue_ttl,
+                queue_telemetry_policy=telemetry_policy,
+                telemetry_interval_s=telemetry_interval,
+                delivery_concurrency=delivery_concurrency,
+                delivery_max_backoff_s=delivery_max_backoff,
+                device_id=device_id,
+            ),
         )
     typer.echo(f"serving {', '.join(source.names())} on http://{host}:{port}", err=True)
-    serve(source, config)
+    with user_errors():
+        serve(source, config)
+
+
+def queue_options(store: Path | None, queue_path: Path | None, no_queue: bool, **options: object) -> dict[str, object]:
+    """The DaemonConfig fields of the offline queue: its path by default beside the store."""
+    from cloud_sync.queue import CapPolicy
+
+    policy = options["queue_telemetry_policy"]
+    if policy not in {p.value for p in CapPolicy}:
+        raise ConfigError(f"--telemetry-policy {policy!r} is not one of: {choices(p.value for p in CapPolicy)}")
+    if not no_queue and queue_path is None:
+        state = Path.home() / ".local" / "state" / "edge-sdk"
+        queue_path = (store if store is not None else state) / "queue.sqlite"
+    return {"queue_path": None if no_queue else queue_path, **options}
 
 
 @daemon_app.command("unit")

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edge_sdk.daemon.config import DaemonConfig
+from edge_sdk.daemon.jobs_routes import add_jobs_routes
 from edge_sdk.daemon.metrics import Metrics
 from edge_sdk.daemon.openai_routes import add_openai_routes
 from edge_sdk.daemon.pool import ModelPool, OverloadedError, UnknownModelError
@@ -190,6 +191,7 @@ def create_app(pool: ModelPool, config: DaemonConfig) -> FastAPI:
         return {"model": model, "variant": loaded.variant.id, "outputs": to_json(outputs)}
 
     add_openai_routes(app, pool, config)
+    add_jobs_routes(app, pool, config)
     return app
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from cloud_sync.queue import CapPolicy
 from edge_sdk.errors import ConfigError
 
 
@@ -32,6 +34,17 @@ class DaemonConfig(BaseModel):
     breaker_reset_s: float = Field(default=30.0, gt=0, description="seconds open before a trial request")
     slo_ms: float | None = Field(default=None, gt=0, description="estimated queue wait beyond which to go to the cloud")
     local_only_models: frozenset[str] = frozenset()  # never sent to the cloud; "all" for every model
+
+    # Offline queue, jobs and telemetry (cloud_sync/queue.py, cloud_sync/delivery.py, daemon/jobs_routes.py).
+    queue_path: Path | None = None  # None: no queue, /v1/jobs answers 503
+    queue_max_items: int = Field(default=10_000, gt=0)
+    queue_ttl_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+    queue_telemetry_policy: CapPolicy = CapPolicy.DROP_OLDEST  # jobs are always reject-new
+    job_max_bytes: int = Field(default=1024 * 1024, gt=0)
+    delivery_concurrency: int = Field(default=4, gt=0)
+    delivery_max_backoff_s: float = Field(default=60.0, gt=0)
+    telemetry_interval_s: float = Field(default=60.0, ge=0)  # 0: no telemetry
+    device_id: str | None = Field(default=None, min_length=1)  # None: the cloud knows the device by its key
 
 
 def daemon_config(**options: Any) -> DaemonConfig:

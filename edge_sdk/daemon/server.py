@@ -50,9 +50,13 @@ def build(source: BundleSource, config: DaemonConfig) -> FastAPI:
 
 
 def serve(source: BundleSource, config: DaemonConfig) -> None:
+    run(build(source, config), config)
+
+
+def run(app: FastAPI, config: DaemonConfig) -> None:
+    """Serve a built app until SIGTERM/SIGINT: not ready at once, in-flight requests drain, the pool closes."""
     import uvicorn
 
-    app = build(source, config)
     server = uvicorn.Server(
         uvicorn.Config(
             app,
