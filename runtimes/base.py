@@ -22,6 +22,7 @@ class SessionOptions:
     """Knobs common to every engine. `threads=None` lets the engine choose (usually all cores)."""
 
     threads: int | None = None
+    context_length: int | None = None  # language models: tokens of prompt + output; None: the engine's default
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ class Runtime(ABC):
     @abstractmethod
     def _load(self, variant: Variant, root: Path, options: SessionOptions) -> Session: ...
 
-    def context_length(self, variant: Variant) -> int | None:
+    def context_length(self, variant: Variant, options: SessionOptions | None = None) -> int | None:
         """The `context_length` a loaded session of `variant` will have, known without loading it."""
         return None
 

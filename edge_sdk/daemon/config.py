@@ -34,6 +34,7 @@ class DaemonConfig(BaseModel):
     breaker_reset_s: float = Field(default=30.0, gt=0, description="seconds open before a trial request")
     slo_ms: float | None = Field(default=None, gt=0, description="estimated queue wait beyond which to go to the cloud")
     local_only_models: frozenset[str] = frozenset()  # never sent to the cloud; "all" for every model
+    context_length: int | None = Field(default=None, ge=64, description="LLM context; None: the engine's default")
 
     # Offline queue, jobs and telemetry (cloud_sync/queue.py, cloud_sync/delivery.py, daemon/jobs_routes.py).
     queue_path: Path | None = None  # None: no queue, /v1/jobs answers 503

@@ -18,7 +18,7 @@ from edge_sdk.daemon.metrics import Metrics
 from edge_sdk.errors import ConfigError, EdgeSDKError, RuntimeFailure, choices
 
 if TYPE_CHECKING:
-    from runtimes import Session
+    from runtimes import Session, SessionOptions
 
 T = TypeVar("T")
 
@@ -184,8 +184,14 @@ class ModelPool:
         if cached is None or cached[0] != version:
             variant = self.source.open(name).variant()
             size = variant.size_bytes + ENGINE_OVERHEAD_BYTES.get(variant.backend, 0)
-            cached = self._plans[name] = (version, size, get_runtime(variant.backend).context_length(variant))
+            context = get_runtime(variant.backend).context_length(variant, self.session_options())
+            cached = self._plans[name] = (version, size, context)
         return cached[1], cached[2]
+
+    def session_options(self) -> SessionOptions:
+        from runtimes import SessionOptions
+
+        return SessionOptions(threads=self.config.threads, context_length=self.config.context_length)
 
     def fits_now(self, name: str, size: int) -> bool:
         """Whether `size` bytes fit the budget beside the models that cannot be evicted now (in use)."""
@@ -225,15 +231,13 @@ class ModelPool:
 
     def _load(self, name: str) -> LoadedModel:
         from device_profiles.fit import ENGINE_OVERHEAD_BYTES
-        from runtimes import SessionOptions, get_runtime
+        from runtimes import get_runtime
 
         bundle = self.source.open(name)
         variant = bundle.variant()
         start = time.monotonic()
         try:
-            session = get_runtime(variant.backend).load(
-                variant, bundle.root, SessionOptions(threads=self.config.threads)
-            )
+            session = get_runtime(variant.backend).load(variant, bundle.root, self.session_options())
         except EdgeSDKError:
             raise
         except Exception as exc:  # an engine crash while loading must not take the daemon down

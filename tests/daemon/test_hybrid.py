@@ -131,6 +131,20 @@ def test_a_prompt_beyond_the_local_context_goes_to_the_cloud(hybrid):
     assert r.json()["usage"]["prompt_tokens"] + 2045 > 2048
 
 
+def test_a_longer_local_context_keeps_that_request_on_the_device(serve_bundles, smollm2_served_bundle, recorder):
+    body = {"model": "smollm2", "prompt": "Name a colour. Answer:", "max_tokens": 2045, "temperature": 0,
+            "stop": [".", "\n"]}  # fmt: skip
+    sent = len(recorder.requests)
+    source = DirectorySource([smollm2_served_bundle.root])
+    with serve_bundles(source, cloud_url=recorder.url, context_length=4096) as url:
+        r = httpx.post(f"{url}/v1/completions", json=body, timeout=120)
+        assert r.status_code == 200 and route_of(r) == ("local", "default")
+        # ...and the limit the router uses is the one the engine has: beyond 4,096 it is the cloud's.
+        r = httpx.post(f"{url}/v1/completions", json={**body, "max_tokens": 4095}, timeout=120)
+        assert route_of(r) == ("cloud", "context")
+    assert len(recorder.requests) == sent + 1
+
+
 def test_the_caller_chooses_and_the_cloud_streams_through(hybrid):
     body = {**CHAT, "stream": True}
     headers = {"X-Edge-Route": "cloud"}
