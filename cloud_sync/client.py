@@ -152,7 +152,7 @@ class CloudClient:
 
     async def _pieces(self, response: httpx.Response) -> AsyncIterator[bytes]:
         """The body; a failure before the first byte propagates as TransportError (and is retried)."""
-        chunks = response.aiter_raw()
+        chunks = response.aiter_bytes()  # decoded: a gzip-encoded stream would be garbage once re-sent plain
         first = await anext(chunks, b"")  # TransportError here means nothing reached the caller yet
         self._succeeded()
         if not first:
