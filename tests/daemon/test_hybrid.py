@@ -293,6 +293,9 @@ def test_a_model_that_does_not_fit_memory_goes_to_the_cloud_with_the_device_key(
     assert path == "/v1/chat/completions" and headers["authorization"] == "Bearer device-9"  # not the caller's
     assert headers["idempotency-key"] == "job-1"
     assert body["top_k"] == 5  # forwarded as sent, with fields the device does not use
+    r = httpx.post(f"{fragile}/v1/embeddings", json={"model": "smollm2", "input": ["a cat"]}, timeout=60)
+    assert r.status_code == 200 and route_of(r) == ("cloud", "no_memory")
+    assert recorder.requests[-1][0] == "/v1/embeddings" and recorder.requests[-1][2]["input"] == ["a cat"]
 
 
 def test_cloud_errors_come_back_in_the_openai_shape(fragile, recorder):
