@@ -255,7 +255,8 @@ def test_serve_command_takes_the_cloud_flags(smollm2_served_bundle, recorder, tm
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "edge_sdk.cli", "serve", str(smollm2_served_bundle.root), "--port", str(port),
            "--cloud-url", recorder.url, "--cloud-key-file", str(key), "--privacy", "smollm2"]  # fmt: skip
-    daemon = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "serve.log"
+    daemon = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(300):
@@ -272,6 +273,9 @@ def test_serve_command_takes_the_cloud_flags(smollm2_served_bundle, recorder, tm
     finally:
         daemon.terminate()
         daemon.wait(timeout=30)
+    logged = log.read_text()
+    assert "edge_sdk.route: route=cloud reason=not_installed model=elsewhere status=200" in logged
+    assert "route=reject reason=privacy model=smollm2 status=403" in logged
 
 
 @pytest.fixture(scope="module")
