@@ -11,10 +11,12 @@ from typing import cast
 import numpy as np
 
 from converters.exporter import Exporter, ExportRequest, ExportResult
+from converters.prune import TrainData
 from converters.sources import ModelSource
 from converters.verify import chunks, compare, concat, summary, tolerance_for
 from device_profiles import DeviceProfile
-from device_profiles.fit import check_fit, estimate
+from device_profiles.estimate import ModelFacts
+from device_profiles.fit import check_fit
 from edge_sdk import __version__, registry
 from edge_sdk.bundle import Bundle, BundleWriter, FileEntry, SourceInfo, Variant
 from edge_sdk.bundle.files import sha256_file
@@ -50,6 +52,9 @@ class ConvertOptions:
     max_accuracy_drop: float | None = None
     allow_failed: bool = False  # keep variants outside tolerance (recorded as failed) instead of refusing
     min_delegated: float | None = None  # least share of compute an accelerator delegate must take (0..1)
+    prune: float = 0.0  # share of channels removed (structured), then recovered by distillation on `train`
+    sparsity: float = 0.0  # share of weights zeroed (unstructured): recorded, with what it does not buy
+    train: TrainData | None = None
 
 
 def get_exporter(backend: Backend) -> Exporter:
@@ -65,15 +70,18 @@ def convert(
     *,
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
+    pairs: Sequence[tuple[Backend, QuantScheme]] | None = None,
 ) -> Bundle:
+    """One variant per backend × quantization (or per (backend, quantization) in `pairs`, when given)."""
     report = progress or (lambda _p: None)
-    plan = [(b, q) for b in backends for q in quantizations]
+    plan = list(pairs) if pairs is not None else [(b, q) for b in backends for q in quantizations]
     if not plan:
         raise ConfigError("nothing to convert: give at least one backend and one quantization")
-    exporters = {b: get_exporter(b) for b in backends}
+    exporters = {b: get_exporter(b) for b in dict.fromkeys(b for b, _ in plan)}
     for backend, scheme in plan:  # refuse an impossible combination before spending time on any
         exporters[backend].check(scheme)
 
+    export_source, pruned_options, suffix = _pruned(source, options)
     eval_inputs = options.eval_inputs if options.eval_inputs is not None else source.example_inputs
     report(Progress("reference", None, 0, len(plan), f"running {source.describe()} on {_count(eval_inputs)} samples"))
     reference = concat([source.reference(c) for c in chunks(eval_inputs, source.input_specs())])
@@ -92,18 +100,22 @@ def convert(
         labels = options.eval_labels[:GOLDEN_SAMPLES] if options.eval_labels is not None else None
         writer.set_golden(golden, {k: v[:GOLDEN_SAMPLES] for k, v in reference.items()}, labels)
         for i, (backend, scheme) in enumerate(plan):
-            variant_id = f"{backend.value}-{scheme.value}"
+            variant_id = f"{backend.value}-{scheme.value}{suffix}"
             with tempfile.TemporaryDirectory(prefix="edge-export-") as tmp:
                 report(Progress("export", variant_id, i, len(plan)))
                 result = exporters[backend].export(
-                    ExportRequest(source, scheme, Path(tmp), options.calibration, options.min_delegated)
+                    ExportRequest(export_source, scheme, Path(tmp), options.calibration, options.min_delegated)
                 )
+                if pruned_options:
+                    result.recipe = result.recipe.model_copy(
+                        update={"pruning_ratio": options.prune, "options": {**result.recipe.options, **pruned_options}}
+                    )
                 report(Progress("verify", variant_id, i, len(plan)))
                 outputs = _run_exported(backend, variant_id, result, Path(tmp), eval_inputs)
                 accuracy = compare(
                     reference,
                     outputs,
-                    tolerance_for(scheme, options.max_accuracy_drop),
+                    tolerance_for(scheme, options.max_accuracy_drop, pruned=bool(options.prune or options.sparsity)),
                     labels=options.eval_labels,
                     reference_name=f"the source model ({source.kind}, fp32)",
                 )
@@ -113,9 +125,8 @@ def convert(
                         f"{summary(accuracy)}. Use a milder quantization, give calibration data, or raise the "
                         "tolerance (--max-accuracy-drop)."
                     )
-                weights = sum(p.stat().st_size for p in result.files.values())
-                est = estimate(backend, weights, result.inputs, result.outputs)
-                fit = {p.id: check_fit(p, backend, est) for p in options.profiles}
+                facts = ModelFacts.of_files(backend, scheme, list(result.files.values()), result.inputs, result.outputs)
+                fit = {p.id: check_fit(p, facts) for p in options.profiles}
                 writer.add_variant(
                     variant_id=variant_id,
                     backend=backend,
@@ -132,6 +143,27 @@ def convert(
         return writer.write(output, overwrite=overwrite)
     finally:
         writer.discard()
+
+
+def _pruned(source: ModelSource, options: ConvertOptions) -> tuple[ModelSource, dict[str, str], str]:
+    """The source to export (pruned and recovered, or sparsified), what the recipe records, the id suffix."""
+    if not options.prune and not options.sparsity:
+        return source, {}, ""
+    from converters.prune import prune_and_recover, sparsify
+    from converters.sources import TorchSource
+
+    if not isinstance(source, TorchSource):
+        raise ConfigError(f"pruning needs a torch model to remove channels from; {source.describe()} is {source.kind}")
+    if options.prune and options.sparsity:
+        raise ConfigError("give either --prune (structured) or --sparsity (unstructured), not both")
+    if options.prune:
+        module, report = prune_and_recover(source.module, source.example_inputs, options.prune, options.train)
+        recorded, suffix = report.as_options(), f"-pruned{round(options.prune * 100)}"
+    else:
+        module, recorded = sparsify(source.module, options.sparsity)
+        suffix = f"-sparse{round(options.sparsity * 100)}"
+    pruned = TorchSource(module, source.example_inputs, source.output_names, source.describe())
+    return pruned, recorded, suffix
 
 
 def _count(arrays: dict[str, np.ndarray]) -> int:

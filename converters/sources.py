@@ -193,9 +193,9 @@ def load_factory(spec: str) -> nn.Module:
     return factory()
 
 
-def eval_data_of(model: object) -> tuple[dict[str, np.ndarray], np.ndarray | None] | None:
-    """The model's own labelled evaluation data, if it offers `eval_data()` -> (inputs, labels)."""
-    provider = getattr(model, "eval_data", None)
+def eval_data_of(model: object, method: str = "eval_data") -> tuple[dict[str, np.ndarray], np.ndarray | None] | None:
+    """The model's own labelled data, if it offers `eval_data()` (or `train_data()`) -> (inputs, labels)."""
+    provider = getattr(model, method, None)
     if not callable(provider):
         return None
     inputs, labels = provider()

@@ -32,8 +32,12 @@ DEFAULT_TOLERANCE: dict[QuantScheme, Tolerance] = {
 }
 
 
-def tolerance_for(scheme: QuantScheme, max_accuracy_drop: float | None = None) -> Tolerance:
-    base = DEFAULT_TOLERANCE.get(scheme, DEFAULT_TOLERANCE[QuantScheme.INT8_STATIC])
+# A pruned model is a different, smaller model: its logits move, so it is judged on its decisions.
+PRUNED_TOLERANCE = Tolerance(max_rel_error=1.0, min_cosine=0.95, max_accuracy_drop=0.02)
+
+
+def tolerance_for(scheme: QuantScheme, max_accuracy_drop: float | None = None, *, pruned: bool = False) -> Tolerance:
+    base = PRUNED_TOLERANCE if pruned else DEFAULT_TOLERANCE.get(scheme, DEFAULT_TOLERANCE[QuantScheme.INT8_STATIC])
     if max_accuracy_drop is None:
         return base
     return Tolerance(base.max_rel_error, base.min_cosine, max_accuracy_drop)

@@ -63,6 +63,11 @@ class DigitsCNN(nn.Module):
         """Real digits to trace and calibrate with: a convention `convert` looks for on any model."""
         return {"input": digits_data().train_x[:256]}
 
+    def train_data(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The training split: what recovery after pruning fine-tunes on (a convention, like eval_data)."""
+        data = digits_data()
+        return {"input": data.train_x}, data.train_y
+
     def eval_data(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """The held-out split with labels, so conversion measures real accuracy (also a convention)."""
         data = digits_data()

@@ -19,6 +19,8 @@ _LAZY = {
     "load": "edge_sdk.api",
     "open_bundle": "edge_sdk.api",
     "check_golden": "edge_sdk.api",
+    "fit": "edge_sdk.fitting",
+    "plan": "edge_sdk.planning",
     "Bundle": "edge_sdk.bundle",
     "Backend": "edge_sdk.types",
     "QuantScheme": "edge_sdk.types",
@@ -31,6 +33,8 @@ if TYPE_CHECKING:
     from edge_sdk.api import check_golden, convert, convert_llm, load, open_bundle
     from edge_sdk.bundle import Bundle
     from edge_sdk.errors import EdgeSDKError
+    from edge_sdk.fitting import fit
+    from edge_sdk.planning import plan
     from edge_sdk.types import Backend, QuantScheme, Task, TensorSpec
 
 
@@ -58,6 +62,8 @@ __all__ = [
     "check_golden",
     "convert",
     "convert_llm",
+    "fit",
     "load",
     "open_bundle",
+    "plan",
 ]

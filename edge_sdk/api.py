@@ -71,6 +71,9 @@ def convert(
     max_accuracy_drop: float | None = None,
     allow_failed: bool = False,
     min_delegated: float | None = None,
+    prune: float = 0.0,
+    sparsity: float = 0.0,
+    train_data: tuple[Mapping[str, np.ndarray], np.ndarray | None] | None = None,
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
 ) -> Bundle:
@@ -78,6 +81,8 @@ def convert(
 
     `output` defaults to a new temporary directory. `eval_data` is (inputs, labels or None); without it the
     model's own `eval_data()` is used if it has one, else the example inputs (then no task accuracy is measured).
+    `prune` removes that share of channels (torch-pruning) and recovers by distillation on `train_data` (default:
+    the model's own `train_data()`); `sparsity` zeroes that share of weights and records that it buys nothing.
     """
     from converters.pipeline import ConvertOptions
     from converters.pipeline import convert as run_pipeline
@@ -118,6 +123,14 @@ def convert(
 
         eval_data = eval_data_of(getattr(source, "module", None))
     eval_inputs, eval_labels = (dict(eval_data[0]), eval_data[1]) if eval_data else (None, None)
+    train = None
+    if prune:
+        from converters.prune import TrainData, check_ratio
+        from converters.sources import eval_data_of
+
+        check_ratio(prune)
+        train_data = train_data or eval_data_of(getattr(source, "module", None), "train_data")
+        train = TrainData(dict(train_data[0]), train_data[1]) if train_data else None
     options = ConvertOptions(
         name=name or _default_name(source.describe()),
         version=version,
@@ -129,6 +142,9 @@ def convert(
         max_accuracy_drop=max_accuracy_drop,
         allow_failed=allow_failed,
         min_delegated=min_delegated,
+        prune=prune,
+        sparsity=sparsity,
+        train=train,
     )
     dest = Path(output) if output is not None else Path(tempfile.mkdtemp(prefix="edge-bundle-")) / options.name
     return run_pipeline(source, backends, schemes, dest, options, overwrite=overwrite, progress=progress)

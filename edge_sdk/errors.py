@@ -20,7 +20,8 @@
     │   │   └── BreakerOpenError            failing fast: the circuit breaker is open
     │   ├── CloudResponseError              the cloud answered with an error status that retrying cannot fix
     │   └── TransferError                   a registry upload or download that failed: unreachable, cut, refused
-    └── RouteRefusedError (RuntimeError)    the router refused a request (privacy policy, no cloud): never sent
+    ├── RouteRefusedError (RuntimeError)    the router refused a request (privacy policy, no cloud): never sent
+    └── DeviceError (ConnectionError)       a board that cannot be reached, or a command on it that failed
 
 Each message names the bad value and, where there is a closed set, the valid choices.
 """
@@ -127,6 +128,13 @@ class RouteRefusedError(EdgeSDKError, RuntimeError):
     def __init__(self, message: str, *, reason: str, status_code: int, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.reason, self.status_code, self.retry_after_s = reason, status_code, retry_after_s
+
+
+# --- boards (flash) ---
+
+
+class DeviceError(EdgeSDKError, ConnectionError):
+    pass
 
 
 def choices(values: Iterable[object]) -> str:

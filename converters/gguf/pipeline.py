@@ -12,7 +12,8 @@ from converters.gguf.quality import accuracy_report, summary, tolerance_for
 from converters.gguf.source_base import LlmSource
 from converters.gguf.writer import parse_gguf_quant, write_gguf
 from device_profiles import DeviceProfile
-from device_profiles.fit import check_fit, estimate
+from device_profiles.estimate import ModelFacts
+from device_profiles.fit import check_fit
 from edge_sdk import __version__
 from edge_sdk.bundle import Bundle, BundleWriter, SourceInfo
 from edge_sdk.errors import AccuracyGateError, ConfigError
@@ -75,8 +76,8 @@ def convert_llm(
                         f"variant {variant_id} is outside its tolerance against {ref_name}: {summary(accuracy)}. "
                         "Use a milder quantization or loosen the gate (tolerance_scale)."
                     )
-                weights = gguf_path.stat().st_size
-                fit = {p.id: check_fit(p, Backend.GGUF, estimate(Backend.GGUF, weights, (), ())) for p in profiles}
+                facts = ModelFacts.of_files(Backend.GGUF, scheme, [gguf_path])
+                fit = {p.id: check_fit(p, facts) for p in profiles}
                 writer.add_variant(
                     variant_id=variant_id,
                     backend=Backend.GGUF,

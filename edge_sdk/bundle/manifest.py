@@ -58,6 +58,12 @@ class FitReport(_Strict):
     estimated_peak_bytes: int
     budget_bytes: int
     reasons: tuple[str, ...] = ()
+    # Added after the first release: older bundles leave them empty.
+    context: int | None = Field(default=None, description="the LLM context length the estimate is for")
+    breakdown: dict[str, int] = Field(default_factory=dict, description="what the peak is made of, in bytes")
+    suggestions: tuple[str, ...] = ()
+    predicted_tokens_per_second: float | None = None
+    predicted_latency_ms: float | None = None
 
 
 class RuntimeRequirement(_Strict):

@@ -63,12 +63,43 @@ def convert_cmd(
         max=1.0,
         help="ExecuTorch: fail unless at least this share of compute runs in the XNNPACK delegate (e.g. 0.9).",
     ),
+    prune: float = typer.Option(
+        0.0,
+        "--prune",
+        min=0.0,
+        max=0.9,
+        help="Remove this share of channels / features (torch-pruning), then recover by distillation from the "
+        "unpruned model on --train (default: the model's own train_data()). Smaller and faster everywhere.",
+    ),
+    sparsity: float = typer.Option(
+        0.0,
+        "--sparsity",
+        min=0.0,
+        max=0.9,
+        help="Zero this share of weights (unstructured). Recorded honestly: the engines store and run it dense.",
+    ),
+    train: Path | None = typer.Option(
+        None, "--train", help=".npz of training inputs for recovery after --prune; an array 'labels' adds labels."
+    ),
+    auto: bool = typer.Option(
+        False, "--auto", help="Plan for the one --profile (see `edge-sdk plan`) and convert the top entry."
+    ),
+    objective: str = typer.Option("latency", "--objective", help="With --auto: rank by latency, size or accuracy."),
+    plan_file: Path | None = typer.Option(
+        None, "--plan", help="With --auto: take the top entry of this plan (from `edge-sdk plan --json`)."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle at --output."),
 ) -> None:
     """Convert a model into a bundle: export, quantize, run and measure each variant, check fit, write."""
     import edge_sdk
     from converters.pipeline import Progress as Step
 
+    if auto:
+        from edge_sdk.cli.plan_cmd import convert_auto
+
+        with user_errors():
+            convert_auto(model, profile, output, objective, max_accuracy_drop, overwrite, plan_file)
+        return
     with user_errors():
         examples = _examples(input_shape, example)
         labels = None
@@ -76,6 +107,10 @@ def convert_cmd(
         if eval_set is not None:
             eval_inputs = load_npz(eval_set, "evaluation")
             labels = eval_inputs.pop("labels", None)
+        train_data = None
+        if train is not None:
+            train_inputs = load_npz(train, "training")
+            train_data = (train_inputs, train_inputs.pop("labels", None))
         with Progress(
             SpinnerColumn(),
             TextColumn("{task.description}"),
@@ -104,6 +139,9 @@ def convert_cmd(
                 max_accuracy_drop=max_accuracy_drop,
                 allow_failed=allow_failed,
                 min_delegated=min_delegated,
+                prune=prune,
+                sparsity=sparsity,
+                train_data=train_data,
                 overwrite=overwrite,
                 progress=show,
             )
@@ -143,6 +181,11 @@ def variant_table(bundle: Bundle) -> Table:
             for pid, r in v.fit.items()
         )
         precision = v.recipe.precision
+        if v.recipe.pruning_ratio:
+            before, after = v.recipe.options.get("parameters_before"), v.recipe.options.get("parameters_after")
+            precision += f"; pruned {v.recipe.pruning_ratio:.0%} ({before} -> {after} parameters)"
+        if "sparsity_effect" in v.recipe.options:
+            precision += f"; {v.recipe.options['sparsity_effect']}"
         share = v.recipe.options.get("delegated_share_flops")
         if share is not None:  # silent fallback to slow kernels is what burns users: show it
             precision += f"; {float(share):.1%} of compute in {v.recipe.options.get('delegate', 'delegate')}"

@@ -8,7 +8,10 @@ from edge_sdk import __version__
 from edge_sdk.cli.bundle_cmds import inspect_cmd, pack_cmd, run_cmd, verify_cmd
 from edge_sdk.cli.cloud_cmds import cloud_app, sync_cmd
 from edge_sdk.cli.convert import convert_cmd
+from edge_sdk.cli.fit_cmd import fit_cmd
+from edge_sdk.cli.flash_cmd import flash_cmd
 from edge_sdk.cli.keys_cmds import bundle_app, keys_app
+from edge_sdk.cli.plan_cmd import plan_cmd
 from edge_sdk.cli.profiles import profiles_app
 from edge_sdk.cli.serve_cmds import daemon_app, serve_cmd
 from edge_sdk.cli.store_cmds import install_cmd, models_cmd, rollback_cmd
@@ -24,12 +27,15 @@ app = typer.Typer(
 app.add_typer(profiles_app, name="profiles", help="List and show device profiles (Raspberry Pi, Jetson, phones, host).")
 app.command("convert")(convert_cmd)
 app.command("inspect")(inspect_cmd)
+app.command("fit")(fit_cmd)
+app.command("plan")(plan_cmd)
 app.command("verify")(verify_cmd)
 app.command("run")(run_cmd)
 app.command("pack")(pack_cmd)
 app.command("install")(install_cmd)
 app.command("rollback")(rollback_cmd)
 app.command("models")(models_cmd)
+app.command("flash")(flash_cmd)
 app.command("serve")(serve_cmd)
 app.add_typer(daemon_app, name="daemon")
 app.add_typer(keys_app, name="keys")

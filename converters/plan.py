@@ -1,0 +1,297 @@
+"""The fit planner: enumerate backend × quantization × pruning (× context for LLMs), drop what cannot fit the
+profile before converting it, convert and measure what can, and rank by the user's objective.
+
+A plan is a JSON document holding its own request, so it can be made again (`edge-sdk plan --from plan.json`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from converters.pipeline import ConvertOptions, Progress, convert, get_exporter
+from converters.prune import check_ratio, parameter_count, prune_structured
+from converters.sources import ModelSource, TorchSource
+from device_profiles import DeviceProfile
+from device_profiles.estimate import BITS_PER_WEIGHT, ModelFacts
+from device_profiles.fit import check_fit
+from edge_sdk import __version__
+from edge_sdk.bundle import AccuracyReport, Bundle, FitReport, Variant
+from edge_sdk.errors import ConfigError, EdgeSDKError
+from edge_sdk.types import Backend, QuantScheme
+
+PlanProgress = Callable[[str, int, int], None]  # what, done, total
+Status = Literal["ranked", "does-not-fit", "accuracy", "refused"]
+
+
+class Objective(StrEnum):
+    LATENCY = "latency"  # fastest predicted on the device (LLMs: most tokens/s)
+    SIZE = "size"  # smallest file
+    ACCURACY = "accuracy"  # closest to the source model
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PlanRequest(_Frozen):
+    """Everything a plan depends on: the plan JSON carries it, so the plan can be made again."""
+
+    model: str = Field(description="'zoo:digits-cnn', 'file.py:factory', a .onnx, 'zoo:smollm2', a .gguf")
+    profile: str
+    objective: Objective = Objective.LATENCY
+    max_accuracy_drop: float = Field(default=0.01, ge=0.0, le=1.0)
+    backends: tuple[Backend, ...]
+    quantizations: tuple[QuantScheme, ...]
+    prune: tuple[float, ...] = (0.0,)
+    contexts: tuple[int, ...] = ()
+
+
+class Candidate(_Frozen):
+    id: str
+    backend: Backend
+    quantization: QuantScheme
+    prune: float = 0.0
+    context: int | None = None
+    status: Status
+    reasons: tuple[str, ...] = ()
+    size_bytes: int | None = None
+    peak_bytes: int | None = None
+    latency_ms: float | None = None
+    tokens_per_second: float | None = None
+    accuracy: float | None = Field(default=None, description="accuracy on labels, else top-1 agreement")
+    accuracy_drop: float | None = None
+    rank: int | None = None
+
+
+class Plan(_Frozen):
+    request: PlanRequest
+    profile_id: str = ""
+    created_by: str = f"edge-sdk {__version__}"
+    candidates: tuple[Candidate, ...]
+
+    def ranked(self) -> list[Candidate]:
+        return sorted((c for c in self.candidates if c.rank is not None), key=lambda c: c.rank or 0)
+
+    def best(self) -> Candidate:
+        ranked = self.ranked()
+        if not ranked:
+            why = "; ".join(f"{c.id}: {c.reasons[0]}" for c in self.candidates if c.reasons)[:2000]
+            where = self.profile_id or self.request.profile
+            raise ConfigError(
+                f"no variant of {self.request.model} fits {where} within an accuracy drop of "
+                f"{self.request.max_accuracy_drop:.1%}: {why or 'no candidate'}. Allow a larger drop "
+                "(--max-accuracy-drop), add quantizations or pruning ratios, or choose a bigger device."
+            )
+        return ranked[0]
+
+
+def candidate_id(backend: Backend, scheme: QuantScheme, prune: float = 0.0, context: int | None = None) -> str:
+    base = f"{backend.value}-{scheme.value}" + (f"-pruned{round(prune * 100)}" if prune else "")
+    return base + (f"@ctx{context}" if context else "")
+
+
+def rank(candidates: Sequence[Candidate], objective: Objective) -> tuple[Candidate, ...]:
+    """Number the candidates that qualify, best first; ties go to the smaller file, then the id."""
+    inf = math.inf
+
+    def key(c: Candidate) -> tuple[float, float, str]:
+        size = float(c.size_bytes or inf)
+        if objective is Objective.SIZE:
+            return size, -(c.accuracy or 0.0), c.id
+        if objective is Objective.ACCURACY:
+            return -(c.accuracy or 0.0), size, c.id
+        speed = 1e3 / c.tokens_per_second if c.tokens_per_second else (c.latency_ms or inf)
+        return float(f"{speed:.2g}"), size, c.id  # two digits: timing noise must not reorder near-ties
+
+    ok = sorted((c for c in candidates if c.status == "ranked"), key=key)
+    order = {c.id: i + 1 for i, c in enumerate(ok)}
+    return tuple(c.model_copy(update={"rank": order.get(c.id)}) for c in candidates)
+
+
+def _score(accuracy: AccuracyReport | None) -> tuple[float | None, float | None]:
+    """(value, drop) of the metric a user judges by: task accuracy when labelled, else top-1 agreement."""
+    if accuracy is None:
+        return None, None
+    metric = accuracy.metric("accuracy") or accuracy.metric("top1_agreement")
+    if metric is None:
+        return None, None
+    reference = metric.reference if metric.reference is not None else 1.0
+    return metric.value, max(0.0, reference - metric.value)
+
+
+def judge(
+    variant: Variant,
+    root: Path,
+    profile: DeviceProfile,
+    request: PlanRequest,
+    *,
+    context: int | None = None,
+    host: DeviceProfile | None = None,
+    latency_s: float | None = None,
+) -> Candidate:
+    """A converted variant as a candidate: does it fit, is it accurate enough, how fast is it predicted."""
+    facts = ModelFacts.of_files(
+        variant.backend, variant.recipe.quantization, [root / f.path for f in variant.files], variant.inputs,
+        variant.outputs,
+    )  # fmt: skip
+    fit: FitReport = check_fit(profile, facts, context=context, host=host, host_latency_s=latency_s)
+    value, drop = _score(variant.accuracy)
+    reasons = list(fit.reasons)
+    status: Status = "ranked" if fit.fits else "does-not-fit"
+    if drop is not None and drop > request.max_accuracy_drop + 1e-9:
+        reasons.append(f"accuracy drop {drop:.2%} exceeds the {request.max_accuracy_drop:.2%} allowed")
+        status = "accuracy" if status == "ranked" else status
+    elif variant.accuracy is not None and not variant.accuracy.passed:
+        failed = [m.name for m in variant.accuracy.metrics if not m.passed]
+        reasons.append(f"outside its accuracy gate on {', '.join(failed)}")
+        status = "accuracy" if status == "ranked" else status
+    return Candidate(
+        id=candidate_id(variant.backend, variant.recipe.quantization, variant.recipe.pruning_ratio, context),
+        backend=variant.backend,
+        quantization=variant.recipe.quantization,
+        prune=variant.recipe.pruning_ratio,
+        context=context,
+        status=status,
+        reasons=tuple(reasons),
+        size_bytes=variant.size_bytes,
+        peak_bytes=fit.estimated_peak_bytes,
+        latency_ms=fit.predicted_latency_ms,
+        tokens_per_second=fit.predicted_tokens_per_second,
+        accuracy=value,
+        accuracy_drop=drop,
+    )
+
+
+def plan_tensor_model(
+    source: ModelSource,
+    request: PlanRequest,
+    profile: DeviceProfile,
+    options: ConvertOptions,
+    workdir: Path,
+    *,
+    host: DeviceProfile | None = None,
+    progress: PlanProgress | None = None,
+) -> Plan:
+    """Plan for a tensor model (ONNX Runtime, ExecuTorch, ...); `options` carries eval, calibration, training data."""
+    from runtimes.measure import host_latency
+
+    report = progress or (lambda _w, _d, _t: None)
+    for ratio in request.prune:
+        check_ratio(ratio)
+    if any(request.prune) and not isinstance(source, TorchSource):
+        raise ConfigError(f"pruning needs a torch model; {source.describe()} is {source.kind}: plan with --prune 0")
+    candidates: list[Candidate] = []
+    pairs: list[tuple[Backend, QuantScheme]] = []
+    for backend in request.backends:
+        try:
+            exporter = get_exporter(backend)
+        except EdgeSDKError as exc:
+            candidates += [_refused(backend, q, 0.0, str(exc)) for q in request.quantizations]
+            continue
+        for scheme in request.quantizations:
+            try:
+                exporter.check(scheme)
+                pairs.append((backend, scheme))
+            except ConfigError as exc:
+                candidates.append(_refused(backend, scheme, 0.0, str(exc)))
+    # Drop what cannot fit before spending a conversion on it: weights from the parameter count.
+    survivors: dict[float, list[tuple[Backend, QuantScheme]]] = {}
+    for ratio in request.prune:
+        params = _parameters(source, ratio)
+        for backend, scheme in pairs:
+            weights = int(params * BITS_PER_WEIGHT.get(scheme, 32) / 8)
+            facts = ModelFacts(backend, scheme, weights, source.input_specs())
+            fit = check_fit(profile, facts)
+            if fit.fits:
+                survivors.setdefault(ratio, []).append((backend, scheme))
+            else:
+                candidates.append(
+                    Candidate(
+                        id=candidate_id(backend, scheme, ratio),
+                        backend=backend,
+                        quantization=scheme,
+                        prune=ratio,
+                        status="does-not-fit",
+                        reasons=fit.reasons,
+                        peak_bytes=fit.estimated_peak_bytes,
+                    )
+                )
+    total, done = sum(len(v) for v in survivors.values()), 0
+    for ratio, group in survivors.items():
+        report(f"converting {len(group)} variant(s) pruned {ratio:.0%}", done, total)
+
+        def relay(p: Progress, base: int = done, label: str = f"pruned {ratio:.0%}") -> None:
+            report(f"{p.step} {p.variant or ''} ({label})".replace("  ", " "), base + p.done, total)
+
+        bundle: Bundle = convert(
+            source, [], [], workdir / f"pruned{round(ratio * 100)}",
+            _with(options, ratio, profile, request.max_accuracy_drop), overwrite=True, progress=relay, pairs=group,
+        )  # fmt: skip
+        golden = bundle.golden()
+        for variant in bundle.variants:
+            report(f"measuring {variant.id}", done, total)
+            latency = host_latency(variant, bundle.root, golden.inputs if golden else None) if host else None
+            candidates.append(judge(variant, bundle.root, profile, request, host=host, latency_s=latency))
+            done += 1
+    report("ranking", total, total)
+    return Plan(request=request, profile_id=profile.id, candidates=rank(candidates, request.objective))
+
+
+def plan_language_model(
+    model: object,
+    request: PlanRequest,
+    profile: DeviceProfile,
+    workdir: Path,
+    *,
+    progress: PlanProgress | None = None,
+) -> Plan:
+    """Plan for an LLM: every quantization converted and measured (KL, top-1, perplexity) once, then judged at
+    each context length. The accuracy drop is 1 - top-1 agreement with the unquantized model."""
+    from edge_sdk import registry
+
+    report = progress or (lambda _w, _d, _t: None)
+    backend = request.backends[0]
+    pipeline = registry.load(backend, registry.Role.PIPELINE)
+    total = len(request.quantizations)
+
+    def relay(step: str, variant: str | None, done: int, _total: int) -> None:
+        report(f"{step} {variant or ''}".strip(), done, total)
+
+    bundle: Bundle = pipeline(
+        model, quantize=list(request.quantizations), output=workdir / "llm", allow_failed=True, overwrite=True,
+        progress=relay,
+    )  # fmt: skip
+    candidates = [
+        judge(variant, bundle.root, profile, request, context=ctx)
+        for variant in bundle.variants
+        for ctx in request.contexts
+    ]
+    report("ranking", total, total)
+    return Plan(request=request, profile_id=profile.id, candidates=rank(candidates, request.objective))
+
+
+def _refused(backend: Backend, scheme: QuantScheme, ratio: float, why: str) -> Candidate:
+    return Candidate(
+        id=candidate_id(backend, scheme, ratio), backend=backend, quantization=scheme, prune=ratio, status="refused",
+        reasons=(why,),
+    )  # fmt: skip
+
+
+def _parameters(source: ModelSource, ratio: float) -> int:
+    path = getattr(source, "path", None)
+    if not isinstance(source, TorchSource):  # an existing file of fp32 weights: they are what they are
+        return Path(path).stat().st_size // 4 if path is not None else 0
+    module = prune_structured(source.module, source.example_inputs, ratio) if ratio else source.module
+    return parameter_count(module)
+
+
+def _with(options: ConvertOptions, ratio: float, profile: DeviceProfile, drop: float) -> ConvertOptions:
+    from dataclasses import replace
+
+    return replace(options, prune=ratio, profiles=(profile,), max_accuracy_drop=drop, allow_failed=True)

@@ -1,0 +1,167 @@
+"""plan() and convert_auto(): search backend × quantization × pruning (× context) for a device and objective."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edge_sdk import registry
+from edge_sdk.bundle import Bundle
+from edge_sdk.errors import ConfigError
+from edge_sdk.types import Backend, QuantScheme, Task, parse_enum
+
+if TYPE_CHECKING:
+    from converters.plan import Objective, Plan, PlanRequest
+
+DEFAULT_PRUNE = (0.0, 0.25, 0.5)
+TENSOR_QUANTIZATIONS = ("none", "fp16", "int8-dynamic", "int8-static")
+LLM_QUANTIZATIONS = ("q8_0", "q4_k_m", "q4_0")
+DEFAULT_CONTEXTS = (512, 1024, 2048, 4096)
+Labelled = tuple[Mapping[str, np.ndarray], np.ndarray | None]
+
+
+def _is_language_model(model: str) -> bool:
+    path = Path(model)
+    return model == "zoo:smollm2" or path.suffix == ".gguf" or (path.is_dir() and (path / "config.json").is_file())
+
+
+def _list(value: str | Sequence[Any] | None) -> list[Any] | None:
+    if value is None:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else list(value)
+
+
+def make_request(
+    model: str | Path,
+    profile: str | Path,
+    *,
+    objective: str | Objective = "latency",
+    max_accuracy_drop: float = 0.01,
+    backends: str | Sequence[str | Backend] | None = None,
+    quantize: str | Sequence[str | QuantScheme] | None = None,
+    prune: str | Sequence[float] | None = None,
+    contexts: str | Sequence[int] | None = None,
+) -> PlanRequest:
+    """Validate a plan request at the boundary: every value is checked and named when wrong."""
+    from converters.plan import Objective, PlanRequest
+    from device_profiles import load_profile
+
+    load_profile(profile)  # an unknown profile is refused before any work
+    if not 0.0 <= max_accuracy_drop <= 1.0:
+        raise ConfigError(
+            f"max accuracy drop must be a share between 0 and 1 (0.01 is 1%), got {max_accuracy_drop}: "
+            "an objective that no variant can meet"
+        )
+    text = str(model)
+    llm = _is_language_model(text)
+    chosen = [parse_enum(Backend, b, "backend") for b in _list(backends) or []]
+    pipelines = [b for b in registry.available_backends() if registry.Role.PIPELINE in registry.entry(b).targets]
+    if not chosen:
+        chosen = pipelines[:1] if llm else [Backend.ONNX, Backend.EXECUTORCH]
+    if llm != any(b in pipelines for b in chosen) or (llm and len(chosen) != 1):
+        raise ConfigError(
+            f"{text} is {'a language model' if llm else 'a tensor model'}; plan it with "
+            f"{'--backend ' + pipelines[0].value if llm else 'tensor backends (onnx, executorch)'}"
+        )
+    schemes = [parse_enum(QuantScheme, q, "quantization") for q in _list(quantize) or []]
+    try:
+        ratios = tuple(float(r) for r in (_list(prune) or ([0.0] if llm else DEFAULT_PRUNE)))
+        ctxs = tuple(int(c) for c in (_list(contexts) or (DEFAULT_CONTEXTS if llm else ())))
+    except ValueError as exc:
+        raise ConfigError(f"pruning ratios are numbers like 0,0.25,0.5 and contexts integers: {exc}") from None
+    if llm and any(ratios):
+        raise ConfigError("pruning applies to tensor models; plan a language model with --prune 0")
+    return PlanRequest(
+        model=text,
+        profile=str(profile),
+        objective=parse_enum(Objective, objective, "objective"),
+        max_accuracy_drop=max_accuracy_drop,
+        backends=tuple(chosen),
+        quantizations=tuple(schemes)
+        or tuple(QuantScheme(q) for q in (LLM_QUANTIZATIONS if llm else TENSOR_QUANTIZATIONS)),
+        prune=ratios,
+        contexts=ctxs,
+    )
+
+
+def run_plan(
+    request: PlanRequest,
+    *,
+    workdir: str | Path | None = None,
+    eval_data: Labelled | None = None,
+    train_data: Labelled | None = None,
+    calibration: Mapping[str, np.ndarray] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> Plan:
+    """Convert and measure every candidate of `request` that can fit; the result ranks them."""
+    from converters.pipeline import ConvertOptions
+    from converters.plan import plan_language_model, plan_tensor_model
+    from converters.prune import TrainData
+    from converters.sources import eval_data_of
+    from device_profiles import load_profile
+    from edge_sdk.api import _default_name, resolve_source
+
+    profile = load_profile(request.profile)
+    work = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="edge-plan-"))
+    if request.contexts:
+        return plan_language_model(request.model, request, profile, work, progress=progress)
+    source = resolve_source(request.model, None)
+    module = getattr(source, "module", None)
+    evaluation = eval_data or eval_data_of(module)
+    training = train_data or eval_data_of(module, "train_data")
+    options = ConvertOptions(
+        name=_default_name(source.describe()),
+        task=Task.TENSOR,
+        calibration=dict(calibration) if calibration is not None else None,
+        eval_inputs=dict(evaluation[0]) if evaluation else None,
+        eval_labels=evaluation[1] if evaluation else None,
+        train=TrainData(dict(training[0]), training[1]) if training else None,
+    )
+    host = load_profile("host")
+    return plan_tensor_model(source, request, profile, options, work, host=host, progress=progress)
+
+
+def plan(model: str | Path, profile: str | Path, **options: Any) -> Plan:
+    """make_request(...) then run_plan(...): keyword options of both are accepted."""
+    run_keys = {"workdir", "eval_data", "train_data", "calibration", "progress"}
+    request = make_request(model, profile, **{k: v for k, v in options.items() if k not in run_keys})
+    return run_plan(request, **{k: v for k, v in options.items() if k in run_keys})
+
+
+def load_plan(path: str | Path) -> Plan:
+    from pydantic import ValidationError
+
+    from converters.plan import Plan
+
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"plan file {str(file)!r} does not exist")
+    try:
+        return Plan.model_validate_json(file.read_text(encoding="utf-8"))
+    except ValidationError as exc:
+        raise ConfigError(f"{str(file)!r} is not a plan written by `edge-sdk plan --json`: {exc}") from None
+
+
+def convert_best(plan_: Plan, output: str | Path, *, overwrite: bool = False) -> Bundle:
+    """Convert the plan's top entry into a bundle, checked against the plan's profile and accuracy bound."""
+    from edge_sdk.api import convert, convert_llm
+
+    best, request = plan_.best(), plan_.request
+    if request.contexts:
+        return convert_llm(
+            request.model, quantize=[best.quantization], profile=request.profile, output=output, overwrite=overwrite
+        )
+    return convert(
+        request.model,
+        backend=best.backend,
+        quantize=best.quantization,
+        prune=best.prune,
+        profile=request.profile,
+        output=output,
+        max_accuracy_drop=request.max_accuracy_drop,
+        overwrite=overwrite,
+    )

@@ -1,0 +1,96 @@
+"""`plan`: candidates that cannot fit are dropped unconverted, the rest measured and ranked; the plan replays."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+import edge_sdk
+from edge_sdk.cli.main import app
+from edge_sdk.errors import ConfigError, ProfileError
+from edge_sdk.planning import load_plan, make_request, run_plan
+
+pytestmark = pytest.mark.slow  # converts the digits CNN for each candidate that can fit (seconds each)
+
+SPACE = ["-b", "onnx", "-q", "none,int8-static", "--prune", "0,0.5"]  # 4 candidates, 2 conversions
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": "220"})
+
+
+@pytest.fixture(scope="module")
+def rpi4_plan(tmp_path_factory):
+    out = tmp_path_factory.mktemp("plan") / "plan.json"
+    result = invoke(
+        "plan", "zoo:digits-cnn", "-p", "rpi4", "--objective", "size", "--max-accuracy-drop", "1%", *SPACE,
+        "--json", str(out),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_the_plan_for_digits_on_rpi4_picks_a_variant_within_the_bound(rpi4_plan):
+    path, output = rpi4_plan
+    plan = load_plan(path)
+    best = plan.best()
+    assert best.status == "ranked" and best.accuracy_drop <= 0.01
+    assert best.peak_bytes < 2816 * 1024 * 1024  # rpi4's budget
+    # by size, the smallest wins: int8 weights of the pruned model
+    assert best.id == "onnx-int8-static-pruned50"
+    sizes = [c.size_bytes for c in plan.ranked()]
+    assert sizes == sorted(sizes) and len(sizes) == 4
+    assert "onnx-int8-static-pruned50" in output and "rank" in output
+
+
+def test_the_plan_is_made_again_from_its_json(rpi4_plan, tmp_path):
+    path, _ = rpi4_plan
+    again = tmp_path / "again.json"
+    result = invoke("plan", "--from", str(path), "--json", str(again))
+    assert result.exit_code == 0, result.output
+    first, second = load_plan(path), load_plan(again)
+    assert first.request == second.request
+    key = [(c.id, c.rank, c.size_bytes, c.accuracy) for c in first.candidates]
+    assert key == [(c.id, c.rank, c.size_bytes, c.accuracy) for c in second.candidates]
+
+
+def test_convert_auto_takes_the_top_entry(rpi4_plan, tmp_path):
+    path, _ = rpi4_plan
+    out = tmp_path / "auto"
+    result = invoke("convert", "zoo:digits-cnn", "--auto", "--plan", str(path), "-o", str(out))
+    assert result.exit_code == 0, result.output
+    bundle = edge_sdk.open_bundle(out)
+    (variant,) = bundle.variants
+    assert variant.id == "onnx-int8-static-pruned50" and variant.accuracy.passed
+    assert variant.fit["rpi4"].fits
+
+
+def test_what_cannot_fit_is_dropped_before_converting(tmp_path):
+    board = tmp_path / "board.yaml"
+    board.write_text(
+        "id: small-board\nname: small\nclass: sbc\n"
+        "cpu: {arch: aarch64, model: A53, cores: 4, max_freq_ghz: 1.2, features: [neon], source: t}\n"
+        "memory: {total_mb: 512, budget_mb: 256, bandwidth_gbps: 2.0, source: t}\n"
+        "storage: {kind: sd, size_gb: 8, source: t}\nos: {name: Linux, version: '6'}\n"
+        "power: {typical_w: 2, max_w: 5, source: t}\nbackends: {executorch: {}, onnx: {}}\n"
+    )
+    request = make_request("zoo:digits-cnn", board, backends="executorch", quantize="none,int8-static", prune=[0.0])
+    plan = run_plan(request, workdir=tmp_path / "work")
+    assert {c.status for c in plan.candidates} == {"does-not-fit"}
+    assert all(c.size_bytes is None for c in plan.candidates)  # never converted
+    assert "budget 256.0 MB" in plan.candidates[0].reasons[0] and "onnx backend" in plan.candidates[0].reasons[0]
+    with pytest.raises(ConfigError, match="no variant of zoo:digits-cnn fits small-board"):
+        plan.best()
+
+
+def test_bad_profile_or_impossible_objective_is_a_clear_message():
+    with pytest.raises(ProfileError, match="unknown device profile 'rpi3'"):
+        make_request("zoo:digits-cnn", "rpi3")
+    with pytest.raises(ConfigError, match="unknown objective 'speed'; valid: 'latency', 'size', 'accuracy'"):
+        make_request("zoo:digits-cnn", "rpi4", objective="speed")
+    with pytest.raises(ConfigError, match="between 0 and 1"):
+        make_request("zoo:digits-cnn", "rpi4", max_accuracy_drop=1.5)
+    with pytest.raises(ConfigError, match="pruning ratio must be between 0 and 0.9"):
+        run_plan(make_request("zoo:digits-cnn", "rpi4", prune="0.95", backends="onnx", quantize="none"))
+    result = invoke("plan", "zoo:digits-cnn", "-p", "rpi4", "--max-accuracy-drop", "lots")
+    assert result.exit_code == 1 and "bad accuracy drop 'lots'" in result.output
