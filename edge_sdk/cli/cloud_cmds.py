@@ -63,6 +63,9 @@ def serve_cmd(
     port: int = typer.Option(8090, "--port"),
     max_upload_mb: float = typer.Option(8192.0, "--max-upload-mb", help="Larger published bundles get 413."),
     concurrency: int = typer.Option(2, "--concurrency", help="Requests running at once per own model."),
+    context: int | None = typer.Option(
+        None, "--context", help="Tokens a language model of its own holds (llama.cpp default 2048): more than a device."
+    ),
 ) -> None:
     """Run the cloud gateway: devices authenticate with their own key; OpenAI requests are answered from the
     gateway's bundles or passed to --upstream; /v1/telemetry is stored; /v1/registry/bundles publishes, lists
@@ -93,7 +96,7 @@ def serve_cmd(
             upstream_api_key=read_key(upstream_key_file) if upstream_key_file else None,
             upstream_timeout_s=upstream_timeout,
             max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-            daemon=DaemonConfig(host=host, port=port, concurrency_per_model=concurrency),
+            daemon=DaemonConfig(host=host, port=port, concurrency_per_model=concurrency, context_length=context),
         )
     import logging
 

@@ -254,7 +254,8 @@ def test_serve_command_takes_the_cloud_flags(smollm2_served_bundle, recorder, tm
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "edge_sdk.cli", "serve", str(smollm2_served_bundle.root), "--port", str(port),
-           "--cloud-url", recorder.url, "--cloud-key-file", str(key), "--privacy", "smollm2"]  # fmt: skip
+           "--cloud-url", recorder.url, "--cloud-key-file", str(key), "--privacy", "smollm2",
+           "--context", "4096"]  # fmt: skip
     log = tmp_path / "serve.log"
     daemon = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
     url = f"http://127.0.0.1:{port}"
@@ -270,6 +271,9 @@ def test_serve_command_takes_the_cloud_flags(smollm2_served_bundle, recorder, tm
         assert recorder.requests[-1][1]["authorization"] == "Bearer device-from-file"
         r = httpx.post(f"{url}/v1/chat/completions", json=CHAT, headers={"X-Edge-Route": "cloud"}, timeout=60)
         assert r.status_code == 403 and route_of(r) == ("reject", "privacy")
+        long = {"model": "smollm2", "prompt": "Name a colour. Answer:", "max_tokens": 2045, "stop": [".", "\n"]}
+        r = httpx.post(f"{url}/v1/completions", json={**long, "temperature": 0}, timeout=60)
+        assert r.status_code == 200 and route_of(r) == ("local", "default")  # within --context 4096
     finally:
         daemon.terminate()
         daemon.wait(timeout=30)
