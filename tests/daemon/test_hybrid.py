@@ -215,6 +215,33 @@ def test_a_full_local_queue_sends_the_request_to_the_cloud_instead_of_429(
         assert r.status_code == 429 and route_of(r) == ("local", "caller")  # the caller asked for local: as before
 
 
+def test_when_the_cloud_fails_work_the_device_can_do_stays_on_the_device(
+    serve_bundles, smollm2_served_bundle, recorder
+):
+    from concurrent.futures import ThreadPoolExecutor
+
+    source = DirectorySource([smollm2_served_bundle.root])
+    options = {"cloud_url": recorder.url, "cloud_retries": 0, "breaker_failures": 1, "breaker_reset_s": 60}
+    recorder.mode = "fail"
+    try:
+        with serve_bundles(source, concurrency_per_model=1, slo_ms=1, **options) as url, ThreadPoolExecutor(1) as pool:
+            routes, sent = [], []
+            for _ in range(2):  # first the cloud fails (and the breaker opens), then the breaker is open
+                with occupied(url):
+                    waiting = pool.submit(httpx.post, f"{url}/v1/chat/completions", json=CHAT, timeout=120)
+                    deadline = time.monotonic() + 30  # until it waits for the device (over the SLO, but possible)
+                    while counter(url, "edge_queue_depth", model="smollm2") < 1 and time.monotonic() < deadline:
+                        time.sleep(0.02)
+                r = waiting.result()
+                assert r.status_code == 200 and "Paris" in r.json()["choices"][0]["message"]["content"]
+                routes.append(route_of(r))
+                sent.append(len(recorder.requests))
+    finally:
+        recorder.mode = "ok"
+    assert routes == [("local", "cloud_failed"), ("local", "breaker_open")]
+    assert sent[1] == sent[0]  # the first was tried in the cloud; with the breaker open the second was not sent
+
+
 @pytest.fixture(scope="module")
 def private(serve_bundles, smollm2_served_bundle, recorder):
     source = DirectorySource([smollm2_served_bundle.root])
