@@ -22,7 +22,8 @@ from cloud_sync.breaker import CircuitBreaker
 from edge_sdk.errors import CloudResponseError, CloudUnavailableError, ConfigError
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
+CONNECT_TIMEOUT_S = 5.0
+DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=CONNECT_TIMEOUT_S)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,6 +93,8 @@ class CloudClient:
         headers = {"User-Agent": "edge-sdk"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
+        if not isinstance(timeout, httpx.Timeout):  # seconds to wait for the next byte; an offline link fails sooner
+            timeout = httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT_S))
         self._http = httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=timeout, transport=transport)
 
     async def post_json(self, path: str, body: Any, *, headers: Mapping[str, str] | None = None) -> httpx.Response:
