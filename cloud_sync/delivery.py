@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import logging
 import random
 import sqlite3
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from cloud_sync.client import parse_retry_after
 from cloud_sync.queue import ItemState, OfflineQueue, Outcome, QueueItem
 
 if TYPE_CHECKING:
@@ -51,22 +51,6 @@ def backoff_s(attempt: int, policy: DeliveryPolicy) -> float:
     """Exponential in the attempt number, capped, with "equal jitter" so retries of many items spread out."""
     ceiling = min(policy.max_backoff_s, policy.base_backoff_s * 2 ** max(attempt - 1, 0))
     return ceiling / 2 + random.uniform(0, ceiling / 2)
-
-
-def retry_after_s(response: httpx.Response) -> float | None:
-    """`Retry-After` as seconds or an HTTP date; None when absent or unreadable."""
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def _error_text(response: httpx.Response) -> str:
@@ -201,7 +185,7 @@ class DeliveryLoop:
         if 200 <= status < 300:
             return Outcome(item.id, ItemState.DONE, status, result=_result(response))
         if status in RETRYABLE_STATUS or status >= 500:
-            hinted = retry_after_s(response)
+            hinted = parse_retry_after(response.headers.get("retry-after"))
             delay = max(hinted or 0.0, backoff_s(item.attempts, self.policy))
             if hinted is not None and status in (429, 503):
                 self._paused_until = time.time() + hinted  # the cloud asked everyone to wait

@@ -9,8 +9,8 @@ A receiver mounts `IdempotencyMiddleware` and each (device, key) executes once:
 - a repeat while the first is still running: it waits (up to `wait_s`) and then gets the stored response;
   past that, 409 with `Retry-After` (so two concurrent requests never both execute);
 - the same key with a different method, path or body: 422 (a key names one request);
-- a response that says "not done, try again" (408, 429, 5xx) or an exception is not stored: the key is
-  released so a retry runs.
+- a response that says "not done, try again" (408, 429, 5xx), an authentication refusal (401, 403) or an
+  exception is not stored: the key is released so a retry runs.
 
 A request carrying the header runs to completion even if its client leaves, so the retry finds the answer.
 The device is what `device_of(scope)` says: by default `scope["state"]["device_id"]` (set by the gateway's
@@ -39,7 +39,7 @@ from edge_sdk.errors import ConfigError
 HEADER = "idempotency-key"
 REPLAYED = "idempotent-replayed"
 MAX_KEY_LENGTH = 255
-_NOT_STORED = frozenset({408, 425, 429})
+_NOT_STORED = frozenset({401, 403, 408, 425, 429})  # refused or "try again": nothing was executed
 _SKIP_HEADERS = frozenset({b"content-length", b"date", b"server", b"transfer-encoding", b"connection"})
 
 

@@ -19,10 +19,13 @@ from edge_sdk.types import Backend, TensorSpec
 
 @dataclass(frozen=True, kw_only=True)
 class SessionOptions:
-    """Knobs common to every engine. `threads=None` lets the engine choose (usually all cores)."""
+    """Knobs common to every engine. `threads=None` lets the engine choose (usually all cores).
+
+    `context`: tokens of prompt + generation a language model's session holds (None: the engine's default);
+    tensor engines ignore it. A board with little memory serves a short context; the cloud a long one."""
 
     threads: int | None = None
-    context_length: int | None = None  # language models: tokens of prompt + output; None: the engine's default
+    context: int | None = None
 
 
 @dataclass(frozen=True)

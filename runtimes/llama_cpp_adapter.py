@@ -255,7 +255,7 @@ class LlamaCppRuntime(Runtime):
         return importlib.util.find_spec("llama_cpp") is not None
 
     def _load(self, variant: Variant, root: Path, options: SessionOptions) -> Session:
-        return LlamaSession(single_file(variant, root, ".gguf"), options, self.context_length(variant, options))
+        return LlamaSession(single_file(variant, root, ".gguf"), options, options.context or DEFAULT_CONTEXT)
 
-    def context_length(self, variant: Variant, options: SessionOptions | None = None) -> int:
-        return (options.context_length if options else None) or DEFAULT_CONTEXT
+    def context_length(self, variant: Variant, options: SessionOptions | None = None) -> int | None:
+        return (options.context if options else None) or DEFAULT_CONTEXT

@@ -96,7 +96,7 @@ def serve_cmd(
             upstream_api_key=read_key(upstream_key_file) if upstream_key_file else None,
             upstream_timeout_s=upstream_timeout,
             max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-            daemon=DaemonConfig(host=host, port=port, concurrency_per_model=concurrency, context_length=context),
+            daemon=DaemonConfig(host=host, port=port, concurrency_per_model=concurrency, context=context),
         )
     import logging
 

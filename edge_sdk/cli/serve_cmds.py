@@ -30,7 +30,7 @@ def serve_cmd(
     drain_timeout: float = typer.Option(10.0, "--drain-timeout", help="On SIGTERM, seconds to finish in-flight work."),
     threads: int | None = typer.Option(None, "--threads", help="Engine threads per model."),
     context: int | None = typer.Option(
-        None, "--context", help="Tokens of prompt + output a language model holds (llama.cpp default 2048)."
+        None, "--context", help="Language models' context in tokens (default 2048); longer requests go to the cloud."
     ),
     cloud_url: str | None = typer.Option(
         None,
@@ -105,7 +105,7 @@ def serve_cmd(
             request_timeout_s=timeout,
             drain_timeout_s=drain_timeout,
             threads=threads,
-            context_length=context,
+            context=context,
             cloud_url=cloud_url,
             cloud_api_key=read_cloud_key(cloud_key_file) if cloud_key_file else None,
             slo_ms=slo_ms,

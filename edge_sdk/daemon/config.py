@@ -24,6 +24,7 @@ class DaemonConfig(BaseModel):
     drain_timeout_s: float = Field(default=10.0, ge=0)
     memory_budget_bytes: int | None = Field(default=None, gt=0, description="None: the host profile's budget")
     threads: int | None = Field(default=None, gt=0)
+    context: int | None = Field(default=None, ge=16, description="LLM context in tokens; None: the engine's default")
 
     # --- hybrid routing: the cloud target and when to use it (cloud_sync.router) ---
     cloud_url: str | None = Field(default=None, pattern=r"^https?://", description="None: everything stays local")
@@ -34,7 +35,6 @@ class DaemonConfig(BaseModel):
     breaker_reset_s: float = Field(default=30.0, gt=0, description="seconds open before a trial request")
     slo_ms: float | None = Field(default=None, gt=0, description="estimated queue wait beyond which to go to the cloud")
     local_only_models: frozenset[str] = frozenset()  # never sent to the cloud; "all" for every model
-    context_length: int | None = Field(default=None, ge=64, description="LLM context; None: the engine's default")
 
     # Offline queue, jobs and telemetry (cloud_sync/queue.py, cloud_sync/delivery.py, daemon/jobs_routes.py).
     queue_path: Path | None = None  # None: no queue, /v1/jobs answers 503

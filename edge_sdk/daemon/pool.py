@@ -184,14 +184,17 @@ class ModelPool:
         if cached is None or cached[0] != version:
             variant = self.source.open(name).variant()
             size = variant.size_bytes + ENGINE_OVERHEAD_BYTES.get(variant.backend, 0)
-            context = get_runtime(variant.backend).context_length(variant, self.session_options())
-            cached = self._plans[name] = (version, size, context)
+            cached = self._plans[name] = (
+                version,
+                size,
+                get_runtime(variant.backend).context_length(variant, self._session_options()),
+            )
         return cached[1], cached[2]
 
-    def session_options(self) -> SessionOptions:
+    def _session_options(self) -> SessionOptions:
         from runtimes import SessionOptions
 
-        return SessionOptions(threads=self.config.threads, context_length=self.config.context_length)
+        return SessionOptions(threads=self.config.threads, context=self.config.context)
 
     def fits_now(self, name: str, size: int) -> bool:
         """Whether `size` bytes fit the budget beside the models that cannot be evicted now (in use), and the
@@ -242,7 +245,7 @@ class ModelPool:
         variant = bundle.variant()
         start = time.monotonic()
         try:
-            session = get_runtime(variant.backend).load(variant, bundle.root, self.session_options())
+            session = get_runtime(variant.backend).load(variant, bundle.root, self._session_options())
         except EdgeSDKError:
             raise
         except Exception as exc:  # an engine crash while loading must not take the daemon down

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import time
 
 import httpx
 import pytest
 from receiver_app import free_port, make_app, serving
 
-from cloud_sync.delivery import DeliveryLoop, DeliveryPolicy, backoff_s, retry_after_s
+from cloud_sync.delivery import DeliveryLoop, DeliveryPolicy, backoff_s
 from cloud_sync.queue import ItemKind, ItemState, OfflineQueue
 
 CHAT = "/v1/chat/completions"
@@ -109,11 +108,3 @@ def test_backoff_grows_is_capped_and_jittered():
     assert all(2.0 <= s <= 4.0 for s in samples[3])
     assert all(4.0 <= s <= 8.0 for s in samples[10])
     assert len(set(samples[10])) > 100
-
-
-def test_retry_after_reads_seconds_and_http_dates():
-    assert retry_after_s(httpx.Response(503, headers={"Retry-After": "7"})) == 7
-    later = email.utils.formatdate(time.time() + 30, usegmt=True)
-    assert 25 < (retry_after_s(httpx.Response(503, headers={"Retry-After": later})) or 0) <= 31
-    assert retry_after_s(httpx.Response(503, headers={"Retry-After": "soon"})) is None
-    assert retry_after_s(httpx.Response(503)) is None

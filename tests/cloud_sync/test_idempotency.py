@@ -127,3 +127,30 @@ def test_a_request_cut_off_mid_body_never_executes(receiver):
     assert executions(receiver) == {}
     assert post(receiver, "cut").status_code == 200  # the retry executes, once
     assert executions(receiver) == {"cut": 1}
+
+
+def test_mounted_on_the_project_gateway_a_repeat_is_replayed_per_device(tmp_path):
+    from gateway_helpers import DEVICE_KEY, OTHER_KEY, auth, serve_app
+
+    from cloud_sync.gateway import GatewayConfig, build_gateway
+    from cloud_sync.idempotency import IdempotencyMiddleware, IdempotencyStore
+    from edge_sdk.daemon.pool import DirectorySource
+
+    devices = {DEVICE_KEY: "pi-kitchen", OTHER_KEY: "jetson-garage"}
+    gateway = build_gateway(DirectorySource([]), GatewayConfig(devices=devices, registry_dir=tmp_path / "registry"))
+    store = IdempotencyStore(tmp_path / "idem.sqlite")
+    gateway.add_middleware(IdempotencyMiddleware, store=store)
+    batch = {"items": [{"requests": 3}]}
+    with serve_app(gateway) as cloud:
+
+        def send(key: str) -> httpx.Response:
+            return httpx.post(f"{cloud}/v1/telemetry", json=batch, headers=auth(key) | {"Idempotency-Key": "t-1"})
+
+        first, again, other = send(DEVICE_KEY), send(DEVICE_KEY), send(OTHER_KEY)
+        assert first.status_code == again.status_code == other.status_code == 202
+        assert again.headers["idempotent-replayed"] == "true" and again.json() == first.json()
+        assert "idempotent-replayed" not in other.headers and other.json()["device"] == "jetson-garage"
+        assert send("not-a-device-key").status_code == 401
+        assert send("not-a-device-key").headers.get("idempotent-replayed") is None  # a refusal is not stored
+    gateway.state.pool.close()
+    store.close()

@@ -34,7 +34,7 @@ def gateway(smollm2, key_files, llama_server, tmp_path_factory):
         key_files,
         tmp_path_factory.mktemp("registry"),
         upstream_url=llama_server,
-        daemon=DaemonConfig(context_length=4096),
+        daemon=DaemonConfig(context=4096),
     )
     with running_gateway(DirectorySource([smollm2.root]), config) as url:
         yield url

@@ -136,7 +136,7 @@ def test_a_longer_local_context_keeps_that_request_on_the_device(serve_bundles, 
             "stop": [".", "\n"]}  # fmt: skip
     sent = len(recorder.requests)
     source = DirectorySource([smollm2_served_bundle.root])
-    with serve_bundles(source, cloud_url=recorder.url, context_length=4096) as url:
+    with serve_bundles(source, cloud_url=recorder.url, context=4096) as url:
         r = httpx.post(f"{url}/v1/completions", json=body, timeout=120)
         assert r.status_code == 200 and route_of(r) == ("local", "default")
         # ...and the limit the router uses is the one the engine has: beyond 4,096 it is the cloud's.

@@ -139,7 +139,29 @@ def test_serve_names_a_bad_telemetry_policy_and_the_valid_ones(tmp_path):
 def test_the_queue_lives_beside_the_store_by_default(tmp_path):
     from edge_sdk.cli.serve_cmds import queue_options
 
-    common = dict(cloud_key_file=None, queue_telemetry_policy="drop-oldest", device_id=None)
+    common = dict(queue_telemetry_policy="drop-oldest", device_id=None)
     assert queue_options(tmp_path, None, False, **common)["queue_path"] == tmp_path / "queue.sqlite"
     assert queue_options(None, None, False, **common)["queue_path"].parts[-3:] == ("state", "edge-sdk", "queue.sqlite")
     assert queue_options(tmp_path, None, True, **common)["queue_path"] is None
+
+
+def test_telemetry_reaches_the_project_gateway(serve_bundles, tmp_path):
+    from gateway_helpers import DEVICE_KEY, auth, serve_app
+
+    from cloud_sync.gateway import GatewayConfig, build_gateway
+
+    gateway = build_gateway(
+        StoreSource(tmp_path / "cloud"),
+        GatewayConfig(devices={DEVICE_KEY: "pi-kitchen"}, registry_dir=tmp_path / "registry"),
+    )
+    with serve_app(gateway) as cloud:
+        options = dict(queue_path=tmp_path / "q.sqlite", cloud_url=cloud, cloud_api_key=DEVICE_KEY)
+        with serve_bundles(StoreSource(tmp_path / "store"), **options, telemetry_interval_s=0.2) as url:
+            deadline = time.monotonic() + 10
+            while httpx.get(f"{cloud}/v1/telemetry", headers=auth(DEVICE_KEY)).json()["items"] < 2:
+                assert time.monotonic() < deadline, httpx.get(f"{url}/metrics").text
+                time.sleep(0.05)
+            metrics = httpx.get(f"{url}/metrics").text
+    gateway.state.pool.close()
+    assert 'edge_queue_deliveries_total{kind="telemetry",outcome="done"}' in metrics
+    assert 'outcome="failed"' not in metrics  # the gateway accepted every snapshot (device named by its key)
