@@ -109,7 +109,7 @@ def flash_cmd(
                 boards = survey(release, targets, options)
             for target, board in zip(targets, boards, strict=True):
                 plan = plan_target(
-                    m,
+                    release.bundle,
                     target,
                     activate=activate,
                     health_url=health_url,

@@ -75,7 +75,11 @@ class Release:
     archive: Path
     sha256: str
     size: int
-    manifest: Manifest
+    bundle: Bundle  # opened and verified here (an archive's unpacked copy lives as long as this)
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.bundle.manifest
 
     @property
     def remote_name(self) -> str:
@@ -102,7 +106,7 @@ def prepare(bundle: Path, workdir: Path, trust: Sequence[Path] = ()) -> Release:
     keys = [load_trusted(p) for p in trust] or None
     opened = Bundle.open(bundle, trust=keys)
     archive = bundle if bundle.is_file() else opened.pack(workdir / f"{opened.name}-{opened.manifest.version}")
-    return Release(archive, sha256_file(archive), archive.stat().st_size, opened.manifest)
+    return Release(archive, sha256_file(archive), archive.stat().st_size, opened)
 
 
 def flash_many(
@@ -197,7 +201,7 @@ class _Run:
                 "(flash cards without --health-url)"
             )
         if self.target.profile:
-            fit = fit_reports(manifest, self.target.profile)
+            fit = fit_reports(self.release.bundle, self.target.profile)
             if not any(report.fits for _, report in fit):
                 reasons = "; ".join(f"{vid}: {', '.join(r.reasons)}" for vid, r in fit)
                 raise ConfigError(f"no variant of {manifest.name} fits {self.target.profile}: {reasons}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from edge_sdk.bundle import FitReport, Manifest, Variant
+from edge_sdk.bundle import Bundle, FitReport, Variant
 from edge_sdk.flash.targets import Scheme, Target
 
 if TYPE_CHECKING:
@@ -24,12 +24,12 @@ class TargetPlan:
         return any(report.fits for _, report in self.fit) if self.fit else None
 
 
-def fit_reports(manifest: Manifest, profile_ref: str) -> tuple[tuple[str, FitReport], ...]:
+def fit_reports(bundle: Bundle, profile_ref: str) -> tuple[tuple[str, FitReport], ...]:
     """Each variant against a profile: the report recorded in the bundle when there is one, else estimated now."""
     from device_profiles import load_profile
 
     profile = load_profile(profile_ref)
-    return tuple((v.id, v.fit.get(profile.id) or _estimate(profile, v)) for v in manifest.variants)
+    return tuple((v.id, v.fit.get(profile.id) or _estimate(profile, v)) for v in bundle.variants)
 
 
 def _estimate(profile: DeviceProfile, variant: Variant) -> FitReport:
@@ -45,7 +45,7 @@ def _estimate(profile: DeviceProfile, variant: Variant) -> FitReport:
 
 
 def plan_target(
-    manifest: Manifest,
+    bundle: Bundle,
     target: Target,
     *,
     activate: bool,
@@ -53,7 +53,7 @@ def plan_target(
     trusted: int,
     device_check: bool,
 ) -> TargetPlan:
-    name, version = manifest.name, manifest.version
+    name, version = bundle.name, bundle.manifest.version
     incoming = target.incoming
     where = "copy (resuming a partial copy if one is there)"
     steps = [
@@ -69,5 +69,5 @@ def plan_target(
         steps.append(f"activate {name} {version} (the active version becomes previous)")
     if health_url:
         steps.append(f"GET {health_url} from the board until 2xx; on failure roll back to the previous version")
-    fit = fit_reports(manifest, target.profile) if target.profile else ()
+    fit = fit_reports(bundle, target.profile) if target.profile else ()
     return TargetPlan(target, tuple(steps), fit)
