@@ -291,7 +291,9 @@ class _Run:
                     return None
                 problem = f"HTTP {status}"
             except DeviceError as exc:
-                problem = str(exc)
+                problem = _without_label(exc, self.target)
+            except ConfigError as exc:  # the board cannot be asked at all: waiting will not help
+                return f"{url} cannot be checked: {exc}"
             if time.monotonic() >= deadline:
                 return f"{url} did not answer 2xx within {self.options.health_timeout_s:g} s (last: {problem})"
             time.sleep(0.5)

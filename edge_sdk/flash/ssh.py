@@ -39,7 +39,7 @@ class SSHTransport(Transport):
         remote_cmd: str = "edge-sdk",
     ) -> None:
         super().__init__(target)
-        paramiko = _paramiko()
+        self._paramiko = paramiko = _paramiko()
         self._errors: tuple[type[BaseException], ...] = (OSError, EOFError, paramiko.SSHException)
         self.remote_cmd = remote_cmd
         self._client = client = paramiko.SSHClient()
@@ -171,9 +171,17 @@ class SSHTransport(Transport):
             raise ConfigError(f"health URL {url!r} must be http://HOST:PORT/PATH as the board sees it")
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         with self._link(f"checking {url}"):
-            channel = self._transport.open_channel(
-                "direct-tcpip", (parts.hostname, parts.port or 80), ("127.0.0.1", 0), timeout=timeout
-            )
+            try:
+                channel = self._transport.open_channel(
+                    "direct-tcpip", (parts.hostname, parts.port or 80), ("127.0.0.1", 0), timeout=timeout
+                )
+            except self._paramiko.ChannelException as exc:
+                if exc.code == self._paramiko.common.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED:
+                    raise ConfigError(
+                        "the board's sshd refuses port forwarding, which the health check goes through: set "
+                        "`AllowTcpForwarding local` (or yes) in its sshd_config, or flash without --health-url"
+                    ) from None
+                raise
             with channel:
                 channel.settimeout(timeout)
                 channel.sendall(f"GET {path} HTTP/1.0\r\nHost: {parts.netloc}\r\nConnection: close\r\n\r\n".encode())

@@ -14,6 +14,7 @@ import pytest
 from edge_sdk.bundle import Bundle
 from edge_sdk.bundle.files import sha256_file
 from edge_sdk.flash import Stage, flash_many, flash_one, parse_target, prepare
+from edge_sdk.flash.loopback import start_sshd
 from edge_sdk.store import BundleStore, InstalledModel
 
 NAME = "digits-cnn"
@@ -167,6 +168,27 @@ def test_health_check_against_the_boards_daemon_passes(sshd, releases, tmp_path,
     finally:
         daemon.terminate()
         daemon.wait(timeout=30)
+
+
+def test_board_refusing_port_forwarding_fails_the_health_check_at_once_and_rolls_back(
+    sshd, releases, tmp_path, unused_port
+):
+    del sshd  # only for its setup: sshd is installed (or the test skipped)
+    hardened = start_sshd(tmp_path / "sshd", forwarding=False)
+    try:
+        store = tmp_path / "store"
+        BundleStore(store).install(releases["1.0.0"])
+        url = f"http://127.0.0.1:{unused_port}/health/ready"
+        options = hardened.options(activate=True, device_check=False, health_url=url, health_timeout_s=20)
+        started = time.monotonic()
+        result = flash_one(prepare(releases["1.1.0"], tmp_path), parse_target(hardened.url(store)), options)
+        assert time.monotonic() - started < 15  # no waiting out the timeout for what cannot change
+        assert not result.ok and result.stage is Stage.HEALTH
+        assert "refuses port forwarding" in result.message and "AllowTcpForwarding" in result.message
+        assert result.message.endswith("rolled back to 1.0.0")
+        assert BundleStore(store).active(NAME).manifest.version == "1.0.0"
+    finally:
+        hardened.stop()
 
 
 def test_unreachable_board_is_reported_and_the_others_are_flashed(sshd, release, tmp_path, unused_port):
