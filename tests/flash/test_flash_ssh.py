@@ -170,10 +170,8 @@ def test_health_check_against_the_boards_daemon_passes(sshd, releases, tmp_path,
         daemon.wait(timeout=30)
 
 
-def test_board_refusing_port_forwarding_fails_the_health_check_at_once_and_rolls_back(
-    sshd, releases, tmp_path, unused_port
-):
-    del sshd  # only for its setup: sshd is installed (or the test skipped)
+@pytest.mark.usefixtures("sshd")  # installs sshd or skips
+def test_board_refusing_port_forwarding_fails_the_health_check_at_once_and_rolls_back(releases, tmp_path, unused_port):
     hardened = start_sshd(tmp_path / "sshd", forwarding=False)
     try:
         store = tmp_path / "store"
