@@ -89,7 +89,11 @@ class SSHTransport(Transport):
         assert transport is not None  # connect() succeeded
         transport.set_keepalive(KEEPALIVE_S)
         self._transport = transport
-        self._sftp = self._open_sftp()
+        try:
+            self._sftp = self._open_sftp()
+        except DeviceError:
+            client.close()
+            raise
 
     def _open_sftp(self) -> Any:
         with self._link("opening SFTP"):
