@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import posixpath
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -110,11 +111,27 @@ def prepare(bundle: Path, workdir: Path, trust: Sequence[Path] = ()) -> Release:
 
 
 def flash_many(
-    release: Release, targets: Sequence[Target], options: FlashOptions, on_event: Event | None = None
+    release: Release,
+    targets: Sequence[Target],
+    options: FlashOptions,
+    on_event: Event | None = None,
+    cancel: threading.Event | None = None,
 ) -> list[FlashResult]:
-    """Flash every target at once (up to options.parallel); results in the order of `targets`."""
-    with ThreadPoolExecutor(max_workers=min(options.parallel, len(targets)) or 1) as pool:
-        return list(pool.map(lambda t: flash_one(release, t, options, on_event), targets))
+    """Flash every target at once (up to options.parallel); results in the order of `targets`.
+
+    Ctrl-C (or setting `cancel`) stops every copy at its next chunk and starts no new install; an install
+    already running on a board finishes (it is atomic either way), and partial copies are resumed next time.
+    """
+    cancel = cancel or threading.Event()
+    pool = ThreadPoolExecutor(max_workers=min(options.parallel, len(targets)) or 1)
+    try:
+        futures = [pool.submit(flash_one, release, t, options, on_event, cancel) for t in targets]
+        return [f.result() for f in futures]
+    except KeyboardInterrupt:
+        cancel.set()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def survey(release: Release, targets: Sequence[Target], options: FlashOptions) -> list[list[str]]:
@@ -165,9 +182,15 @@ def _connect(target: Target, options: FlashOptions) -> Transport:
     )
 
 
-def flash_one(release: Release, target: Target, options: FlashOptions, on_event: Event | None = None) -> FlashResult:
+def flash_one(
+    release: Release,
+    target: Target,
+    options: FlashOptions,
+    on_event: Event | None = None,
+    cancel: threading.Event | None = None,
+) -> FlashResult:
     """Flash one target; never raises for what a board does, returns a result with the failed stage instead."""
-    run = _Run(release, target, options, on_event or (lambda *_: None))
+    run = _Run(release, target, options, on_event or (lambda *_: None), cancel or threading.Event())
     try:
         return run.go()
     except EdgeSDKError as exc:
@@ -177,8 +200,11 @@ def flash_one(release: Release, target: Target, options: FlashOptions, on_event:
 class _Run:
     """One target's flash, stage by stage, remembering what it did for the result."""
 
-    def __init__(self, release: Release, target: Target, options: FlashOptions, on_event: Event) -> None:
+    def __init__(
+        self, release: Release, target: Target, options: FlashOptions, on_event: Event, cancel: threading.Event
+    ) -> None:
         self.release, self.target, self.options, self.on_event = release, target, options, on_event
+        self.cancel = cancel
         self.stage = Stage.PLAN
         self.sent = 0
         self.active: str | None = None
@@ -191,7 +217,13 @@ class _Run:
 
     def enter(self, stage: Stage) -> None:
         self.stage = stage
+        if stage in (Stage.CONNECT, Stage.UPLOAD, Stage.INSTALL):  # never between activation and health check
+            self.stop_if_cancelled()
         self.on_event(self.target, stage, self.sent, self.release.size)
+
+    def stop_if_cancelled(self) -> None:
+        if self.cancel.is_set():
+            raise DeviceError("cancelled; nothing was installed, and the next flash resumes the copy")
 
     def go(self) -> FlashResult:
         manifest, options = self.release.manifest, self.options
@@ -243,6 +275,7 @@ class _Run:
             done += n
             self.sent += n
             self.on_event(self.target, Stage.UPLOAD, done, total)
+            self.stop_if_cancelled()
 
         self.on_event(self.target, Stage.UPLOAD, done, total)
         device.send(self.release.archive, part, have, sent)

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 
 import pytest
@@ -85,6 +86,27 @@ def test_copy_cut_mid_way_resumes_where_it_stopped(sshd, release, tmp_path):
     assert sha256_file(installed.root / "manifest.json") == sha256_file(
         Bundle.open(release.archive).root / "manifest.json"
     )
+
+
+def test_cancelled_flash_stops_every_copy_and_the_next_one_resumes(sshd, release, tmp_path):
+    targets = [parse_target(sshd.url(tmp_path / "a")), parse_target(f"dir://{tmp_path / 'card'}")]
+    cancel = threading.Event()
+
+    def cancel_at_the_first_chunk(_target, stage, done, _total):
+        if stage is Stage.UPLOAD and done:
+            cancel.set()  # what Ctrl-C does in the CLI
+
+    results = flash_many(release, targets, sshd.options(activate=True), cancel_at_the_first_chunk, cancel)
+    assert [(r.ok, r.stage) for r in results] == [(False, Stage.UPLOAD)] * 2
+    assert all("cancelled" in r.message and r.sent_bytes < release.size for r in results)
+    assert BundleStore(tmp_path / "a").list() == [] and BundleStore(tmp_path / "card").list() == []
+    parts = [tmp_path / store / ".incoming" / f"{release.remote_name}.part" for store in ("a", "card")]
+    have = [p.stat().st_size if p.exists() else 0 for p in parts]  # a board cancelled before its copy has none
+    assert any(have) and all(n < release.size for n in have)
+
+    again = flash_many(release, targets, sshd.options(activate=True))
+    assert all(r.ok for r in again), [r.message for r in again]
+    assert [r.sent_bytes for r in again] == [release.size - n for n in have]
 
 
 def test_corrupted_copy_on_the_board_is_refused_there_and_copied_afresh(sshd, release, tmp_path):
