@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
-from edge_sdk.cli.common import EXIT_FAILED, console, human_bytes, user_errors
+from edge_sdk.cli.common import EXIT_FAILED, console, err_console, human_bytes, user_errors
 from edge_sdk.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -119,7 +119,11 @@ def flash_cmd(
                 _print_plan(plan, board)
             console.print("[dim]dry run: nothing was copied or changed[/]")
             return
-        results = _flash_with_progress(release, targets, options)
+        try:
+            results = _flash_with_progress(release, targets, options)
+        except KeyboardInterrupt:
+            err_console.print("cancelled: nothing half-installed; partial copies stay and the next flash resumes them")
+            raise typer.Exit(130) from None
     _print_summary(results)
     if not all(r.ok for r in results):
         raise typer.Exit(EXIT_FAILED)

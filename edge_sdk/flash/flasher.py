@@ -206,20 +206,21 @@ class _Run:
         self.release, self.target, self.options, self.on_event = release, target, options, on_event
         self.cancel = cancel
         self.stage = Stage.PLAN
-        self.sent = 0
+        self.sent = 0  # bytes sent by this run
+        self.on_board = 0  # bytes of the archive on the board (a resumed copy starts above 0)
         self.active: str | None = None
         self.log: list[str] = []
 
     def result(self, ok: bool, message: str) -> FlashResult:
         stage = Stage.DONE if ok else self.stage
-        self.on_event(self.target, stage, self.sent, self.release.size)
+        self.on_event(self.target, stage, self.on_board, self.release.size)
         return FlashResult(self.target, ok, stage, message, self.sent, self.release.size, self.active, tuple(self.log))
 
     def enter(self, stage: Stage) -> None:
         self.stage = stage
         if stage in (Stage.CONNECT, Stage.UPLOAD, Stage.INSTALL):  # never between activation and health check
             self.stop_if_cancelled()
-        self.on_event(self.target, stage, self.sent, self.release.size)
+        self.on_event(self.target, stage, self.on_board, self.release.size)
 
     def stop_if_cancelled(self) -> None:
         if self.cancel.is_set():
@@ -262,22 +263,22 @@ class _Run:
         device.makedirs(incoming)
         if device.size(final) == total:
             self.log.append("already copied")
+            self.on_board = total
             return final
         have = device.size(part) or 0
         if have > total:  # not a prefix of ours: start over
             have = 0
         if have:
             self.log.append(f"resumed at byte {have} of {total}")
-        done = have
+        self.on_board = have
 
         def sent(n: int) -> None:
-            nonlocal done
-            done += n
+            self.on_board += n
             self.sent += n
-            self.on_event(self.target, Stage.UPLOAD, done, total)
+            self.on_event(self.target, Stage.UPLOAD, self.on_board, total)
             self.stop_if_cancelled()
 
-        self.on_event(self.target, Stage.UPLOAD, done, total)
+        self.on_event(self.target, Stage.UPLOAD, self.on_board, total)
         device.send(self.release.archive, part, have, sent)
         device.rename(part, final)
         return final
