@@ -77,9 +77,13 @@ def test_copy_cut_mid_way_resumes_where_it_stopped(sshd, release, tmp_path):
     assert 0 < have < release.size
     assert BundleStore(store).list() == []  # nothing half-installed
 
-    second = flash_one(release, target, sshd.options(activate=True))
+    events = []
+    second = flash_one(release, target, sshd.options(activate=True), lambda *e: events.append(e[1:]))
     assert second.ok, second.message
     assert second.sent_bytes == release.size - have < release.size
+    assert events[0] == (Stage.CONNECT, 0, release.size)
+    assert (Stage.UPLOAD, have, release.size) in events  # the bar starts where the copy stopped
+    assert events[-1] == (Stage.DONE, release.size, release.size)  # and ends full
     assert f"resumed at byte {have} of {release.size}" in second.log
     installed = BundleStore(store).active(NAME)  # opening it re-checks every digest
     assert installed.manifest == release.manifest
