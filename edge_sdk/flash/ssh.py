@@ -6,6 +6,7 @@ import contextlib
 import getpass
 import shlex
 import stat
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,24 @@ def _paramiko() -> Any:
     return paramiko
 
 
+_KNOWN_HOSTS_LOCK = threading.Lock()  # boards flashed in parallel may all be new
+
+
+def _append_on_first_use(known_hosts: Path) -> Any:
+    """Trust an unknown host key and pin it: one line appended to known_hosts, as OpenSSH's accept-new does."""
+    policy: Any = _paramiko().MissingHostKeyPolicy
+
+    class AppendOnFirstUse(policy):
+        def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+            client.get_host_keys().add(hostname, key.get_name(), key)
+            with _KNOWN_HOSTS_LOCK:
+                known_hosts.parent.mkdir(parents=True, exist_ok=True)
+                with known_hosts.open("a") as fh:
+                    fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+
+    return AppendOnFirstUse()
+
+
 class SSHTransport(Transport):
     def __init__(
         self,
@@ -43,12 +62,10 @@ class SSHTransport(Transport):
         self._errors: tuple[type[BaseException], ...] = (OSError, EOFError, paramiko.SSHException)
         self.remote_cmd = remote_cmd
         self._client = client = paramiko.SSHClient()
-        if known_hosts is not None:
-            if known_hosts.exists():
-                client.load_host_keys(str(known_hosts))  # with --accept-new-host-key, new keys are saved here
-        else:
-            client.load_system_host_keys()
-        client.set_missing_host_key_policy(paramiko.AutoAddPolicy() if accept_new_host else paramiko.RejectPolicy())
+        known = known_hosts or Path("~/.ssh/known_hosts").expanduser()
+        if known.exists():
+            client.get_host_keys().load(str(known))  # read only: paramiko's own save would rewrite the whole file
+        client.set_missing_host_key_policy(_append_on_first_use(known) if accept_new_host else paramiko.RejectPolicy())
         user = target.user or getpass.getuser()
         if identity is not None and not identity.is_file():
             raise ConfigError(f"SSH identity {str(identity)!r} does not exist; give the private key file")

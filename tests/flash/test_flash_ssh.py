@@ -236,9 +236,16 @@ def test_unknown_host_key_is_refused_unless_accepted(sshd, release, tmp_path):
     refused = flash_one(release, target, sshd.options(known_hosts=known))
     assert not refused.ok and refused.stage is Stage.CONNECT
     assert "host key is not in known_hosts" in refused.message
+    known.write_text("# my boards\n")
     accepted = flash_one(release, target, sshd.options(known_hosts=known, accept_new_host=True))
     assert accepted.ok, accepted.message
-    assert f"[127.0.0.1]:{sshd.port} ssh-ed25519" in known.read_text()  # trusted on first use, then pinned
+    host_key = sshd.known_hosts.read_text().split()[1:3]
+    assert known.read_text() == f"# my boards\n[127.0.0.1]:{sshd.port} {' '.join(host_key)}\n"  # pinned, appended
+    assert flash_one(release, target, sshd.options(known_hosts=known)).ok  # known from now on
+
+    fresh = tmp_path / "new" / "known_hosts"  # no file yet: created
+    assert flash_one(release, target, sshd.options(known_hosts=fresh, accept_new_host=True)).ok
+    assert fresh.read_text() == f"[127.0.0.1]:{sshd.port} {' '.join(host_key)}\n"
 
 
 def test_board_without_edge_sdk_is_told_what_to_install(sshd, release, tmp_path):
