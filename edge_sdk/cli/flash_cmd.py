@@ -36,7 +36,9 @@ def flash_cmd(
         None, "--known-hosts", help="known_hosts file to check boards against (default ~/.ssh/known_hosts)."
     ),
     accept_new_host_key: bool = typer.Option(
-        False, "--accept-new-host-key", help="Trust a board's host key on first use (and save it to --known-hosts)."
+        False,
+        "--accept-new-host-key",
+        help="Trust a new board's host key on first use and pin it (one line appended to known_hosts).",
     ),
     trust: list[Path] = typer.Option(
         [], "--trust", help="Public key the bundle must be signed by: checked here, then again on the device."
