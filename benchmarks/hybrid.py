@@ -8,7 +8,8 @@ the daemon (`edge-sdk serve --cloud-url ...`) runs as a separate process, as on 
 carries `X-Edge-Route: cloud`. Direct and forwarded requests alternate one by one so machine noise hits both
 alike; p50/p99 of single requests, non-streaming (1 token) and streaming (time to the first byte and to the
 end). Then a cloud that accepts connections but never answers: the first requests wait out the timeout, and
-once the breaker is open the rest fail fast. Writes benchmarks/results/hybrid.json.
+once the breaker is open the rest fail fast. Last, the router's own cost on a request served on the device
+(a daemon with a cloud configured vs one without). Writes benchmarks/results/hybrid.json.
 """
 
 from __future__ import annotations
@@ -95,6 +96,23 @@ def measure_forwarding(upstream: str, daemon: str, samples: int) -> dict:
     }
 
 
+def measure_local_routing(plain: str, routed: str, samples: int) -> dict:
+    """The router's own cost on a request served on the device: a daemon without a cloud vs one with a cloud."""
+    with httpx.Client(timeout=60) as client:
+
+        def without() -> None:
+            client.post(f"{plain}/v1/completions", json=BODY).raise_for_status()
+
+        def with_router() -> None:
+            r = client.post(f"{routed}/v1/completions", json=BODY)
+            assert r.headers["x-edge-route"] == "local", r.headers
+            r.raise_for_status()
+
+        for _ in range(3):
+            without(), with_router()
+        return _paired(without, with_router, samples)
+
+
 def measure_breaker(bundle: Path, samples: int, timeout_s: float = 0.5, failures: int = 3) -> dict:
     """A cloud that takes connections and never answers: timeouts until the breaker opens, then fail fast."""
     blackhole = socket.socket()
@@ -152,13 +170,18 @@ def main() -> None:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         up_url, url = f"http://127.0.0.1:{up_port}", f"http://127.0.0.1:{port}"
-        daemon = _serve(bundle, port, "--cloud-url", up_url)
+        daemon = _serve(bundle, port, "--cloud-url", up_url, "--threads", "2")
+        plain_port = _port()
+        plain = _serve(bundle, plain_port, "--threads", "2")
+        plain_url = f"http://127.0.0.1:{plain_port}"
         try:
             _wait(up_url, "/v1/models")
-            _wait(url, "/health/ready")
+            _wait(url)
+            _wait(plain_url)
             forwarding = measure_forwarding(up_url, url, args.samples)
+            local = measure_local_routing(plain_url, url, args.samples)
         finally:
-            for process in (daemon, upstream):
+            for process in (plain, daemon, upstream):
                 process.terminate()
                 process.wait(timeout=30)
         breaker = measure_breaker(bundle, args.samples)
@@ -178,6 +201,11 @@ def main() -> None:
             f"{label:34} {d['p50_ms']:>10.2f} {d['p99_ms']:>8.2f} {r['p50_ms']:>10.2f} {r['p99_ms']:>8.2f} "
             f"{r['p50_ms'] - d['p50_ms']:>9.2f} {r['p99_ms'] - d['p99_ms']:>8.2f}"
         )
+    print(
+        f"{'served locally, router on vs off':34} {local['direct']['p50_ms']:>10.2f} {local['direct']['p99_ms']:>8.2f} "
+        f"{local['through_daemon']['p50_ms']:>10.2f} {local['through_daemon']['p99_ms']:>8.2f} "
+        f"{local['added_p50_ms']:>9.2f} {local['added_p99_ms']:>8.2f}"
+    )
     print(f"ratio direct/daemon (p50, 1 token): {unary['ratio_direct_over_daemon_p50']:.3f}")
     waits = ", ".join(f"{t:.0f}" for t in breaker["before_open_ms"])
     fast = breaker["open_fail_fast"]
@@ -185,7 +213,9 @@ def main() -> None:
           f"breaker open: p50 {fast['p50_ms']:.2f} ms, p99 {fast['p99_ms']:.2f} ms to fail fast")  # fmt: skip
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "hybrid.json"
-    out.write_text(json.dumps({"machine": platform.platform(), **forwarding, "breaker": breaker}, indent=2))
+    out.write_text(
+        json.dumps({"machine": platform.platform(), **forwarding, "local_routing": local, "breaker": breaker}, indent=2)
+    )
     print(f"wrote {out}")
 
 

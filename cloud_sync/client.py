@@ -22,7 +22,8 @@ from cloud_sync.breaker import CircuitBreaker
 from edge_sdk.errors import CloudResponseError, CloudUnavailableError, ConfigError
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
+CONNECT_TIMEOUT_S = 5.0
+DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=CONNECT_TIMEOUT_S)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,9 +55,10 @@ def parse_retry_after(value: str | None) -> float | None:
     """Seconds from a Retry-After header: delta-seconds or an HTTP date; None when absent or unreadable."""
     if not value:
         return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
+    try:
+        return max(0.0, float(value))  # the standard says whole seconds; some servers send fractions
+    except ValueError:
+        pass
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -91,6 +93,8 @@ class CloudClient:
         headers = {"User-Agent": "edge-sdk"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
+        if not isinstance(timeout, httpx.Timeout):  # seconds to wait for the next byte; an offline link fails sooner
+            timeout = httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT_S))
         self._http = httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=timeout, transport=transport)
 
     async def post_json(self, path: str, body: Any, *, headers: Mapping[str, str] | None = None) -> httpx.Response:
@@ -151,7 +155,7 @@ class CloudClient:
 
     async def _pieces(self, response: httpx.Response) -> AsyncIterator[bytes]:
         """The body; a failure before the first byte propagates as TransportError (and is retried)."""
-        chunks = response.aiter_raw()
+        chunks = response.aiter_bytes()  # decoded: a gzip-encoded stream would be garbage once re-sent plain
         first = await anext(chunks, b"")  # TransportError here means nothing reached the caller yet
         self._succeeded()
         if not first:

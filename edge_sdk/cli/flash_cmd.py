@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
-from edge_sdk.cli.common import EXIT_FAILED, console, human_bytes, user_errors
+from edge_sdk.cli.common import EXIT_FAILED, console, err_console, human_bytes, user_errors
 from edge_sdk.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -36,7 +36,9 @@ def flash_cmd(
         None, "--known-hosts", help="known_hosts file to check boards against (default ~/.ssh/known_hosts)."
     ),
     accept_new_host_key: bool = typer.Option(
-        False, "--accept-new-host-key", help="Trust a board's host key on first use (and save it to --known-hosts)."
+        False,
+        "--accept-new-host-key",
+        help="Trust a new board's host key on first use and pin it (one line appended to known_hosts).",
     ),
     trust: list[Path] = typer.Option(
         [], "--trust", help="Public key the bundle must be signed by: checked here, then again on the device."
@@ -109,7 +111,7 @@ def flash_cmd(
                 boards = survey(release, targets, options)
             for target, board in zip(targets, boards, strict=True):
                 plan = plan_target(
-                    m,
+                    release.bundle,
                     target,
                     activate=activate,
                     health_url=health_url,
@@ -119,7 +121,11 @@ def flash_cmd(
                 _print_plan(plan, board)
             console.print("[dim]dry run: nothing was copied or changed[/]")
             return
-        results = _flash_with_progress(release, targets, options)
+        try:
+            results = _flash_with_progress(release, targets, options)
+        except KeyboardInterrupt:
+            err_console.print("cancelled: nothing half-installed; partial copies stay and the next flash resumes them")
+            raise typer.Exit(130) from None
     _print_summary(results)
     if not all(r.ok for r in results):
         raise typer.Exit(EXIT_FAILED)

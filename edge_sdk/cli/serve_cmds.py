@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shlex
 import sys
 from pathlib import Path
@@ -127,6 +128,8 @@ def serve_cmd(
             ),
         )
     typer.echo(f"serving {', '.join(source.names())} on http://{host}:{port}", err=True)
+    # The daemon's own log lines (a route per request, the breaker's moves) beside uvicorn's.
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     with user_errors():
         serve(source, config)
 

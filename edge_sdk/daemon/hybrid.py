@@ -7,10 +7,11 @@ daemon answers as it always did (route local, reason default).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
@@ -20,13 +21,14 @@ from cloud_sync.breaker import BreakerState, CircuitBreaker
 from cloud_sync.client import CloudClient, RetryPolicy
 from cloud_sync.router import CallerChoice, Decision, LocalFacts, PrivacyPolicy, Reason, Route, Router
 from edge_sdk.daemon.config import DaemonConfig
-from edge_sdk.daemon.pool import ModelPool, OverloadedError
+from edge_sdk.daemon.pool import LoadedModel, ModelPool, OverloadedError
 from edge_sdk.errors import (
     BreakerOpenError,
     CloudResponseError,
     CloudUnavailableError,
     ConfigError,
     ContextLengthError,
+    EdgeSDKError,
     InputError,
     RouteRefusedError,
     UnsupportedOperationError,
@@ -35,6 +37,8 @@ from edge_sdk.errors import (
 ROUTE_HEADER = "X-Edge-Route"
 REASON_HEADER = "X-Edge-Route-Reason"
 BREAKER_LEVEL = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
+# Caller headers the cloud should see too (the caller's own Authorization is for the device, never passed on).
+PASSED_ON_HEADERS = frozenset({"idempotency-key", "x-request-id"})
 # Local failures that are the request's own fault: the cloud would refuse it too.
 CALLER_FAULTS = (InputError, UnsupportedOperationError, ConfigError)
 
@@ -60,12 +64,19 @@ class _Tag:
     reason: Reason
     detail: str
     model: str
-    facts: LocalFacts | None = field(default=None)
 
 
 def estimate_tokens(text: str) -> int:
     """A conservative token count without a tokenizer: byte-level BPE rarely packs fewer than 3 bytes a token."""
     return len(text.encode("utf-8")) // 3 + 1
+
+
+def _estimate(ask: Ask) -> int:
+    if ask.texts:
+        return max(estimate_tokens(t) for t in ask.texts)
+    if ask.prompt is not None:
+        return estimate_tokens(ask.prompt)
+    return sum(estimate_tokens(m.get("content", "")) + 8 for m in ask.messages)  # + the template's markup
 
 
 class Hybrid:
@@ -100,7 +111,7 @@ class Hybrid:
         caller = CallerChoice.parse(request.headers.get(ROUTE_HEADER))
         facts = await self.facts(ask) if self.client is not None else LocalFacts(installed=True)
         decision = self.router.decide(ask.model, facts, caller)
-        self._tag(request, ask, decision, facts)
+        self._tag(request, ask, decision)
         if decision.route is Route.REJECT:
             raise RouteRefusedError(
                 decision.detail,
@@ -116,7 +127,7 @@ class Hybrid:
                     raise
                 # The cloud failed before answering and the device can do it (only slower): serve it here.
                 why = Reason.BREAKER_OPEN if isinstance(exc, BreakerOpenError) else Reason.CLOUD_FAILED
-                self._tag(request, ask, Decision(Route.LOCAL, why, f"{decision.detail}; then {exc}"), facts)
+                self._tag(request, ask, Decision(Route.LOCAL, why, f"{decision.detail}; then {exc}"))
                 return await local()
         try:
             return await _first_byte(await local())
@@ -136,23 +147,25 @@ class Hybrid:
             )
             if retry is None:
                 raise
-        self._tag(request, ask, retry, facts)
+        self._tag(request, ask, retry)
         return await self._forward(request, ask)
 
     async def facts(self, ask: Ask) -> LocalFacts:
-        import asyncio
-
         if ask.model not in self.pool.source.names():
             return LocalFacts(installed=False)
         loaded = self.pool.resident(ask.model)
-        if loaded is not None:
-            fits, context, session = True, loaded.session.context_length, loaded.session
-        else:
-            size, context = await asyncio.to_thread(self.pool.plan, ask.model)
-            fits, session = self.pool.fits_now(ask.model, size), None
         tokens = 0
-        if context is not None:
-            tokens = self._prompt_tokens(ask, session)
+        if loaded is not None:
+            fits, context = True, loaded.session.context_length
+            if context is not None:
+                tokens = await self._count_tokens(ask, loaded)
+        else:
+            try:
+                size, context = await asyncio.to_thread(self.pool.plan, ask.model)
+            except EdgeSDKError:  # a bundle that does not open: the local path fails, and says why
+                return LocalFacts(installed=True)
+            fits = self.pool.fits_now(ask.model, size)
+            tokens = _estimate(ask) if context is not None else 0
         return LocalFacts(
             installed=True,
             fits_memory=fits,
@@ -163,29 +176,36 @@ class Hybrid:
         )
 
     @staticmethod
-    def _prompt_tokens(ask: Ask, session: Any) -> int:
-        """Counted with the loaded model's tokenizer when there is one, else estimated on the safe side."""
-        if session is not None:
+    async def _count_tokens(ask: Ask, loaded: LoadedModel) -> int:
+        """With the loaded model's tokenizer (its vocabulary only, beside a running generation). Long texts are
+        counted in a thread, holding the model so that it is not unloaded meanwhile."""
+        session: Any = loaded.session
+
+        def count() -> int:
+            if ask.texts:
+                return max(session.count_prompt_tokens(prompt=t) for t in ask.texts)
+            return int(session.count_prompt_tokens(prompt=ask.prompt, messages=ask.messages))
+
+        try:
+            if sum(map(len, [ask.prompt or "", *ask.texts, *(m.get("content", "") for m in ask.messages)])) < 4096:
+                return count()
+            loaded.in_use += 1
             try:
-                if ask.texts:
-                    return max(session.count_prompt_tokens(prompt=t) for t in ask.texts)
-                return int(session.count_prompt_tokens(prompt=ask.prompt, messages=ask.messages))
-            except CALLER_FAULTS:
-                pass  # a template or tokenizer that refuses it: the local path will say why
-        if ask.texts:
-            return max(estimate_tokens(t) for t in ask.texts)
-        if ask.prompt is not None:
-            return estimate_tokens(ask.prompt)
-        return sum(estimate_tokens(m.get("content", "")) + 8 for m in ask.messages)  # + the template's markup
+                return await asyncio.to_thread(count)
+            finally:
+                loaded.in_use -= 1
+        except CALLER_FAULTS:
+            return _estimate(ask)  # a template or tokenizer that refuses it: the local path will say why
 
     async def _forward(self, request: Request, ask: Ask) -> Response:
         assert self.client is not None
         body = json.loads(await request.body())  # as the caller sent it: fields we do not use pass on too
+        passed_on = {k: v for k, v in request.headers.items() if k.lower() in PASSED_ON_HEADERS}
         try:
             if not ask.stream:
-                reply = await self.client.post_json(ask.endpoint, body)
+                reply = await self.client.post_json(ask.endpoint, body, headers=passed_on)
                 return _relay_response(reply.status_code, reply.content, reply.headers.get("content-type"))
-            pieces = self.client.stream(ask.endpoint, body)
+            pieces = self.client.stream(ask.endpoint, body, headers=passed_on)
             first = await anext(pieces, b"")  # before this, failures are still HTTP statuses
         except CloudResponseError as exc:
             return _relay_response(exc.status_code, exc.body, "application/json")
@@ -208,8 +228,8 @@ class Hybrid:
         if self.client is not None:
             await self.client.aclose()
 
-    def _tag(self, request: Request, ask: Ask, decision: Decision, facts: LocalFacts | None) -> None:
-        request.state.edge_route = _Tag(decision.route, decision.reason, decision.detail, ask.model, facts)
+    def _tag(self, request: Request, ask: Ask, decision: Decision) -> None:
+        request.state.edge_route = _Tag(decision.route, decision.reason, decision.detail, ask.model)
 
     def _moved(self, old: BreakerState, new: BreakerState) -> None:
         self.metrics.set("edge_cloud_breaker_state", BREAKER_LEVEL[new])

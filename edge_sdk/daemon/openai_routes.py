@@ -79,16 +79,22 @@ def _options(req: _Request) -> dict[str, Any]:
     }
 
 
-def _tokens(loaded: LoadedModel, req: _Request) -> Iterator[str]:
+def _tokens(loaded: LoadedModel, req: _Request, usage: dict[str, int] | None = None) -> Iterator[str]:
+    """The generated pieces; afterwards `usage` gets the prompt's token count, read in the engine's thread
+    (while it still holds the engine) so a request that comes next cannot overwrite it first."""
     session: Any = loaded.session
     if isinstance(req, ChatRequest):
         if not hasattr(session, "chat"):
             raise UnsupportedOperationError(
                 f"model {loaded.name!r} is a {loaded.variant.backend.value} tensor model; use /v1/infer/{{model}}"
             )
-        return iter(session.chat([m.model_dump() for m in req.messages], **_options(req)))
-    assert isinstance(req, CompletionRequest)
-    return iter(session.generate(req.prompt, **_options(req)))
+        yield from session.chat([m.model_dump() for m in req.messages], **_options(req))
+    else:
+        assert isinstance(req, CompletionRequest)
+        yield from session.generate(req.prompt, **_options(req))
+    stats = getattr(session, "last_stats", None)
+    if usage is not None and stats is not None:
+        usage["prompt_tokens"] = stats.prompt_tokens
 
 
 async def _threaded(
@@ -178,12 +184,13 @@ def add_openai_routes(app: FastAPI, pool: ModelPool, config: DaemonConfig) -> No
 
             return StreamingResponse(events(), media_type="text/event-stream")
 
+        usage = {"prompt_tokens": 0}
         async with pool.use(req.model) as loaded:
             start = time.monotonic()
-            pieces = [p async for p in _threaded(loaded, lambda: _tokens(loaded, req), cancelled)]
+            pieces = [p async for p in _threaded(loaded, lambda: _tokens(loaded, req, usage), cancelled)]
         text = "".join(pieces)
         _record_speed(metrics, req.model, len(pieces), time.monotonic() - start)
-        usage = {"prompt_tokens": 0, "completion_tokens": len(pieces), "total_tokens": len(pieces)}
+        usage.update(completion_tokens=len(pieces), total_tokens=usage["prompt_tokens"] + len(pieces))
         if kind == "chat":
             message = {"role": "assistant", "content": text}
             return {

@@ -197,9 +197,14 @@ class ModelPool:
         return SessionOptions(threads=self.config.threads, context=self.config.context)
 
     def fits_now(self, name: str, size: int) -> bool:
-        """Whether `size` bytes fit the budget beside the models that cannot be evicted now (in use)."""
+        """Whether `size` bytes fit the budget beside the models that cannot be evicted now (in use), and the
+        machine's free memory once the idle ones are evicted."""
+        from device_profiles.host import available_memory_bytes
+
         busy = [m for m in [*self._loaded.values(), *self._retiring] if m.in_use and m.name != name]
-        return size + sum(m.bytes for m in busy) <= self.budget_bytes
+        idle = sum(m.bytes for m in self._loaded.values() if not m.in_use and m.name != name)
+        within_budget = size + sum(m.bytes for m in busy) <= self.budget_bytes
+        return within_budget and size <= available_memory_bytes() + idle
 
     def estimated_wait_s(self, name: str) -> float:
         """Queue wait a new request would meet: the requests ahead of it × recent service time / slots."""

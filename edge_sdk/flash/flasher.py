@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import posixpath
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -75,7 +76,11 @@ class Release:
     archive: Path
     sha256: str
     size: int
-    manifest: Manifest
+    bundle: Bundle  # opened and verified here (an archive's unpacked copy lives as long as this)
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.bundle.manifest
 
     @property
     def remote_name(self) -> str:
@@ -102,15 +107,31 @@ def prepare(bundle: Path, workdir: Path, trust: Sequence[Path] = ()) -> Release:
     keys = [load_trusted(p) for p in trust] or None
     opened = Bundle.open(bundle, trust=keys)
     archive = bundle if bundle.is_file() else opened.pack(workdir / f"{opened.name}-{opened.manifest.version}")
-    return Release(archive, sha256_file(archive), archive.stat().st_size, opened.manifest)
+    return Release(archive, sha256_file(archive), archive.stat().st_size, opened)
 
 
 def flash_many(
-    release: Release, targets: Sequence[Target], options: FlashOptions, on_event: Event | None = None
+    release: Release,
+    targets: Sequence[Target],
+    options: FlashOptions,
+    on_event: Event | None = None,
+    cancel: threading.Event | None = None,
 ) -> list[FlashResult]:
-    """Flash every target at once (up to options.parallel); results in the order of `targets`."""
-    with ThreadPoolExecutor(max_workers=min(options.parallel, len(targets)) or 1) as pool:
-        return list(pool.map(lambda t: flash_one(release, t, options, on_event), targets))
+    """Flash every target at once (up to options.parallel); results in the order of `targets`.
+
+    Ctrl-C (or setting `cancel`) stops every copy at its next chunk and starts no new install; an install
+    already running on a board finishes (it is atomic either way), and partial copies are resumed next time.
+    """
+    cancel = cancel or threading.Event()
+    pool = ThreadPoolExecutor(max_workers=min(options.parallel, len(targets)) or 1)
+    try:
+        futures = [pool.submit(flash_one, release, t, options, on_event, cancel) for t in targets]
+        return [f.result() for f in futures]
+    except KeyboardInterrupt:
+        cancel.set()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def survey(release: Release, targets: Sequence[Target], options: FlashOptions) -> list[list[str]]:
@@ -161,9 +182,15 @@ def _connect(target: Target, options: FlashOptions) -> Transport:
     )
 
 
-def flash_one(release: Release, target: Target, options: FlashOptions, on_event: Event | None = None) -> FlashResult:
+def flash_one(
+    release: Release,
+    target: Target,
+    options: FlashOptions,
+    on_event: Event | None = None,
+    cancel: threading.Event | None = None,
+) -> FlashResult:
     """Flash one target; never raises for what a board does, returns a result with the failed stage instead."""
-    run = _Run(release, target, options, on_event or (lambda *_: None))
+    run = _Run(release, target, options, on_event or (lambda *_: None), cancel or threading.Event())
     try:
         return run.go()
     except EdgeSDKError as exc:
@@ -173,21 +200,31 @@ def flash_one(release: Release, target: Target, options: FlashOptions, on_event:
 class _Run:
     """One target's flash, stage by stage, remembering what it did for the result."""
 
-    def __init__(self, release: Release, target: Target, options: FlashOptions, on_event: Event) -> None:
+    def __init__(
+        self, release: Release, target: Target, options: FlashOptions, on_event: Event, cancel: threading.Event
+    ) -> None:
         self.release, self.target, self.options, self.on_event = release, target, options, on_event
+        self.cancel = cancel
         self.stage = Stage.PLAN
-        self.sent = 0
+        self.sent = 0  # bytes sent by this run
+        self.on_board = 0  # bytes of the archive on the board (a resumed copy starts above 0)
         self.active: str | None = None
         self.log: list[str] = []
 
     def result(self, ok: bool, message: str) -> FlashResult:
         stage = Stage.DONE if ok else self.stage
-        self.on_event(self.target, stage, self.sent, self.release.size)
+        self.on_event(self.target, stage, self.on_board, self.release.size)
         return FlashResult(self.target, ok, stage, message, self.sent, self.release.size, self.active, tuple(self.log))
 
     def enter(self, stage: Stage) -> None:
         self.stage = stage
-        self.on_event(self.target, stage, self.sent, self.release.size)
+        if stage in (Stage.CONNECT, Stage.UPLOAD, Stage.INSTALL):  # never between activation and health check
+            self.stop_if_cancelled()
+        self.on_event(self.target, stage, self.on_board, self.release.size)
+
+    def stop_if_cancelled(self) -> None:
+        if self.cancel.is_set():
+            raise DeviceError("cancelled; nothing was installed, and the next flash resumes the copy")
 
     def go(self) -> FlashResult:
         manifest, options = self.release.manifest, self.options
@@ -197,7 +234,7 @@ class _Run:
                 "(flash cards without --health-url)"
             )
         if self.target.profile:
-            fit = fit_reports(manifest, self.target.profile)
+            fit = fit_reports(self.release.bundle, self.target.profile)
             if not any(report.fits for _, report in fit):
                 reasons = "; ".join(f"{vid}: {', '.join(r.reasons)}" for vid, r in fit)
                 raise ConfigError(f"no variant of {manifest.name} fits {self.target.profile}: {reasons}")
@@ -226,21 +263,22 @@ class _Run:
         device.makedirs(incoming)
         if device.size(final) == total:
             self.log.append("already copied")
+            self.on_board = total
             return final
         have = device.size(part) or 0
         if have > total:  # not a prefix of ours: start over
             have = 0
         if have:
             self.log.append(f"resumed at byte {have} of {total}")
-        done = have
+        self.on_board = have
 
         def sent(n: int) -> None:
-            nonlocal done
-            done += n
+            self.on_board += n
             self.sent += n
-            self.on_event(self.target, Stage.UPLOAD, done, total)
+            self.on_event(self.target, Stage.UPLOAD, self.on_board, total)
+            self.stop_if_cancelled()
 
-        self.on_event(self.target, Stage.UPLOAD, done, total)
+        self.on_event(self.target, Stage.UPLOAD, self.on_board, total)
         device.send(self.release.archive, part, have, sent)
         device.rename(part, final)
         return final
@@ -287,7 +325,9 @@ class _Run:
                     return None
                 problem = f"HTTP {status}"
             except DeviceError as exc:
-                problem = str(exc)
+                problem = _without_label(exc, self.target)
+            except ConfigError as exc:  # the board cannot be asked at all: waiting will not help
+                return f"{url} cannot be checked: {exc}"
             if time.monotonic() >= deadline:
                 return f"{url} did not answer 2xx within {self.options.health_timeout_s:g} s (last: {problem})"
             time.sleep(0.5)

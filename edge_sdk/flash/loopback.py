@@ -71,8 +71,11 @@ class LoopbackSSHD:
             self.proc.wait(timeout=10)
 
 
-def start_sshd(workdir: Path, *, binary: Path = SSHD, timeout_s: float = 15.0) -> LoopbackSSHD:
-    """Start `sshd -D` on a free loopback port with fresh keys under `workdir`; DeviceError if it does not come up."""
+def start_sshd(workdir: Path, *, binary: Path = SSHD, timeout_s: float = 15.0, forwarding: bool = True) -> LoopbackSSHD:
+    """Start `sshd -D` on a free loopback port with fresh keys under `workdir`; DeviceError if it does not come up.
+
+    `forwarding=False` plays a hardened board that refuses TCP forwarding.
+    """
     if not binary.exists():
         raise DeviceError(f"{binary} is missing: install OpenSSH's server (Debian: apt-get install openssh-server)")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -86,7 +89,7 @@ def start_sshd(workdir: Path, *, binary: Path = SSHD, timeout_s: float = 15.0) -
         f"AuthorizedKeysFile {workdir / 'authorized_keys'}\nPidFile {workdir / 'sshd.pid'}\n"
         "PermitRootLogin prohibit-password\nPasswordAuthentication no\nUsePAM no\nStrictModes no\n"
         # internal-sftp runs inside the session process: killing a session cuts its copy too
-        "AllowTcpForwarding yes\nSubsystem sftp internal-sftp\n"
+        f"AllowTcpForwarding {'yes' if forwarding else 'no'}\nSubsystem sftp internal-sftp\n"
     )
     if os.geteuid() == 0:
         Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation directory

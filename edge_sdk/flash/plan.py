@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from edge_sdk.bundle import FitReport, Manifest, Variant
+from edge_sdk.bundle import Bundle, FitReport
 from edge_sdk.flash.targets import Scheme, Target
-
-if TYPE_CHECKING:
-    from device_profiles import DeviceProfile
 
 
 @dataclass(frozen=True)
@@ -24,28 +20,21 @@ class TargetPlan:
         return any(report.fits for _, report in self.fit) if self.fit else None
 
 
-def fit_reports(manifest: Manifest, profile_ref: str) -> tuple[tuple[str, FitReport], ...]:
-    """Each variant against a profile: the report recorded in the bundle when there is one, else estimated now."""
+def fit_reports(bundle: Bundle, profile_ref: str) -> tuple[tuple[str, FitReport], ...]:
+    """Each variant against a profile: the report recorded at conversion when there is one, else estimated now
+    from the bundle's own files (so an LLM's KV cache comes from its GGUF header), without timing anything."""
     from device_profiles import load_profile
+    from edge_sdk.fitting import fit
 
     profile = load_profile(profile_ref)
-    return tuple((v.id, v.fit.get(profile.id) or _estimate(profile, v)) for v in manifest.variants)
-
-
-def _estimate(profile: DeviceProfile, variant: Variant) -> FitReport:
-    # Only the manifest travels with the plan: weights, engine and activations are estimated from it; an LLM's
-    # KV cache needs the GGUF header, so a fit recorded at convert time (used first, above) is the better answer.
-    from device_profiles.estimate import ModelFacts
-    from device_profiles.fit import check_fit
-
-    facts = ModelFacts(
-        variant.backend, variant.recipe.quantization, variant.size_bytes, variant.inputs, variant.outputs
-    )
-    return check_fit(profile, facts)
+    reports = {}
+    for v in bundle.variants:
+        reports[v.id] = v.fit.get(profile.id) or fit(bundle, profile_ref, variant=v.id, measure=False)[v.id]
+    return tuple(reports.items())
 
 
 def plan_target(
-    manifest: Manifest,
+    bundle: Bundle,
     target: Target,
     *,
     activate: bool,
@@ -53,7 +42,7 @@ def plan_target(
     trusted: int,
     device_check: bool,
 ) -> TargetPlan:
-    name, version = manifest.name, manifest.version
+    name, version = bundle.name, bundle.manifest.version
     incoming = target.incoming
     where = "copy (resuming a partial copy if one is there)"
     steps = [
@@ -69,5 +58,5 @@ def plan_target(
         steps.append(f"activate {name} {version} (the active version becomes previous)")
     if health_url:
         steps.append(f"GET {health_url} from the board until 2xx; on failure roll back to the previous version")
-    fit = fit_reports(manifest, target.profile) if target.profile else ()
+    fit = fit_reports(bundle, target.profile) if target.profile else ()
     return TargetPlan(target, tuple(steps), fit)

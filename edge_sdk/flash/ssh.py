@@ -6,6 +6,7 @@ import contextlib
 import getpass
 import shlex
 import stat
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,24 @@ def _paramiko() -> Any:
     return paramiko
 
 
+_KNOWN_HOSTS_LOCK = threading.Lock()  # boards flashed in parallel may all be new
+
+
+def _append_on_first_use(known_hosts: Path) -> Any:
+    """Trust an unknown host key and pin it: one line appended to known_hosts, as OpenSSH's accept-new does."""
+    policy: Any = _paramiko().MissingHostKeyPolicy
+
+    class AppendOnFirstUse(policy):
+        def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+            client.get_host_keys().add(hostname, key.get_name(), key)
+            with _KNOWN_HOSTS_LOCK:
+                known_hosts.parent.mkdir(parents=True, exist_ok=True)
+                with known_hosts.open("a") as fh:
+                    fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+
+    return AppendOnFirstUse()
+
+
 class SSHTransport(Transport):
     def __init__(
         self,
@@ -39,16 +58,14 @@ class SSHTransport(Transport):
         remote_cmd: str = "edge-sdk",
     ) -> None:
         super().__init__(target)
-        paramiko = _paramiko()
+        self._paramiko = paramiko = _paramiko()
         self._errors: tuple[type[BaseException], ...] = (OSError, EOFError, paramiko.SSHException)
         self.remote_cmd = remote_cmd
         self._client = client = paramiko.SSHClient()
-        if known_hosts is not None:
-            if known_hosts.exists():
-                client.load_host_keys(str(known_hosts))  # with --accept-new-host-key, new keys are saved here
-        else:
-            client.load_system_host_keys()
-        client.set_missing_host_key_policy(paramiko.AutoAddPolicy() if accept_new_host else paramiko.RejectPolicy())
+        known = known_hosts or Path("~/.ssh/known_hosts").expanduser()
+        if known.exists():
+            client.get_host_keys().load(str(known))  # read only: paramiko's own save would rewrite the whole file
+        client.set_missing_host_key_policy(_append_on_first_use(known) if accept_new_host else paramiko.RejectPolicy())
         user = target.user or getpass.getuser()
         if identity is not None and not identity.is_file():
             raise ConfigError(f"SSH identity {str(identity)!r} does not exist; give the private key file")
@@ -89,7 +106,11 @@ class SSHTransport(Transport):
         assert transport is not None  # connect() succeeded
         transport.set_keepalive(KEEPALIVE_S)
         self._transport = transport
-        self._sftp = self._open_sftp()
+        try:
+            self._sftp = self._open_sftp()
+        except DeviceError:
+            client.close()
+            raise
 
     def _open_sftp(self) -> Any:
         with self._link("opening SFTP"):
@@ -171,9 +192,17 @@ class SSHTransport(Transport):
             raise ConfigError(f"health URL {url!r} must be http://HOST:PORT/PATH as the board sees it")
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         with self._link(f"checking {url}"):
-            channel = self._transport.open_channel(
-                "direct-tcpip", (parts.hostname, parts.port or 80), ("127.0.0.1", 0), timeout=timeout
-            )
+            try:
+                channel = self._transport.open_channel(
+                    "direct-tcpip", (parts.hostname, parts.port or 80), ("127.0.0.1", 0), timeout=timeout
+                )
+            except self._paramiko.ChannelException as exc:
+                if exc.code == self._paramiko.common.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED:
+                    raise ConfigError(
+                        "the board's sshd refuses port forwarding, which the health check goes through: set "
+                        "`AllowTcpForwarding local` (or yes) in its sshd_config, or flash without --health-url"
+                    ) from None
+                raise
             with channel:
                 channel.settimeout(timeout)
                 channel.sendall(f"GET {path} HTTP/1.0\r\nHost: {parts.netloc}\r\nConnection: close\r\n\r\n".encode())

@@ -39,9 +39,9 @@ def gateway_config(key_files: dict[str, Path], registry: Path, **options) -> Gat
 
 
 @contextmanager
-def serve_app(app) -> Iterator[str]:
+def serve_app(app, port: int | None = None) -> Iterator[str]:
     """Serve an ASGI app with uvicorn on loopback until the block ends."""
-    port = free_port()
+    port = port or free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

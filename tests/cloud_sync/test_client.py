@@ -155,7 +155,7 @@ def test_a_retry_after_beyond_the_policy_is_not_waited_for(flaky):
 
 
 def test_parse_retry_after_dates():
-    assert parse_retry_after("7") == 7
+    assert parse_retry_after("7") == 7 and parse_retry_after(" 0.5 ") == 0.5
     assert parse_retry_after(None) is None and parse_retry_after("soon") is None
     in_a_minute = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 60))
     assert 55 <= parse_retry_after(in_a_minute) <= 61  # type: ignore[operator]

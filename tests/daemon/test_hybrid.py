@@ -4,9 +4,11 @@ what was (never) sent. Every answer names its route and reason in headers, metri
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -129,6 +131,20 @@ def test_a_prompt_beyond_the_local_context_goes_to_the_cloud(hybrid):
     assert r.json()["usage"]["prompt_tokens"] + 2045 > 2048
 
 
+def test_a_longer_local_context_keeps_that_request_on_the_device(serve_bundles, smollm2_served_bundle, recorder):
+    body = {"model": "smollm2", "prompt": "Name a colour. Answer:", "max_tokens": 2045, "temperature": 0,
+            "stop": [".", "\n"]}  # fmt: skip
+    sent = len(recorder.requests)
+    source = DirectorySource([smollm2_served_bundle.root])
+    with serve_bundles(source, cloud_url=recorder.url, context=4096) as url:
+        r = httpx.post(f"{url}/v1/completions", json=body, timeout=120)
+        assert r.status_code == 200 and route_of(r) == ("local", "default")
+        # ...and the limit the router uses is the one the engine has: beyond 4,096 it is the cloud's.
+        r = httpx.post(f"{url}/v1/completions", json={**body, "max_tokens": 4095}, timeout=120)
+        assert route_of(r) == ("cloud", "context")
+    assert len(recorder.requests) == sent + 1
+
+
 def test_the_caller_chooses_and_the_cloud_streams_through(hybrid):
     body = {**CHAT, "stream": True}
     headers = {"X-Edge-Route": "cloud"}
@@ -154,12 +170,14 @@ def test_a_local_failure_before_the_first_byte_is_retried_in_the_cloud(hybrid):
         assert [line for line in r.iter_lines() if line][-1] == "data: [DONE]"
 
 
-def test_a_busy_device_sends_work_over_the_slo_to_the_cloud(hybrid):
+@contextlib.contextmanager
+def occupied(url: str) -> Iterator[None]:
+    """SmolLM2 busy with a long streamed generation for the duration of the block."""
     started, done = threading.Event(), threading.Event()
     long = {"model": "smollm2", "prompt": "Once upon a time", "max_tokens": 400, "temperature": 0.8, "stream": True}
 
     def occupy() -> None:
-        with httpx.stream("POST", f"{hybrid}/v1/completions", json=long, timeout=120) as r:
+        with httpx.stream("POST", f"{url}/v1/completions", json=long, timeout=120) as r:
             for _ in r.iter_lines():
                 started.set()
                 if done.is_set():
@@ -169,13 +187,59 @@ def test_a_busy_device_sends_work_over_the_slo_to_the_cloud(hybrid):
     thread.start()
     try:
         assert started.wait(60)
-        r = httpx.post(f"{hybrid}/v1/chat/completions", json=CHAT, timeout=120)
-        assert r.status_code == 200 and route_of(r) == ("cloud", "slo")
+        yield
     finally:
         done.set()
         thread.join(60)
+
+
+def test_a_busy_device_sends_work_over_the_slo_to_the_cloud(hybrid):
+    with occupied(hybrid):
+        r = httpx.post(f"{hybrid}/v1/chat/completions", json=CHAT, timeout=120)
+        assert r.status_code == 200 and route_of(r) == ("cloud", "slo")
     assert counter(hybrid, "edge_route_total", route="cloud", reason="slo") == 1
     assert counter(hybrid, "edge_route_total", route="local", reason="default") >= 1
+
+
+def test_a_full_local_queue_sends_the_request_to_the_cloud_instead_of_429(
+    serve_bundles, smollm2_served_bundle, recorder
+):
+    source = DirectorySource([smollm2_served_bundle.root])
+    with (
+        serve_bundles(source, cloud_url=recorder.url, concurrency_per_model=1, queue_per_model=0) as url,
+        occupied(url),
+    ):
+        r = httpx.post(f"{url}/v1/chat/completions", json=CHAT, timeout=60)
+        assert r.status_code == 200 and route_of(r) == ("cloud", "overloaded")
+        r = httpx.post(f"{url}/v1/chat/completions", json=CHAT, headers={"X-Edge-Route": "local"}, timeout=60)
+        assert r.status_code == 429 and route_of(r) == ("local", "caller")  # the caller asked for local: as before
+
+
+def test_when_the_cloud_fails_work_the_device_can_do_stays_on_the_device(
+    serve_bundles, smollm2_served_bundle, recorder
+):
+    from concurrent.futures import ThreadPoolExecutor
+
+    source = DirectorySource([smollm2_served_bundle.root])
+    options = {"cloud_url": recorder.url, "cloud_retries": 0, "breaker_failures": 1, "breaker_reset_s": 60}
+    recorder.mode = "fail"
+    try:
+        with serve_bundles(source, concurrency_per_model=1, slo_ms=1, **options) as url, ThreadPoolExecutor(1) as pool:
+            routes, sent = [], []
+            for _ in range(2):  # first the cloud fails (and the breaker opens), then the breaker is open
+                with occupied(url):
+                    waiting = pool.submit(httpx.post, f"{url}/v1/chat/completions", json=CHAT, timeout=120)
+                    deadline = time.monotonic() + 30  # until it waits for the device (over the SLO, but possible)
+                    while counter(url, "edge_queue_depth", model="smollm2") < 1 and time.monotonic() < deadline:
+                        time.sleep(0.02)
+                r = waiting.result()
+                assert r.status_code == 200 and "Paris" in r.json()["choices"][0]["message"]["content"]
+                routes.append(route_of(r))
+                sent.append(len(recorder.requests))
+    finally:
+        recorder.mode = "ok"
+    assert routes == [("local", "cloud_failed"), ("local", "breaker_open")]
+    assert sent[1] == sent[0]  # the first was tried in the cloud; with the breaker open the second was not sent
 
 
 @pytest.fixture(scope="module")
@@ -217,8 +281,10 @@ def test_serve_command_takes_the_cloud_flags(smollm2_served_bundle, recorder, tm
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "edge_sdk.cli", "serve", str(smollm2_served_bundle.root), "--port", str(port),
-           "--cloud-url", recorder.url, "--cloud-key-file", str(key), "--privacy", "smollm2"]  # fmt: skip
-    daemon = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+           "--cloud-url", recorder.url, "--cloud-key-file", str(key), "--privacy", "smollm2",
+           "--context", "4096"]  # fmt: skip
+    log = tmp_path / "serve.log"
+    daemon = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(300):
@@ -232,9 +298,15 @@ def test_serve_command_takes_the_cloud_flags(smollm2_served_bundle, recorder, tm
         assert recorder.requests[-1][1]["authorization"] == "Bearer device-from-file"
         r = httpx.post(f"{url}/v1/chat/completions", json=CHAT, headers={"X-Edge-Route": "cloud"}, timeout=60)
         assert r.status_code == 403 and route_of(r) == ("reject", "privacy")
+        long = {"model": "smollm2", "prompt": "Name a colour. Answer:", "max_tokens": 2045, "stop": [".", "\n"]}
+        r = httpx.post(f"{url}/v1/completions", json={**long, "temperature": 0}, timeout=60)
+        assert r.status_code == 200 and route_of(r) == ("local", "default")  # within --context 4096
     finally:
         daemon.terminate()
         daemon.wait(timeout=30)
+    logged = log.read_text()
+    assert "edge_sdk.route: route=cloud reason=not_installed model=elsewhere status=200" in logged
+    assert "route=reject reason=privacy model=smollm2 status=403" in logged
 
 
 @pytest.fixture(scope="module")
@@ -248,12 +320,17 @@ def fragile(serve_bundles, smollm2_served_bundle, recorder):
 
 def test_a_model_that_does_not_fit_memory_goes_to_the_cloud_with_the_device_key(fragile, recorder):
     recorder.mode = "ok"
-    r = httpx.post(f"{fragile}/v1/chat/completions", json={**CHAT, "top_k": 5}, timeout=60)
+    sent_by_caller = {"Authorization": "Bearer caller-key", "Idempotency-Key": "job-1"}
+    r = httpx.post(f"{fragile}/v1/chat/completions", json={**CHAT, "top_k": 5}, headers=sent_by_caller, timeout=60)
     assert r.status_code == 200 and route_of(r) == ("cloud", "no_memory")
     assert r.json()["choices"][0]["message"]["content"] == "from the cloud"
     path, headers, body = recorder.requests[-1]
-    assert path == "/v1/chat/completions" and headers["authorization"] == "Bearer device-9"
+    assert path == "/v1/chat/completions" and headers["authorization"] == "Bearer device-9"  # not the caller's
+    assert headers["idempotency-key"] == "job-1"
     assert body["top_k"] == 5  # forwarded as sent, with fields the device does not use
+    r = httpx.post(f"{fragile}/v1/embeddings", json={"model": "smollm2", "input": ["a cat"]}, timeout=60)
+    assert r.status_code == 200 and route_of(r) == ("cloud", "no_memory")
+    assert recorder.requests[-1][0] == "/v1/embeddings" and recorder.requests[-1][2]["input"] == ["a cat"]
 
 
 def test_cloud_errors_come_back_in_the_openai_shape(fragile, recorder):

@@ -25,6 +25,10 @@ def test_chat_completion(client):
     assert "Paris" in reply.choices[0].message.content
     assert reply.choices[0].finish_reason == "stop"
     assert reply.usage.completion_tokens > 0
+    assert (
+        reply.usage.prompt_tokens > 10
+        and reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+    )
 
 
 def test_chat_streaming(client):

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from edge_sdk.bundle import Bundle
 from edge_sdk.bundle.files import sha256_file
 from edge_sdk.flash import Stage, flash_many, flash_one, parse_target, prepare
+from edge_sdk.flash.loopback import start_sshd
 from edge_sdk.store import BundleStore, InstalledModel
 
 NAME = "digits-cnn"
@@ -75,15 +77,40 @@ def test_copy_cut_mid_way_resumes_where_it_stopped(sshd, release, tmp_path):
     assert 0 < have < release.size
     assert BundleStore(store).list() == []  # nothing half-installed
 
-    second = flash_one(release, target, sshd.options(activate=True))
+    events = []
+    second = flash_one(release, target, sshd.options(activate=True), lambda *e: events.append(e[1:]))
     assert second.ok, second.message
     assert second.sent_bytes == release.size - have < release.size
+    assert events[0] == (Stage.CONNECT, 0, release.size)
+    assert (Stage.UPLOAD, have, release.size) in events  # the bar starts where the copy stopped
+    assert events[-1] == (Stage.DONE, release.size, release.size)  # and ends full
     assert f"resumed at byte {have} of {release.size}" in second.log
     installed = BundleStore(store).active(NAME)  # opening it re-checks every digest
     assert installed.manifest == release.manifest
     assert sha256_file(installed.root / "manifest.json") == sha256_file(
         Bundle.open(release.archive).root / "manifest.json"
     )
+
+
+def test_cancelled_flash_stops_every_copy_and_the_next_one_resumes(sshd, release, tmp_path):
+    targets = [parse_target(sshd.url(tmp_path / "a")), parse_target(f"dir://{tmp_path / 'card'}")]
+    cancel = threading.Event()
+
+    def cancel_at_the_first_chunk(_target, stage, done, _total):
+        if stage is Stage.UPLOAD and done:
+            cancel.set()  # what Ctrl-C does in the CLI
+
+    results = flash_many(release, targets, sshd.options(activate=True), cancel_at_the_first_chunk, cancel)
+    assert [(r.ok, r.stage) for r in results] == [(False, Stage.UPLOAD)] * 2
+    assert all("cancelled" in r.message and r.sent_bytes < release.size for r in results)
+    assert BundleStore(tmp_path / "a").list() == [] and BundleStore(tmp_path / "card").list() == []
+    parts = [tmp_path / store / ".incoming" / f"{release.remote_name}.part" for store in ("a", "card")]
+    have = [p.stat().st_size if p.exists() else 0 for p in parts]  # a board cancelled before its copy has none
+    assert any(have) and all(n < release.size for n in have)
+
+    again = flash_many(release, targets, sshd.options(activate=True))
+    assert all(r.ok for r in again), [r.message for r in again]
+    assert [r.sent_bytes for r in again] == [release.size - n for n in have]
 
 
 def test_corrupted_copy_on_the_board_is_refused_there_and_copied_afresh(sshd, release, tmp_path):
@@ -169,6 +196,25 @@ def test_health_check_against_the_boards_daemon_passes(sshd, releases, tmp_path,
         daemon.wait(timeout=30)
 
 
+@pytest.mark.usefixtures("sshd")  # installs sshd or skips
+def test_board_refusing_port_forwarding_fails_the_health_check_at_once_and_rolls_back(releases, tmp_path, unused_port):
+    hardened = start_sshd(tmp_path / "sshd", forwarding=False)
+    try:
+        store = tmp_path / "store"
+        BundleStore(store).install(releases["1.0.0"])
+        url = f"http://127.0.0.1:{unused_port}/health/ready"
+        options = hardened.options(activate=True, device_check=False, health_url=url, health_timeout_s=20)
+        started = time.monotonic()
+        result = flash_one(prepare(releases["1.1.0"], tmp_path), parse_target(hardened.url(store)), options)
+        assert time.monotonic() - started < 15  # no waiting out the timeout for what cannot change
+        assert not result.ok and result.stage is Stage.HEALTH
+        assert "refuses port forwarding" in result.message and "AllowTcpForwarding" in result.message
+        assert result.message.endswith("rolled back to 1.0.0")
+        assert BundleStore(store).active(NAME).manifest.version == "1.0.0"
+    finally:
+        hardened.stop()
+
+
 def test_unreachable_board_is_reported_and_the_others_are_flashed(sshd, release, tmp_path, unused_port):
     targets = [
         parse_target(sshd.url(tmp_path / "a")),
@@ -190,9 +236,16 @@ def test_unknown_host_key_is_refused_unless_accepted(sshd, release, tmp_path):
     refused = flash_one(release, target, sshd.options(known_hosts=known))
     assert not refused.ok and refused.stage is Stage.CONNECT
     assert "host key is not in known_hosts" in refused.message
+    known.write_text("# my boards\n")
     accepted = flash_one(release, target, sshd.options(known_hosts=known, accept_new_host=True))
     assert accepted.ok, accepted.message
-    assert f"[127.0.0.1]:{sshd.port} ssh-ed25519" in known.read_text()  # trusted on first use, then pinned
+    host_key = sshd.known_hosts.read_text().split()[1:3]
+    assert known.read_text() == f"# my boards\n[127.0.0.1]:{sshd.port} {' '.join(host_key)}\n"  # pinned, appended
+    assert flash_one(release, target, sshd.options(known_hosts=known)).ok  # known from now on
+
+    fresh = tmp_path / "new" / "known_hosts"  # no file yet: created
+    assert flash_one(release, target, sshd.options(known_hosts=fresh, accept_new_host=True)).ok
+    assert fresh.read_text() == f"[127.0.0.1]:{sshd.port} {' '.join(host_key)}\n"
 
 
 def test_board_without_edge_sdk_is_told_what_to_install(sshd, release, tmp_path):
