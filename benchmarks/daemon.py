@@ -127,14 +127,15 @@ def measure_decode(tmp: Path, runs: int, tokens: int) -> dict:
     }
 
 
-def _wait(url: str) -> None:
+def _wait(url: str, path: str = "/health/ready") -> None:
     for _ in range(300):
         try:
-            if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
+            if httpx.get(f"{url}{path}", timeout=1).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
+    raise RuntimeError(f"{url}{path} did not answer within 30 s")
 
 
 def main() -> None:

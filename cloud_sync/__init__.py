@@ -1,1 +1,2 @@
-"""Hybrid serving: routing between device and cloud, the durable offline queue, OTA pulls (later issues)."""
+"""Hybrid serving: the router and the cloud client (retries, circuit breaker), the durable offline queue and its
+delivery, the cloud gateway with its bundle registry, and the device's pull of newer bundles."""

@@ -207,3 +207,10 @@ def detect_host() -> DeviceProfile:
             },
         }
     )
+
+
+def available_memory_bytes() -> int:
+    """Memory free for a new model right now: MemAvailable, or less when a cgroup limit is closer."""
+    _, available_mb = _meminfo_mb()
+    room_mb = _cgroup_room_mb()
+    return (available_mb if room_mb is None else min(available_mb, room_mb)) * 1024 * 1024

@@ -161,13 +161,21 @@ def open_bundle(bundle: str | Path | Bundle) -> Bundle:
     return bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
 
 
-def load(bundle: str | Path | Bundle, variant: str | None = None, *, threads: int | None = None) -> Session:
-    """Load one variant of a bundle with its backend's runtime (the first variant unless named)."""
+def load(
+    bundle: str | Path | Bundle,
+    variant: str | None = None,
+    *,
+    threads: int | None = None,
+    context: int | None = None,
+) -> Session:
+    """Load one variant of a bundle with its backend's runtime (the first variant unless named).
+    `context`: a language model's context in tokens (None: the engine's default)."""
     from runtimes import SessionOptions, get_runtime
 
     opened = open_bundle(bundle)
     chosen = opened.variant(variant)
-    return get_runtime(chosen.backend).load(chosen, opened.root, SessionOptions(threads=threads))
+    options = SessionOptions(threads=threads, context=context)
+    return get_runtime(chosen.backend).load(chosen, opened.root, options)
 
 
 def check_golden(bundle: str | Path | Bundle, variant: str | None = None) -> AccuracyReport:

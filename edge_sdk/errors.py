@@ -8,11 +8,20 @@
     ├── AccuracyGateError (RuntimeError)    an exported variant is outside its tolerance
     ├── BundleError (ValueError)            a bundle that is malformed, tampered or unsafe
     │   ├── UnsupportedSchemaError          a manifest written by a newer edge-sdk
-    │   └── StoreError                      an install, activation or rollback the device store refuses
+    │   ├── StoreError                      an install, activation or rollback the device store refuses
+    │   └── RegistryError                   a publish the registry refuses; a download whose digest is wrong
     ├── BackendUnavailableError (ImportError)  the engine's optional dependency is not installed
     ├── InputError (ValueError)             inputs that do not match a session's TensorSpecs
+    │   └── ContextLengthError              prompt + max_tokens longer than the session's context
     ├── UnsupportedOperationError (NotImplementedError)  e.g. generate() on a tensor model
-    └── RuntimeFailure (RuntimeError)       an engine failed while loading or running
+    ├── RuntimeFailure (RuntimeError)       an engine failed while loading or running
+    ├── CloudError (ConnectionError)        the cloud target could not answer as asked
+    │   ├── CloudUnavailableError           unreachable, or kept failing after the retries
+    │   │   └── BreakerOpenError            failing fast: the circuit breaker is open
+    │   ├── CloudResponseError              the cloud answered with an error status that retrying cannot fix
+    │   └── TransferError                   a registry upload or download that failed: unreachable, cut, refused
+    ├── RouteRefusedError (RuntimeError)    the router refused a request (privacy policy, no cloud): never sent
+    └── DeviceError (ConnectionError)       a board that cannot be reached, or a command on it that failed
 
 Each message names the bad value and, where there is a closed set, the valid choices.
 """
@@ -58,6 +67,10 @@ class StoreError(BundleError):
     pass
 
 
+class RegistryError(BundleError):
+    pass
+
+
 class BackendUnavailableError(EdgeSDKError, ImportError):
     pass
 
@@ -66,11 +79,61 @@ class InputError(EdgeSDKError, ValueError):
     pass
 
 
+class ContextLengthError(InputError):
+    pass
+
+
 class UnsupportedOperationError(EdgeSDKError, NotImplementedError):
     pass
 
 
 class RuntimeFailure(EdgeSDKError, RuntimeError):
+    pass
+
+
+# --- cloud and routing (cloud_sync) ---
+
+
+class CloudError(EdgeSDKError, ConnectionError):
+    """`retry_after_s`: when the caller may try again, if known."""
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class CloudUnavailableError(CloudError):
+    pass
+
+
+class BreakerOpenError(CloudUnavailableError):
+    pass
+
+
+class CloudResponseError(CloudError):
+    """The cloud's own status and body, to hand back to the caller unchanged."""
+
+    def __init__(self, message: str, *, status_code: int, body: bytes, retry_after_s: float | None = None) -> None:
+        super().__init__(message, retry_after_s=retry_after_s)
+        self.status_code, self.body = status_code, body
+
+
+class TransferError(CloudError):
+    pass
+
+
+class RouteRefusedError(EdgeSDKError, RuntimeError):
+    """`reason` is the router's reason code; `status_code` the HTTP status the daemon answers with."""
+
+    def __init__(self, message: str, *, reason: str, status_code: int, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.reason, self.status_code, self.retry_after_s = reason, status_code, retry_after_s
+
+
+# --- boards (flash) ---
+
+
+class DeviceError(EdgeSDKError, ConnectionError):
     pass
 
 

@@ -6,6 +6,7 @@
       models/<name>/versions/<ver>/ a verified bundle directory, never modified once renamed in
       models/<name>/current   ->    versions/<ver>   the version a daemon serves
       models/<name>/previous  ->    versions/<ver>   where `rollback` goes
+      trusted-keys/*.pub            optional: once a key is here, every install must be signed by one of them
 
 Every change that matters is one atomic rename: the staged directory into `versions/`, then a fresh
 `current.tmp-<pid>` symlink over `current`. A crash at any moment therefore leaves `current` at the old or
@@ -29,11 +30,12 @@ from pathlib import Path
 
 from edge_sdk.bundle import Bundle, archive
 from edge_sdk.bundle.manifest import MANIFEST_NAME
-from edge_sdk.bundle.signing import TrustedKey
+from edge_sdk.bundle.signing import TrustedKey, check_signature, load_trusted
 from edge_sdk.errors import BundleError, StoreError, choices
 
 CURRENT = "current"
 PREVIOUS = "previous"
+TRUSTED_KEYS = "trusted-keys"
 
 # Test hook: with EDGE_SDK_STORE_CRASH_AT=<step> the process SIGKILLs itself at that step boundary, so the
 # tests can prove the store survives a crash anywhere. Steps in the order an install reaches them.
@@ -140,8 +142,10 @@ class BundleStore:
         """Copy, verify, check and add a bundle (directory or .edgebundle) as a new version; then activate it.
 
         `check` sees the verified staged copy and refuses it by returning False or raising. Re-installing a
-        byte-identical version is a no-op (so an interrupted install can simply be retried).
+        byte-identical version is a no-op (so an interrupted install can simply be retried). The store's own
+        trusted keys apply on top of `trust` (the signer must be in both): whoever installs cannot opt out.
         """
+        device_keys = self.trusted_keys()
         source = Path(bundle_path)
         if not source.exists():
             raise StoreError(f"bundle {str(source)!r} does not exist")
@@ -153,7 +157,9 @@ class BundleStore:
                 self._stage(source, staged)
                 _step("staged")
                 # The staged copy is what we verify and keep: no TOCTOU. With `trust`, it must be signed.
-                bundle = Bundle.open(staged, trust=trust)
+                bundle = Bundle.open(staged, trust=trust or device_keys or None)
+                if trust and device_keys:
+                    check_signature(staged, bundle.manifest, device_keys)
                 _step("verified")
                 name, version = bundle.name, bundle.manifest.version
                 if not allow_downgrade:
@@ -246,6 +252,10 @@ class BundleStore:
                     shutil.rmtree(model, ignore_errors=True)  # created by an install that died before its rename
 
     # ----------------------------------------------------------------------------------------- readers
+    def trusted_keys(self) -> builtins.list[TrustedKey]:
+        """The public keys this device was configured with (`<root>/trusted-keys/*.pub`); empty when none."""
+        return [load_trusted(p) for p in sorted((self.root / TRUSTED_KEYS).glob("*.pub"))]
+
     def list(self) -> list[InstalledModel]:
         return [self._describe(m.name) for m in sorted(self._models.iterdir()) if self._versions(m.name)]
 

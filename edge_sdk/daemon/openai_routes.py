@@ -14,11 +14,12 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge_sdk.daemon.config import DaemonConfig
+from edge_sdk.daemon.hybrid import Ask, Hybrid
 from edge_sdk.daemon.pool import ModelPool
 from edge_sdk.errors import InputError, UnsupportedOperationError
 
@@ -63,10 +64,14 @@ class EmbeddingRequest(BaseModel):
 DEFAULT_MAX_TOKENS = 256
 
 
+def _max_tokens(req: _Request) -> int:
+    return req.max_tokens or DEFAULT_MAX_TOKENS
+
+
 def _options(req: _Request) -> dict[str, Any]:
     stop = [req.stop] if isinstance(req.stop, str) else (req.stop or [])
     return {
-        "max_tokens": req.max_tokens or DEFAULT_MAX_TOKENS,
+        "max_tokens": _max_tokens(req),
         "temperature": req.temperature,
         "top_p": req.top_p,
         "seed": req.seed,
@@ -74,16 +79,22 @@ def _options(req: _Request) -> dict[str, Any]:
     }
 
 
-def _tokens(loaded: LoadedModel, req: _Request) -> Iterator[str]:
+def _tokens(loaded: LoadedModel, req: _Request, usage: dict[str, int] | None = None) -> Iterator[str]:
+    """The generated pieces; afterwards `usage` gets the prompt's token count, read in the engine's thread
+    (while it still holds the engine) so a request that comes next cannot overwrite it first."""
     session: Any = loaded.session
     if isinstance(req, ChatRequest):
         if not hasattr(session, "chat"):
             raise UnsupportedOperationError(
                 f"model {loaded.name!r} is a {loaded.variant.backend.value} tensor model; use /v1/infer/{{model}}"
             )
-        return iter(session.chat([m.model_dump() for m in req.messages], **_options(req)))
-    assert isinstance(req, CompletionRequest)
-    return iter(session.generate(req.prompt, **_options(req)))
+        yield from session.chat([m.model_dump() for m in req.messages], **_options(req))
+    else:
+        assert isinstance(req, CompletionRequest)
+        yield from session.generate(req.prompt, **_options(req))
+    stats = getattr(session, "last_stats", None)
+    if usage is not None and stats is not None:
+        usage["prompt_tokens"] = stats.prompt_tokens
 
 
 async def _threaded(
@@ -173,12 +184,13 @@ def add_openai_routes(app: FastAPI, pool: ModelPool, config: DaemonConfig) -> No
 
             return StreamingResponse(events(), media_type="text/event-stream")
 
+        usage = {"prompt_tokens": 0}
         async with pool.use(req.model) as loaded:
             start = time.monotonic()
-            pieces = [p async for p in _threaded(loaded, lambda: _tokens(loaded, req), cancelled)]
+            pieces = [p async for p in _threaded(loaded, lambda: _tokens(loaded, req, usage), cancelled)]
         text = "".join(pieces)
         _record_speed(metrics, req.model, len(pieces), time.monotonic() - start)
-        usage = {"prompt_tokens": 0, "completion_tokens": len(pieces), "total_tokens": len(pieces)}
+        usage.update(completion_tokens=len(pieces), total_tokens=usage["prompt_tokens"] + len(pieces))
         if kind == "chat":
             message = {"role": "assistant", "content": text}
             return {
@@ -198,19 +210,28 @@ def add_openai_routes(app: FastAPI, pool: ModelPool, config: DaemonConfig) -> No
             "usage": usage,
         }
 
+    hybrid = app.state.hybrid = Hybrid(pool, config)
+    app.router.on_shutdown.append(hybrid.aclose)
+
     @app.post("/v1/chat/completions")
-    async def chat(body: ChatRequest) -> Any:
-        return await complete(body, "chat")
+    async def chat(body: ChatRequest, request: Request) -> Any:
+        messages = [m.model_dump() for m in body.messages]
+        ask = Ask(body.model, "/v1/chat/completions", body.stream, messages=messages, max_tokens=_max_tokens(body))
+        return await hybrid.serve(request, ask, lambda: complete(body, "chat"))
 
     @app.post("/v1/completions")
-    async def completions(body: CompletionRequest) -> Any:
-        return await complete(body, "text")
+    async def completions(body: CompletionRequest, request: Request) -> Any:
+        ask = Ask(body.model, "/v1/completions", body.stream, prompt=body.prompt, max_tokens=_max_tokens(body))
+        return await hybrid.serve(request, ask, lambda: complete(body, "text"))
 
     @app.post("/v1/embeddings")
-    async def embeddings(body: EmbeddingRequest) -> dict[str, Any]:
+    async def embeddings(body: EmbeddingRequest, request: Request) -> Any:
         texts = [body.input] if isinstance(body.input, str) else body.input
         if not texts:
             raise InputError("input must hold at least one text")
+        return await hybrid.serve(request, Ask(body.model, "/v1/embeddings", texts=texts), lambda: embed(body, texts))
+
+    async def embed(body: EmbeddingRequest, texts: list[str]) -> dict[str, Any]:
         async with pool.use(body.model) as loaded:
             vectors = await asyncio.to_thread(loaded.call, lambda: loaded.session.embed(texts))
         data = [

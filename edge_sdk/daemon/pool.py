@@ -18,7 +18,7 @@ from edge_sdk.daemon.metrics import Metrics
 from edge_sdk.errors import ConfigError, EdgeSDKError, RuntimeFailure, choices
 
 if TYPE_CHECKING:
-    from runtimes import Session
+    from runtimes import Session, SessionOptions
 
 T = TypeVar("T")
 
@@ -105,7 +105,8 @@ class ModelPool:
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
         self._gates: dict[str, _Gate] = {}
         self._load_locks: dict[str, asyncio.Lock] = {}
-        self._recent_latency: dict[str, float] = {}
+        self._recent_latency: dict[str, float] = {}  # per model, a moving average of service time (s)
+        self._plans: dict[str, tuple[str | None, int, int | None]] = {}  # name -> (version, bytes, context)
         self._retiring: list[LoadedModel] = []
         self.loading = 0  # models being loaded or swapped in right now (readiness is false meanwhile)
 
@@ -160,7 +161,58 @@ class ModelPool:
             gate.running -= 1
             gate.semaphore.release()
             self._queue_gauge(name, gate)
-            self._recent_latency[name] = time.monotonic() - start
+            took, before = time.monotonic() - start, self._recent_latency.get(name)
+            self._recent_latency[name] = took if before is None else 0.7 * before + 0.3 * took
+
+    # --- what the router needs to know about the device, right now ---
+
+    def resident(self, name: str) -> LoadedModel | None:
+        """The loaded model of `name`, if it is the version the source has active."""
+        model = self._loaded.get(name)
+        if model is not None and model.bundle.manifest.version == self.source.current_version(name):
+            return model
+        return None
+
+    def plan(self, name: str) -> tuple[int, int | None]:
+        """Bytes `name` would take once loaded, and its context length; opens (verifies) the bundle once per
+        version, so call it in a thread."""
+        from device_profiles.fit import ENGINE_OVERHEAD_BYTES
+        from runtimes import get_runtime
+
+        version = self.source.current_version(name)
+        cached = self._plans.get(name)
+        if cached is None or cached[0] != version:
+            variant = self.source.open(name).variant()
+            size = variant.size_bytes + ENGINE_OVERHEAD_BYTES.get(variant.backend, 0)
+            cached = self._plans[name] = (
+                version,
+                size,
+                get_runtime(variant.backend).context_length(variant, self._session_options()),
+            )
+        return cached[1], cached[2]
+
+    def _session_options(self) -> SessionOptions:
+        from runtimes import SessionOptions
+
+        return SessionOptions(threads=self.config.threads, context=self.config.context)
+
+    def fits_now(self, name: str, size: int) -> bool:
+        """Whether `size` bytes fit the budget beside the models that cannot be evicted now (in use), and the
+        machine's free memory once the idle ones are evicted."""
+        from device_profiles.host import available_memory_bytes
+
+        busy = [m for m in [*self._loaded.values(), *self._retiring] if m.in_use and m.name != name]
+        idle = sum(m.bytes for m in self._loaded.values() if not m.in_use and m.name != name)
+        within_budget = size + sum(m.bytes for m in busy) <= self.budget_bytes
+        return within_budget and size <= available_memory_bytes() + idle
+
+    def estimated_wait_s(self, name: str) -> float:
+        """Queue wait a new request would meet: the requests ahead of it × recent service time / slots."""
+        gate = self._gates.get(name)
+        slots = self.config.concurrency_per_model
+        if gate is None or gate.running + gate.waiting < slots:
+            return 0.0
+        return self._recent_latency.get(name, 1.0) * (gate.waiting + 1) / slots
 
     def _queue_gauge(self, name: str, gate: _Gate) -> None:
         self.metrics.set("edge_queue_depth", gate.waiting, model=name)
@@ -187,15 +239,13 @@ class ModelPool:
 
     def _load(self, name: str) -> LoadedModel:
         from device_profiles.fit import ENGINE_OVERHEAD_BYTES
-        from runtimes import SessionOptions, get_runtime
+        from runtimes import get_runtime
 
         bundle = self.source.open(name)
         variant = bundle.variant()
         start = time.monotonic()
         try:
-            session = get_runtime(variant.backend).load(
-                variant, bundle.root, SessionOptions(threads=self.config.threads)
-            )
+            session = get_runtime(variant.backend).load(variant, bundle.root, self._session_options())
         except EdgeSDKError:
             raise
         except Exception as exc:  # an engine crash while loading must not take the daemon down

@@ -25,6 +25,14 @@ def read_api_keys(path: Path) -> frozenset[str]:
     return keys
 
 
+def read_cloud_key(path: Path) -> str:
+    """This device's key at the cloud: the file's one key (same format as an API key file)."""
+    keys = read_api_keys(path)
+    if len(keys) != 1:
+        raise ConfigError(f"cloud key file {str(path)!r} must hold exactly one key; it holds {len(keys)}")
+    return next(iter(keys))
+
+
 def default_budget() -> int:
     from device_profiles import load_profile
 
@@ -42,9 +50,13 @@ def build(source: BundleSource, config: DaemonConfig) -> FastAPI:
 
 
 def serve(source: BundleSource, config: DaemonConfig) -> None:
+    run(build(source, config), config)
+
+
+def run(app: FastAPI, config: DaemonConfig) -> None:
+    """Serve a built app until SIGTERM/SIGINT: not ready at once, in-flight requests drain, the pool closes."""
     import uvicorn
 
-    app = build(source, config)
     server = uvicorn.Server(
         uvicorn.Config(
             app,

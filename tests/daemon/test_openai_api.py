@@ -25,6 +25,10 @@ def test_chat_completion(client):
     assert "Paris" in reply.choices[0].message.content
     assert reply.choices[0].finish_reason == "stop"
     assert reply.usage.completion_tokens > 0
+    assert (
+        reply.usage.prompt_tokens > 10
+        and reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+    )
 
 
 def test_chat_streaming(client):
@@ -86,3 +90,15 @@ def _generated(url: str) -> float:
         if line.startswith('edge_generated_tokens_total{model="smollm2"}'):
             return float(line.split()[-1])
     return 0.0
+
+
+def test_a_board_serves_the_context_it_is_given(serve_bundles, smollm2_served_bundle):
+    """`serve --context 256`: a short request is answered; a longer one is refused naming the limit."""
+    from edge_sdk.daemon.pool import DirectorySource
+
+    with serve_bundles(DirectorySource([smollm2_served_bundle.root]), context=256) as url:
+        short = {"model": "smollm2", "messages": QUESTION, "max_tokens": 8, "temperature": 0}
+        assert httpx.post(f"{url}/v1/chat/completions", json=short, timeout=120).status_code == 200
+        long = {**short, "messages": [{"role": "user", "content": "Tell me about foxes. " * 60}]}
+        r = httpx.post(f"{url}/v1/chat/completions", json=long, timeout=120)
+        assert r.status_code == 400 and "context of 256" in r.json()["error"]["message"]

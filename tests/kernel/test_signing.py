@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from typer.testing import CliRunner
@@ -70,6 +71,19 @@ def test_store_with_trust_refuses_unsigned_and_installs_signed(bundle_copy, keys
     assert store.list() == []
     write_signature(bundle_copy, Bundle.open(bundle_copy).manifest, keys["key"])
     assert store.install(bundle_copy, trust=trusted).active == "1.0.0"
+
+
+def test_store_configured_with_trusted_keys_requires_them_of_every_install(bundle_copy, keys, tmp_path):
+    store = BundleStore(tmp_path / "store")
+    (store.root / "trusted-keys").mkdir()
+    shutil.copy(keys["pub"], store.root / "trusted-keys" / "release.pub")
+    with pytest.raises(BundleError, match="is not signed"):
+        store.install(bundle_copy)  # no trust asked by the caller: the device's own keys still apply
+    write_signature(bundle_copy, Bundle.open(bundle_copy).manifest, keys["other_key"])
+    with pytest.raises(BundleError, match="which is not trusted here"):
+        store.install(bundle_copy, trust=[load_trusted(keys["other_pub"])])  # a caller's key does not replace them
+    write_signature(bundle_copy, Bundle.open(bundle_copy).manifest, keys["key"])
+    assert store.install(bundle_copy).active == "1.0.0"
 
 
 def test_cli_sign_and_verify_an_archive(onnx_bundle, keys, tmp_path):

@@ -1,0 +1,213 @@
+"""The device's HTTP client for its cloud target (any OpenAI-compatible server, or the project's gateway).
+
+Connection errors, timeouts, 5xx and 429 are retried with exponential backoff and jitter; a `Retry-After`
+from the cloud is honoured (a wait longer than the policy allows ends the retries at once, and the error
+carries it). A circuit breaker, when given, sees every attempt and makes calls fail fast while it is open.
+Streams are retried only until their first byte: after that the bytes are someone's answer already.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import random
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from cloud_sync.breaker import CircuitBreaker
+from edge_sdk.errors import CloudResponseError, CloudUnavailableError, ConfigError
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+CONNECT_TIMEOUT_S = 5.0
+DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=CONNECT_TIMEOUT_S)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
+    """`attempts` counts the first try. Delay before retry n (0-based) is base·multiplier^n, capped, with jitter:
+    a random share `jitter` of it is taken off, so devices that failed together do not retry together."""
+
+    attempts: int = 3
+    base_delay_s: float = 0.2
+    multiplier: float = 2.0
+    max_delay_s: float = 10.0
+    jitter: float = 0.5
+    max_retry_after_s: float = 30.0  # a longer Retry-After is not waited for here: the error carries it
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ConfigError(f"attempts must be at least 1 (the first try), got {self.attempts}")
+        if self.base_delay_s < 0 or self.max_delay_s < 0 or self.max_retry_after_s < 0:
+            raise ConfigError("retry delays must be >= 0")
+        if not 0 <= self.jitter <= 1:
+            raise ConfigError(f"jitter must be in [0, 1], got {self.jitter}")
+
+    def backoff(self, retry: int) -> float:
+        delay = min(self.max_delay_s, self.base_delay_s * self.multiplier**retry)
+        return delay * (1 - self.jitter * random.random())
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header: delta-seconds or an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))  # the standard says whole seconds; some servers send fractions
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class _Retryable(Exception):
+    """One failed attempt worth retrying: why, and how long the cloud asked us to wait."""
+
+    def __init__(self, why: str, retry_after_s: float | None) -> None:
+        super().__init__(why)
+        self.why, self.retry_after_s = why, retry_after_s
+
+
+class CloudClient:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+        breaker: CircuitBreaker | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"cloud URL must start with http:// or https://, got {base_url!r}")
+        self.base_url = base_url.rstrip("/")
+        self.retry = retry or RetryPolicy()
+        self.breaker = breaker
+        headers = {"User-Agent": "edge-sdk"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        if not isinstance(timeout, httpx.Timeout):  # seconds to wait for the next byte; an offline link fails sooner
+            timeout = httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT_S))
+        self._http = httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=timeout, transport=transport)
+
+    async def post_json(self, path: str, body: Any, *, headers: Mapping[str, str] | None = None) -> httpx.Response:
+        """POST `body` as JSON. Returns the response (2xx, or a 4xx retrying cannot fix, for the caller to read).
+
+        Raises CloudUnavailableError when every attempt failed, BreakerOpenError when failing fast.
+        """
+        attempt = 0
+        while True:
+            self._allow()
+            try:
+                response = await self._http.post(path, json=body, headers=dict(headers or {}))
+            except httpx.TransportError as exc:
+                failure = _Retryable(f"{type(exc).__name__}: {exc}", None)
+                self._failed(None)
+            else:
+                if response.status_code not in RETRY_STATUSES:
+                    self._succeeded()
+                    return response
+                failure = _status_failure(response)
+                self._failed(response.status_code)
+            attempt += 1
+            await self._wait_or_give_up(path, attempt, failure)
+
+    async def stream(self, path: str, body: Any, *, headers: Mapping[str, str] | None = None) -> AsyncIterator[bytes]:
+        """POST `body` as JSON and yield the response body as it arrives (SSE passes through untouched).
+
+        Retries until the first byte; a 4xx answer raises CloudResponseError with the cloud's status and body;
+        a connection cut after the first byte raises CloudUnavailableError (nothing is retried then).
+        """
+        attempt = 0
+        while True:
+            self._allow()
+            failure: _Retryable
+            try:
+                async with self._http.stream("POST", path, json=body, headers=dict(headers or {})) as response:
+                    if response.status_code in RETRY_STATUSES:
+                        await response.aread()
+                        failure = _status_failure(response)
+                        self._failed(response.status_code)
+                    elif response.status_code >= 400:
+                        content = await response.aread()
+                        self._succeeded()  # the cloud is up; the request is what it refused
+                        raise CloudResponseError(
+                            f"the cloud answered {response.status_code}: {content[:300].decode('utf-8', 'replace')}",
+                            status_code=response.status_code,
+                            body=content,
+                        )
+                    else:
+                        async for piece in self._pieces(response):
+                            yield piece
+                        return
+            except httpx.TransportError as exc:
+                failure = _Retryable(f"{type(exc).__name__}: {exc}", None)
+                self._failed(None)
+            attempt += 1
+            await self._wait_or_give_up(path, attempt, failure)
+
+    async def _pieces(self, response: httpx.Response) -> AsyncIterator[bytes]:
+        """The body; a failure before the first byte propagates as TransportError (and is retried)."""
+        chunks = response.aiter_bytes()  # decoded: a gzip-encoded stream would be garbage once re-sent plain
+        first = await anext(chunks, b"")  # TransportError here means nothing reached the caller yet
+        self._succeeded()
+        if not first:
+            return
+        yield first
+        sent = len(first)
+        try:
+            async for chunk in chunks:
+                sent += len(chunk)
+                yield chunk
+        except httpx.TransportError as exc:
+            self._failed(None)
+            raise CloudUnavailableError(
+                f"the cloud's stream from {self.base_url} broke after {sent} bytes: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> CloudClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _allow(self) -> None:
+        if self.breaker is not None:
+            self.breaker.allow()
+
+    def _succeeded(self) -> None:
+        if self.breaker is not None:
+            self.breaker.record_success()
+
+    def _failed(self, status: int | None) -> None:
+        # A 429 says the cloud is up but busy: retry it, but it is no sign of an outage.
+        if self.breaker is not None and status != 429:
+            self.breaker.record_failure()
+
+    async def _wait_or_give_up(self, path: str, attempt: int, failure: _Retryable) -> None:
+        policy = self.retry
+        asked = failure.retry_after_s
+        if attempt >= policy.attempts or (asked is not None and asked > policy.max_retry_after_s):
+            tries = f"{attempt} attempt{'s' if attempt > 1 else ''}"
+            raise CloudUnavailableError(
+                f"the cloud at {self.base_url}{path} did not answer after {tries}: {failure.why}",
+                retry_after_s=asked,
+            )
+        await asyncio.sleep(max(policy.backoff(attempt - 1), asked or 0.0))
+
+
+def _status_failure(response: httpx.Response) -> _Retryable:
+    text = response.content[:200].decode("utf-8", "replace") if response.is_stream_consumed else ""
+    return _Retryable(
+        f"HTTP {response.status_code} {text}".strip(), parse_retry_after(response.headers.get("retry-after"))
+    )

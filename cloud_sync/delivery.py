@@ -1,0 +1,207 @@
+"""The delivery loop: sends due queue items to the cloud, durably retried with backoff.
+
+Each attempt is one `POST {cloud_url}{endpoint}` carrying the item's `Idempotency-Key`; the retries live in
+the queue (next attempt time, attempts), so they survive restarts. Outcomes:
+
+- 2xx: `done`, the response body kept as the item's result;
+- 408, 409 (the receiver is still executing the same key), 425, 429, 5xx, no connection, timeout:
+  back to `queued`, due after exponential backoff with jitter, or after `Retry-After` when the cloud says so;
+- any other status: `failed`, with the cloud's error message kept (retrying cannot help).
+
+While the cloud is unreachable the loop pauses as a whole (backoff on consecutive failures) and then
+probes with a single item, instead of walking every queued item into a refused connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import sqlite3
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from cloud_sync.client import parse_retry_after
+from cloud_sync.queue import ItemState, OfflineQueue, Outcome, QueueItem
+
+if TYPE_CHECKING:
+    from edge_sdk.daemon.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
+ROUND_PER_SLOT = 4
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    concurrency: int = 4  # requests in flight to the cloud at once
+    base_backoff_s: float = 0.5
+    max_backoff_s: float = 60.0
+    timeout_s: float = 120.0  # one attempt (a language model in the cloud may take a while)
+    idle_poll_s: float = 5.0  # longest sleep when nothing is due (new items wake the loop at once)
+    expire_every_s: float = 5.0
+
+
+def backoff_s(attempt: int, policy: DeliveryPolicy) -> float:
+    """Exponential in the attempt number, capped, with "equal jitter" so retries of many items spread out."""
+    ceiling = min(policy.max_backoff_s, policy.base_backoff_s * 2 ** max(attempt - 1, 0))
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return f"HTTP {response.status_code}: {response.text[:500]}"
+    error = body.get("error") if isinstance(body, dict) else None
+    message = error.get("message") if isinstance(error, dict) else (error or body.get("detail"))
+    return f"HTTP {response.status_code}: {message or str(body)[:500]}"
+
+
+def _result(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return {"text": response.text}
+
+
+class DeliveryLoop:
+    """Start with `start()` inside a running event loop (the daemon's lifespan); `stop()` cancels cleanly.
+
+    A delivery interrupted by `stop()` (or a crash) leaves its item `delivering`; the next open of the
+    queue puts it back to queued, and the receiver's idempotency store answers a repeat without executing.
+    """
+
+    def __init__(
+        self,
+        queue: OfflineQueue,
+        cloud_url: str,
+        *,
+        api_key: str | None = None,
+        policy: DeliveryPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.queue, self.policy, self.metrics = queue, policy or DeliveryPolicy(), metrics
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.AsyncClient(
+            base_url=cloud_url.rstrip("/"), headers=headers, timeout=self.policy.timeout_s, transport=transport
+        )
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._offline_failures = 0  # consecutive rounds that could not reach the cloud
+        self._answered = False  # the last attempt got an HTTP answer
+        self._paused_until = 0.0
+        self._last_expire = 0.0
+
+    def wake(self) -> None:
+        """Something new was queued: look now instead of at the next poll."""
+        self._wake.set()
+
+    @property
+    def cloud_reachable(self) -> bool:
+        return self._answered
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="edge-sdk-delivery")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._client.aclose()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                delivered = await self.run_once()
+                if delivered == 0:
+                    await self._sleep(await self._idle_wait())
+            except (OSError, sqlite3.Error) as exc:  # a full disk, say: keep the daemon up, try again later
+                log.error("delivery round failed, retrying in %.0f s: %s", self.policy.idle_poll_s, exc)
+                await self._sleep(self.policy.idle_poll_s)
+
+    async def run_once(self) -> int:
+        """One round: expire what is past its TTL, claim due items (one while offline), deliver them."""
+        self._wake.clear()  # a wake() from here on is seen by the next sleep
+        now = time.time()
+        if now - self._last_expire >= self.policy.expire_every_s:
+            self._last_expire = now
+            await asyncio.to_thread(self._housekeeping)
+        if now < self._paused_until:
+            return 0
+        # A round claims a few items per slot: two commits (claim, settle) for the round instead of two an item.
+        # Until the cloud has answered (at start, after a failure) one item probes it.
+        limit = self.policy.concurrency * ROUND_PER_SLOT if self.cloud_reachable else 1
+        items = await asyncio.to_thread(self.queue.claim_due, limit)
+        if items:
+            slots = asyncio.Semaphore(self.policy.concurrency)
+
+            async def deliver(item: QueueItem) -> Outcome:
+                async with slots:
+                    return await self._deliver(item)
+
+            outcomes = await asyncio.gather(*(deliver(item) for item in items))
+            await asyncio.to_thread(self.queue.settle, outcomes)
+            for item, outcome in zip(items, outcomes, strict=True):
+                self._count(item, outcome)
+        return len(items)
+
+    def _housekeeping(self) -> None:
+        self.queue.expire()
+        self.queue.purge_finished()
+        if self.metrics is not None:
+            for state, count in self.queue.counts().items():
+                self.metrics.set("edge_offline_queue_items", count, state=state)
+
+    async def _idle_wait(self) -> float:
+        wait = self.policy.idle_poll_s
+        if self._paused_until:
+            wait = min(wait, max(0.0, self._paused_until - time.time()))
+        due = await asyncio.to_thread(self.queue.next_due_at)
+        if due is not None:
+            wait = min(wait, max(0.0, due - time.time()))
+        return max(wait, 0.01)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+
+    async def _deliver(self, item: QueueItem) -> Outcome:
+        headers = {"Idempotency-Key": item.idempotency_key}
+        try:
+            response = await self._client.post(item.endpoint, json=item.body, headers=headers)
+        except httpx.HTTPError as exc:
+            return self._unreachable(item, f"cloud unreachable: {type(exc).__name__}: {exc}")
+        self._offline_failures, self._paused_until, self._answered = 0, 0.0, True
+        status = response.status_code
+        if 200 <= status < 300:
+            return Outcome(item.id, ItemState.DONE, status, result=_result(response))
+        if status in RETRYABLE_STATUS or status >= 500:
+            hinted = parse_retry_after(response.headers.get("retry-after"))
+            delay = max(hinted or 0.0, backoff_s(item.attempts, self.policy))
+            if hinted is not None and status in (429, 503):
+                self._paused_until = time.time() + hinted  # the cloud asked everyone to wait
+            return Outcome(item.id, ItemState.QUEUED, status, error=_error_text(response), delay_s=delay)
+        return Outcome(item.id, ItemState.FAILED, status, error=_error_text(response))
+
+    def _unreachable(self, item: QueueItem, error: str) -> Outcome:
+        self._answered = False
+        now = time.time()
+        if now >= self._paused_until:  # the first failure of a round counts; the rest of the batch shares it
+            self._offline_failures += 1
+            self._paused_until = now + backoff_s(self._offline_failures, self.policy)
+        return Outcome(item.id, ItemState.QUEUED, error=error, delay_s=self._paused_until - now)
+
+    def _count(self, item: QueueItem, outcome: Outcome) -> None:
+        if self.metrics is not None:
+            retry = "retry" if outcome.status is not None else "unreachable"
+            name = {ItemState.DONE: "done", ItemState.FAILED: "failed"}.get(outcome.state, retry)
+            self.metrics.inc("edge_queue_deliveries_total", kind=item.kind.value, outcome=name)

@@ -1,0 +1,287 @@
+"""The receiving side of exactly-once: a repeated `Idempotency-Key` gets the stored response, never a rerun.
+
+Devices deliver queued work at least once (a device killed mid-request sends it again after restart).
+A receiver mounts `IdempotencyMiddleware` and each (device, key) executes once:
+
+- first time: the request runs; its status, headers and body are stored durably (SQLite, synchronous=FULL)
+  before the client sees the end of the response;
+- a repeat with the same body: the stored response, with header `Idempotent-Replayed: true`;
+- a repeat while the first is still running: it waits (up to `wait_s`) and then gets the stored response;
+  past that, 409 with `Retry-After` (so two concurrent requests never both execute);
+- the same key with a different method, path or body: 422 (a key names one request);
+- a response that says "not done, try again" (408, 429, 5xx), an authentication refusal (401, 403) or an
+  exception is not stored: the key is released so a retry runs.
+
+A request carrying the header runs to completion even if its client leaves, so the retry finds the answer.
+The device is what `device_of(scope)` says: by default `scope["state"]["device_id"]` (set by the gateway's
+auth, mounted outside this middleware), else a digest of the bearer key.
+
+    app.add_middleware(IdempotencyMiddleware, store=IdempotencyStore(path))   # add it before auth
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from edge_sdk.errors import ConfigError
+
+HEADER = "idempotency-key"
+REPLAYED = "idempotent-replayed"
+MAX_KEY_LENGTH = 255
+_NOT_STORED = frozenset({401, 403, 408, 425, 429})  # refused or "try again": nothing was executed
+_SKIP_HEADERS = frozenset({b"content-length", b"date", b"server", b"transfer-encoding", b"connection"})
+
+
+class Begin(StrEnum):
+    EXECUTE = "execute"  # this caller owns the key now: run the request
+    REPLAY = "replay"
+    IN_PROGRESS = "in-progress"
+    MISMATCH = "mismatch"
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS responses (
+    device TEXT NOT NULL,
+    key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    state TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    status INTEGER,
+    headers TEXT,
+    body BLOB,
+    PRIMARY KEY (device, key)
+);
+"""
+
+
+class IdempotencyStore:
+    """(device, key) → the one response. Safe across threads and processes (SQLite's write lock).
+
+    An `in-progress` claim older than `lease_s` belongs to a receiver that died mid-request: it is taken over.
+    """
+
+    def __init__(self, path: Path, *, lease_s: float = 300.0) -> None:
+        if lease_s <= 0:
+            raise ConfigError(f"lease_s must be > 0, got {lease_s}")
+        self.path, self.lease_s = Path(path), lease_s
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._mutex = threading.Lock()
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._mutex:
+            self._db.close()
+
+    def begin(self, device: str, key: str, fingerprint: str) -> tuple[Begin, StoredResponse | None]:
+        now = time.time()
+        with self._mutex:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute(
+                    "SELECT fingerprint, state, started_at, status, headers, body FROM responses "
+                    "WHERE device = ? AND key = ?",
+                    (device, key),
+                ).fetchone()
+                outcome, stored = Begin.EXECUTE, None
+                if row is None:
+                    db.execute(
+                        "INSERT INTO responses (device, key, fingerprint, state, started_at) "
+                        "VALUES (?, ?, ?, 'in-progress', ?)",
+                        (device, key, fingerprint, now),
+                    )
+                elif row[0] != fingerprint:
+                    outcome = Begin.MISMATCH
+                elif row[1] == "done":
+                    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in json.loads(row[4])]
+                    outcome, stored = Begin.REPLAY, StoredResponse(row[3], headers, bytes(row[5]))
+                elif row[2] > now - self.lease_s:
+                    outcome = Begin.IN_PROGRESS
+                else:
+                    db.execute("UPDATE responses SET started_at = ? WHERE device = ? AND key = ?", (now, device, key))
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        return outcome, stored
+
+    def finish(self, device: str, key: str, response: StoredResponse) -> None:
+        headers = json.dumps([(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers])
+        with self._mutex:
+            self._db.execute(
+                "UPDATE responses SET state = 'done', finished_at = ?, status = ?, headers = ?, body = ? "
+                "WHERE device = ? AND key = ?",
+                (time.time(), response.status, headers, response.body, device, key),
+            )
+
+    def release(self, device: str, key: str) -> None:
+        """Forget an in-progress claim whose request did not complete, so a retry executes."""
+        with self._mutex:
+            self._db.execute(
+                "DELETE FROM responses WHERE device = ? AND key = ? AND state = 'in-progress'", (device, key)
+            )
+
+    def count(self) -> int:
+        with self._mutex:
+            return int(self._db.execute("SELECT COUNT(*) FROM responses WHERE state = 'done'").fetchone()[0])
+
+
+def default_device_of(scope: Scope) -> str:
+    state = scope.get("state") or {}
+    if state.get("device_id"):
+        return str(state["device_id"])
+    for name, value in scope.get("headers") or []:
+        if name == b"authorization" and value[:7].lower() == b"bearer ":
+            return "key:" + hashlib.sha256(value[7:]).hexdigest()[:32]  # never store the key itself
+    return "anonymous"
+
+
+class IdempotencyMiddleware:
+    """ASGI middleware for POSTs that carry `Idempotency-Key` (others pass through untouched)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        store: IdempotencyStore,
+        *,
+        device_of: Callable[[Scope], str] = default_device_of,
+        wait_s: float = 10.0,
+    ) -> None:
+        self.app, self.store, self.device_of, self.wait_s = app, store, device_of, wait_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        key = _header(scope, HEADER) if scope["type"] == "http" and scope["method"] == "POST" else None
+        if key is None:
+            await self.app(scope, receive, send)
+            return
+        if not 0 < len(key) <= MAX_KEY_LENGTH:
+            await _json(send, 400, f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters, got {len(key)}")
+            return
+        body = await _read_body(receive)
+        if body is None:
+            return  # the client left before its request was complete: nothing to execute, nothing to answer
+        device = self.device_of(scope)
+        fingerprint = hashlib.sha256(b"%s %s\n%s" % (scope["method"].encode(), scope["path"].encode(), body))
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            outcome, stored = await asyncio.to_thread(self.store.begin, device, key, fingerprint.hexdigest())
+            if outcome is not Begin.IN_PROGRESS or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.05)
+        if outcome is Begin.REPLAY and stored is not None:
+            await _send_stored(send, stored)
+        elif outcome is Begin.MISMATCH:
+            await _json(send, 422, f"Idempotency-Key {key!r} was already used for a different request")
+        elif outcome is Begin.IN_PROGRESS:
+            await _json(send, 409, f"a request with Idempotency-Key {key!r} is still in progress", retry_after=1)
+        else:
+            # Shielded: if this request's task is cancelled, the execution still ends and is stored.
+            await asyncio.shield(asyncio.ensure_future(self._execute(scope, body, send, device, key)))
+
+    async def _execute(self, scope: Scope, body: bytes, send: Send, device: str, key: str) -> None:
+        start: Message = {}
+        chunks: list[bytes] = []
+        client_gone = False
+        delivered = False
+
+        async def replay_body() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await asyncio.Event().wait()  # never "disconnect": the request runs to completion (see above)
+            raise AssertionError("unreachable")
+
+        async def forward(message: Message) -> None:
+            nonlocal client_gone
+            if not client_gone:
+                try:
+                    await send(message)
+                except Exception:
+                    client_gone = True  # keep executing and storing: the retry will want the answer
+
+        last: Message | None = None
+
+        async def capture(message: Message) -> None:
+            nonlocal start, last
+            if message["type"] == "http.response.start":
+                start = message
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    last = message  # held back until the response is stored
+                    return
+            await forward(message)
+
+        try:
+            await self.app(scope, replay_body, capture)
+        except BaseException:
+            await asyncio.to_thread(self.store.release, device, key)
+            raise
+        status = int(start.get("status", 500))
+        if status >= 500 or status in _NOT_STORED or not start:
+            await asyncio.to_thread(self.store.release, device, key)
+        else:
+            headers = [(k.lower(), v) for k, v in start.get("headers", []) if k.lower() not in _SKIP_HEADERS]
+            stored = StoredResponse(status, headers, b"".join(chunks))
+            await asyncio.to_thread(self.store.finish, device, key, stored)
+        if last is not None:
+            await forward(last)
+
+
+def _header(scope: Scope, name: str) -> str | None:
+    wanted = name.encode()
+    for k, v in scope.get("headers") or []:
+        if k.lower() == wanted:
+            return str(v.decode("latin-1").strip())
+    return None
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    parts = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        parts.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(parts)
+
+
+async def _send_stored(send: Send, stored: StoredResponse) -> None:
+    headers = [*stored.headers, (b"content-length", str(len(stored.body)).encode()), (REPLAYED.encode(), b"true")]
+    await send({"type": "http.response.start", "status": stored.status, "headers": headers})
+    await send({"type": "http.response.body", "body": stored.body, "more_body": False})
+
+
+async def _json(send: Send, status: int, message: str, retry_after: int | None = None) -> None:
+    code = {400: "invalid_idempotency_key", 409: "idempotency_in_progress", 422: "idempotency_key_reused"}[status]
+    body = json.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}})
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body.encode(), "more_body": False})

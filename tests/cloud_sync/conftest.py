@@ -1,0 +1,49 @@
+"""Fixtures of the cloud tests: keys, bundle versions to publish, a gateway with an empty registry."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from gateway_helpers import DEVICE_KEY, OTHER_KEY, PUBLISHER_KEY, VERSIONS, gateway_config, running_gateway
+
+from edge_sdk.bundle import Bundle
+from edge_sdk.daemon.pool import DirectorySource
+
+
+@pytest.fixture(scope="session")
+def key_files(tmp_path_factory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("keys")
+    devices = base / "devices.txt"
+    devices.write_text(f"# id key\npi-kitchen {DEVICE_KEY}\n\njetson-garage {OTHER_KEY}\n")
+    publishers = base / "publishers.txt"
+    publishers.write_text(f"ci-release {PUBLISHER_KEY}\n")
+    device_key = base / "device.key"
+    device_key.write_text(DEVICE_KEY + "\n")
+    publisher_key = base / "publisher.key"
+    publisher_key.write_text(PUBLISHER_KEY + "\n")
+    return {"devices": devices, "publishers": publishers, "device": device_key, "publisher": publisher_key}
+
+
+@pytest.fixture(scope="session")
+def packed_versions(onnx_bundle, tmp_path_factory) -> dict[str, Path]:
+    """The digits bundle packed as .edgebundle files that differ only in their manifest's version."""
+    base = tmp_path_factory.mktemp("versions")
+    packed = {}
+    for version in VERSIONS:
+        root = base / version
+        shutil.copytree(onnx_bundle.root, root)
+        manifest = root / "manifest.json"
+        manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "version": version}, indent=2))
+        packed[version] = Bundle.open(root).pack(base / f"digits-{version}")
+    return packed
+
+
+@pytest.fixture
+def registry_gateway(key_files, tmp_path) -> Iterator[str]:
+    """A gateway with an empty registry of its own, no own bundles and no upstream."""
+    with running_gateway(DirectorySource([]), gateway_config(key_files, tmp_path / "registry")) as url:
+        yield url

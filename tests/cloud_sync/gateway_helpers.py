@@ -1,0 +1,127 @@
+"""Helpers for the cloud tests: a real gateway on loopback, keys, uploads."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from cloud_sync.devices import read_key_file
+from cloud_sync.gateway import GatewayConfig, build_gateway
+from edge_sdk.daemon.pool import BundleSource
+
+DEVICE_KEY = "device-key-pi-kitchen-0001"
+OTHER_KEY = "device-key-jetson-garage-02"
+PUBLISHER_KEY = "publisher-key-ci-release-0003"
+VERSIONS = ("1.0.0", "1.1.0", "2.0.0")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def gateway_config(key_files: dict[str, Path], registry: Path, **options) -> GatewayConfig:
+    return GatewayConfig(
+        devices=read_key_file(key_files["devices"]),
+        publishers=read_key_file(key_files["publishers"], what="publisher key file"),
+        registry_dir=registry,
+        **options,
+    )
+
+
+@contextmanager
+def serve_app(app, port: int | None = None) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn on loopback until the block ends."""
+    port = port or free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started, "the server did not start within 20 s"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@contextmanager
+def running_gateway(source: BundleSource, config: GatewayConfig) -> Iterator[str]:
+    """The gateway app in uvicorn on loopback."""
+    app = build_gateway(source, config)
+    try:
+        with serve_app(app) as url:
+            yield url
+    finally:
+        app.state.pool.close()
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def publish(url: str, path: Path, key: str = PUBLISHER_KEY) -> httpx.Response:
+    with path.open("rb") as fh:
+        return httpx.post(f"{url}/v1/registry/bundles", content=fh, headers=auth(key), timeout=60)
+
+
+class CuttingProxy:
+    """A TCP proxy in front of a server that closes one connection after `cut_after` bytes came back on it.
+
+    Counts what the server sent through it, so a test can see how much a resumed download transferred.
+    """
+
+    def __init__(self, target: str, cut_after: int) -> None:
+        host, port = target.removeprefix("http://").split(":")
+        self.target, self.cut_after = (host, int(port)), cut_after
+        self.cut_done, self.bytes_after_cut = False, 0
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.target)
+            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, from_server: bool) -> None:
+        seen = 0
+        try:
+            while data := src.recv(65536):
+                if from_server:
+                    with self._lock:
+                        if not self.cut_done and seen + len(data) >= self.cut_after:
+                            dst.sendall(data[: self.cut_after - seen])
+                            self.cut_done = True
+                            raise ConnectionAbortedError("cut")
+                        if self.cut_done:
+                            self.bytes_after_cut += len(data)
+                    seen += len(data)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                s.close()
