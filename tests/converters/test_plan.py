@@ -15,6 +15,19 @@ pytestmark = pytest.mark.slow  # converts the digits CNN for each candidate that
 SPACE = ["-b", "onnx", "-q", "none,int8-static", "--prune", "0,0.5"]  # 4 candidates, 2 conversions
 
 
+def small_board(tmp_path, backends: str):
+    """A board with 256 MB for models that runs `backends` (YAML flow mapping entries)."""
+    board = tmp_path / "board.yaml"
+    board.write_text(
+        "id: small-board\nname: small\nclass: sbc\n"
+        "cpu: {arch: aarch64, model: A53, cores: 4, max_freq_ghz: 1.2, features: [neon], source: t}\n"
+        "memory: {total_mb: 512, budget_mb: 256, bandwidth_gbps: 2.0, source: t}\n"
+        "storage: {kind: sd, size_gb: 8, source: t}\nos: {name: Linux, version: '6'}\n"
+        f"power: {{typical_w: 2, max_w: 5, source: t}}\nbackends: {{{backends}}}\n"
+    )
+    return board
+
+
 def invoke(*args: str):
     return CliRunner().invoke(app, list(args), env={"COLUMNS": "220"})
 
@@ -66,14 +79,7 @@ def test_convert_auto_takes_the_top_entry(rpi4_plan, tmp_path):
 
 
 def test_what_cannot_fit_is_dropped_before_converting(tmp_path):
-    board = tmp_path / "board.yaml"
-    board.write_text(
-        "id: small-board\nname: small\nclass: sbc\n"
-        "cpu: {arch: aarch64, model: A53, cores: 4, max_freq_ghz: 1.2, features: [neon], source: t}\n"
-        "memory: {total_mb: 512, budget_mb: 256, bandwidth_gbps: 2.0, source: t}\n"
-        "storage: {kind: sd, size_gb: 8, source: t}\nos: {name: Linux, version: '6'}\n"
-        "power: {typical_w: 2, max_w: 5, source: t}\nbackends: {executorch: {}, onnx: {}}\n"
-    )
+    board = small_board(tmp_path, "executorch: {}, onnx: {}")
     request = make_request("zoo:digits-cnn", board, backends="executorch", quantize="none,int8-static", prune=[0.0])
     plan = run_plan(request, workdir=tmp_path / "work")
     assert {c.status for c in plan.candidates} == {"does-not-fit"}
@@ -116,14 +122,7 @@ def test_a_language_model_is_planned_by_quantization_and_context(tmp_path):
 
 
 def test_an_llm_quantization_clearly_too_big_is_not_converted(tmp_path):
-    board = tmp_path / "board.yaml"
-    board.write_text(
-        "id: small-board\nname: small\nclass: sbc\n"
-        "cpu: {arch: aarch64, model: A53, cores: 4, max_freq_ghz: 1.2, features: [neon], source: t}\n"
-        "memory: {total_mb: 512, budget_mb: 256, bandwidth_gbps: 2.0, source: t}\n"
-        "storage: {kind: sd, size_gb: 8, source: t}\nos: {name: Linux, version: '6'}\n"
-        "power: {typical_w: 2, max_w: 5, source: t}\nbackends: {gguf: {}}\n"
-    )
+    board = small_board(tmp_path, "gguf: {}")
     plan = run_plan(make_request("zoo:smollm2", board, quantize="f16", contexts="2048,8192"), workdir=tmp_path / "w")
     assert [c.id for c in plan.candidates] == ["gguf-fp16@ctx2048", "gguf-fp16@ctx8192"]
     assert all(c.status == "does-not-fit" and c.size_bytes is None for c in plan.candidates)
