@@ -117,3 +117,29 @@ def test_recovery_is_reproducible(digits, digits_model):
     x = torch.from_numpy(digits.test_x[:32])
     with torch.no_grad():
         np.testing.assert_array_equal(a(x).numpy(), b(x).numpy())
+
+
+def test_attention_and_mlp_width_shrink_in_a_transformer_block(tmp_path):
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Linear(8, 64)
+            self.attn = nn.MultiheadAttention(64, 8, batch_first=True)
+            self.mlp = nn.Sequential(nn.Linear(64, 256), nn.GELU(), nn.Linear(256, 64))
+            self.head = nn.Linear(64, 10)
+
+        def forward(self, x):
+            h = self.embed(x)
+            h = h + self.attn(h, h, h, need_weights=False)[0]
+            return self.head((h + self.mlp(h)).mean(1))
+
+    torch.manual_seed(0)
+    model = Block().eval()
+    x = np.random.default_rng(0).standard_normal((4, 8, 8)).astype(np.float32)
+    pruned = prune_structured(model, {"x": x}, 0.5)
+    assert pruned.attn.embed_dim == 32 and pruned.mlp[0].out_features == 128
+    assert parameter_count(pruned) < 0.3 * parameter_count(model)
+    bundle = edge_sdk.convert(pruned, {"x": x}, output=tmp_path / "b")  # still a model every engine takes
+    assert bundle.variants[0].accuracy.passed
