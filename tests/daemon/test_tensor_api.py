@@ -195,7 +195,8 @@ def test_sigterm_drains_in_flight_requests_then_exits(slow_bundle):
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
-        x = {"inputs": {"input": _tensor(np.zeros((1, 1, 8, 8), np.float32))}}
+        # A batch of 16 (~1 s of compute each): the requests are surely still in flight when SIGTERM comes.
+        x = {"inputs": {"input": _tensor(np.zeros((16, 1, 8, 8), np.float32))}}
         with concurrent.futures.ThreadPoolExecutor(4) as ex:
             futures = [ex.submit(httpx.post, f"{url}/v1/infer/slow-net", json=x, timeout=60) for _ in range(4)]
             _wait_until_in_flight(url, "slow-net", at_least=2)  # one running, others queued
