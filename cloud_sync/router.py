@@ -148,7 +148,7 @@ class Router:
         if self.slo_s is not None and facts.estimated_wait_s > self.slo_s:
             wait_ms, slo_ms = facts.estimated_wait_s * 1e3, self.slo_s * 1e3
             return Reason.SLO, f"estimated queue wait {wait_ms:.0f} ms is over the SLO of {slo_ms:.0f} ms"
-        return Reason.DEFAULT, "served on the device"
+        return Reason.DEFAULT, "served here"
 
     def _to_cloud(self, model: str, reason: Reason, detail: str, facts: LocalFacts) -> Decision:
         if self.breaker is None or self.breaker.state is not BreakerState.OPEN:
