@@ -108,7 +108,14 @@ def run_plan(
     calibration: Mapping[str, np.ndarray] | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> Plan:
-    """Convert and measure every candidate of `request` that can fit; the result ranks them."""
+    """Convert and measure every candidate of `request` that can fit; the result ranks them. The candidate
+    bundles are kept in `workdir` when given, else made in a temporary directory removed afterwards."""
+    if workdir is None:  # the plan holds no path into them: a default workdir would only fill /tmp
+        with tempfile.TemporaryDirectory(prefix="edge-plan-") as tmp:
+            return run_plan(
+                request, workdir=tmp, eval_data=eval_data, train_data=train_data, calibration=calibration,
+                progress=progress,
+            )  # fmt: skip
     from converters.pipeline import ConvertOptions
     from converters.plan import plan_language_model, plan_tensor_model
     from converters.prune import TrainData
@@ -117,7 +124,7 @@ def run_plan(
     from edge_sdk.api import _default_name, resolve_source
 
     profile = load_profile(request.profile)
-    work = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="edge-plan-"))
+    work = Path(workdir)
     if request.contexts:
         from edge_sdk.api import resolve_llm_source
 

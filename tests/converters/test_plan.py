@@ -89,6 +89,16 @@ def test_what_cannot_fit_is_dropped_before_converting(tmp_path):
         plan.best()
 
 
+def test_a_plan_without_workdir_leaves_no_candidate_bundles_behind(tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where a default workdir would be made
+    board = small_board(tmp_path, "executorch: {}, onnx: {}")
+    request = make_request("zoo:digits-cnn", board, backends="executorch", quantize="none", prune=[0.0])
+    assert run_plan(request).candidates
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith("edge-plan-")]
+
+
 def test_bad_profile_or_impossible_objective_is_a_clear_message():
     with pytest.raises(ProfileError, match="unknown device profile 'rpi3'"):
         make_request("zoo:digits-cnn", "rpi3")
