@@ -98,17 +98,18 @@ def candidate_id(backend: Backend, scheme: QuantScheme, prune: float = 0.0, cont
 
 
 def rank(candidates: Sequence[Candidate], objective: Objective) -> tuple[Candidate, ...]:
-    """Number the candidates that qualify, best first; ties go to the smaller file, then the id."""
+    """Number the candidates that qualify, best first; ties go to the smaller file, then the longer context
+    (an LLM's contexts that fit share its size and speed: the longest holds the most), then the id."""
     inf = math.inf
 
-    def key(c: Candidate) -> tuple[float, float, str]:
-        size = float(c.size_bytes or inf)
+    def key(c: Candidate) -> tuple[float, float, int, str]:
+        size, longer = float(c.size_bytes or inf), -(c.context or 0)
         if objective is Objective.SIZE:
-            return size, -(c.accuracy or 0.0), c.id
+            return size, -(c.accuracy or 0.0), longer, c.id
         if objective is Objective.ACCURACY:
-            return -(c.accuracy or 0.0), size, c.id
+            return -(c.accuracy or 0.0), size, longer, c.id
         speed = 1e3 / c.tokens_per_second if c.tokens_per_second else (c.latency_ms or inf)
-        return float(f"{speed:.2g}"), size, c.id  # two digits: timing noise must not reorder near-ties
+        return float(f"{speed:.2g}"), size, longer, c.id  # two digits: timing noise must not reorder near-ties
 
     ok = sorted((c for c in candidates if c.status == "ranked"), key=key)
     order = {c.id: i + 1 for i, c in enumerate(ok)}

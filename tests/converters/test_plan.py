@@ -6,9 +6,11 @@ import pytest
 from typer.testing import CliRunner
 
 import edge_sdk
+from converters.plan import Candidate, Objective, candidate_id, rank
 from edge_sdk.cli.main import app
 from edge_sdk.errors import ConfigError, ProfileError
 from edge_sdk.planning import load_plan, make_request, run_plan
+from edge_sdk.types import Backend, QuantScheme
 
 pytestmark = pytest.mark.slow  # converts the digits CNN for each candidate that can fit (seconds each)
 
@@ -129,6 +131,17 @@ def test_a_language_model_is_planned_by_quantization_and_context(tmp_path):
     assert best.tokens_per_second and best.accuracy >= 0.7
     with pytest.raises(ConfigError, match="pruning applies to tensor models"):
         make_request(str(tmp_path / "tiny-llama"), "rpi4", prune="0.5")
+
+
+@pytest.mark.parametrize("objective", list(Objective))
+def test_llm_contexts_that_tie_rank_longest_first_not_as_strings(objective):
+    """One quantization at several contexts: same file, same accuracy, same predicted decode speed."""
+    same = {"backend": Backend.GGUF, "quantization": QuantScheme.Q8_0, "status": "ranked", "size_bytes": 100}
+    scored = {**same, "tokens_per_second": 50.0, "accuracy": 0.9}
+    candidates = [Candidate(id=candidate_id(Backend.GGUF, QuantScheme.Q8_0, 0.0, n), context=n, **scored) for n in
+                  (512, 1024, 2048, 4096)]  # fmt: skip
+    ranked = sorted(rank(candidates, objective), key=lambda c: c.rank or 0)
+    assert [c.context for c in ranked] == [4096, 2048, 1024, 512]  # not "@ctx1024" < "@ctx2048" < ... < "@ctx512"
 
 
 def test_an_llm_quantization_clearly_too_big_is_not_converted(tmp_path):
