@@ -7,6 +7,7 @@ A target that fails is reported with the stage and the reason; the others go on.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import posixpath
 import threading
@@ -301,9 +302,12 @@ class _Run:
             args.append("--no-check")
         if options.allow_downgrade:
             args.append("--allow-downgrade")
-        done = device.run(args, options.install_timeout_s)
-        for key_path in keys:
-            device.remove(key_path)
+        try:
+            done = device.run(args, options.install_timeout_s)
+        finally:  # also when the install times out: no stray key copies (a dropped link keeps its own error)
+            for key_path in keys:
+                with contextlib.suppress(DeviceError):
+                    device.remove(key_path)
         if done.returncode != 0:
             device.remove(remote)  # refused: the next flash copies afresh instead of trusting these bytes
             raise StoreError(f"the device refused the bundle: {_device_message(done)}")

@@ -83,6 +83,17 @@ def test_dir_target_resumes_a_partial_copy(releases, tmp_path):
 
 
 @pytest.mark.slow
+def test_an_install_that_times_out_leaves_no_key_copies_on_the_board(releases, signing_keys, tmp_path):
+    release = prepare(releases["1.0.0"], tmp_path)
+    store = tmp_path / "card"
+    options = _no_ssh_options(activate=True, trust=(signing_keys["pub"],), install_timeout_s=0.05)
+    result = flash_one(release, parse_target(f"dir://{store}"), options)
+    assert not result.ok and result.stage is Stage.INSTALL and "took over" in result.message
+    assert sorted(p.name for p in (store / ".incoming").iterdir()) == [release.remote_name]  # kept: resumable
+    assert BundleStore(store).list() == []
+
+
+@pytest.mark.slow
 def test_no_variant_fitting_the_boards_profile_stops_before_connecting(releases, tiny_profile, tmp_path):
     release = prepare(releases["1.0.0"], tmp_path)
     target = parse_target(f"dir://{tmp_path / 'store'}", str(tiny_profile))
