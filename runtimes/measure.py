@@ -16,11 +16,14 @@ MEASURE_SECONDS = 0.3  # timing budget per variant after one warm-up call
 
 
 def one_sample(variant: Variant, golden: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """A batch-1 input: the first golden sample when there is one, else zeros of the declared shape."""
+    """A batch-1 input (or the model's fixed batch): the first golden samples when there are enough, else zeros
+    of the declared shape."""
     out = {}
     for spec in variant.inputs:
-        if golden is not None and spec.name in golden:
-            out[spec.name] = golden[spec.name][:1]
+        first = spec.shape[0] if spec.shape else None
+        batch = first if isinstance(first, int) else 1  # a model exported with a fixed batch takes only that
+        if golden is not None and spec.name in golden and len(golden[spec.name]) >= batch:
+            out[spec.name] = golden[spec.name][:batch]
         else:
             shape = [d if isinstance(d, int) else 1 for d in spec.shape]
             out[spec.name] = np.zeros(shape, dtype=spec.dtype.numpy)

@@ -86,6 +86,21 @@ def test_tensor_model_fits_a_small_board_and_not_a_tiny_one(onnx_bundle, tmp_pat
     assert not tiny.fits and "budget 64.0 MB" in tiny.reasons[0] and "engine 35.0 MB" in tiny.reasons[0]
 
 
+def test_a_model_with_a_fixed_batch_is_timed_at_that_batch(tmp_path):
+    import numpy as np
+    import torch
+    from torch import nn
+
+    model = nn.Linear(16, 4).eval()
+    x = np.random.default_rng(0).standard_normal((4, 16)).astype(np.float32)
+    onnx_file = tmp_path / "fixed.onnx"  # exported without dynamic axes: it takes batches of exactly 4
+    torch.onnx.export(model, (torch.from_numpy(x),), str(onnx_file), input_names=["input"], dynamo=False)
+    bundle = edge_sdk.convert(str(onnx_file), {"input": np.concatenate([x, x])}, output=tmp_path / "b")
+    assert bundle.variants[0].inputs[0].shape == (4, 16)
+    report = edge_sdk.fit(bundle, "rpi4")["onnx-none"]
+    assert report.fits and report.predicted_latency_ms is not None
+
+
 def test_context_on_a_tensor_model_is_refused(onnx_bundle):
     with pytest.raises(ConfigError, match="--context applies to language models"):
         edge_sdk.fit(onnx_bundle, "rpi4", context=1024, measure=False)
