@@ -22,7 +22,7 @@ from device_profiles.estimate import BITS_PER_WEIGHT, ModelFacts
 from device_profiles.fit import check_fit
 from edge_sdk import __version__
 from edge_sdk.bundle import AccuracyReport, Bundle, FitReport, Variant
-from edge_sdk.errors import ConfigError, EdgeSDKError
+from edge_sdk.errors import BackendUnavailableError, ConfigError, EdgeSDKError
 from edge_sdk.types import Backend, QuantScheme
 
 PREFIT_MARGIN = 1.15  # an LLM estimated from another quantization's file is converted unless clearly too big
@@ -202,7 +202,11 @@ def plan_tensor_model(
     # Drop what cannot fit before spending a conversion on it: weights from the parameter count.
     survivors: dict[float, list[tuple[Backend, QuantScheme]]] = {}
     for ratio in request.prune:
-        params = _parameters(source, ratio)
+        try:
+            params = _parameters(source, ratio)
+        except BackendUnavailableError as exc:  # torch-pruning is an extra: the unpruned candidates still count
+            candidates += [_refused(backend, scheme, ratio, str(exc)) for backend, scheme in pairs]
+            continue
         for backend, scheme in pairs:
             weights = int(params * BITS_PER_WEIGHT.get(scheme, 32) / 8)
             facts = ModelFacts(backend, scheme, weights, source.input_specs())

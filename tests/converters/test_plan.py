@@ -101,6 +101,18 @@ def test_a_plan_without_workdir_leaves_no_candidate_bundles_behind(tmp_path, mon
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith("edge-plan-")]
 
 
+def test_without_torch_pruning_the_pruned_candidates_are_refused_and_the_rest_planned(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch_pruning", None)  # as if the [prune] extra were not installed
+    request = make_request("zoo:digits-cnn", "rpi4", backends="onnx", quantize="none", prune="0,0.5")
+    plan = run_plan(request, workdir=tmp_path / "work")
+    by_id = {c.id: c for c in plan.candidates}
+    assert by_id["onnx-none"].rank == 1
+    refused = by_id["onnx-none-pruned50"]
+    assert refused.status == "refused" and "pip install 'edge-sdk[prune]'" in refused.reasons[0]
+
+
 def test_bad_profile_or_impossible_objective_is_a_clear_message():
     with pytest.raises(ProfileError, match="unknown device profile 'rpi3'"):
         make_request("zoo:digits-cnn", "rpi3")
