@@ -68,7 +68,8 @@ def make_request(
         )
     text = str(model)
     llm = _is_language_model(text)
-    chosen = [parse_enum(Backend, b, "backend") for b in _list(backends) or []]
+    # each list once: a value given twice would be converted twice, then clash as one variant id
+    chosen = list(dict.fromkeys(parse_enum(Backend, b, "backend") for b in _list(backends) or []))
     pipelines = [b for b in registry.available_backends() if registry.Role.PIPELINE in registry.entry(b).targets]
     if not chosen:
         chosen = pipelines[:1] if llm else [Backend.ONNX, Backend.EXECUTORCH]
@@ -77,11 +78,11 @@ def make_request(
             f"{text} is {'a language model' if llm else 'a tensor model'}; plan it with "
             f"{'--backend ' + pipelines[0].value if llm else 'tensor backends (onnx, executorch)'}"
         )
-    schemes = [_scheme(q) for q in _list(quantize) or []]
+    schemes = list(dict.fromkeys(_scheme(q) for q in _list(quantize) or []))
     try:
         fixed = llm or Path(text).suffix in (".onnx", ".tflite")  # no torch module to remove channels from
-        ratios = tuple(float(r) for r in (_list(prune) or ([0.0] if fixed else DEFAULT_PRUNE)))
-        ctxs = tuple(int(c) for c in (_list(contexts) or (DEFAULT_CONTEXTS if llm else ())))
+        ratios = tuple(dict.fromkeys(float(r) for r in (_list(prune) or ([0.0] if fixed else DEFAULT_PRUNE))))
+        ctxs = tuple(dict.fromkeys(int(c) for c in (_list(contexts) or (DEFAULT_CONTEXTS if llm else ()))))
     except ValueError as exc:
         raise ConfigError(f"pruning ratios are numbers like 0,0.25,0.5 and contexts integers: {exc}") from None
     if llm and any(ratios):

@@ -113,6 +113,13 @@ def test_without_torch_pruning_the_pruned_candidates_are_refused_and_the_rest_pl
     assert refused.status == "refused" and "pip install 'edge-sdk[prune]'" in refused.reasons[0]
 
 
+def test_a_value_given_twice_is_planned_once():
+    request = make_request("zoo:digits-cnn", "rpi4", backends="onnx,onnx", quantize="none,fp16,none", prune="0,0.5,0")
+    assert (request.backends, request.quantizations) == ((Backend.ONNX,), (QuantScheme.NONE, QuantScheme.FP16))
+    assert request.prune == (0.0, 0.5)
+    assert make_request("zoo:smollm2", "rpi4", contexts="512,1024,512").contexts == (512, 1024)
+
+
 def test_bad_profile_or_impossible_objective_is_a_clear_message():
     with pytest.raises(ProfileError, match="unknown device profile 'rpi3'"):
         make_request("zoo:digits-cnn", "rpi3")
