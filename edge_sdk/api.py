@@ -97,6 +97,11 @@ def convert(
                 f"{own[0].value} variants come from a pipeline of their own; convert them on their own, "
                 f"not together with {others}"
             )
+        if prune or sparsity:  # the LLM pipeline takes neither: refuse rather than ignore them
+            raise ConfigError(
+                f"pruning and sparsity apply to tensor models; {own[0].value} variants are made smaller by "
+                "quantization (e.g. q4_k_m, q4_0)"
+            )
         from converters.pipeline import Progress
 
         def relay(step: str, variant: str | None, done: int, total: int) -> None:

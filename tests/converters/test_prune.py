@@ -95,6 +95,10 @@ def test_pruning_refuses_what_it_cannot_do(tmp_path, onnx_bundle, digits_model, 
         edge_sdk.convert(str(onnx_file), {"input": digits.test_x[:8]}, prune=0.5, output=tmp_path / "x")
     with pytest.raises(ConfigError, match=r"pruning ratio must be between 0 and 0.9"):
         edge_sdk.convert(digits_model, prune=1.5, output=tmp_path / "y")
+    for option in ({"prune": 0.5}, {"sparsity": 0.5}):  # the LLM pipeline would quietly ignore them
+        with pytest.raises(ConfigError, match="pruning and sparsity apply to tensor models"):
+            edge_sdk.convert("zoo:smollm2", backend="gguf", quantize="q4_0", output=tmp_path / "z", **option)
+    assert not (tmp_path / "z").exists()
 
 
 def test_cli_convert_prune_shows_the_parameters(tmp_path):
