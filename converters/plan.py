@@ -204,7 +204,8 @@ def plan_tensor_model(
     for ratio in request.prune:
         try:
             params = _parameters(source, ratio)
-        except BackendUnavailableError as exc:  # torch-pruning is an extra: the unpruned candidates still count
+        except (BackendUnavailableError, ConfigError) as exc:  # no torch-pruning, or nothing to remove: the
+            # unpruned candidates still count
             candidates += [_refused(backend, scheme, ratio, str(exc)) for backend, scheme in pairs]
             continue
         for backend, scheme in pairs:

@@ -93,6 +93,11 @@ def prune_structured(module: nn.Module, example_inputs: Mapping[str, np.ndarray]
         ignored_layers=_output_layers(pruned),
     )
     pruner.step()
+    if ratio and parameter_count(pruned) >= parameter_count(module):  # else the bundle would claim a pruning
+        raise ConfigError(
+            f"pruning {ratio:.0%} removed nothing from {type(module).__name__}: the output layer keeps its width "
+            "and no other Linear/Conv layer lost a channel; convert it without --prune"
+        )
     return pruned
 
 

@@ -113,6 +113,21 @@ def test_without_torch_pruning_the_pruned_candidates_are_refused_and_the_rest_pl
     assert refused.status == "refused" and "pip install 'edge-sdk[prune]'" in refused.reasons[0]
 
 
+def test_a_model_pruning_cannot_shrink_gets_its_pruned_candidates_refused(tmp_path):
+    factory = tmp_path / "tiny.py"
+    factory.write_text(
+        "import numpy as np\nimport torch\n\n\ndef make():\n"
+        "    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 4)).eval()\n"
+        "    model.example_inputs = lambda: {'input': np.ones((8, 16), np.float32)}\n    return model\n"
+    )
+    request = make_request(f"{factory}:make", "rpi4", backends="onnx", quantize="none", prune="0,0.5")
+    by_id = {c.id: c for c in run_plan(request, workdir=tmp_path / "work").candidates}
+    assert by_id["onnx-none"].rank == 1
+    assert (
+        by_id["onnx-none-pruned50"].status == "refused" and "removed nothing" in by_id["onnx-none-pruned50"].reasons[0]
+    )
+
+
 def test_a_value_given_twice_is_planned_once():
     request = make_request("zoo:digits-cnn", "rpi4", backends="onnx,onnx", quantize="none,fp16,none", prune="0,0.5,0")
     assert (request.backends, request.quantizations) == ((Backend.ONNX,), (QuantScheme.NONE, QuantScheme.FP16))

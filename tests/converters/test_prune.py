@@ -95,6 +95,9 @@ def test_pruning_refuses_what_it_cannot_do(tmp_path, onnx_bundle, digits_model, 
         edge_sdk.convert(str(onnx_file), {"input": digits.test_x[:8]}, prune=0.5, output=tmp_path / "x")
     with pytest.raises(ConfigError, match=r"pruning ratio must be between 0 and 0.9"):
         edge_sdk.convert(digits_model, prune=1.5, output=tmp_path / "y")
+    only_the_output = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))  # nothing it may remove
+    with pytest.raises(ConfigError, match="pruning 50% removed nothing from Sequential"):
+        edge_sdk.convert(only_the_output, {"input": digits.test_x[:8]}, prune=0.5, output=tmp_path / "w")
     for option in ({"prune": 0.5}, {"sparsity": 0.5}):  # the LLM pipeline would quietly ignore them
         with pytest.raises(ConfigError, match="pruning and sparsity apply to tensor models"):
             edge_sdk.convert("zoo:smollm2", backend="gguf", quantize="q4_0", output=tmp_path / "z", **option)
