@@ -58,7 +58,9 @@ def _error_text(response: httpx.Response) -> str:
         body = response.json()
     except ValueError:
         return f"HTTP {response.status_code}: {response.text[:500]}"
-    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(body, dict):  # a proxy's JSON list or string
+        return f"HTTP {response.status_code}: {str(body)[:500]}"
+    error = body.get("error")
     message = error.get("message") if isinstance(error, dict) else (error or body.get("detail"))
     return f"HTTP {response.status_code}: {message or str(body)[:500]}"
 
@@ -146,7 +148,14 @@ class DeliveryLoop:
 
             async def deliver(item: QueueItem) -> Outcome:
                 async with slots:
-                    return await self._deliver(item)
+                    try:
+                        return await self._deliver(item)
+                    except Exception as exc:  # a surprise must not strand the round `delivering` or end the loop
+                        log.exception("delivering %s failed unexpectedly; it is retried", item.id)
+                        error = f"delivery failed: {type(exc).__name__}: {exc}"
+                        return Outcome(
+                            item.id, ItemState.QUEUED, error=error, delay_s=backoff_s(item.attempts, self.policy)
+                        )
 
             outcomes = await asyncio.gather(*(deliver(item) for item in items))
             await asyncio.to_thread(self.queue.settle, outcomes)

@@ -41,6 +41,8 @@ def make_app(db: Path, *, delay_s: float = 0.0, wait_s: float = 10.0) -> FastAPI
             return JSONResponse({"error": {"message": "the model 'nope' does not exist"}}, status_code=400)
         if body.get("fail") == "slow-down" and executions[key] == 1:
             return JSONResponse({"error": {"message": "rate limited"}}, status_code=429, headers={"Retry-After": "2"})
+        if body.get("fail") == "proxy-list" and executions[key] == 1:  # a proxy's error that is JSON, not a dict
+            return JSONResponse(["bad gateway"], status_code=502)
         if body.get("fail") == "unavailable" and executions[key] == 1:
             return JSONResponse({"error": {"message": "busy"}}, status_code=503, headers={"Retry-After": "0"})
         return JSONResponse({"object": what, "key": key, "model": body.get("model"), "n": executions[key]})

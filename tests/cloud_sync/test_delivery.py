@@ -101,6 +101,17 @@ def test_unavailable_is_retried_and_retry_after_is_honoured(tmp_path, queue):
     app.state.store.close()
 
 
+def test_an_error_body_that_is_not_an_object_is_retried_and_the_loop_keeps_delivering(tmp_path, queue):
+    odd, _ = queue.enqueue(ItemKind.JOB, CHAT, {"model": "m", "fail": "proxy-list"})
+    later, _ = queue.enqueue(ItemKind.JOB, CHAT, {"model": "m"})
+    app = make_app(tmp_path / "idem.sqlite")
+    with serving(app) as url:
+        drain(queue, url, until=10.0)
+    assert queue.get(odd.id).state is ItemState.DONE and queue.get(odd.id).attempts == 2
+    assert queue.get(later.id).state is ItemState.DONE
+    app.state.store.close()
+
+
 def test_backoff_grows_is_capped_and_jittered():
     policy = DeliveryPolicy(base_backoff_s=1.0, max_backoff_s=8.0)
     samples = {n: [backoff_s(n, policy) for _ in range(200)] for n in (1, 2, 3, 10)}
