@@ -25,11 +25,11 @@ from fastapi.responses import JSONResponse
 from cloud_sync.idempotency import IdempotencyMiddleware, IdempotencyStore
 
 
-def make_app(db: Path, *, delay_s: float = 0.0, wait_s: float = 10.0) -> FastAPI:
+def make_app(db: Path, *, delay_s: float = 0.0, wait_s: float = 10.0, lease_s: float = 300.0) -> FastAPI:
     app = FastAPI()
     executions: Counter[str] = Counter()
     telemetry_bodies: list[dict] = []
-    app.state.store = IdempotencyStore(db)
+    app.state.store = IdempotencyStore(db, lease_s=lease_s)
     app.add_middleware(IdempotencyMiddleware, store=app.state.store, wait_s=wait_s)
 
     async def execute(request: Request, what: str) -> JSONResponse:
