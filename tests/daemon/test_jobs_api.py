@@ -74,6 +74,16 @@ def test_bad_jobs_get_400_naming_the_problem(offline_daemon, payload, message):
     assert message in reply.json()["error"]["message"]
 
 
+def test_a_model_the_privacy_policy_keeps_here_is_never_queued_for_the_cloud(serve_bundles, tmp_path):
+    cloud = f"http://127.0.0.1:{free_port()}"
+    options = dict(queue_path=tmp_path / "q.sqlite", cloud_url=cloud, local_only_models=frozenset({"smollm2"}))
+    with serve_bundles(StoreSource(tmp_path / "store"), **options, telemetry_interval_s=0) as url:
+        refused = job(url)
+        assert refused.status_code == 403, refused.text
+        assert "privacy policy keeps 'smollm2' on this device" in refused.json()["error"]["message"]
+        assert job(url, body={**CHAT, "model": "elsewhere"}).status_code == 202
+
+
 def test_a_full_queue_refuses_new_jobs_with_507_naming_the_cap(offline_daemon):
     for i in range(3):
         assert job(offline_daemon, body={**CHAT, "seed": i}).status_code == 202
