@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cloud_sync.delivery import DeliveryLoop, DeliveryPolicy
+from cloud_sync.idempotency import MAX_KEY_LENGTH
 from cloud_sync.queue import (
     IdempotencyKeyReusedError,
     ItemKind,
@@ -164,6 +165,9 @@ def add_jobs_routes(app: FastAPI, pool: ModelPool, config: DaemonConfig) -> None
                 "privacy",
             )
         key = job.idempotency_key or request.headers.get("idempotency-key")
+        if key is not None and not 0 < len(key) <= MAX_KEY_LENGTH:  # the receiver would refuse it at delivery
+            message = f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters, got {len(key)}"
+            return _error(400, message, "invalid_idempotency_key")
         try:
             item, created = await asyncio.to_thread(
                 jobs.queue.enqueue, ItemKind.JOB, job.endpoint, job.body, idempotency_key=key

@@ -55,6 +55,13 @@ def test_the_same_idempotency_key_returns_the_same_job(offline_daemon):
     assert first.json()["id"] == second.json()["id"] == by_header.json()["id"]
     reused = job(offline_daemon, body={**CHAT, "max_tokens": 9}, idempotency_key="order-17")
     assert reused.status_code == 422 and "different request" in reused.text
+    # A key the cloud would refuse is refused now, not after the job waited in the queue.
+    long_key = httpx.post(
+        f"{offline_daemon}/v1/jobs",
+        json={"endpoint": "/v1/chat/completions", "body": CHAT},
+        headers={"Idempotency-Key": "k" * 256},
+    )
+    assert long_key.status_code == 400 and "1 to 255 characters" in long_key.json()["error"]["message"]
 
 
 @pytest.mark.parametrize(
