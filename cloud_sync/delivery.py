@@ -6,6 +6,8 @@ the queue (next attempt time, attempts), so they survive restarts. Outcomes:
 - 2xx: `done`, the response body kept as the item's result;
 - 408, 409 (the receiver is still executing the same key), 425, 429, 5xx, no connection, timeout:
   back to `queued`, due after exponential backoff with jitter, or after `Retry-After` when the cloud says so;
+- 401 (the cloud does not know this device's key): back to `queued`, and the loop pauses as when offline —
+  the device's configuration is at fault, not the job, and the job must survive until it is fixed;
 - any other status: `failed`, with the cloud's error message kept (retrying cannot help).
 
 While the cloud is unreachable the loop pauses as a whole (backoff on consecutive failures) and then
@@ -58,7 +60,9 @@ def _error_text(response: httpx.Response) -> str:
         body = response.json()
     except ValueError:
         return f"HTTP {response.status_code}: {response.text[:500]}"
-    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(body, dict):  # a proxy's JSON list or string
+        return f"HTTP {response.status_code}: {str(body)[:500]}"
+    error = body.get("error")
     message = error.get("message") if isinstance(error, dict) else (error or body.get("detail"))
     return f"HTTP {response.status_code}: {message or str(body)[:500]}"
 
@@ -146,7 +150,14 @@ class DeliveryLoop:
 
             async def deliver(item: QueueItem) -> Outcome:
                 async with slots:
-                    return await self._deliver(item)
+                    try:
+                        return await self._deliver(item)
+                    except Exception as exc:  # a surprise must not strand the round `delivering` or end the loop
+                        log.exception("delivering %s failed unexpectedly; it is retried", item.id)
+                        error = f"delivery failed: {type(exc).__name__}: {exc}"
+                        return Outcome(
+                            item.id, ItemState.QUEUED, error=error, delay_s=backoff_s(item.attempts, self.policy)
+                        )
 
             outcomes = await asyncio.gather(*(deliver(item) for item in items))
             await asyncio.to_thread(self.queue.settle, outcomes)
@@ -180,8 +191,10 @@ class DeliveryLoop:
             response = await self._client.post(item.endpoint, json=item.body, headers=headers)
         except httpx.HTTPError as exc:
             return self._unreachable(item, f"cloud unreachable: {type(exc).__name__}: {exc}")
-        self._offline_failures, self._paused_until, self._answered = 0, 0.0, True
         status = response.status_code
+        if status == 401:
+            return self._unreachable(item, f"the cloud refused this device's key: {_error_text(response)}", status)
+        self._offline_failures, self._paused_until, self._answered = 0, 0.0, True
         if 200 <= status < 300:
             return Outcome(item.id, ItemState.DONE, status, result=_result(response))
         if status in RETRYABLE_STATUS or status >= 500:
@@ -192,13 +205,13 @@ class DeliveryLoop:
             return Outcome(item.id, ItemState.QUEUED, status, error=_error_text(response), delay_s=delay)
         return Outcome(item.id, ItemState.FAILED, status, error=_error_text(response))
 
-    def _unreachable(self, item: QueueItem, error: str) -> Outcome:
+    def _unreachable(self, item: QueueItem, error: str, status: int | None = None) -> Outcome:
         self._answered = False
         now = time.time()
         if now >= self._paused_until:  # the first failure of a round counts; the rest of the batch shares it
             self._offline_failures += 1
             self._paused_until = now + backoff_s(self._offline_failures, self.policy)
-        return Outcome(item.id, ItemState.QUEUED, error=error, delay_s=self._paused_until - now)
+        return Outcome(item.id, ItemState.QUEUED, status, error=error, delay_s=self._paused_until - now)
 
     def _count(self, item: QueueItem, outcome: Outcome) -> None:
         if self.metrics is not None:

@@ -76,7 +76,8 @@ CREATE TABLE IF NOT EXISTS responses (
 class IdempotencyStore:
     """(device, key) → the one response. Safe across threads and processes (SQLite's write lock).
 
-    An `in-progress` claim older than `lease_s` belongs to a receiver that died mid-request: it is taken over.
+    A running request renews its claim every `lease_s` / 3; an `in-progress` claim not renewed for `lease_s`
+    belongs to a receiver that died mid-request: it is taken over.
     """
 
     def __init__(self, path: Path, *, lease_s: float = 300.0) -> None:
@@ -134,6 +135,14 @@ class IdempotencyStore:
                 "UPDATE responses SET state = 'done', finished_at = ?, status = ?, headers = ?, body = ? "
                 "WHERE device = ? AND key = ?",
                 (time.time(), response.status, headers, response.body, device, key),
+            )
+
+    def renew(self, device: str, key: str) -> None:
+        """The request holding this claim is still running: its lease starts again."""
+        with self._mutex:
+            self._db.execute(
+                "UPDATE responses SET started_at = ? WHERE device = ? AND key = ? AND state = 'in-progress'",
+                (time.time(), device, key),
             )
 
     def release(self, device: str, key: str) -> None:
@@ -235,11 +244,19 @@ class IdempotencyMiddleware:
                     return
             await forward(message)
 
+        async def keep_claim() -> None:  # a slow request is not a dead receiver: no one takes its key over
+            while True:
+                await asyncio.sleep(self.store.lease_s / 3)
+                await asyncio.to_thread(self.store.renew, device, key)
+
+        renewing = asyncio.ensure_future(keep_claim())
         try:
             await self.app(scope, replay_body, capture)
         except BaseException:
             await asyncio.to_thread(self.store.release, device, key)
             raise
+        finally:
+            renewing.cancel()
         status = int(start.get("status", 500))
         if status >= 500 or status in _NOT_STORED or not start:
             await asyncio.to_thread(self.store.release, device, key)

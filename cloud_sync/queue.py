@@ -55,7 +55,7 @@ class CapPolicy(StrEnum):
     """What happens to a new item when the queue holds `max_items` pending items."""
 
     REJECT_NEW = "reject-new"  # refuse the new item (QueueFullError); the only policy for jobs
-    DROP_OLDEST = "drop-oldest"  # mark the oldest queued telemetry item `dropped`, keep the new one
+    DROP_OLDEST = "drop-oldest"  # mark the oldest queued telemetry item `dropped`, keep the new one (job too)
 
 
 class QueueFullError(EdgeSDKError, OverflowError):
@@ -247,7 +247,9 @@ class OfflineQueue:
         (pending,) = db.execute(f"SELECT COUNT(*) FROM items WHERE state IN {PENDING}").fetchone()
         if pending < self.max_items:
             return
-        if kind is ItemKind.TELEMETRY and self.telemetry_policy is CapPolicy.DROP_OLDEST:
+        # Droppable telemetry gives way to a new item of either kind: a queue filled by snapshots while offline
+        # must still accept jobs.
+        if self.telemetry_policy is CapPolicy.DROP_OLDEST:
             oldest = db.execute(
                 "SELECT seq FROM items WHERE kind = ? AND state = ? ORDER BY seq LIMIT 1",
                 (ItemKind.TELEMETRY.value, ItemState.QUEUED.value),

@@ -31,6 +31,12 @@ if TYPE_CHECKING:
     import httpx
 
 DOWNLOADS = ".downloads"
+BUSY_STATUSES = frozenset({429, 500, 502, 503, 504})  # "not now": a download tries again, resuming
+
+
+class _Busy(TransferError):
+    """The registry (or a proxy before it) answered a download with a status worth another try."""
+
 
 Progress = Callable[[RegistryEntry, int], None]  # (what, bytes of it on disk so far)
 Sent = Callable[[int], None]  # bytes uploaded so far
@@ -115,8 +121,9 @@ class RegistryClient:
     def download(self, entry: RegistryEntry, dest: Path, *, progress: Progress | None = None) -> Download:
         """Fetch `entry` into `dest`, resuming from what `dest` already holds; verify size and sha256.
 
-        A cut connection is retried (with Range) up to `attempts` times; the partial file stays for a later
-        run when they are used up. A finished file whose digest differs is deleted and refused.
+        A cut connection or a busy answer (429, 5xx) is retried (with Range) up to `attempts` times; the
+        partial file stays for a later run when they are used up. A finished file whose digest differs is
+        deleted and refused.
         """
         import httpx
 
@@ -133,8 +140,8 @@ class RegistryClient:
             try:
                 self._fetch(entry, dest, have, received, progress)
                 break
-            except httpx.TransportError as exc:
-                last_error = f"{type(exc).__name__}: {exc}"
+            except (httpx.TransportError, _Busy) as exc:
+                last_error = str(exc) if isinstance(exc, _Busy) else f"{type(exc).__name__}: {exc}"
                 if attempt + 1 < self.attempts:
                     time.sleep(self.backoff_s * 2**attempt)
         else:
@@ -163,7 +170,10 @@ class RegistryClient:
                 have, mode = 0, "wb"  # the server ignored the Range (or the file changed): start over
             else:
                 response.read()
-                raise TransferError(f"GET {self.base_url}{url} answered {response.status_code}: {_message(response)}")
+                busy = response.status_code in BUSY_STATUSES
+                raise (_Busy if busy else TransferError)(
+                    f"GET {self.base_url}{url} answered {response.status_code}: {_message(response)}"
+                )
             etag = response.headers.get("etag", "").strip('"')
             if etag and etag != entry.sha256:
                 raise RegistryError(

@@ -108,7 +108,11 @@ class Hybrid:
         )
 
     async def serve(self, request: Request, ask: Ask, local: Callable[[], Awaitable[Any]]) -> Any:
-        caller = CallerChoice.parse(request.headers.get(ROUTE_HEADER))
+        try:
+            caller = CallerChoice.parse(request.headers.get(ROUTE_HEADER))
+        except InputError as exc:  # refused for the caller's header: the answer still says so
+            self._tag(request, ask, Decision(Route.REJECT, Reason.CALLER, str(exc), 400))
+            raise
         facts = await self.facts(ask) if self.client is not None else LocalFacts(installed=True)
         decision = self.router.decide(ask.model, facts, caller)
         self._tag(request, ask, decision)

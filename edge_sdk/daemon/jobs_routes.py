@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cloud_sync.delivery import DeliveryLoop, DeliveryPolicy
+from cloud_sync.idempotency import MAX_KEY_LENGTH
 from cloud_sync.queue import (
     IdempotencyKeyReusedError,
     ItemKind,
@@ -27,6 +28,7 @@ from cloud_sync.queue import (
     QueueFullError,
     UnknownItemError,
 )
+from cloud_sync.router import PrivacyPolicy
 from edge_sdk.daemon.config import DaemonConfig
 from edge_sdk.daemon.metrics import Metrics
 from edge_sdk.daemon.openai_routes import ChatRequest, CompletionRequest, EmbeddingRequest
@@ -129,6 +131,7 @@ def add_jobs_routes(app: FastAPI, pool: ModelPool, config: DaemonConfig) -> None
     metrics.describe("edge_telemetry_snapshots_total", "counter", "telemetry snapshots queued, or refused (full)")
     jobs = open_jobs(config)
     app.state.jobs = jobs
+    privacy = PrivacyPolicy(config.local_only_models)
     inner = app.router.lifespan_context
 
     @contextlib.asynccontextmanager
@@ -152,7 +155,19 @@ def add_jobs_routes(app: FastAPI, pool: ModelPool, config: DaemonConfig) -> None
         if problem:
             metrics.inc("edge_jobs_total", outcome="invalid")
             return _error(400, problem, "invalid_job")
+        model = str(job.body.get("model"))
+        if privacy.forbids_cloud(model):  # a job is delivered to the cloud: the policy must hold here too
+            metrics.inc("edge_jobs_total", outcome="private")
+            return _error(
+                403,
+                f"the privacy policy keeps {model!r} on this device (--privacy) and jobs are delivered to the "
+                f"cloud: not queued; call {job.endpoint} directly to run it here",
+                "privacy",
+            )
         key = job.idempotency_key or request.headers.get("idempotency-key")
+        if key is not None and not 0 < len(key) <= MAX_KEY_LENGTH:  # the receiver would refuse it at delivery
+            message = f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters, got {len(key)}"
+            return _error(400, message, "invalid_idempotency_key")
         try:
             item, created = await asyncio.to_thread(
                 jobs.queue.enqueue, ItemKind.JOB, job.endpoint, job.body, idempotency_key=key

@@ -25,11 +25,11 @@ from fastapi.responses import JSONResponse
 from cloud_sync.idempotency import IdempotencyMiddleware, IdempotencyStore
 
 
-def make_app(db: Path, *, delay_s: float = 0.0, wait_s: float = 10.0) -> FastAPI:
+def make_app(db: Path, *, delay_s: float = 0.0, wait_s: float = 10.0, lease_s: float = 300.0) -> FastAPI:
     app = FastAPI()
     executions: Counter[str] = Counter()
     telemetry_bodies: list[dict] = []
-    app.state.store = IdempotencyStore(db)
+    app.state.store = IdempotencyStore(db, lease_s=lease_s)
     app.add_middleware(IdempotencyMiddleware, store=app.state.store, wait_s=wait_s)
 
     async def execute(request: Request, what: str) -> JSONResponse:
@@ -41,6 +41,8 @@ def make_app(db: Path, *, delay_s: float = 0.0, wait_s: float = 10.0) -> FastAPI
             return JSONResponse({"error": {"message": "the model 'nope' does not exist"}}, status_code=400)
         if body.get("fail") == "slow-down" and executions[key] == 1:
             return JSONResponse({"error": {"message": "rate limited"}}, status_code=429, headers={"Retry-After": "2"})
+        if body.get("fail") == "proxy-list" and executions[key] == 1:  # a proxy's error that is JSON, not a dict
+            return JSONResponse(["bad gateway"], status_code=502)
         if body.get("fail") == "unavailable" and executions[key] == 1:
             return JSONResponse({"error": {"message": "busy"}}, status_code=503, headers={"Retry-After": "0"})
         return JSONResponse({"object": what, "key": key, "model": body.get("model"), "n": executions[key]})

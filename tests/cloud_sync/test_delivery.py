@@ -23,11 +23,13 @@ def queue(tmp_path):
     q.close()
 
 
-def drain(queue: OfflineQueue, url: str, *, until: float = 20.0, policy: DeliveryPolicy = FAST) -> None:
+def drain(
+    queue: OfflineQueue, url: str, *, until: float = 20.0, policy: DeliveryPolicy = FAST, api_key: str = "device-a"
+) -> None:
     """Run the loop until nothing is pending (or `until` seconds)."""
 
     async def go() -> None:
-        loop = DeliveryLoop(queue, url, api_key="device-a", policy=policy)
+        loop = DeliveryLoop(queue, url, api_key=api_key, policy=policy)
         loop.start()
         deadline = time.monotonic() + until
         while time.monotonic() < deadline:
@@ -99,6 +101,50 @@ def test_unavailable_is_retried_and_retry_after_is_honoured(tmp_path, queue):
     assert queue.get(busy.id).state is ItemState.DONE and queue.get(busy.id).attempts == 2
     assert queue.get(limited.id).state is ItemState.DONE and queue.get(limited.id).attempts == 2
     app.state.store.close()
+
+
+def test_an_error_body_that_is_not_an_object_is_retried_and_the_loop_keeps_delivering(tmp_path, queue):
+    odd, _ = queue.enqueue(ItemKind.JOB, CHAT, {"model": "m", "fail": "proxy-list"})
+    later, _ = queue.enqueue(ItemKind.JOB, CHAT, {"model": "m"})
+    app = make_app(tmp_path / "idem.sqlite")
+    with serving(app) as url:
+        drain(queue, url, until=10.0)
+    assert queue.get(odd.id).state is ItemState.DONE and queue.get(odd.id).attempts == 2
+    assert queue.get(later.id).state is ItemState.DONE
+    app.state.store.close()
+
+
+def test_a_refused_device_key_keeps_the_jobs_queued_until_the_key_is_fixed(queue):
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def chat(request):
+        if request.headers.get("authorization") != "Bearer right-key":
+            return JSONResponse({"error": {"message": "unknown device key"}}, status_code=401)
+        return JSONResponse({"object": "chat.completion"})
+
+    async def alive(_request):
+        return JSONResponse({})
+
+    cloud = Starlette(routes=[Route(CHAT, chat, methods=["POST"]), Route("/executions", alive)])
+
+    ids = [queue.enqueue(ItemKind.JOB, CHAT, {"model": "m", "i": i})[0].id for i in range(5)]
+
+    async def rounds(url: str, key: str, n: int) -> None:
+        loop = DeliveryLoop(queue, url, api_key=key, policy=FAST)
+        for _ in range(n):
+            await loop.run_once()
+            await asyncio.sleep(0.05)
+        await loop.stop()
+
+    with serving(cloud) as url:
+        asyncio.run(rounds(url, "wrong-key", 6))
+        waiting = [queue.get(i) for i in ids]
+        assert {item.state for item in waiting} == {ItemState.QUEUED}  # not failed: the job is not at fault
+        assert "unknown device key" in (waiting[0].error or "")
+        drain(queue, url, until=10.0, api_key="right-key")  # the key fixed (the daemon restarted with it)
+    assert {queue.get(i).state for i in ids} == {ItemState.DONE}
 
 
 def test_backoff_grows_is_capped_and_jittered():

@@ -65,6 +65,18 @@ def test_a_waiter_past_its_patience_gets_409_in_progress(tmp_path):
     app.state.store.close()
 
 
+def test_a_request_running_longer_than_the_lease_is_not_taken_over(tmp_path):
+    # The lease is for a receiver that died; a live one that is merely slow keeps its claim.
+    app = make_app(tmp_path / "idem.sqlite", delay_s=1.5, wait_s=0.3, lease_s=0.5)
+    with serving(app) as url, concurrent.futures.ThreadPoolExecutor(2) as pool:
+        slow = pool.submit(post, url, "long")
+        time.sleep(0.9)  # past the lease, well before the end
+        assert post(url, "long").status_code == 409
+        assert slow.result().status_code == 200
+        assert executions(url) == {"long": 1}
+    app.state.store.close()
+
+
 def test_the_same_key_for_a_different_body_is_422(receiver):
     assert post(receiver, "k2").status_code == 200
     reused = post(receiver, "k2", body={**BODY, "model": "other"})

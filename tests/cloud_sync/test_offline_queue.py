@@ -75,6 +75,17 @@ def test_telemetry_beyond_the_cap_drops_the_oldest_telemetry_visibly(queue):
     assert queue.counts()["queued"] == 3
 
 
+def test_a_job_takes_the_place_of_the_oldest_telemetry_in_a_full_queue(queue):
+    # Offline for days, snapshots fill the cap: a job must still be accepted, telemetry is what may be dropped.
+    old, _ = queue.enqueue(ItemKind.TELEMETRY, "/v1/telemetry", {"n": 1})
+    for n in (2, 3):
+        queue.enqueue(ItemKind.TELEMETRY, "/v1/telemetry", {"n": n})
+    job, created = queue.enqueue(ItemKind.JOB, CHAT, BODY)
+    assert created and queue.get(job.id).state is ItemState.QUEUED
+    assert queue.get(old.id).state is ItemState.DROPPED
+    assert queue.counts()["queued"] == 3
+
+
 def test_telemetry_can_be_rejected_instead(tmp_path):
     q = OfflineQueue(tmp_path / "q.sqlite", max_items=1, telemetry_policy=CapPolicy.REJECT_NEW)
     q.enqueue(ItemKind.TELEMETRY, "/v1/telemetry", {"n": 1})

@@ -132,3 +132,34 @@ def test_download_retries_a_cut_within_one_run(registry_gateway, packed_versions
     assert proxy.cut_done and done.resumed_from == 0
     assert done.received == entry.size  # the cut part plus the rest: resumed, not restarted
     assert sha256((tmp_path / "f.part").read_bytes()) == entry.sha256
+
+
+def test_download_retries_a_server_busy_answer_and_resumes(packed_versions, tmp_path):
+    """A 503 from a proxy in front of the registry, after part of the file came: the next try resumes."""
+    from receiver_app import serving
+    from starlette.applications import Starlette
+    from starlette.responses import FileResponse, JSONResponse
+    from starlette.routing import Route
+
+    from cloud_sync.registry import RegistryEntry
+
+    path = packed_versions["1.0.0"]
+    digest, answers = sha256(path.read_bytes()), []
+
+    async def bundle(request):
+        answers.append(request.headers.get("range"))
+        if len(answers) == 1:
+            return JSONResponse({"error": {"message": "upstream busy"}}, status_code=503)
+        return FileResponse(path, headers={"ETag": f'"{digest}"'})
+
+    async def alive(_request):
+        return JSONResponse({})
+
+    app = Starlette(routes=[Route("/v1/registry/bundles/digits-cnn/1.0.0", bundle), Route("/executions", alive)])
+    entry = RegistryEntry("digits-cnn", "1.0.0", digest, path.stat().st_size, False, None, 0.0)
+    dest = tmp_path / "f.part"
+    dest.write_bytes(path.read_bytes()[:1000])  # what an earlier run kept
+    with serving(app) as url, RegistryClient(url, attempts=3, backoff_s=0.05) as client:
+        done = client.download(entry, dest)
+    assert answers == ["bytes=1000-", "bytes=1000-"]
+    assert done.resumed_from == 1000 and sha256(dest.read_bytes()) == digest

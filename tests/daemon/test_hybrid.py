@@ -396,5 +396,7 @@ def _answers_as_before(llm_daemon: str) -> None:
     assert r.status_code == 404 and "not installed here" in r.json()["error"]["message"]
     r = httpx.post(f"{llm_daemon}/v1/chat/completions", json=CHAT, headers={"X-Edge-Route": "cloud"}, timeout=60)
     assert r.status_code == 503 and route_of(r) == ("reject", "no_cloud")
+    r = httpx.post(f"{llm_daemon}/v1/chat/completions", json=CHAT, headers={"X-Edge-Route": "moon"}, timeout=60)
+    assert r.status_code == 400 and route_of(r) == ("reject", "caller")
     r = httpx.post(f"{llm_daemon}/v1/chat/completions", json=CHAT, timeout=120)
     assert r.status_code == 200 and route_of(r) == ("local", "default")

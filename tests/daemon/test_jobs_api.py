@@ -55,6 +55,13 @@ def test_the_same_idempotency_key_returns_the_same_job(offline_daemon):
     assert first.json()["id"] == second.json()["id"] == by_header.json()["id"]
     reused = job(offline_daemon, body={**CHAT, "max_tokens": 9}, idempotency_key="order-17")
     assert reused.status_code == 422 and "different request" in reused.text
+    # A key the cloud would refuse is refused now, not after the job waited in the queue.
+    long_key = httpx.post(
+        f"{offline_daemon}/v1/jobs",
+        json={"endpoint": "/v1/chat/completions", "body": CHAT},
+        headers={"Idempotency-Key": "k" * 256},
+    )
+    assert long_key.status_code == 400 and "1 to 255 characters" in long_key.json()["error"]["message"]
 
 
 @pytest.mark.parametrize(
@@ -72,6 +79,16 @@ def test_bad_jobs_get_400_naming_the_problem(offline_daemon, payload, message):
     reply = httpx.post(f"{offline_daemon}/v1/jobs", json=payload, timeout=10)
     assert reply.status_code == 400, reply.text
     assert message in reply.json()["error"]["message"]
+
+
+def test_a_model_the_privacy_policy_keeps_here_is_never_queued_for_the_cloud(serve_bundles, tmp_path):
+    cloud = f"http://127.0.0.1:{free_port()}"
+    options = dict(queue_path=tmp_path / "q.sqlite", cloud_url=cloud, local_only_models=frozenset({"smollm2"}))
+    with serve_bundles(StoreSource(tmp_path / "store"), **options, telemetry_interval_s=0) as url:
+        refused = job(url)
+        assert refused.status_code == 403, refused.text
+        assert "privacy policy keeps 'smollm2' on this device" in refused.json()["error"]["message"]
+        assert job(url, body={**CHAT, "model": "elsewhere"}).status_code == 202
 
 
 def test_a_full_queue_refuses_new_jobs_with_507_naming_the_cap(offline_daemon):
