@@ -176,14 +176,14 @@ class ModelPool:
     def plan(self, name: str) -> tuple[int, int | None]:
         """Bytes `name` would take once loaded, and its context length; opens (verifies) the bundle once per
         version, so call it in a thread."""
-        from device_profiles.fit import ENGINE_OVERHEAD_BYTES
         from runtimes import get_runtime
 
         version = self.source.current_version(name)
         cached = self._plans.get(name)
         if cached is None or cached[0] != version:
-            variant = self.source.open(name).variant()
-            size = variant.size_bytes + ENGINE_OVERHEAD_BYTES.get(variant.backend, 0)
+            bundle = self.source.open(name)
+            variant = bundle.variant()
+            size = self._footprint(variant, bundle.root)
             cached = self._plans[name] = (
                 version,
                 size,
@@ -237,8 +237,18 @@ class ModelPool:
             self.metrics.set("edge_models_loaded", len(self._loaded))
             return model
 
+    def _footprint(self, variant: Variant, root: Path) -> int:
+        """Bytes one more loaded model adds to this process: `edge-sdk fit`'s estimate (engine, weights with the
+        engine's copies, KV cache at the served context, activations) less the Python process, paid once."""
+        from device_profiles.estimate import ENGINE_OVERHEAD_BYTES, PROCESS_BYTES, ModelFacts, estimate_memory
+
+        try:
+            estimate = estimate_memory(ModelFacts.of_variant(variant, root), self.config.context)
+        except EdgeSDKError:  # a header the estimate cannot read: loading it will say what is wrong
+            return variant.size_bytes + ENGINE_OVERHEAD_BYTES.get(variant.backend, 0)
+        return estimate.peak_bytes - PROCESS_BYTES
+
     def _load(self, name: str) -> LoadedModel:
-        from device_profiles.fit import ENGINE_OVERHEAD_BYTES
         from runtimes import get_runtime
 
         bundle = self.source.open(name)
@@ -251,8 +261,7 @@ class ModelPool:
         except Exception as exc:  # an engine crash while loading must not take the daemon down
             raise RuntimeFailure(f"loading {name!r} ({variant.id}) failed: {type(exc).__name__}: {exc}") from exc
         self.metrics.observe("edge_model_load_seconds", time.monotonic() - start, model=name)
-        size = variant.size_bytes + ENGINE_OVERHEAD_BYTES.get(variant.backend, 0)
-        return LoadedModel(name, bundle, variant, session, size)
+        return LoadedModel(name, bundle, variant, session, self._footprint(variant, bundle.root))
 
     def _evict_for(self, incoming: int) -> None:
         """Unload least recently used idle models until `incoming` fits the budget."""

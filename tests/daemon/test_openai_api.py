@@ -102,3 +102,22 @@ def test_a_board_serves_the_context_it_is_given(serve_bundles, smollm2_served_bu
         long = {**short, "messages": [{"role": "user", "content": "Tell me about foxes. " * 60}]}
         r = httpx.post(f"{url}/v1/chat/completions", json=long, timeout=120)
         assert r.status_code == 400 and "context of 256" in r.json()["error"]["message"]
+
+
+def test_the_daemon_counts_a_model_as_fit_estimates_it(serve_bundles, smollm2_served_bundle):
+    """The memory budget and the router's no_memory decision use `edge-sdk fit`'s estimate (KV cache at the
+    served context included), not the file size: a longer context costs more of the budget."""
+    from edge_sdk.daemon.pool import DirectorySource
+    from edge_sdk.fitting import fit
+
+    report = next(iter(fit(smollm2_served_bundle.root, "host", context=4096, measure=False).values()))
+    expected = report.estimated_peak_bytes - report.breakdown["python"]
+    with serve_bundles(DirectorySource([smollm2_served_bundle.root]), context=4096) as url:
+        chat = {"model": "smollm2", "messages": QUESTION, "max_tokens": 2, "temperature": 0}
+        assert httpx.post(f"{url}/v1/chat/completions", json=chat, timeout=120).status_code == 200
+        metrics = httpx.get(f"{url}/metrics").text
+    counted = next(
+        float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("edge_models_loaded_bytes")
+    )
+    assert counted == pytest.approx(expected, rel=1e-5) and report.breakdown["kv_cache"] > 0
+    assert counted > smollm2_served_bundle.variants[0].size_bytes + report.breakdown["kv_cache"]

@@ -244,7 +244,7 @@ def test_models_beyond_the_memory_budget_are_evicted_lru(onnx_bundle, slow_bundl
     from edge_sdk.daemon.pool import DirectorySource
 
     x = {"inputs": {"input": _tensor(np.zeros((1, 1, 8, 8), np.float32))}}
-    # Room for one engine and model at a time (each counts ~48 MB of engine overhead).
+    # Room for one engine and model at a time (each counts ~35 MB: the engine and its weights).
     with serve_bundles(DirectorySource([onnx_bundle.root, slow_bundle.root]), memory_budget_bytes=60 << 20) as url:
         for name in ("digits-cnn", "slow-net", "digits-cnn"):
             assert httpx.post(f"{url}/v1/infer/{name}", json=x, timeout=60).status_code == 200
