@@ -4,7 +4,8 @@ For each model: the registry's newest version (or the one asked for) against the
 is downloaded into `<store>/.downloads/` (a cut download resumes with Range from where it stopped, also in a
 later run), checked against the registry's sha256, then installed through BundleStore — which verifies every
 file digest (and the signature with `trust`), runs the caller's check, and activates atomically. Equal is
-skipped; lower is refused, naming both versions.
+skipped; lower is refused, naming both versions. A newer version already installed here but not active (the
+operator rolled back from it) is held back: sync does not undo a rollback; a version newer still is taken.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from cloud_sync.registry_routes import PREFIX
 from edge_sdk.bundle.files import sha256_file
 from edge_sdk.bundle.signing import TrustedKey
 from edge_sdk.errors import BundleError, RegistryError, StoreError, TransferError, choices
-from edge_sdk.store import BundleStore, Check, version_key
+from edge_sdk.store import BundleStore, Check, InstalledModel, version_key
 
 if TYPE_CHECKING:
     import httpx
@@ -45,6 +46,7 @@ Sent = Callable[[int], None]  # bytes uploaded so far
 class Outcome(Enum):
     INSTALLED = "installed"
     UP_TO_DATE = "up to date"
+    HELD = "held back"  # installed here but rolled back from: not re-activated by a sync
     REFUSED = "refused"
 
 
@@ -263,11 +265,24 @@ def sync(
     with _one_sync_at_a_time(store.root / DOWNLOADS):
         entries = client.list(names[0] if len(names) == 1 else None)
         wanted = list(names) or sorted({e.name for e in entries})
-        active = {m.name: m.active for m in store.list()}
-        return [
-            _sync_one(client, store, pick(entries, name, version), active.get(name), trust, check, progress)
-            for name in wanted
-        ]
+        installed = {m.name: m for m in store.list()}
+        reports = []
+        for name in wanted:
+            entry, model = pick(entries, name, version), installed.get(name)
+            if version is None and model is not None and _rolled_back_from(entry.version, model):
+                detail = (
+                    f"{name} {entry.version} is installed here but not active (rolled back to {model.active}): "
+                    f"sync does not undo a rollback; ask for it with --name {name} --version {entry.version}"
+                )
+                reports.append(SyncReport(name, entry.version, model.active, model.active, Outcome.HELD, detail))
+                continue
+            before = model.active if model else None
+            reports.append(_sync_one(client, store, entry, before, trust, check, progress))
+        return reports
+
+
+def _rolled_back_from(version: str, model: InstalledModel) -> bool:
+    return model.active is not None and version in model.versions and version_key(version) > version_key(model.active)
 
 
 @contextlib.contextmanager

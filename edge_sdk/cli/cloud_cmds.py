@@ -181,7 +181,12 @@ def sync_cmd(
                 progress=progress,
             )
     for r in reports:
-        colour = {Outcome.INSTALLED: "green", Outcome.UP_TO_DATE: "dim", Outcome.REFUSED: "red"}[r.outcome]
+        colour = {
+            Outcome.INSTALLED: "green",
+            Outcome.UP_TO_DATE: "dim",
+            Outcome.HELD: "yellow",
+            Outcome.REFUSED: "red",
+        }[r.outcome]
         fetched = ""
         if r.download is not None:
             resumed = f", resumed at {r.download.resumed_from} bytes" if r.download.resumed_from else ""

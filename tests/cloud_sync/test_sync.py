@@ -49,6 +49,13 @@ def test_sync_installs_newer_skips_equal_refuses_lower(registry_gateway, packed_
     assert "digits-cnn 1.0.0, older than the active 2.0.0: refusing a downgrade" in lower.detail
     assert store.active(NAME).manifest.version == "2.0.0"
 
+    store.rollback(NAME)  # the operator backs out of 2.0.0: a sync must not bring it back
+    (held,) = _sync(url, store)
+    assert (held.outcome, held.active_after) == (Outcome.HELD, "1.1.0") and "rolled back to 1.1.0" in held.detail
+    assert store.active(NAME).manifest.version == "1.1.0"
+    (asked,) = _sync(url, store, names=[NAME], version="2.0.0")  # unless asked for by name and version
+    assert (asked.outcome, asked.active_after) == (Outcome.INSTALLED, "2.0.0")
+
 
 def test_sync_cut_midway_resumes_in_the_next_run(registry_gateway, packed_versions, tmp_path):
     packed = packed_versions["2.0.0"]
