@@ -7,6 +7,7 @@ queue is full the oldest snapshot is dropped (`--telemetry-policy drop-oldest`, 
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import time
 import uuid
@@ -19,6 +20,7 @@ from edge_sdk.daemon.metrics import Metrics
 from edge_sdk.daemon.pool import ModelPool
 
 TELEMETRY_ENDPOINT = "/v1/telemetry"
+log = logging.getLogger("edge_sdk.telemetry")
 
 
 def snapshot(queue: OfflineQueue, pool: ModelPool, metrics: Metrics) -> dict[str, Any]:
@@ -49,5 +51,9 @@ async def telemetry_loop(
 ) -> None:
     while True:
         await asyncio.sleep(config.telemetry_interval_s)
-        if await asyncio.to_thread(enqueue_snapshot, queue, pool, metrics, config.device_id):
-            delivery.wake()
+        try:
+            if await asyncio.to_thread(enqueue_snapshot, queue, pool, metrics, config.device_id):
+                delivery.wake()
+        except Exception as exc:  # a full disk, a broken bundle source: this snapshot is lost, the next one tries
+            metrics.inc("edge_telemetry_snapshots_total", outcome="failed")
+            log.warning("telemetry snapshot failed: %s: %s", type(exc).__name__, exc)
