@@ -201,25 +201,9 @@ def check_golden(bundle: str | Path | Bundle, variant: str | None = None) -> Acc
 
 def resolve_llm_source(model: Any) -> Any:
     """'zoo:smollm2', a .gguf path or a Hugging Face LLaMA directory -> an LLM source for convert_llm."""
-    from converters.gguf.gguf_source import GgufFileSource
-    from converters.gguf.hf_source import HfLlamaSource
-    from converters.gguf.source_base import LlmSource
+    from converters.gguf.resolve import resolve_llm_source as resolve
 
-    if isinstance(model, LlmSource):
-        return model
-    if str(model) == "zoo:smollm2":
-        from converters.gguf.zoo import smollm2_gguf_path
-
-        return GgufFileSource(smollm2_gguf_path())
-    if isinstance(model, str | Path):
-        path = Path(model)
-        if path.suffix == ".gguf" or path.is_file():
-            return GgufFileSource(path)
-        return HfLlamaSource(path)
-    raise ConfigError(
-        f"cannot convert a {type(model).__name__} to GGUF; give 'zoo:smollm2', a .gguf file or a Hugging Face "
-        "LLaMA directory (transformers: model.save_pretrained(dir) and tokenizer.save_pretrained(dir))"
-    )
+    return resolve(model)
 
 
 def convert_llm(

@@ -1,0 +1,31 @@
+"""Which language-model source a user's argument names: the embedded SmolLM2, a .gguf file, or a Hugging Face
+LLaMA directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from converters.gguf.gguf_source import GgufFileSource
+from converters.gguf.hf_source import HfLlamaSource
+from converters.gguf.source_base import LlmSource
+from edge_sdk.errors import ConfigError
+
+
+def resolve_llm_source(model: Any) -> LlmSource:
+    """'zoo:smollm2', a .gguf path or a Hugging Face LLaMA directory -> an LLM source for convert_llm."""
+    if isinstance(model, LlmSource):
+        return model
+    if str(model) == "zoo:smollm2":
+        from converters.gguf.zoo import smollm2_gguf_path
+
+        return GgufFileSource(smollm2_gguf_path())
+    if isinstance(model, str | Path):
+        path = Path(model)
+        if path.suffix == ".gguf" or path.is_file():
+            return GgufFileSource(path)
+        return HfLlamaSource(path)
+    raise ConfigError(
+        f"cannot convert a {type(model).__name__} to GGUF; give 'zoo:smollm2', a .gguf file or a Hugging Face "
+        "LLaMA directory (transformers: model.save_pretrained(dir) and tokenizer.save_pretrained(dir))"
+    )
