@@ -18,7 +18,23 @@ BACKENDS = ", ".join(b.value for b in Backend)
 SCHEMES = ", ".join(q.value for q in QuantScheme)
 
 
+# What --auto decides itself (the plan) or does not use: given with --auto they would be ignored, so refuse.
+_AUTO_DECIDES = (
+    "backend",
+    "quantize",
+    "prune",
+    "sparsity",
+    "train",
+    "calibration",
+    "eval_set",
+    "input_shape",
+    "example",
+)
+_PLAN_DECIDES = ("profile", "objective", "max_accuracy_drop")
+
+
 def convert_cmd(
+    ctx: typer.Context,
     model: str = typer.Argument(
         ...,
         help="What to convert: 'path/to/file.py:factory' (a function returning a torch.nn.Module), "
@@ -98,6 +114,9 @@ def convert_cmd(
         from edge_sdk.cli.plan_cmd import convert_auto
 
         with user_errors():
+            _refuse_ignored(
+                ctx, _AUTO_DECIDES + (_PLAN_DECIDES if plan_file else ()), "--plan" if plan_file else "--auto"
+            )
             convert_auto(model, profile, output, objective, max_accuracy_drop, overwrite, plan_file)
         return
     with user_errors():
@@ -191,3 +210,17 @@ def variant_table(bundle: Bundle) -> Table:
             precision += f"; {float(share):.1%} of compute in {v.recipe.options.get('delegate', 'delegate')}"
         table.add_row(v.id, human_bytes(v.size_bytes), precision, shown, gate, fit or "-")
     return table
+
+
+def _refuse_ignored(ctx: typer.Context, names: tuple[str, ...], decided_by: str) -> None:
+    """Options the user typed that `decided_by` would silently override: say so instead. (By the source's name:
+    typer ships its own copy of click, so click's enum is not the one it returns.)"""
+    given = [
+        max(p.opts, key=len)
+        for p in ctx.command.params
+        if p.name in names and getattr(ctx.get_parameter_source(p.name), "name", "") == "COMMANDLINE"
+    ]
+    if given:
+        raise ConfigError(
+            f"{decided_by} chooses these itself; leave out {', '.join(given)} (or convert without --auto)"
+        )

@@ -80,6 +80,14 @@ def test_convert_auto_takes_the_top_entry(rpi4_plan, tmp_path):
     assert variant.fit["rpi4"].fits
 
 
+def test_convert_auto_refuses_options_the_plan_would_override(rpi4_plan, tmp_path):
+    path, _ = rpi4_plan
+    args = ["convert", "zoo:digits-cnn", "--auto", "--plan", str(path), "-o", str(tmp_path / "x")]
+    result = invoke(*args, "-q", "fp16", "--profile", "rpi5")
+    assert result.exit_code != 0 and "leave out --quantize, --profile" in result.output
+    assert not (tmp_path / "x").exists()
+
+
 def test_what_cannot_fit_is_dropped_before_converting(tmp_path):
     board = small_board(tmp_path, "executorch: {}, onnx: {}")
     request = make_request("zoo:digits-cnn", board, backends="executorch", quantize="none,int8-static", prune=[0.0])
