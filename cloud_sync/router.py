@@ -37,6 +37,7 @@ class Reason(StrEnum):
     BREAKER_OPEN = "breaker_open"  # the cloud keeps failing: stay local, or fail fast
     CLOUD_FAILED = "cloud_failed"  # the cloud failed before answering; the device could, so it did
     NO_CLOUD = "no_cloud"  # the cloud was asked for, but none is configured
+    INVALID = "invalid"  # refused before routing: a malformed request, a wrong API key, a body over the limit
 
 
 class CallerChoice(StrEnum):

@@ -119,10 +119,12 @@ def create_app(pool: ModelPool, config: DaemonConfig) -> FastAPI:
             header = request.headers.get("authorization", "")
             token = header[7:] if header.lower().startswith("bearer ") else ""
             if token not in config.api_keys:
-                return JSONResponse(
+                refused = JSONResponse(
                     error_body("missing or wrong API key (Authorization: Bearer <key>)", "authentication_error"),
                     status_code=401,
                 )
+                app.state.hybrid.finish(request, refused)
+                return refused
         start = time.monotonic()
         response: Response = await call_next(request)
         app.state.hybrid.finish(request, response)

@@ -36,6 +36,7 @@ from edge_sdk.errors import (
 
 ROUTE_HEADER = "X-Edge-Route"
 REASON_HEADER = "X-Edge-Route-Reason"
+ROUTED_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
 BREAKER_LEVEL = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 # Caller headers the cloud should see too (the caller's own Authorization is for the device, never passed on).
 PASSED_ON_HEADERS = frozenset({"idempotency-key", "x-request-id"})
@@ -219,7 +220,10 @@ class Hybrid:
         """Called by the app's middleware on every response: headers, metric and log of the final route."""
         tag: _Tag | None = getattr(request.state, "edge_route", None)
         if tag is None:
-            return
+            if request.url.path not in ROUTED_PATHS or response.status_code < 400:
+                return
+            # refused before the router saw it (a malformed body, a wrong key): it still says so
+            tag = _Tag(Route.REJECT, Reason.INVALID, f"refused before routing ({response.status_code})", "-")
         response.headers[ROUTE_HEADER] = tag.route.value
         response.headers[REASON_HEADER] = tag.reason.value
         self.metrics.inc("edge_route_total", route=tag.route.value, reason=tag.reason.value)

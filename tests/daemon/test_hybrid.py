@@ -400,3 +400,17 @@ def _answers_as_before(llm_daemon: str) -> None:
     assert r.status_code == 400 and route_of(r) == ("reject", "caller")
     r = httpx.post(f"{llm_daemon}/v1/chat/completions", json=CHAT, timeout=120)
     assert r.status_code == 200 and route_of(r) == ("local", "default")
+
+
+def test_requests_refused_before_routing_still_say_so(serve_bundles, smollm2_served_bundle):
+    """A malformed body, a wrong API key and a body over the limit never reach the router: reject / invalid."""
+    source = DirectorySource([smollm2_served_bundle.root])
+    with serve_bundles(source, api_keys=frozenset({"k"}), max_body_bytes=4096) as url:
+        chat, key = f"{url}/v1/chat/completions", {"Authorization": "Bearer k"}
+        malformed = httpx.post(chat, json={"model": "smollm2", "messages": "hi"}, headers=key)
+        wrong_key = httpx.post(chat, json=CHAT, headers={"Authorization": "Bearer nope"})
+        too_big = httpx.post(chat, json={**CHAT, "padding": "x" * 8000}, headers=key)
+        assert [r.status_code for r in (malformed, wrong_key, too_big)] == [400, 401, 413]
+        assert {route_of(r) for r in (malformed, wrong_key, too_big)} == {("reject", "invalid")}
+        metrics = httpx.get(f"{url}/metrics", headers=key).text
+        assert 'edge_route_total{reason="invalid",route="reject"} 3' in metrics
