@@ -50,7 +50,7 @@ ACTIVATION_FACTOR = 8
 # (measured: peak grows by the file's size for q4_0, "CPU_REPACK model buffer" in its log).
 REPACKED = frozenset({QuantScheme.Q4_0})
 KV_BYTES_PER_VALUE = 2  # llama.cpp's default KV cache type is f16
-DEFAULT_CONTEXT = 2048  # what runtimes/llama_cpp_adapter.py gives a session
+DEFAULT_CONTEXT = 2048  # tokens a llama.cpp session gets unless asked (runtimes/llama_cpp_adapter.py uses this)
 # Bits per weight of each storage type (K-quant mixes averaged over a LLaMA-style model).
 BITS_PER_WEIGHT: dict[QuantScheme, float] = {
     QuantScheme.NONE: 32, QuantScheme.F32: 32, QuantScheme.FP16: 16, QuantScheme.BF16: 16,

@@ -16,6 +16,7 @@ import numpy as np
 from jinja2.exceptions import SecurityError, TemplateError, TemplateRuntimeError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from device_profiles.estimate import DEFAULT_CONTEXT  # one number: what a session gets and what fit budgets
 from edge_sdk.bundle import Variant
 from edge_sdk.errors import (
     BundleError,
@@ -28,7 +29,6 @@ from edge_sdk.errors import (
 from edge_sdk.types import Backend
 from runtimes.base import Runtime, Session, SessionOptions, single_file
 
-DEFAULT_CONTEXT = 2048
 GENERATE_OPTIONS = ("max_tokens", "temperature", "top_p", "top_k", "seed", "stop")
 
 

@@ -42,8 +42,6 @@ def load_npz(path: Path, what: str) -> dict[str, np.ndarray]:
 
 
 def human_bytes(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return f"{n} B"
+    from device_profiles.fit import human  # one formatter for the CLI and the fit reasons it shows
+
+    return human(n)
