@@ -122,8 +122,10 @@ class OnnxFileSource(ModelSource):
     def reference(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         import onnxruntime as ort
 
-        if self._session is None:
-            self._session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
+        from runtimes.onnxruntime_adapter import session_options
+
+        if self._session is None:  # an int8 source model must be measured as exactly as its variants
+            self._session = ort.InferenceSession(str(self.path), session_options(), providers=["CPUExecutionProvider"])
         names = [o.name for o in self.outputs]
         return dict(zip(names, self._session.run(names, dict(inputs)), strict=True))
 

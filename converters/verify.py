@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from device_profiles.host import host_isa
 from edge_sdk.bundle import AccuracyReport, Metric
 from edge_sdk.types import QuantScheme, TensorSpec
 
@@ -107,7 +108,11 @@ def compare(
                 )
             )
     return AccuracyReport(
-        reference=reference_name, samples=n, metrics=tuple(metrics), passed=all(m.passed for m in metrics)
+        reference=reference_name,
+        samples=n,
+        metrics=tuple(metrics),
+        passed=all(m.passed for m in metrics),
+        measured_on=host_isa(),
     )
 
 

@@ -30,7 +30,11 @@ BENCH_BYTES = 64 * 1024 * 1024
 BENCH_SECONDS = 0.35  # no new run starts after this (allocation and warm-up included): the probe stays < 0.5 s
 
 # /proc/cpuinfo flag -> our feature name; the order here is the order in the profile.
-_X86_FEATURES = {"avx2": "avx2", "avx512f": "avx512", "amx_tile": "amx", "fma": "fma", "f16c": "f16c"}
+# The VNNI/AMX-int8 flags decide which int8 kernels an engine picks on x86, so a measurement records them.
+_X86_FEATURES = {
+    "avx2": "avx2", "avx512f": "avx512", "avx512_vnni": "avx512-vnni", "avx_vnni": "avx-vnni", "amx_tile": "amx",
+    "amx_int8": "amx-int8", "fma": "fma", "f16c": "f16c",
+}  # fmt: skip
 _ARM_FEATURES = {"asimd": "neon", "fphp": "fp16", "asimddp": "dotprod", "i8mm": "i8mm", "bf16": "bf16"}
 _ARCH_ALIASES = {"arm64": "aarch64", "amd64": "x86_64", "x64": "x86_64"}
 # aarch64 kernels print no model name, only the MIDR part number; these are Arm Ltd. (implementer 0x41) cores.
@@ -77,6 +81,14 @@ def _features(arch: str, info: dict[str, str]) -> tuple[str, ...]:
     flags = set((info.get("flags") or info.get("features") or "").split())
     table = _ARM_FEATURES if arch == "aarch64" else _X86_FEATURES
     return tuple(name for flag, name in table.items() if flag in flags)
+
+
+@cache
+def host_isa() -> str:
+    """Which CPU measured something, as an accuracy report records it: 'x86_64 (avx2, avx512-vnni, ...)'."""
+    arch = _arch()
+    features = _features(arch, _cpuinfo())
+    return f"{arch} ({', '.join(features)})" if features else arch
 
 
 def _max_freq_ghz(info: dict[str, str]) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -13,18 +14,34 @@ from edge_sdk.errors import RuntimeFailure
 from edge_sdk.types import Backend
 from runtimes.base import Runtime, Session, SessionOptions, single_file
 
+# ORT's x86 int8 kernels without VNNI (AVX2 only) add u8×s8 products pairwise in int16 and saturate: an int8 model
+# then drifts on such a host as it never would on an ARM board or a VNNI/AMX CPU. This documented session option
+# keeps the exact int32 accumulation on every x86 CPU (slower on AVX2-only, unchanged elsewhere), so a verdict
+# measured on one host holds on the others and on the board.
+X64_QUANT_PRECISION = ("session.x64quantprecision", "1")
+_X86_MACHINES = {"x86_64", "amd64", "i386", "i686", "x86"}
+
+
+def session_options(threads: int | None = None) -> ort.SessionOptions:
+    """The SessionOptions every ORT session of the SDK uses: converting, verifying and serving alike."""
+    so = ort.SessionOptions()
+    if threads:
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+    so.log_severity_level = 3  # errors only: ORT's warnings are not the user's business
+    if platform.machine().lower() in _X86_MACHINES:
+        so.add_session_config_entry(*X64_QUANT_PRECISION)
+    return so
+
 
 class OnnxSession(Session):
     thread_safe = True  # ORT's InferenceSession.run is documented as thread-safe
 
     def __init__(self, model_path: Path, variant: Variant, options: SessionOptions) -> None:
-        so = ort.SessionOptions()
-        if options.threads:
-            so.intra_op_num_threads = options.threads
-            so.inter_op_num_threads = 1
-        so.log_severity_level = 3  # errors only: ORT's warnings are not the user's business
         try:
-            session = ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(
+                str(model_path), session_options(options.threads), providers=["CPUExecutionProvider"]
+            )
         except Exception as exc:  # ORT raises its own untyped errors for a bad file
             raise RuntimeFailure(f"ONNX Runtime could not load {model_path.name!r}: {exc}") from exc
         self.inputs = variant.inputs

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from converters.gguf.evaluate import Quality
+from device_profiles.host import host_isa
 from edge_sdk.bundle import AccuracyReport, Metric
 from edge_sdk.types import QuantScheme as Q
 
@@ -70,7 +71,9 @@ def accuracy_report(quality: Quality, tolerance: LlmTolerance, reference: str) -
                    higher_is_better=False, passed=diff <= tolerance.max_logit_diff),
         )  # fmt: skip
     passed = all(m.passed for m in metrics)
-    return AccuracyReport(reference=reference, samples=quality.positions, metrics=metrics, passed=passed)
+    return AccuracyReport(
+        reference=reference, samples=quality.positions, metrics=metrics, passed=passed, measured_on=host_isa()
+    )
 
 
 def summary(report: AccuracyReport) -> str:

@@ -47,6 +47,8 @@ class AccuracyReport(_Strict):
     samples: int = Field(ge=0)
     metrics: tuple[Metric, ...]
     passed: bool
+    # Added after the first release: engines pick int8 kernels by CPU, so a verdict names the CPU that measured it.
+    measured_on: str | None = Field(default=None, description="architecture and ISA features of the measuring host")
 
     def metric(self, name: str) -> Metric | None:
         return next((m for m in self.metrics if m.name == name), None)

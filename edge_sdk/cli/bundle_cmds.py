@@ -48,6 +48,8 @@ def inspect_cmd(
                 ref = f" ref {metric.reference:.4g}" if metric.reference is not None else ""
                 verdict = "[green]ok[/]" if metric.passed else "[red]FAIL[/]"
                 detail.add_row(metric.name, f"{metric.value:.5g}{ref} tol {metric.tolerance:.3g} {verdict}")
+            if v.accuracy.measured_on:
+                detail.add_row("measured on", escape(v.accuracy.measured_on))
         for report in v.fit.values():
             why = "; ".join(report.reasons) or "fits"
             detail.add_row(f"fit {report.profile}", escape(why))
