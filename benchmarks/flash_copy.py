@@ -24,9 +24,9 @@ from pathlib import Path
 
 import paramiko
 
-from edge_sdk.flash import parse_target
-from edge_sdk.flash.loopback import start_sshd
-from edge_sdk.flash.ssh import SSHTransport
+from edge_sdk.apps.flash import parse_target
+from edge_sdk.apps.flash.loopback import start_sshd
+from edge_sdk.apps.flash.ssh import SSHTransport
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -31,7 +31,7 @@ from cloud_sync.client import parse_retry_after
 from cloud_sync.queue import ItemState, OfflineQueue, Outcome, QueueItem
 
 if TYPE_CHECKING:
-    from edge_sdk.daemon.metrics import Metrics
+    from edge_sdk.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

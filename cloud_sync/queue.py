@@ -16,7 +16,6 @@ at-least-once on the wire; the receiver's idempotency store makes it exactly-onc
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import sqlite3
@@ -30,7 +29,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from edge_sdk.errors import ConfigError, EdgeSDKError
+from edge_sdk.errors import ConfigError, IdempotencyKeyReusedError, QueueFullError, QueueLockedError, UnknownItemError
+from edge_sdk.fsutil import try_flock
 
 
 class ItemKind(StrEnum):
@@ -56,24 +56,6 @@ class CapPolicy(StrEnum):
 
     REJECT_NEW = "reject-new"  # refuse the new item (QueueFullError); the only policy for jobs
     DROP_OLDEST = "drop-oldest"  # mark the oldest queued telemetry item `dropped`, keep the new one (job too)
-
-
-class QueueFullError(EdgeSDKError, OverflowError):
-    def __init__(self, message: str, retry_after_s: float = 30.0) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-
-class QueueLockedError(EdgeSDKError, RuntimeError):
-    """Another process owns this queue file (two deliverers would recover each other's claims)."""
-
-
-class UnknownItemError(ConfigError, LookupError):
-    pass
-
-
-class IdempotencyKeyReusedError(ConfigError):
-    """The key is already queued for a different request."""
 
 
 @dataclass(frozen=True)
@@ -172,9 +154,7 @@ class OfflineQueue:
         self.telemetry_policy = CapPolicy(telemetry_policy)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not try_flock(self._lock_fd):
             os.close(self._lock_fd)
             raise QueueLockedError(f"queue {str(self.path)!r} is in use by another process") from None
         self._mutex = threading.Lock()

@@ -28,15 +28,16 @@ from pathlib import Path
 from edge_sdk.bundle import Bundle, archive
 from edge_sdk.bundle.files import sha256_file
 from edge_sdk.bundle.signing import SIGNATURE_NAME, TrustedKey
-from edge_sdk.errors import BundleError, RegistryError, choices
-from edge_sdk.store import _fsync_dir, version_key
+from edge_sdk.errors import BundleError, PublishConflictError, RegistryError, choices
+from edge_sdk.fsutil import fsync_dir
+from edge_sdk.semver import version_key
 
 INDEX = "index.json"
 STALE_UPLOAD_S = 3600.0  # an upload untouched this long was abandoned by a process that died
 
 
-class PublishConflictError(RegistryError):
-    """The name and version are published already, with other contents."""
+# Where a gateway serves the registry: the client (sync) and the gateway's routes share it.
+REGISTRY_PREFIX = "/v1/registry/bundles"
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ class Registry:
         with upload.open("rb") as fh:
             os.fsync(fh.fileno())
         os.rename(upload, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
 
     # ------------------------------------------------------------------------------------------ read
     def list(self, name: str | None = None) -> builtins.list[RegistryEntry]:
@@ -174,7 +175,7 @@ class Registry:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.root / INDEX)  # readers see the old index or the new one, never half of one
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import fcntl
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -21,12 +20,13 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cloud_sync.registry import RegistryEntry
-from cloud_sync.registry_routes import PREFIX
+from cloud_sync.registry import REGISTRY_PREFIX, RegistryEntry
 from edge_sdk.bundle.files import sha256_file
 from edge_sdk.bundle.signing import TrustedKey
 from edge_sdk.errors import BundleError, RegistryError, StoreError, TransferError, choices
-from edge_sdk.store import BundleStore, Check, InstalledModel, version_key
+from edge_sdk.fsutil import try_flock
+from edge_sdk.semver import version_key
+from edge_sdk.store import BundleStore, Check, InstalledModel
 
 if TYPE_CHECKING:
     import httpx
@@ -98,7 +98,7 @@ class RegistryClient:
         self.close()
 
     def list(self, name: str | None = None) -> list[RegistryEntry]:
-        response = self._request("GET", PREFIX, params={"name": name} if name else None)
+        response = self._request("GET", REGISTRY_PREFIX, params={"name": name} if name else None)
         return [RegistryEntry(**item) for item in response.json()["data"]]
 
     def publish(
@@ -117,7 +117,7 @@ class RegistryClient:
                         progress(sent)
 
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
-        response = self._request("POST", PREFIX, content=pieces(), headers=headers, retry=False)
+        response = self._request("POST", REGISTRY_PREFIX, content=pieces(), headers=headers, retry=False)
         return RegistryEntry(**response.json()), response.status_code == 201
 
     def download(self, entry: RegistryEntry, dest: Path, *, progress: Progress | None = None) -> Download:
@@ -161,7 +161,7 @@ class RegistryClient:
         self, entry: RegistryEntry, dest: Path, have: int, received: builtins.list[int], progress: Progress | None
     ) -> None:
         headers = {"Range": f"bytes={have}-", "If-Range": f'"{entry.sha256}"'} if have else {}
-        url = f"{PREFIX}/{entry.name}/{entry.version}"
+        url = f"{REGISTRY_PREFIX}/{entry.name}/{entry.version}"
         with self._http.stream("GET", url, headers=headers) as response:
             if response.status_code == 206:
                 start = _range_start(response.headers.get("content-range", ""))
@@ -291,10 +291,8 @@ def _one_sync_at_a_time(downloads: Path) -> Iterator[None]:
     downloads.mkdir(parents=True, exist_ok=True)
     fd = os.open(downloads / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise StoreError(f"another sync is downloading into {str(downloads)!r}; try again when it ends") from None
+        if not try_flock(fd):
+            raise StoreError(f"another sync is downloading into {str(downloads)!r}; try again when it ends")
         yield
     finally:
         os.close(fd)

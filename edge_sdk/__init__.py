@@ -4,6 +4,10 @@
     >>> edge_sdk.load(bundle).run({"input": x})
 
 Heavy engines (torch, onnxruntime, executorch, llama_cpp) load only when a function needs them.
+
+The package holds two layers of the architecture (README "Layout"): the kernel in its top-level modules
+(`errors`, `types`, `bundle/`, `registry`, `store`, `fsutil`, `semver`, `metrics`) and the facade (`api`,
+`fitting`, `planning`, re-exported here lazily); the apps (CLI, daemon, gateway, flash) live in `edge_sdk.apps`.
 """
 
 from __future__ import annotations

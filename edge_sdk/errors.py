@@ -2,7 +2,10 @@
 
     EdgeSDKError
     ├── ConfigError (ValueError)            bad option, unknown profile, malformed YAML
-    │   └── ProfileError                    a device profile that does not exist or does not validate
+    │   ├── ProfileError                    a device profile that does not exist or does not validate
+    │   ├── UnknownModelError               a request for a model the daemon does not serve
+    │   ├── UnknownItemError (LookupError)  a queued job id that does not exist
+    │   └── IdempotencyKeyReusedError       an idempotency key already queued for a different request
     ├── ModelSourceError (ValueError)       a model file or object that cannot be read as a model
     ├── ExportError (RuntimeError)          an engine's exporter refused the model
     ├── AccuracyGateError (RuntimeError)    an exported variant is outside its tolerance
@@ -10,11 +13,15 @@
     │   ├── UnsupportedSchemaError          a manifest written by a newer edge-sdk
     │   ├── StoreError                      an install, activation or rollback the device store refuses
     │   └── RegistryError                   a publish the registry refuses; a download whose digest is wrong
+    │       └── PublishConflictError        the name and version are published already, with other contents
     ├── BackendUnavailableError (ImportError)  the engine's optional dependency is not installed
     ├── InputError (ValueError)             inputs that do not match a session's TensorSpecs
     │   └── ContextLengthError              prompt + max_tokens longer than the session's context
     ├── UnsupportedOperationError (NotImplementedError)  e.g. generate() on a tensor model
     ├── RuntimeFailure (RuntimeError)       an engine failed while loading or running
+    ├── OverloadedError                     a model's queue is full: try again after `retry_after_s`
+    ├── QueueFullError (OverflowError)      the durable offline queue is at its cap
+    ├── QueueLockedError (RuntimeError)     another process owns the offline queue's file
     ├── CloudError (ConnectionError)        the cloud target could not answer as asked
     │   ├── CloudUnavailableError           unreachable, or kept failing after the retries
     │   │   └── BreakerOpenError            failing fast: the circuit breaker is open
@@ -41,6 +48,18 @@ class ConfigError(EdgeSDKError, ValueError):
 
 class ProfileError(ConfigError):
     pass
+
+
+class UnknownModelError(ConfigError):
+    pass
+
+
+class UnknownItemError(ConfigError, LookupError):
+    pass
+
+
+class IdempotencyKeyReusedError(ConfigError):
+    """The key is already queued for a different request."""
 
 
 class ModelSourceError(EdgeSDKError, ValueError):
@@ -71,6 +90,10 @@ class RegistryError(BundleError):
     pass
 
 
+class PublishConflictError(RegistryError):
+    """The name and version are published already, with other contents."""
+
+
 class BackendUnavailableError(EdgeSDKError, ImportError):
     pass
 
@@ -89,6 +112,25 @@ class UnsupportedOperationError(EdgeSDKError, NotImplementedError):
 
 class RuntimeFailure(EdgeSDKError, RuntimeError):
     pass
+
+
+# --- serving and the offline queue (daemon, cloud_sync) ---
+
+
+class OverloadedError(EdgeSDKError):
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class QueueFullError(EdgeSDKError, OverflowError):
+    def __init__(self, message: str, retry_after_s: float = 30.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class QueueLockedError(EdgeSDKError, RuntimeError):
+    """Another process owns this queue file (two deliverers would recover each other's claims)."""
 
 
 # --- cloud and routing (cloud_sync) ---

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import fcntl
 import hashlib
 import os
 import shutil
@@ -32,6 +31,8 @@ from edge_sdk.bundle import Bundle, archive
 from edge_sdk.bundle.manifest import MANIFEST_NAME
 from edge_sdk.bundle.signing import TrustedKey, check_signature, load_trusted
 from edge_sdk.errors import BundleError, StoreError, choices
+from edge_sdk.fsutil import fsync_dir, fsync_tree, try_flock
+from edge_sdk.semver import version_key
 
 CURRENT = "current"
 PREVIOUS = "previous"
@@ -70,43 +71,12 @@ class InstalledModel:
     versions: tuple[str, ...]  # oldest first
 
 
-def version_key(version: str) -> tuple[tuple[int, ...], int, tuple[tuple[int, int, str], ...]]:
-    """Semantic-version precedence: 1.2.0-rc.1 < 1.2.0 < 1.10.0; build metadata (+...) is ignored."""
-    core = version.partition("+")[0]
-    main, dash, pre = core.partition("-")
-    numbers = tuple(int(part) for part in main.split("."))
-    if not dash:
-        return numbers, 1, ()
-    ids = tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in pre.split("."))
-    return numbers, 0, ids
-
-
 def _is_version(name: str) -> bool:
     try:
         version_key(name)
     except ValueError:
         return False
     return True
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(root: Path) -> None:
-    """Flush every file and directory, so the rename never publishes a version whose bytes are still in cache."""
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _fsync_dir(Path(dirpath))
 
 
 def _manifest_digest(bundle_dir: Path) -> str:
@@ -171,13 +141,13 @@ class BundleStore:
                     if check is not None and check(bundle) is False:
                         raise StoreError(f"the install check refused {name} {version}; nothing was installed")
                     _step("checked")
-                    _fsync_tree(staged)
+                    fsync_tree(staged)
                     _step("synced")
                     target.parent.mkdir(parents=True, exist_ok=True)
                     os.rename(staged, target)
                     _step("renamed")
                     for directory in (target.parent, target.parent.parent, self._models):
-                        _fsync_dir(directory)
+                        fsync_dir(directory)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
             if activate:
@@ -220,11 +190,11 @@ class BundleStore:
                 )
             if self._read_link(model / PREVIOUS) == version:
                 (model / PREVIOUS).unlink()
-                _fsync_dir(model)
+                fsync_dir(model)
             # rename out first, so a crash mid-delete leaves debris in .staging, not a half version
             trash = Path(tempfile.mkdtemp(prefix="remove-", dir=self._staging))
             os.rename(path, trash / version)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
             shutil.rmtree(trash, ignore_errors=True)
             if not self._versions(name):
                 shutil.rmtree(model, ignore_errors=True)
@@ -326,7 +296,7 @@ class BundleStore:
         os.symlink(f"versions/{version}", tmp)
         _step(f"{link.name}-tmp")
         os.replace(tmp, link)
-        _fsync_dir(link.parent)
+        fsync_dir(link.parent)
 
     def _read_link(self, link: Path) -> str | None:
         try:
@@ -374,7 +344,7 @@ class BundleStore:
         fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             deadline = time.monotonic() + self.lock_timeout
-            while not (acquired := _try_flock(fd)) and wait:
+            while not (acquired := try_flock(fd)) and wait:
                 if time.monotonic() >= deadline:
                     raise StoreError(
                         f"store {str(self.root)!r} is busy: another install, activation or rollback has held "
@@ -384,11 +354,3 @@ class BundleStore:
             yield acquired
         finally:
             os.close(fd)  # closing the descriptor releases the flock, also when the process dies
-
-
-def _try_flock(fd: int) -> bool:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True

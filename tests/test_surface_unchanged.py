@@ -45,7 +45,7 @@ def test_every_commands_help_is_unchanged():
     import typer
     from typer.testing import CliRunner
 
-    from edge_sdk.cli.main import app
+    from edge_sdk.apps.cli.main import app
 
     runner = CliRunner()
     commands = _commands(typer.main.get_command(app))

@@ -1,1 +1,5 @@
-"""The `edge-sdk` command line: the only part of edge-sdk that prints or exits."""
+"""The stable entry of the command line: `python -m edge_sdk.cli` and the `edge-sdk` script.
+
+Installed systemd units and boards call these names, so they stay while the CLI itself lives in
+`edge_sdk.apps.cli`.
+"""

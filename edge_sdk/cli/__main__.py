@@ -1,3 +1,3 @@
-from edge_sdk.cli.main import main
+from edge_sdk.apps.cli.main import main
 
 main()

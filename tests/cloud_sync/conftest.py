@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from gateway_helpers import DEVICE_KEY, OTHER_KEY, PUBLISHER_KEY, VERSIONS, gateway_config, running_gateway
 
+from edge_sdk.apps.daemon.pool import DirectorySource
 from edge_sdk.bundle import Bundle
-from edge_sdk.daemon.pool import DirectorySource
 
 
 @pytest.fixture(scope="session")

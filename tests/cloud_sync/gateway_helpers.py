@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import uvicorn
 
-from cloud_sync.devices import read_key_file
-from cloud_sync.gateway import GatewayConfig, build_gateway
-from edge_sdk.daemon.pool import BundleSource
+from edge_sdk.apps.daemon.pool import BundleSource
+from edge_sdk.apps.gateway.app import GatewayConfig, build_gateway
+from edge_sdk.apps.gateway.devices import read_key_file
 
 DEVICE_KEY = "device-key-pi-kitchen-0001"
 OTHER_KEY = "device-key-jetson-garage-02"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
-from edge_sdk.cli.main import app
+from edge_sdk.apps.cli.main import app
 
 
 def test_cloud_serve_refusals(key_files, tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cloud_sync.devices import read_key_file
+from edge_sdk.apps.gateway.devices import read_key_file
 from edge_sdk.errors import ConfigError
 
 

@@ -185,7 +185,7 @@ def test_own_bundle_is_answered_locally(gateway, digits):
 def test_unreachable_upstream_is_a_clear_502(key_files, tmp_path):
     from gateway_helpers import gateway_config, running_gateway
 
-    from edge_sdk.daemon.pool import DirectorySource
+    from edge_sdk.apps.daemon.pool import DirectorySource
 
     dead = f"http://127.0.0.1:{free_port()}"
     config = gateway_config(key_files, tmp_path / "registry", upstream_url=dead)

@@ -144,9 +144,9 @@ def test_a_request_cut_off_mid_body_never_executes(receiver):
 def test_mounted_on_the_project_gateway_a_repeat_is_replayed_per_device(tmp_path):
     from gateway_helpers import DEVICE_KEY, OTHER_KEY, auth, serve_app
 
-    from cloud_sync.gateway import GatewayConfig, build_gateway
     from cloud_sync.idempotency import IdempotencyMiddleware, IdempotencyStore
-    from edge_sdk.daemon.pool import DirectorySource
+    from edge_sdk.apps.daemon.pool import DirectorySource
+    from edge_sdk.apps.gateway.app import GatewayConfig, build_gateway
 
     devices = {DEVICE_KEY: "pi-kitchen", OTHER_KEY: "jetson-garage"}
     gateway = build_gateway(DirectorySource([]), GatewayConfig(devices=devices, registry_dir=tmp_path / "registry"))

@@ -9,16 +9,8 @@ import time
 
 import pytest
 
-from cloud_sync.queue import (
-    CapPolicy,
-    IdempotencyKeyReusedError,
-    ItemKind,
-    ItemState,
-    OfflineQueue,
-    QueueFullError,
-    QueueLockedError,
-    UnknownItemError,
-)
+from cloud_sync.queue import CapPolicy, ItemKind, ItemState, OfflineQueue
+from edge_sdk.errors import IdempotencyKeyReusedError, QueueFullError, QueueLockedError, UnknownItemError
 
 CHAT = "/v1/chat/completions"
 BODY = {"model": "smollm2", "messages": [{"role": "user", "content": "hi"}]}

@@ -7,9 +7,9 @@ import httpx
 import pytest
 from gateway_helpers import DEVICE_KEY, free_port, gateway_config, running_gateway, serve_app
 
-from edge_sdk.daemon.config import DaemonConfig
-from edge_sdk.daemon.pool import DirectorySource
-from edge_sdk.daemon.server import build
+from edge_sdk.apps.daemon.config import DaemonConfig
+from edge_sdk.apps.daemon.pool import DirectorySource
+from edge_sdk.apps.daemon.server import build
 
 pytestmark = pytest.mark.slow
 

@@ -91,8 +91,8 @@ def test_local_failure_goes_to_the_cloud_unless_the_caller_said_local():
 
 
 def test_daemon_settings_name_a_bad_cloud_option(tmp_path):
-    from edge_sdk.daemon.config import daemon_config
-    from edge_sdk.daemon.server import read_cloud_key
+    from edge_sdk.apps.daemon.config import daemon_config
+    from edge_sdk.apps.daemon.server import read_cloud_key
     from edge_sdk.errors import ConfigError
 
     with pytest.raises(ConfigError, match="cloud_url"):

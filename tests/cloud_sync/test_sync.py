@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 
 from cloud_sync.registry import Registry
 from cloud_sync.sync import DOWNLOADS, Outcome, RegistryClient, _one_sync_at_a_time, sync
+from edge_sdk.apps.cli.main import app
 from edge_sdk.bundle import Bundle, archive
 from edge_sdk.bundle.signing import generate_keypair, load_trusted, write_signature
-from edge_sdk.cli.main import app
 from edge_sdk.errors import RegistryError, StoreError, TransferError
 from edge_sdk.store import BundleStore
 

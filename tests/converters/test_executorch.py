@@ -147,7 +147,7 @@ def test_transformer_block_runs_with_partial_delegation(encoder_bundle, encoder_
 def test_min_delegated_refuses_a_partly_delegated_model_from_the_cli(tmp_path):
     from typer.testing import CliRunner
 
-    from edge_sdk.cli.main import app
+    from edge_sdk.apps.cli.main import app
 
     script = tmp_path / "enc.py"
     script.write_text(

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 import edge_sdk
-from edge_sdk.cli.main import app
+from edge_sdk.apps.cli.main import app
 
 
 @pytest.fixture(scope="module")

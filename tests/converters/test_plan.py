@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 import edge_sdk
 from converters.plan import Candidate, Objective, candidate_id, rank
-from edge_sdk.cli.main import app
+from edge_sdk.apps.cli.main import app
 from edge_sdk.errors import ConfigError, ProfileError
 from edge_sdk.planning import load_plan, make_request, run_plan
 from edge_sdk.types import Backend, QuantScheme

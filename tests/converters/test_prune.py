@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 import edge_sdk
 from converters.prune import TrainData, parameter_count, prune_structured, recover
 from converters.zoo import accuracy
-from edge_sdk.cli.main import app
+from edge_sdk.apps.cli.main import app
 from edge_sdk.errors import ConfigError
 
 BOUND = 0.01  # the "--max-accuracy-drop 1%"

@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 
 import edge_sdk
 from device_profiles.estimate import LlmShape
+from edge_sdk.apps.cli.main import app
 from edge_sdk.bundle import FitReport
-from edge_sdk.cli.main import app
 from edge_sdk.errors import ConfigError, ProfileError
 
 SMALL_BOARD = """\

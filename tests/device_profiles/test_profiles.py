@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from device_profiles import host
 from device_profiles.loader import DATA_DIR, load_profile, profile_ids
 from device_profiles.schema import DeviceClass, DeviceProfile
-from edge_sdk.cli.profiles import profiles_app
+from edge_sdk.apps.cli.profiles import profiles_app
 from edge_sdk.errors import ProfileError
 from edge_sdk.types import Backend
 

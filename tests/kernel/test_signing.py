@@ -8,9 +8,9 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
+from edge_sdk.apps.cli.main import app
 from edge_sdk.bundle import Bundle
 from edge_sdk.bundle.signing import generate_keypair, load_trusted, write_signature
-from edge_sdk.cli.main import app
 from edge_sdk.errors import BundleError, ConfigError
 from edge_sdk.store import BundleStore
 

@@ -15,7 +15,8 @@ import pytest
 
 from edge_sdk.bundle import Bundle
 from edge_sdk.errors import AccuracyGateError, BundleError, StoreError
-from edge_sdk.store import CRASH_ENV, STEPS, BundleStore, InstalledModel, version_key
+from edge_sdk.semver import version_key
+from edge_sdk.store import CRASH_ENV, STEPS, BundleStore, InstalledModel
 
 NAME = "digits-cnn"
 

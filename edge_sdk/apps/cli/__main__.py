@@ -1,0 +1,3 @@
+from edge_sdk.apps.cli.main import main
+
+main()

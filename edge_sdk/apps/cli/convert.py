@@ -1,0 +1,194 @@
+"""`edge-sdk convert`: a model in, a verified bundle out, with what was measured shown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import typer
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from edge_sdk.apps.cli.common import console, load_npz, user_errors
+from edge_sdk.apps.cli.tables import variant_table
+from edge_sdk.errors import ConfigError
+from edge_sdk.types import Backend, QuantScheme, parse_shape
+
+BACKENDS = ", ".join(b.value for b in Backend)
+SCHEMES = ", ".join(q.value for q in QuantScheme)
+
+
+# What --auto decides itself (the plan) or does not use: given with --auto they would be ignored, so refuse.
+_AUTO_DECIDES = (
+    "backend",
+    "quantize",
+    "prune",
+    "sparsity",
+    "train",
+    "calibration",
+    "eval_set",
+    "input_shape",
+    "example",
+)
+_PLAN_DECIDES = ("profile", "objective", "max_accuracy_drop")
+
+
+def convert_cmd(
+    ctx: typer.Context,
+    model: str = typer.Argument(
+        ...,
+        help="What to convert: 'path/to/file.py:factory' (a function returning a torch.nn.Module), "
+        "an existing .onnx file (to quantize) or .tflite file (to wrap, --backend tflite), "
+        "or 'zoo:digits-cnn' (the embedded default).",
+    ),
+    backend: str = typer.Option("onnx", "--backend", "-b", help=f"Engine(s), comma-separated: {BACKENDS}."),
+    quantize: str = typer.Option(
+        "none",
+        "--quantize",
+        "-q",
+        help=f"Quantization(s), comma-separated; each makes one variant per backend: {SCHEMES}.",
+    ),
+    profile: list[str] = typer.Option(
+        [], "--profile", "-p", help="Device profile id (see `edge-sdk profiles list`) or a YAML file; repeatable."
+    ),
+    output: Path = typer.Option(..., "--output", "-o", help="Directory to write the bundle to."),
+    input_shape: str | None = typer.Option(
+        None, "--input-shape", help="Shape of the one input, e.g. 1x1x8x8 (seeded random example data)."
+    ),
+    example: Path | None = typer.Option(None, "--example", help=".npz of example inputs, one array per input name."),
+    calibration: Path | None = typer.Option(
+        None, "--calibration", help=".npz of calibration inputs for int8-static (default: the example inputs)."
+    ),
+    eval_set: Path | None = typer.Option(
+        None,
+        "--eval",
+        help=".npz of evaluation inputs; an array named 'labels' adds the accuracy metric. Default: the examples.",
+    ),
+    name: str | None = typer.Option(None, "--name", help="Bundle name (default: from the model)."),
+    version: str = typer.Option("1.0.0", "--version", help="Bundle version, MAJOR.MINOR.PATCH."),
+    max_accuracy_drop: float | None = typer.Option(
+        None, "--max-accuracy-drop", help="Allowed absolute drop of accuracy/top-1 agreement (default per scheme)."
+    ),
+    allow_failed: bool = typer.Option(
+        False, "--allow-failed", help="Keep variants outside tolerance (marked failed) instead of refusing."
+    ),
+    min_delegated: float | None = typer.Option(
+        None,
+        "--min-delegated",
+        min=0.0,
+        max=1.0,
+        help="ExecuTorch: fail unless at least this share of compute runs in the XNNPACK delegate (e.g. 0.9).",
+    ),
+    prune: float = typer.Option(
+        0.0,
+        "--prune",
+        min=0.0,
+        max=0.9,
+        help="Remove this share of channels / features (torch-pruning), then recover by distillation from the "
+        "unpruned model on --train (default: the model's own train_data()). Smaller and faster everywhere.",
+    ),
+    sparsity: float = typer.Option(
+        0.0,
+        "--sparsity",
+        min=0.0,
+        max=0.9,
+        help="Zero this share of weights (unstructured). Recorded honestly: the engines store and run it dense.",
+    ),
+    train: Path | None = typer.Option(
+        None, "--train", help=".npz of training inputs for recovery after --prune; an array 'labels' adds labels."
+    ),
+    auto: bool = typer.Option(
+        False, "--auto", help="Plan for the one --profile (see `edge-sdk plan`) and convert the top entry."
+    ),
+    objective: str = typer.Option("latency", "--objective", help="With --auto: rank by latency, size or accuracy."),
+    plan_file: Path | None = typer.Option(
+        None, "--plan", help="With --auto: take the top entry of this plan (from `edge-sdk plan --json`)."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle at --output."),
+) -> None:
+    """Convert a model into a bundle: export, quantize, run and measure each variant, check fit, write."""
+    import edge_sdk
+    from converters.pipeline import Progress as Step
+
+    if auto:
+        from edge_sdk.apps.cli.plan_cmd import convert_auto
+
+        with user_errors():
+            _refuse_ignored(
+                ctx, _AUTO_DECIDES + (_PLAN_DECIDES if plan_file else ()), "--plan" if plan_file else "--auto"
+            )
+            convert_auto(model, profile, output, objective, max_accuracy_drop, overwrite, plan_file)
+        return
+    with user_errors():
+        examples = _examples(input_shape, example)
+        labels = None
+        eval_inputs = None
+        if eval_set is not None:
+            eval_inputs = load_npz(eval_set, "evaluation")
+            labels = eval_inputs.pop("labels", None)
+        train_data = None
+        if train is not None:
+            train_inputs = load_npz(train, "training")
+            train_data = (train_inputs, train_inputs.pop("labels", None))
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as bar:
+            task = bar.add_task("preparing", total=None)
+
+            def show(step: Step) -> None:
+                label = f"{step.step} {step.variant}" if step.variant else step.step
+                bar.update(task, description=f"{label} {step.detail}".strip(), completed=step.done, total=step.total)
+
+            bundle = edge_sdk.convert(
+                model,
+                examples,
+                backend=backend,
+                quantize=quantize,
+                profile=profile or None,
+                output=output,
+                name=name,
+                version=version,
+                calibration=load_npz(calibration, "calibration") if calibration else None,
+                eval_data=(eval_inputs, labels) if eval_inputs is not None else None,
+                max_accuracy_drop=max_accuracy_drop,
+                allow_failed=allow_failed,
+                min_delegated=min_delegated,
+                prune=prune,
+                sparsity=sparsity,
+                train_data=train_data,
+                overwrite=overwrite,
+                progress=show,
+            )
+    console.print(variant_table(bundle))
+    console.print(f"[green]wrote[/] {bundle.root} ({bundle.name} {bundle.manifest.version})")
+
+
+def _examples(input_shape: str | None, example: Path | None) -> dict[str, np.ndarray] | None:
+    if input_shape and example:
+        raise ConfigError("give either --input-shape or --example, not both")
+    if example:
+        return load_npz(example, "example")
+    if input_shape:
+        rng = np.random.default_rng(0)
+        # 64 samples of the given shape, so static int8 has something to calibrate on.
+        shape = parse_shape(input_shape)
+        return {"input": rng.standard_normal((64 * shape[0], *shape[1:])).astype(np.float32)}
+    return None
+
+
+def _refuse_ignored(ctx: typer.Context, names: tuple[str, ...], decided_by: str) -> None:
+    """Options the user typed that `decided_by` would silently override: say so instead. (By the source's name:
+    typer ships its own copy of click, so click's enum is not the one it returns.)"""
+    given = [
+        max(p.opts, key=len)
+        for p in ctx.command.params
+        if p.name in names and getattr(ctx.get_parameter_source(p.name), "name", "") == "COMMANDLINE"
+    ]
+    if given:
+        raise ConfigError(
+            f"{decided_by} chooses these itself; leave out {', '.join(given)} (or convert without --auto)"
+        )

@@ -1,0 +1,104 @@
+"""`edge-sdk cloud serve`: the cloud side of hybrid serving, assembled from pieces.
+
+    DeviceAuth                    every request but health: a device or publisher key, or 401
+    └── IdempotentExceptUploads   a POST with Idempotency-Key runs once per device; a repeat gets the stored
+        │                         response (cloud_sync.idempotency); registry uploads pass (streamed to disk)
+        ├── the gateway's routes  /v1/registry/bundles... (publish, list, Range download), /v1/telemetry
+        └── the device daemon     the gateway's own bundles, /v1/models, /metrics, health; its cloud is the
+                                  upstream engine, so a model not served here is forwarded there (SSE too,
+                                  with the cloud client's retries and breaker; X-Edge-Route says which)
+
+The gateway is thus the same daemon a device runs, with the upstream as its cloud: to a device it is just
+another OpenAI-compatible server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from fastapi import FastAPI
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from cloud_sync.idempotency import IdempotencyMiddleware, IdempotencyStore
+from cloud_sync.registry import Registry
+from cloud_sync.telemetry import TelemetryStore
+from edge_sdk.apps.daemon.config import DaemonConfig, daemon_config
+from edge_sdk.apps.daemon.pool import BundleSource
+from edge_sdk.apps.daemon.server import build
+from edge_sdk.apps.gateway.devices import PUBLISHER, DeviceAuth, caller_of
+from edge_sdk.apps.gateway.registry_routes import PREFIX, add_registry_routes
+from edge_sdk.apps.gateway.telemetry_routes import add_telemetry_routes
+from edge_sdk.bundle.signing import TrustedKey
+
+
+class GatewayConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    devices: dict[str, str] = Field(min_length=1, description="device key -> device id")
+    publishers: dict[str, str] = Field(default_factory=dict, description="publisher key -> publisher id")
+    registry_dir: Path
+    telemetry_db: Path | None = None  # None: <registry_dir>/telemetry.sqlite3
+    idempotency_db: Path | None = None  # None: <registry_dir>/idempotency.sqlite3
+    trust: tuple[TrustedKey, ...] = ()  # non-empty: the registry accepts only bundles signed by these keys
+    upstream_url: str | None = None
+    upstream_api_key: str | None = None
+    upstream_timeout_s: float = Field(default=300.0, gt=0)  # per try; the daemon's cloud_retries apply
+    max_upload_bytes: int = Field(default=8 * 1024**3, gt=0)
+    daemon: DaemonConfig = DaemonConfig()  # host, port and limits of the OpenAI side (its api_keys stay empty)
+
+
+def build_gateway(source: BundleSource, config: GatewayConfig) -> FastAPI:
+    settings = config.daemon.model_dump() | {
+        "api_keys": frozenset(),  # devices are authenticated by DeviceAuth, in front
+        "cloud_url": config.upstream_url,
+        "cloud_api_key": config.upstream_api_key,
+        "cloud_timeout_s": config.upstream_timeout_s,
+    }
+    daemon = build(source, daemon_config(**settings))
+    pool = daemon.state.pool
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield  # a mounted app's own shutdown hooks do not run: close what the daemon opened here
+        await daemon.state.hybrid.aclose()
+        telemetry.close()
+        idempotency.close()
+
+    app = FastAPI(title="edge-sdk cloud gateway", docs_url=None, redoc_url=None, lifespan=lifespan)
+    app.state = daemon.state  # one state: the pool the server closes, `ready` that SIGTERM turns off
+    app.exception_handlers.update(daemon.exception_handlers)  # the daemon's errors: OpenAI shape, 400 not 422
+
+    registry = Registry(config.registry_dir, trust=config.trust or None)
+    add_registry_routes(
+        app,
+        registry,
+        may_publish=lambda request: (caller := caller_of(request.scope)) is not None and caller.role == PUBLISHER,
+        max_upload_bytes=config.max_upload_bytes,
+    )
+    telemetry = TelemetryStore(config.telemetry_db or config.registry_dir / "telemetry.sqlite3")
+    add_telemetry_routes(app, telemetry, pool.metrics)
+    app.state.registry, app.state.telemetry = registry, telemetry
+
+    app.mount("", daemon)  # everything the routes above do not take
+    idempotency = IdempotencyStore(config.idempotency_db or config.registry_dir / "idempotency.sqlite3")
+    app.add_middleware(IdempotentExceptUploads, store=idempotency)
+    # added last, so outermost: idempotency keys on the device it authenticated, and a refusal never gets in
+    app.add_middleware(DeviceAuth, devices=config.devices, publishers=config.publishers, metrics=pool.metrics)
+
+    return app
+
+
+class IdempotentExceptUploads:
+    """The idempotency middleware for every POST but registry uploads, which it would hold in memory."""
+
+    def __init__(self, app: ASGIApp, *, store: IdempotencyStore) -> None:
+        self.app, self.idempotent = app, IdempotencyMiddleware(app, store)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(PREFIX):
+            await self.app(scope, receive, send)  # a re-upload is harmless: same bytes, same entry
+        else:
+            await self.idempotent(scope, receive, send)

@@ -1,0 +1,111 @@
+"""HTTP routes of the bundle registry: publish (raw body, streamed to disk), list, download with Range.
+
+POST /v1/registry/bundles                    body: the .edgebundle bytes  -> 201 new | 200 already there
+GET  /v1/registry/bundles[?name=M]           -> {"object": "list", "data": [entry, ...]}
+GET  /v1/registry/bundles/{name}/{version}   -> the file; Range (206, Content-Range; 416 past the end),
+                                                If-Range, ETag "<sha256>", Repr-Digest sha-256=:<b64>:
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse
+
+from cloud_sync.registry import REGISTRY_PREFIX, Registry
+from edge_sdk.errors import PublishConflictError, RegistryError
+
+PREFIX = REGISTRY_PREFIX
+_FLUSH_BYTES = 1 << 20
+
+
+def _error(message: str, kind: str, status: int) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, "param": None, "code": None}}, status)
+
+
+def repr_digest(sha256_hex: str) -> str:
+    """RFC 9530 Repr-Digest of the whole file (the same for every range of it)."""
+    return f"sha-256=:{base64.b64encode(bytes.fromhex(sha256_hex)).decode()}:"
+
+
+async def _receive_to(request: Request, path: Path, limit: int) -> int | None:
+    """Stream the request body into `path`; the byte count, or None when it grew past `limit`."""
+    size, buffered = 0, bytearray()
+    with path.open("wb") as out:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                return None
+            buffered += chunk
+            if len(buffered) >= _FLUSH_BYTES:  # write in large pieces, off the event loop
+                await asyncio.to_thread(out.write, bytes(buffered))
+                buffered.clear()
+        await asyncio.to_thread(out.write, bytes(buffered))
+    return size
+
+
+def add_registry_routes(
+    app: FastAPI, registry: Registry, *, may_publish: Callable[[Request], bool], max_upload_bytes: int
+) -> None:
+    @app.post(PREFIX)
+    async def publish(request: Request) -> JSONResponse:
+        if not may_publish(request):
+            return _error(
+                "this key may not publish: publishing needs a publisher key (the gateway's --publisher-keys file)",
+                "permission_error",
+                403,
+            )
+        content_type = request.headers.get("content-type", "application/octet-stream")
+        if content_type.startswith("multipart/"):
+            return _error(
+                "send the .edgebundle as the raw request body (Content-Type: application/octet-stream), "
+                "not as a multipart form",
+                "invalid_request_error",
+                415,
+            )
+        upload = registry.incoming_file()
+        try:
+            size = await _receive_to(request, upload, max_upload_bytes)
+            if size is None:
+                return _error(
+                    f"bundle is larger than the registry's limit of {max_upload_bytes} bytes",
+                    "invalid_request_error",
+                    413,
+                )
+            if size == 0:
+                return _error("the request body is empty: send the .edgebundle bytes", "invalid_request_error", 400)
+            entry, new = await asyncio.to_thread(registry.publish, upload)
+        except RegistryError as exc:
+            status = 409 if isinstance(exc, PublishConflictError) else 422
+            return _error(str(exc), "invalid_request_error", status)
+        finally:
+            upload.unlink(missing_ok=True)
+        return JSONResponse(entry.to_json(), status_code=201 if new else 200)
+
+    @app.get(PREFIX)
+    async def listing(name: str | None = None) -> dict[str, Any]:
+        entries = await asyncio.to_thread(registry.list, name)
+        return {"object": "list", "data": [e.to_json() for e in entries]}
+
+    @app.get(PREFIX + "/{name}/{version}", response_model=None)
+    async def download(name: str, version: str) -> FileResponse | JSONResponse:
+        try:
+            entry = registry.entry(name, version)
+        except RegistryError as exc:
+            return _error(str(exc), "not_found_error", 404)
+        path = registry.path_of(name, version)
+        if not path.is_file():
+            message = f"{name} {version} is in the registry's index but its file {str(path)!r} is missing"
+            return _error(message + "; publish it again", "server_error", 500)
+        headers = {"ETag": f'"{entry.sha256}"', "Repr-Digest": repr_digest(entry.sha256)}
+        return FileResponse(
+            path,
+            headers=headers,
+            media_type="application/octet-stream",
+            filename=f"{name}-{version}.edgebundle",
+        )
