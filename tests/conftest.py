@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+# The cloud played in tests (receiver_app, gateway_helpers) lives in tests/cloud_sync; the daemon's and the
+# flasher's tests use it too, whichever folder pytest collects first.
+sys.path.insert(0, str(Path(__file__).parent / "cloud_sync"))
 
 # The CLI's rich consoles read the width once, at import: make it wide enough for the tables under test.
 os.environ.setdefault("COLUMNS", "200")

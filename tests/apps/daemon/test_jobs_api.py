@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
+from receiver_app import free_port, make_app, serving
 
 from edge_sdk.apps.daemon.store_source import StoreSource
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "cloud_sync"))
-from receiver_app import free_port, make_app, serving
 
 CHAT = {"model": "smollm2", "messages": [{"role": "user", "content": "Summarise this later."}], "max_tokens": 8}
 

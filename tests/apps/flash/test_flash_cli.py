@@ -25,7 +25,7 @@ def _cli(*args: str):
 @pytest.fixture(scope="module")
 def tiny_profile(tmp_path_factory) -> Path:
     """A board with 16 MB for models: nothing with an engine fits there."""
-    text = (Path(__file__).parents[2] / "device_profiles" / "data" / "rpi4.yaml").read_text()
+    text = (Path(__file__).parents[3] / "device_profiles" / "data" / "rpi4.yaml").read_text()
     path = tmp_path_factory.mktemp("profiles") / "tiny-board.yaml"
     path.write_text(text.replace("id: rpi4", "id: tiny-board").replace("budget_mb: 2816", "budget_mb: 16"))
     return path
