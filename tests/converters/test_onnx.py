@@ -62,6 +62,15 @@ def test_session_checks_inputs_against_the_spec(onnx_bundle):
         assert session.run({"input": np.zeros((3, 1, 8, 8), np.float32)})["output"].shape == (3, 10)
 
 
+def test_every_variant_records_files_recipe_accuracy_and_fit(onnx_bundle):
+    # Moved from tests/kernel (which now uses synthetic bundles): the converter fills these in for every variant.
+    for v in onnx_bundle.manifest.variants:
+        assert v.files and all(f.size > 0 and len(f.sha256) == 64 for f in v.files)
+        assert v.accuracy is not None and v.accuracy.passed
+        assert set(v.fit) == {"rpi5", "rpi4"}
+        assert v.golden_outputs is not None
+
+
 def test_fit_is_checked_for_each_profile(onnx_bundle):
     fit = onnx_bundle.variant("onnx-none").fit["rpi5"]
     assert fit.fits and fit.estimated_peak_bytes < fit.budget_bytes

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import shutil
 import signal
@@ -18,23 +17,14 @@ from edge_sdk.errors import AccuracyGateError, BundleError, StoreError
 from edge_sdk.semver import version_key
 from edge_sdk.store import CRASH_ENV, STEPS, BundleStore, InstalledModel
 
-NAME = "digits-cnn"
-
-
-def _with_manifest(src: Path, dest: Path, **changes: object) -> Path:
-    """A copy of a bundle whose manifest differs only in top-level fields (file digests still hold)."""
-    shutil.copytree(src, dest)
-    manifest = dest / "manifest.json"
-    data = json.loads(manifest.read_text())
-    data.update(changes)
-    manifest.write_text(json.dumps(data, indent=2))
-    return dest
+NAME = "tiny-net"  # what tests/kernel/conftest.py's synthetic bundles are called
 
 
 @pytest.fixture(scope="module")
-def bundles(onnx_bundle, tmp_path_factory) -> dict[str, Path]:
+def bundles(synthetic_bundle, tmp_path_factory) -> dict[str, Path]:
+    # Same files in every version (same seeds); only the manifest's version differs, as in a real re-release.
     base = tmp_path_factory.mktemp("versions")
-    return {v: _with_manifest(onnx_bundle.root, base / v, version=v) for v in ("1.0.0", "1.1.0", "2.0.0")}
+    return {v: synthetic_bundle(base / v, version=v).root for v in ("1.0.0", "1.1.0", "2.0.0")}
 
 
 def _link(root: Path, which: str) -> str:
@@ -66,14 +56,14 @@ def test_install_list_activate_rollback_remove(bundles, tmp_path):
         store.rollback(NAME)
     with pytest.raises(StoreError, match=r"no installed version '9\.9\.9'; installed: '1\.0\.0', '2\.0\.0'"):
         store.activate(NAME, "9.9.9")
-    with pytest.raises(StoreError, match=r"no model '\.\.' is installed; installed: 'digits-cnn'"):
+    with pytest.raises(StoreError, match=rf"no model '\.\.' is installed; installed: '{NAME}'"):
         store.activate("..", "1.0.0")
     assert store.remove(NAME, "1.0.0").versions == ("2.0.0",)
     assert not list((root / ".staging").iterdir())
 
 
 def test_install_from_edgebundle_archive(bundles, tmp_path):
-    packed = Bundle.open(bundles["1.0.0"]).pack(tmp_path / "digits")
+    packed = Bundle.open(bundles["1.0.0"]).pack(tmp_path / "tiny")
     store = BundleStore(tmp_path / "store")
     assert store.install(packed).active == "1.0.0"
     assert store.active(NAME).manifest == Bundle.open(bundles["1.0.0"]).manifest
@@ -84,7 +74,7 @@ def test_tampered_bundle_is_refused_and_nothing_changes(bundles, tmp_path):
     store = BundleStore(root)
     store.install(bundles["1.0.0"])
     tampered = shutil.copytree(bundles["1.1.0"], tmp_path / "tampered")
-    model_file = next(tampered.glob("variants/*/model.onnx"))
+    model_file = tampered / Bundle.open(tampered).variant().files[0].path
     data = bytearray(model_file.read_bytes())
     data[len(data) // 2] ^= 0x01
     model_file.write_bytes(bytes(data))
@@ -96,11 +86,11 @@ def test_tampered_bundle_is_refused_and_nothing_changes(bundles, tmp_path):
     assert not list((root / ".staging").iterdir())
 
 
-def test_duplicate_version_identical_is_a_no_op_different_is_refused(bundles, tmp_path):
+def test_duplicate_version_identical_is_a_no_op_different_is_refused(bundles, synthetic_bundle, tmp_path):
     store = BundleStore(tmp_path / "store")
     store.install(bundles["1.0.0"])
     assert store.install(bundles["1.0.0"]) == InstalledModel(NAME, "1.0.0", None, ("1.0.0",))
-    other = _with_manifest(bundles["1.0.0"], tmp_path / "other", created_by="someone else")
+    other = synthetic_bundle(tmp_path / "other", version="1.0.0", created_by="someone else").root
     with pytest.raises(StoreError, match=r"1\.0\.0 is already installed with different contents"):
         store.install(other)
 
@@ -131,7 +121,7 @@ def test_check_sees_the_staged_copy_and_can_refuse(bundles, tmp_path):
     def fail(bundle: Bundle) -> None:
         raise AccuracyGateError("golden set off by 0.2")
 
-    with pytest.raises(StoreError, match="install check refused digits-cnn 1.0.0"):
+    with pytest.raises(StoreError, match=f"install check refused {NAME} 1.0.0"):
         store.install(bundles["1.0.0"], check=refuse)
     assert seen[0].is_relative_to(root / ".staging")  # the copy that is kept, not the caller's directory
     with pytest.raises(AccuracyGateError):
@@ -196,7 +186,7 @@ def test_sigkill_at_every_install_step_leaves_old_or_new_active(step, bundles, s
     assert store.install(bundles["1.1.0"]) == InstalledModel(NAME, "1.1.0", "1.0.0", ("1.0.0", "1.1.0"))
 
 
-_ROLLBACK = "import sys; from edge_sdk.store import BundleStore; BundleStore(sys.argv[1]).rollback('digits-cnn')"
+_ROLLBACK = f"import sys; from edge_sdk.store import BundleStore; BundleStore(sys.argv[1]).rollback({NAME!r})"
 
 
 @pytest.mark.parametrize("step", ["current-tmp", "previous-tmp"])
