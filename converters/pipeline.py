@@ -1,43 +1,32 @@
-"""convert(): for each backend × quantization, export, run the artifact, gate its accuracy, check fit, bundle."""
+"""convert(): the one conversion loop. The reference and golden set are prepared once; then for each
+backend × quantization: export, verify, gate, check fit, add to the bundle; then write it.
+
+Exporters come from the registry by backend; the verifier by the source's kind (converters.verifier).
+"""
 
 from __future__ import annotations
 
+import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
 import numpy as np
 
-from converters.exporter import Exporter, ExportRequest, ExportResult
+from converters.exporter import Exporter, ExportRequest
+from converters.progress import Progress, ProgressCallback
 from converters.prune import TrainData
 from converters.sources import ModelSource
-from converters.verify import chunks, compare, concat, summary, tolerance_for
+from converters.verifier import Exported, Verifier
 from device_profiles import DeviceProfile
 from device_profiles.estimate import ModelFacts
 from device_profiles.fit import check_fit
 from edge_sdk import __version__, registry
-from edge_sdk.bundle import Bundle, BundleWriter, FileEntry, SourceInfo, Variant
-from edge_sdk.bundle.files import sha256_file
+from edge_sdk.bundle import Bundle, BundleWriter, SourceInfo
 from edge_sdk.errors import AccuracyGateError, ConfigError
 from edge_sdk.types import Backend, QuantScheme, Task
-
-GOLDEN_SAMPLES = 16
-
-
-@dataclass(frozen=True)
-class Progress:
-    """What the pipeline is doing now; the CLI turns these into a progress display."""
-
-    step: str  # "reference", "export", "verify", "write"
-    variant: str | None
-    done: int
-    total: int
-    detail: str = ""
-
-
-ProgressCallback = Callable[[Progress], None]
 
 
 @dataclass(frozen=True)
@@ -61,6 +50,26 @@ def get_exporter(backend: Backend) -> Exporter:
     return cast(type[Exporter], registry.load(backend, registry.Role.EXPORTER))()
 
 
+def verifier_for(source: ModelSource, options: ConvertOptions) -> Verifier:
+    """A language model is judged on its logits over text; any other model on its output tensors."""
+    from converters.gguf.source_base import LlmSource
+
+    if isinstance(source, LlmSource):
+        from converters.gguf.logits_verifier import LogitsVerifier
+
+        return LogitsVerifier()
+    from converters.tensor_verifier import TensorVerifier
+
+    return TensorVerifier(
+        options.eval_inputs, options.eval_labels, options.max_accuracy_drop, bool(options.prune or options.sparsity)
+    )
+
+
+def variant_id(backend: Backend, scheme: QuantScheme, suffix: str = "") -> str:
+    """'onnx-int8-static', 'gguf-q4-k-m', 'onnx-none-pruned50': hyphens only, whatever the scheme's spelling."""
+    return f"{backend.value}-{scheme.value.replace('_', '-')}{suffix}"
+
+
 def convert(
     source: ModelSource,
     backends: Sequence[Backend],
@@ -71,8 +80,13 @@ def convert(
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
     pairs: Sequence[tuple[Backend, QuantScheme]] | None = None,
+    verifier: Verifier | None = None,
 ) -> Bundle:
-    """One variant per backend × quantization (or per (backend, quantization) in `pairs`, when given)."""
+    """One variant per backend × quantization (or per (backend, quantization) in `pairs`, when given).
+
+    `verifier` judges each variant (default: `verifier_for` the source). A variant outside its tolerance raises
+    AccuracyGateError with the numbers, unless `options.allow_failed` keeps it, recorded as failed.
+    """
     report = progress or (lambda _p: None)
     plan = list(pairs) if pairs is not None else [(b, q) for b in backends for q in quantizations]
     if not plan:
@@ -82,12 +96,7 @@ def convert(
         exporters[backend].check(scheme)
 
     export_source, pruned_options, suffix = _pruned(source, options)
-    eval_inputs = options.eval_inputs if options.eval_inputs is not None else source.example_inputs
-    report(Progress("reference", None, 0, len(plan), f"running {source.describe()} on {_count(eval_inputs)} samples"))
-    reference = concat([source.reference(c) for c in chunks(eval_inputs, source.input_specs())])
-    n = len(next(iter(reference.values())))
-    eval_inputs = {k: v[:n] for k, v in eval_inputs.items()}
-
+    judge = verifier or verifier_for(source, options)
     writer = BundleWriter(
         name=options.name,
         version=options.version,
@@ -96,49 +105,41 @@ def convert(
         source=SourceInfo(kind=source.kind, digest=source.digest(), description=source.describe()),
     )
     try:
-        golden = {k: v[:GOLDEN_SAMPLES] for k, v in eval_inputs.items()}
-        labels = options.eval_labels[:GOLDEN_SAMPLES] if options.eval_labels is not None else None
-        writer.set_golden(golden, {k: v[:GOLDEN_SAMPLES] for k, v in reference.items()}, labels)
-        for i, (backend, scheme) in enumerate(plan):
-            variant_id = f"{backend.value}-{scheme.value}{suffix}"
-            with tempfile.TemporaryDirectory(prefix="edge-export-") as tmp:
-                report(Progress("export", variant_id, i, len(plan)))
-                result = exporters[backend].export(
-                    ExportRequest(export_source, scheme, Path(tmp), options.calibration, options.min_delegated)
-                )
+        with tempfile.TemporaryDirectory(prefix="edge-convert-") as tmp:
+            report(Progress("reference", None, 0, len(plan), judge.describe(source)))
+            (Path(tmp) / "reference").mkdir()
+            reference = judge.prepare(source, Path(tmp) / "reference")  # the unpruned source: what users had
+            writer.set_golden(reference.golden.inputs, reference.golden.outputs, reference.golden.labels)
+            for i, (backend, scheme) in enumerate(plan):
+                vid = variant_id(backend, scheme, suffix)
+                workdir = Path(tmp) / vid  # a path of its own: no runtime may mistake it for the last one
+                workdir.mkdir()
+                report(Progress("export", vid, i, len(plan)))
+                request = ExportRequest(export_source, scheme, workdir, options.calibration, options.min_delegated)
+                result = exporters[backend].export(request)
                 if pruned_options:
+                    recorded = {**result.recipe.options, **pruned_options}
                     result.recipe = result.recipe.model_copy(
-                        update={"pruning_ratio": options.prune, "options": {**result.recipe.options, **pruned_options}}
+                        update={"pruning_ratio": options.prune, "options": recorded}
                     )
-                report(Progress("verify", variant_id, i, len(plan)))
-                outputs = _run_exported(backend, variant_id, result, Path(tmp), eval_inputs)
-                accuracy = compare(
-                    reference,
-                    outputs,
-                    tolerance_for(scheme, options.max_accuracy_drop, pruned=bool(options.prune or options.sparsity)),
-                    labels=options.eval_labels,
-                    reference_name=f"the source model ({source.kind}, fp32)",
-                )
-                if not accuracy.passed and not options.allow_failed:
-                    raise AccuracyGateError(
-                        f"variant {variant_id} is outside its accuracy tolerance against {accuracy.reference}: "
-                        f"{summary(accuracy)}. Use a milder quantization, give calibration data, or raise the "
-                        "tolerance (--max-accuracy-drop)."
-                    )
+                report(Progress("verify", vid, i, len(plan)))
+                verdict = reference.measure(Exported(vid, backend, scheme, result, workdir))
+                if not verdict.accuracy.passed and not options.allow_failed:
+                    raise AccuracyGateError(judge.refusal(vid, verdict.accuracy))
                 facts = ModelFacts.of_files(backend, scheme, list(result.files.values()), result.inputs, result.outputs)
-                fit = {p.id: check_fit(p, facts) for p in options.profiles}
                 writer.add_variant(
-                    variant_id=variant_id,
+                    variant_id=vid,
                     backend=backend,
                     files=result.files,
                     inputs=result.inputs,
                     outputs=result.outputs,
                     recipe=result.recipe,
                     runtime=result.runtime,
-                    accuracy=accuracy,
-                    fit=fit,
-                    golden_outputs={k: v[:GOLDEN_SAMPLES] for k, v in outputs.items()},
+                    accuracy=verdict.accuracy,
+                    fit={p.id: check_fit(p, facts) for p in options.profiles},
+                    golden_outputs=verdict.golden_outputs,
                 )
+                shutil.rmtree(workdir)  # the bundle writer has its copy; keep the disk free for the next one
         report(Progress("write", None, len(plan), len(plan), str(output)))
         return writer.write(output, overwrite=overwrite)
     finally:
@@ -164,29 +165,3 @@ def _pruned(source: ModelSource, options: ConvertOptions) -> tuple[ModelSource, 
         suffix = f"-sparse{round(options.sparsity * 100)}"
     pruned = TorchSource(module, source.example_inputs, source.output_names, source.describe())
     return pruned, recorded, suffix
-
-
-def _count(arrays: dict[str, np.ndarray]) -> int:
-    return len(next(iter(arrays.values())))
-
-
-def _run_exported(
-    backend: Backend, variant_id: str, result: ExportResult, workdir: Path, eval_inputs: dict[str, np.ndarray]
-) -> dict[str, np.ndarray]:
-    """Run the exported files with the backend's own runtime, exactly as a device will."""
-    from runtimes import get_runtime
-
-    provisional = Variant(
-        id=variant_id,
-        backend=backend,
-        inputs=result.inputs,
-        outputs=result.outputs,
-        recipe=result.recipe,
-        runtime=result.runtime,
-        files=tuple(
-            FileEntry(path=str(p.relative_to(workdir)), sha256=sha256_file(p), size=p.stat().st_size)
-            for p in result.files.values()
-        ),
-    )
-    with get_runtime(backend).load(provisional, workdir) as session:
-        return concat([session.run(c) for c in chunks(eval_inputs, result.inputs)])

@@ -7,14 +7,16 @@ A plan is a JSON document holding its own request, so it can be made again (`edg
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from converters.pipeline import ConvertOptions, Progress, convert, get_exporter
+from converters.pipeline import ConvertOptions, convert, get_exporter
+from converters.progress import Progress, ProgressCallback
 from converters.prune import check_ratio, parameter_count, prune_structured
 from converters.sources import ModelSource, TorchSource
 from device_profiles import DeviceProfile
@@ -26,7 +28,6 @@ from edge_sdk.errors import BackendUnavailableError, ConfigError, EdgeSDKError
 from edge_sdk.types import Backend, QuantScheme
 
 PREFIT_MARGIN = 1.15  # an LLM estimated from another quantization's file is converted unless clearly too big
-PlanProgress = Callable[[str, int, int], None]  # what, done, total
 Status = Literal["ranked", "does-not-fit", "accuracy", "refused"]
 
 
@@ -175,12 +176,12 @@ def plan_tensor_model(
     workdir: Path,
     *,
     host: DeviceProfile | None = None,
-    progress: PlanProgress | None = None,
+    progress: ProgressCallback | None = None,
 ) -> Plan:
     """Plan for a tensor model (ONNX Runtime, ExecuTorch, ...); `options` carries eval, calibration, training data."""
     from runtimes.measure import host_latency
 
-    report = progress or (lambda _w, _d, _t: None)
+    report = progress or (lambda _p: None)
     for ratio in request.prune:
         check_ratio(ratio)
     if any(request.prune) and not isinstance(source, TorchSource):
@@ -228,10 +229,10 @@ def plan_tensor_model(
                 )
     total, done = sum(len(v) for v in survivors.values()), 0
     for ratio, group in survivors.items():
-        report(f"converting {len(group)} variant(s) pruned {ratio:.0%}", done, total)
+        report(Progress("converting", None, done, total, f"{len(group)} variant(s) pruned {ratio:.0%}"))
 
-        def relay(p: Progress, base: int = done, label: str = f"pruned {ratio:.0%}") -> None:
-            report(f"{p.step} {p.variant or ''} ({label})".replace("  ", " "), base + p.done, total)
+        def relay(p: Progress, base: int = done, label: str = f"(pruned {ratio:.0%})") -> None:
+            report(Progress(p.step, p.variant, base + p.done, total, label))
 
         bundle: Bundle = convert(
             source, [], [], workdir / f"pruned{round(ratio * 100)}",
@@ -239,48 +240,54 @@ def plan_tensor_model(
         )  # fmt: skip
         golden = bundle.golden()
         for variant in bundle.variants:
-            report(f"measuring {variant.id}", done, total)
+            report(Progress("measuring", variant.id, done, total))
             latency = host_latency(variant, bundle.root, golden.inputs if golden else None) if host else None
             candidates.append(judge(variant, bundle.root, profile, request, host=host, latency_s=latency))
             done += 1
-    report("ranking", total, total)
+    report(Progress("ranking", None, total, total))
     return Plan(request=request, profile_id=profile.id, candidates=rank(candidates, request.objective))
 
 
 def plan_language_model(
-    model: object,
+    source: ModelSource,
     request: PlanRequest,
     profile: DeviceProfile,
+    options: ConvertOptions,
     workdir: Path,
     *,
     source_file: Path | None = None,
-    progress: PlanProgress | None = None,
+    progress: ProgressCallback | None = None,
 ) -> Plan:
     """Plan for an LLM: each quantization converted and measured (KL, top-1, perplexity) once, then judged at
     each context length. The accuracy drop is 1 - top-1 agreement with the unquantized model. With the source's
     GGUF file, a quantization that fits at no context is dropped before it is converted."""
-    from edge_sdk import registry
-
-    report = progress or (lambda _w, _d, _t: None)
+    report = progress or (lambda _p: None)
     backend = request.backends[0]
-    pipeline = registry.load(backend, registry.Role.PIPELINE)
     candidates, schemes = _prefit_llm(source_file, request, profile) if source_file else ([], request.quantizations)
     total = len(schemes)
     if not schemes:
         return Plan(request=request, profile_id=profile.id, candidates=tuple(candidates))
 
-    def relay(step: str, variant: str | None, done: int, _total: int) -> None:
-        report(f"{step} {variant or ''}".strip(), done, total)
+    def relay(p: Progress) -> None:
+        report(Progress(p.step, p.variant, p.done, total))
 
-    bundle: Bundle = pipeline(
-        model, quantize=list(schemes), output=workdir / "llm", allow_failed=True, overwrite=True, progress=relay
+    pairs = [(backend, s) for s in dict.fromkeys(schemes)]
+    bundle: Bundle = convert(
+        source,
+        [],
+        [],
+        workdir / "llm",
+        replace(options, allow_failed=True),
+        overwrite=True,
+        progress=relay,
+        pairs=pairs,
     )
     candidates += [
         judge(variant, bundle.root, profile, request, context=ctx)
         for variant in bundle.variants
         for ctx in request.contexts
     ]
-    report("ranking", total, total)
+    report(Progress("ranking", None, total, total))
     return Plan(request=request, profile_id=profile.id, candidates=rank(candidates, request.objective))
 
 
@@ -337,6 +344,4 @@ def _parameters(source: ModelSource, ratio: float) -> int:
 
 
 def _with(options: ConvertOptions, ratio: float, profile: DeviceProfile, drop: float) -> ConvertOptions:
-    from dataclasses import replace
-
     return replace(options, prune=ratio, profiles=(profile,), max_accuracy_drop=drop, allow_failed=True)

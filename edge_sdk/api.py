@@ -15,7 +15,7 @@ from edge_sdk.errors import BundleError, ConfigError
 from edge_sdk.types import Backend, QuantScheme, Task, parse_enum
 
 if TYPE_CHECKING:
-    from converters.pipeline import ProgressCallback
+    from converters.progress import ProgressCallback
     from converters.sources import ModelSource
     from runtimes import Session
 
@@ -89,27 +89,20 @@ def convert(
     from device_profiles import load_profile
 
     backends = [parse_enum(Backend, b, "backend") for b in _as_list(backend)]
-    own = [b for b in backends if registry.Role.PIPELINE in registry.entry(b).targets]
-    if own:  # e.g. language models: their variants come from a pipeline of their own
+    language = [b for b in backends if registry.SourceKind.LANGUAGE_MODEL in registry.entry(b).converts]
+    if language:  # the model is then a language model, judged on text: convert_llm resolves and converts it
         if len(backends) != 1:
-            others = ", ".join(b.value for b in backends if b is not own[0])
+            others = ", ".join(b.value for b in backends if b is not language[0])
             raise ConfigError(
-                f"{own[0].value} variants come from a pipeline of their own; convert them on their own, "
+                f"{language[0].value} variants come from a pipeline of their own; convert them on their own, "
                 f"not together with {others}"
             )
-        if prune or sparsity:  # the LLM pipeline takes neither: refuse rather than ignore them
+        if prune or sparsity:  # a language model is made smaller by quantization: refuse rather than ignore them
             raise ConfigError(
-                f"pruning and sparsity apply to tensor models; {own[0].value} variants are made smaller by "
+                f"pruning and sparsity apply to tensor models; {language[0].value} variants are made smaller by "
                 "quantization (e.g. q4_k_m, q4_0)"
             )
-        from converters.pipeline import Progress
-
-        def relay(step: str, variant: str | None, done: int, total: int) -> None:
-            if progress is not None:
-                progress(Progress(step, variant, done, total))
-
-        pipeline = registry.load(own[0], registry.Role.PIPELINE)
-        return pipeline(
+        return convert_llm(
             model,
             quantize=quantize,
             profile=profile,
@@ -118,7 +111,7 @@ def convert(
             version=version,
             allow_failed=allow_failed,
             overwrite=overwrite,
-            progress=relay,
+            progress=progress,
         )
     schemes = [parse_enum(QuantScheme, q, "quantization") for q in _as_list(quantize)]
     profiles = tuple(load_profile(p) for p in _as_list(profile)) if profile is not None else ()
@@ -219,7 +212,7 @@ def convert_llm(
     allow_failed: bool = False,
     threads: int | None = None,
     overwrite: bool = False,
-    progress: Any = None,
+    progress: ProgressCallback | None = None,
     tokenizer: Any = None,
 ) -> Bundle:
     """Convert a language model to a bundle of GGUF variants, each gated on KL divergence, top-1 and perplexity.
@@ -249,14 +242,14 @@ def convert_llm(
             )  # fmt: skip
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-    from converters.gguf.pipeline import convert_llm as run_llm_pipeline
+    from converters.gguf.convert import convert_llm as convert_language_model
     from device_profiles import load_profile
 
     llm_source = resolve_llm_source(source)
     profiles = tuple(load_profile(p) for p in _as_list(profile)) if profile is not None else ()
     bundle_name = name or _default_name(llm_source.describe())
     dest = Path(output) if output is not None else Path(tempfile.mkdtemp(prefix="edge-bundle-")) / bundle_name
-    return run_llm_pipeline(
+    return convert_language_model(
         llm_source,
         _as_list(quantize),
         dest,

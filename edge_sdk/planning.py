@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +16,7 @@ from edge_sdk.types import Backend, QuantScheme, Task, parse_enum
 
 if TYPE_CHECKING:
     from converters.plan import Objective, Plan, PlanRequest
+    from converters.progress import ProgressCallback
 
 DEFAULT_PRUNE = (0.0, 0.25, 0.5)
 TENSOR_QUANTIZATIONS = ("none", "fp16", "int8-dynamic", "int8-static")
@@ -70,13 +71,13 @@ def make_request(
     llm = _is_language_model(text)
     # each list once: a value given twice would be converted twice, then clash as one variant id
     chosen = list(dict.fromkeys(parse_enum(Backend, b, "backend") for b in _list(backends) or []))
-    pipelines = [b for b in registry.available_backends() if registry.Role.PIPELINE in registry.entry(b).targets]
+    language = registry.converting(registry.SourceKind.LANGUAGE_MODEL)
     if not chosen:
-        chosen = pipelines[:1] if llm else [Backend.ONNX, Backend.EXECUTORCH]
-    if llm != any(b in pipelines for b in chosen) or (llm and len(chosen) != 1):
+        chosen = language[:1] if llm else [Backend.ONNX, Backend.EXECUTORCH]
+    if llm != any(b in language for b in chosen) or (llm and len(chosen) != 1):
         raise ConfigError(
             f"{text} is {'a language model' if llm else 'a tensor model'}; plan it with "
-            f"{'--backend ' + pipelines[0].value if llm else 'tensor backends (onnx, executorch)'}"
+            f"{'--backend ' + language[0].value if llm else 'tensor backends (onnx, executorch)'}"
         )
     schemes = list(dict.fromkeys(_scheme(q) for q in _list(quantize) or []))
     try:
@@ -107,7 +108,7 @@ def run_plan(
     eval_data: Labelled | None = None,
     train_data: Labelled | None = None,
     calibration: Mapping[str, np.ndarray] | None = None,
-    progress: Callable[[str, int, int], None] | None = None,
+    progress: ProgressCallback | None = None,
 ) -> Plan:
     """Convert and measure every candidate of `request` that can fit; the result ranks them. The candidate
     bundles are kept in `workdir` when given, else made in a temporary directory removed afterwards."""
@@ -129,9 +130,11 @@ def run_plan(
     if request.contexts:
         from edge_sdk.api import resolve_llm_source
 
-        path = getattr(resolve_llm_source(request.model), "path", None)
+        llm = resolve_llm_source(request.model)
+        path = getattr(llm, "path", None)
         source_file = Path(path) if path is not None and Path(path).suffix == ".gguf" else None
-        return plan_language_model(request.model, request, profile, work, source_file=source_file, progress=progress)
+        llm_options = ConvertOptions(name=_default_name(llm.describe()), task=Task.TEXT_GENERATION)
+        return plan_language_model(llm, request, profile, llm_options, work, source_file=source_file, progress=progress)
     source = resolve_source(request.model, None)
     module = getattr(source, "module", None)
     evaluation = eval_data or eval_data_of(module)

@@ -1,4 +1,5 @@
-"""The backend registry: Backend -> where its runtime and exporter live, and which extra installs them.
+"""The backend registry: Backend -> where its runtime and exporter live, which extra installs them, and what
+kind of model its exporter takes.
 
 Nothing here imports an engine. The first use of a backend imports its adapter module; if the engine
 is missing, the user is told which extra to install.
@@ -18,9 +19,13 @@ from edge_sdk.types import Backend
 class Role(StrEnum):
     RUNTIME = "runtime"
     EXPORTER = "exporter"
-    # A backend whose models need a conversion pipeline of their own (language models are judged on
-    # KL divergence and perplexity, not on tensors): convert() hands the whole job to it.
-    PIPELINE = "pipeline"
+
+
+class SourceKind(StrEnum):
+    """What a model is, which decides how its variants are judged."""
+
+    TENSOR = "tensor"  # tensors in, tensors out: judged on its outputs
+    LANGUAGE_MODEL = "language-model"  # text in, logits out: judged on KL divergence, top-1 and perplexity
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,7 @@ class BackendEntry:
     runtime_extra: str  # what a device needs to run it
     convert_extra: str  # what the host needs to produce it
     targets: dict[Role, str]  # role -> "module:Class"
+    converts: tuple[SourceKind, ...] = (SourceKind.TENSOR,)  # the kinds of model its exporter takes
 
 
 _REGISTRY: dict[Backend, BackendEntry] = {
@@ -57,8 +63,8 @@ _REGISTRY: dict[Backend, BackendEntry] = {
         targets={
             Role.RUNTIME: "runtimes.llama_cpp_adapter:LlamaCppRuntime",
             Role.EXPORTER: "converters.gguf.exporter:GgufExporter",
-            Role.PIPELINE: "edge_sdk.api:convert_llm",
         },
+        converts=(SourceKind.LANGUAGE_MODEL,),
     ),
     Backend.TFLITE: BackendEntry(
         engine="ai-edge-litert",
@@ -88,6 +94,11 @@ def entry(backend: Backend) -> BackendEntry:
 
 def available_backends() -> list[Backend]:
     return list(_REGISTRY)
+
+
+def converting(kind: SourceKind) -> list[Backend]:
+    """The backends whose exporter takes a model of `kind`, in registry order."""
+    return [b for b, e in _REGISTRY.items() if kind in e.converts]
 
 
 def load(backend: Backend, role: Role) -> Any:

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import importlib.metadata
-import shutil
-from pathlib import Path
 
 from converters.exporter import Exporter, ExportRequest, ExportResult
-from converters.gguf.model import LlmModel
 from converters.gguf.source_base import LlmSource
-from converters.gguf.writer import GGUF_TYPES, gguf_type, write_gguf
+from converters.gguf.writer import GGUF_TYPES, gguf_type, parse_gguf_quant, write_gguf
 from edge_sdk.bundle import Recipe, RuntimeRequirement
 from edge_sdk.errors import ConfigError
 from edge_sdk.types import Backend, QuantScheme
@@ -23,23 +20,12 @@ def _runtime() -> RuntimeRequirement:
     return RuntimeRequirement(package="llama-cpp-python", version=version, extra="gguf")
 
 
-def export_variant(model: LlmModel, scheme: QuantScheme, workdir: Path, reuse_f32: Path | None = None) -> ExportResult:
-    """Write `model` as one GGUF in `scheme` under `workdir` (`reuse_f32`: an f32 GGUF of it already written)."""
-    spec = gguf_type(scheme)
-    workdir.mkdir(parents=True, exist_ok=True)
-    path = workdir / "model.gguf"
-    if reuse_f32 is not None and spec.qtype == "F32":
-        shutil.copyfile(reuse_f32, path)
-    else:
-        write_gguf(model, path, scheme)
-    engine = "llama.cpp" if spec.llama_ftype else "gguf-py"
-    recipe = Recipe(quantization=scheme, precision=spec.precision, options={"quantizer": engine})
-    return ExportResult(files={"model.gguf": path}, inputs=(), outputs=(), recipe=recipe, runtime=_runtime())
-
-
 class GgufExporter(Exporter):
     backend = Backend.GGUF
     quantizations = tuple(GGUF_TYPES)
+
+    def check(self, quantization: QuantScheme) -> None:
+        parse_gguf_quant(quantization)  # the gguf backend's one refusal, whether the type came as text or enum
 
     def export(self, request: ExportRequest) -> ExportResult:
         self.check(request.quantization)
@@ -48,4 +34,9 @@ class GgufExporter(Exporter):
                 f"the gguf backend converts language models (a .gguf or a Hugging Face LLaMA directory); "
                 f"got a {request.source.kind} source: {request.source.describe()}"
             )
-        return export_variant(request.source.load(), request.quantization, request.workdir)
+        scheme, path = request.quantization, request.workdir / "model.gguf"
+        write_gguf(request.source.load(), path, scheme)  # sources load once, however many variants
+        spec = gguf_type(scheme)
+        engine = "llama.cpp" if spec.llama_ftype else "gguf-py"
+        recipe = Recipe(quantization=scheme, precision=spec.precision, options={"quantizer": engine})
+        return ExportResult(files={"model.gguf": path}, inputs=(), outputs=(), recipe=recipe, runtime=_runtime())

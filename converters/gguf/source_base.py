@@ -14,7 +14,7 @@ from edge_sdk.types import TensorSpec
 
 
 class LlmSource(ModelSource):
-    """LLM sources have no tensor inputs: they are measured on text by `converters.gguf.pipeline.convert_llm`."""
+    """LLM sources have no tensor inputs: their variants are measured on text (converters.gguf.logits_verifier)."""
 
     example_inputs: dict[str, np.ndarray] = {}  # noqa: RUF012 - shared empty mapping, never mutated
 

@@ -107,7 +107,7 @@ def convert_cmd(
 ) -> None:
     """Convert a model into a bundle: export, quantize, run and measure each variant, check fit, write."""
     import edge_sdk
-    from converters.pipeline import Progress as Step
+    from converters.progress import Progress as Step
 
     if auto:
         from edge_sdk.apps.cli.plan_cmd import convert_auto

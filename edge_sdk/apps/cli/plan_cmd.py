@@ -15,6 +15,7 @@ from edge_sdk.errors import ConfigError
 
 if TYPE_CHECKING:
     from converters.plan import Plan, PlanRequest
+    from converters.progress import Progress as Step
 
 
 def parse_share(text: str) -> float:
@@ -73,8 +74,8 @@ def run_with_progress(request: PlanRequest, workdir: Path | None) -> Plan:
     ) as bar:  # fmt: skip
         task = bar.add_task("planning", total=None)
 
-        def show(what: str, done: int, total: int) -> None:
-            bar.update(task, description=what, completed=done, total=total or None)
+        def show(step: Step) -> None:
+            bar.update(task, description=step.text(), completed=step.done, total=step.total or None)
 
         return run_plan(request, workdir=workdir, progress=show)
 

@@ -1,0 +1,50 @@
+"""convert_llm(): a language model to a bundle of GGUF variants, through the one conversion loop
+(converters.pipeline), each judged by the LogitsVerifier against the source at float32."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from converters.gguf.evaluate import DEFAULT_EVAL_TOKENS
+from converters.gguf.logits_verifier import LogitsVerifier
+from converters.gguf.source_base import LlmSource
+from converters.gguf.writer import parse_gguf_quant
+from converters.pipeline import ConvertOptions, convert
+from converters.progress import ProgressCallback
+from device_profiles import DeviceProfile
+from edge_sdk.bundle import Bundle
+from edge_sdk.errors import ConfigError
+from edge_sdk.types import Backend, QuantScheme, Task
+
+
+def convert_llm(
+    source: LlmSource,
+    quantizations: Sequence[QuantScheme | str],
+    output: Path,
+    name: str,
+    profiles: Sequence[DeviceProfile] = (),
+    *,
+    version: str = "1.0.0",
+    eval_text: str | None = None,
+    eval_tokens: int = DEFAULT_EVAL_TOKENS,
+    tolerance_scale: float = 1.0,
+    allow_failed: bool = False,
+    threads: int | None = None,
+    overwrite: bool = False,
+    progress: ProgressCallback | None = None,
+) -> Bundle:
+    """One GGUF variant per quantization ('q4_k_m', 'Q8_0', 'f16', ...), each gated on mean KL, top-1 agreement
+    and perplexity. A variant outside its tolerance raises AccuracyGateError with the numbers, unless
+    `allow_failed` keeps it as failed."""
+    schemes = list(dict.fromkeys(parse_gguf_quant(q) for q in quantizations))  # refuses unknown types first
+    if not schemes:
+        raise ConfigError("nothing to convert: give at least one quantization")
+    options = ConvertOptions(
+        name=name, version=version, task=Task.TEXT_GENERATION, profiles=tuple(profiles), allow_failed=allow_failed
+    )
+    verifier = LogitsVerifier(eval_text, eval_tokens, tolerance_scale, threads)
+    pairs = [(Backend.GGUF, s) for s in schemes]
+    return convert(
+        source, [], [], output, options, overwrite=overwrite, progress=progress, pairs=pairs, verifier=verifier
+    )

@@ -1,0 +1,65 @@
+"""LogitsVerifier: a language model's variants judged on text against the source at float32 in llama.cpp:
+mean KL divergence, top-1 agreement and perplexity (converters.gguf.evaluate / quality)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from converters.gguf.evaluate import DEFAULT_EVAL_TOKENS, Logits, compare_logits, evaluation_text, logits_of, tokenize
+from converters.gguf.quality import accuracy_report, summary, tolerance_for
+from converters.gguf.source_base import LlmSource
+from converters.gguf.writer import write_gguf
+from converters.sources import ModelSource
+from converters.verifier import Exported, Golden, Reference, Verdict, Verifier
+from edge_sdk.bundle import AccuracyReport
+from edge_sdk.errors import ConfigError
+from edge_sdk.types import QuantScheme
+
+GOLDEN_TOKENS = 16  # logits of 16 positions: ~3 MB a variant for a 49k vocabulary
+
+
+@dataclass(frozen=True)
+class LogitsVerifier(Verifier):
+    eval_text: str | None = None  # default: docstrings of standard-library modules
+    eval_tokens: int = DEFAULT_EVAL_TOKENS
+    tolerance_scale: float = 1.0  # > 1 loosens every quantization's default tolerance, < 1 tightens it
+    threads: int | None = None
+
+    def prepare(self, source: ModelSource, workdir: Path) -> Reference:
+        """The reference is the source at float32 run by llama.cpp (a GGUF source is dequantized first)."""
+        if not isinstance(source, LlmSource):
+            raise ConfigError(f"only a language model is judged on its logits over text; {source.describe()} is not")
+        reference_file = write_gguf(source.load(), workdir / "reference-f32.gguf", QuantScheme.F32)
+        tokens = tokenize(reference_file, self.eval_text or evaluation_text(), max_tokens=self.eval_tokens)
+        logits = logits_of(reference_file, tokens, threads=self.threads)
+        golden = tokens[:GOLDEN_TOKENS]  # re-checked on the device by `verify --run` and `install`
+        golden_logits = logits_of(reference_file, golden, threads=self.threads).logits
+        return LogitsReference(
+            golden=Golden(inputs={"tokens": golden}, outputs={"logits": golden_logits}),
+            verifier=self,
+            logits=logits,
+            name=f"{source.describe()} at float32 in llama.cpp ({len(tokens)} tokens of stdlib docstrings)",
+        )
+
+    def refusal(self, variant_id: str, accuracy: AccuracyReport) -> str:
+        return (
+            f"variant {variant_id} is outside its tolerance against {accuracy.reference}: {summary(accuracy)}. "
+            "Use a milder quantization or loosen the gate (tolerance_scale)."
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class LogitsReference(Reference):
+    verifier: LogitsVerifier
+    logits: Logits  # the reference's, at every position of the evaluation tokens
+    name: str
+
+    def measure(self, variant: Exported) -> Verdict:
+        gguf_path = next(iter(variant.result.files.values()))
+        threads = self.verifier.threads
+        quality = compare_logits(self.logits, logits_of(gguf_path, self.logits.tokens, threads=threads))
+        tolerance = tolerance_for(variant.quantization, self.verifier.tolerance_scale)
+        accuracy = accuracy_report(quality, tolerance, self.name)
+        golden_logits = logits_of(gguf_path, self.golden.inputs["tokens"], threads=threads).logits
+        return Verdict(accuracy, {"logits": golden_logits})
