@@ -23,10 +23,11 @@ from converters.verifier import Exported, Verifier
 from device_profiles import DeviceProfile
 from device_profiles.estimate import ModelFacts
 from device_profiles.fit import check_fit
-from edge_sdk import __version__, registry
+from edge_sdk import registry
 from edge_sdk.bundle import Bundle, BundleWriter, SourceInfo
 from edge_sdk.errors import AccuracyGateError, ConfigError
 from edge_sdk.types import Backend, QuantScheme, Task
+from edge_sdk.version import __version__
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,10 @@ from converters.sources import ModelSource, TorchSource
 from device_profiles import DeviceProfile
 from device_profiles.estimate import BITS_PER_WEIGHT, ModelFacts
 from device_profiles.fit import check_fit
-from edge_sdk import __version__
 from edge_sdk.bundle import AccuracyReport, Bundle, FitReport, Variant
 from edge_sdk.errors import BackendUnavailableError, ConfigError, EdgeSDKError
 from edge_sdk.types import Backend, QuantScheme
+from edge_sdk.version import __version__
 
 PREFIT_MARGIN = 1.15  # an LLM estimated from another quantization's file is converted unless clearly too big
 Status = Literal["ranked", "does-not-fit", "accuracy", "refused"]

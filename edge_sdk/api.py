@@ -242,7 +242,7 @@ def convert_llm(
             )  # fmt: skip
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-    from converters.gguf.convert import convert_llm as convert_language_model
+    from converters.llm_convert import convert_llm as convert_language_model
     from device_profiles import load_profile
 
     llm_source = resolve_llm_source(source)

@@ -103,8 +103,8 @@ def test_tokenization_equals_source_tokenizer(tiny, tiny_f32):
 
 
 def test_tiny_bundle_reports_metrics_per_quant_type(tiny, tmp_path):
-    from converters.gguf.convert import convert_llm
     from converters.gguf.hf_source import HfLlamaSource
+    from converters.llm_convert import convert_llm
     from device_profiles import load_profile
 
     bundle = convert_llm(
@@ -125,8 +125,8 @@ def test_tiny_bundle_reports_metrics_per_quant_type(tiny, tmp_path):
 
 
 def test_variant_outside_tolerance_fails_with_numbers(tiny, tmp_path):
-    from converters.gguf.convert import convert_llm
     from converters.gguf.hf_source import HfLlamaSource
+    from converters.llm_convert import convert_llm
 
     with pytest.raises(AccuracyGateError, match=r"gguf-q4-0 .*mean_kl=[0-9.e-]+ .*OUTSIDE"):
         convert_llm(HfLlamaSource(tiny[0]), ["q4_0"], tmp_path / "b", "tiny", tolerance_scale=1e-6)
@@ -177,8 +177,8 @@ def test_sentencepiece_vocabulary_round_trips(tmp_path):
 
 
 def test_unknown_quant_type_names_the_valid_ones(tiny, tmp_path):
-    from converters.gguf.convert import convert_llm
     from converters.gguf.hf_source import HfLlamaSource
+    from converters.llm_convert import convert_llm
 
     with pytest.raises(ConfigError, match=r"'q9_9'.*'q4_k_m'"):
         convert_llm(HfLlamaSource(tiny[0]), ["q9_9"], tmp_path / "b", "tiny")
