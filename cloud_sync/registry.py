@@ -30,7 +30,7 @@ from edge_sdk.bundle.files import sha256_file
 from edge_sdk.bundle.signing import SIGNATURE_NAME, TrustedKey, read_signature
 from edge_sdk.errors import BundleError, PublishConflictError, RegistryError, choices
 from edge_sdk.fsutil import fsync_dir
-from edge_sdk.semver import version_key
+from edge_sdk.semver import build_metadata_refusal, version_key
 
 INDEX = "index.json"
 STALE_UPLOAD_S = 3600.0  # an upload untouched this long was abandoned by a process that died
@@ -112,6 +112,8 @@ class Registry:
             except BundleError as exc:
                 raise RegistryError(f"refusing to publish: {exc}") from None
         name, version = bundle.name, bundle.manifest.version
+        if refusal := build_metadata_refusal(version):
+            raise RegistryError(f"refusing to publish {name}: {refusal}")
         sha256, size = sha256_file(upload), upload.stat().st_size
         entry = RegistryEntry(name, version, sha256, size, signature.is_file(), key, time.time())
         with self._locked():
