@@ -8,11 +8,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from edge_sdk.bundle import safejson
 from edge_sdk.errors import BundleError, UnsupportedSchemaError
 from edge_sdk.types import Backend, QuantScheme, Task, TensorSpec
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 _SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
 
 
@@ -148,10 +150,7 @@ class Manifest(_Strict):
 
 def parse_manifest(raw: bytes) -> Manifest:
     """Parse manifest.json, refusing a newer schema before validating anything else."""
-    try:
-        data: Any = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"manifest.json is not valid JSON: {exc}") from None
+    data: Any = safejson.loads(raw, what=MANIFEST_NAME, max_bytes=MAX_MANIFEST_BYTES)
     if not isinstance(data, dict):
         raise BundleError("manifest.json must hold a JSON object")
     version = data.get("schema_version")
