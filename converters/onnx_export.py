@@ -87,6 +87,7 @@ def _export_torch(source: TorchSource, dest: Path) -> None:
     names = list(source.example_inputs)
     args = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in source.example_inputs.values())
     batch = torch.export.Dim(BATCH)
+    extra = {axis: torch.export.Dim(name, max=size) for axis, (name, size) in source.dynamic_axes.items()}
     errors = []
     with _quiet():
         try:
@@ -99,7 +100,7 @@ def _export_torch(source: TorchSource, dest: Path) -> None:
                 opset_version=OPSET,
                 input_names=names,
                 output_names=list(source.output_names),
-                dynamic_shapes=tuple({0: batch} for _ in args),
+                dynamic_shapes=tuple({0: batch, **extra} for _ in args),
             )
             if program is None:  # only happens when a file path is given
                 raise ExportError("the dynamo exporter returned no program")
@@ -117,7 +118,10 @@ def _export_torch(source: TorchSource, dest: Path) -> None:
                 opset_version=OPSET,
                 input_names=names,
                 output_names=list(source.output_names),
-                dynamic_axes={n: {0: BATCH} for n in [*names, *source.output_names]},
+                dynamic_axes={
+                    **{n: {0: BATCH, **{a: d[0] for a, d in source.dynamic_axes.items()}} for n in names},
+                    **{n: {0: BATCH} for n in source.output_names},
+                },
             )
             return
         except Exception as exc:

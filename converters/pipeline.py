@@ -111,6 +111,7 @@ def convert(
             (Path(tmp) / "reference").mkdir()
             reference = judge.prepare(source, Path(tmp) / "reference")  # the unpruned source: what users had
             writer.set_golden(reference.golden.inputs, reference.golden.outputs, reference.golden.labels)
+            _carry_preprocessing(source, writer)
             for i, (backend, scheme) in enumerate(plan):
                 vid = variant_id(backend, scheme, suffix)
                 workdir = Path(tmp) / vid  # a path of its own: no runtime may mistake it for the last one
@@ -145,6 +146,15 @@ def convert(
         return writer.write(output, overwrite=overwrite)
     finally:
         writer.discard()
+
+
+def _carry_preprocessing(source: ModelSource, writer: BundleWriter) -> None:
+    """What a device needs besides the variants to take user input: a tokenizer, the class names."""
+    pre = source.preprocessing()
+    if pre is not None:
+        writer.set_preprocessing(pre.kind, pre.files, max_length=pre.max_length, pooling=pre.pooling)
+    if source.labels:
+        writer.set_labels(source.labels)
 
 
 def _pruned(source: ModelSource, options: ConvertOptions) -> tuple[ModelSource, dict[str, str], str]:

@@ -16,7 +16,7 @@ import numpy as np
 
 from edge_sdk.bundle.files import sha256_file
 from edge_sdk.errors import ConfigError, ModelSourceError
-from edge_sdk.types import DType, TensorSpec
+from edge_sdk.types import DType, Task, TensorSpec
 
 if TYPE_CHECKING:
     from torch import nn
@@ -24,9 +24,24 @@ if TYPE_CHECKING:
 BATCH = "batch"
 
 
+@dataclass(frozen=True)
+class PreprocessingFiles:
+    """What the bundle must carry so a device can turn user input into tensors (e.g. a tokenizer)."""
+
+    kind: str
+    files: dict[str, Path]  # name in the bundle -> file on disk; the tokenizer first
+    max_length: int
+    pooling: str | None = None
+
+
 class ModelSource(ABC):
     kind: str
     example_inputs: dict[str, np.ndarray]
+    task: Task = Task.TENSOR  # what the source itself says it is (a Hugging Face config does)
+    labels: tuple[str, ...] = ()  # class names by output index, when the source knows them
+
+    def preprocessing(self) -> PreprocessingFiles | None:
+        return None
 
     @abstractmethod
     def digest(self) -> str: ...
@@ -42,15 +57,19 @@ class ModelSource(ABC):
     def input_specs(self) -> tuple[TensorSpec, ...]: ...
 
 
-def _specs(arrays: Mapping[str, np.ndarray], dynamic_batch: bool) -> tuple[TensorSpec, ...]:
-    return tuple(
-        TensorSpec(
-            name=name,
-            dtype=DType.of(a.dtype),
-            shape=((BATCH, *a.shape[1:]) if dynamic_batch and a.ndim > 0 else tuple(a.shape)),
-        )
-        for name, a in arrays.items()
-    )
+def _specs(
+    arrays: Mapping[str, np.ndarray], dynamic_batch: bool, dynamic_axes: Mapping[int, tuple[str, int]] | None = None
+) -> tuple[TensorSpec, ...]:
+    def shape(a: np.ndarray) -> tuple[int | str, ...]:
+        dims: list[int | str] = list(a.shape)
+        if dynamic_batch and a.ndim > 0:
+            dims[0] = BATCH
+        for axis, (name, _) in (dynamic_axes or {}).items():
+            if axis < a.ndim:
+                dims[axis] = name
+        return tuple(dims)
+
+    return tuple(TensorSpec(name=name, dtype=DType.of(a.dtype), shape=shape(a)) for name, a in arrays.items())
 
 
 @dataclass
@@ -61,6 +80,8 @@ class TorchSource(ModelSource):
     example_inputs: dict[str, np.ndarray]
     output_names: tuple[str, ...] = ("output",)
     description: str = ""
+    # Axes beyond the batch that stay dynamic in every input: axis -> (name, largest size), e.g. a sequence.
+    dynamic_axes: dict[int, tuple[str, int]] = field(default_factory=dict)
     kind: str = field(default="torch", init=False)
 
     def __post_init__(self) -> None:
@@ -80,7 +101,7 @@ class TorchSource(ModelSource):
         return "sha256:" + h.hexdigest()
 
     def input_specs(self, dynamic_batch: bool = True) -> tuple[TensorSpec, ...]:
-        return _specs(self.example_inputs, dynamic_batch)
+        return _specs(self.example_inputs, dynamic_batch, self.dynamic_axes)
 
     def reference(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch

@@ -26,8 +26,9 @@ Labelled = tuple[Mapping[str, np.ndarray], np.ndarray | None]
 
 
 def _is_language_model(model: str) -> bool:
-    path = Path(model)
-    return model == "zoo:smollm2" or path.suffix == ".gguf" or (path.is_dir() and (path / "config.json").is_file())
+    from converters.resolve import is_language_model
+
+    return is_language_model(model)
 
 
 def _list(value: str | Sequence[Any] | None) -> list[Any] | None:

@@ -11,15 +11,17 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from edge_sdk.apps.cli.common import console, load_npz, user_errors
 from edge_sdk.apps.cli.tables import variant_table
 from edge_sdk.errors import ConfigError
-from edge_sdk.types import Backend, QuantScheme, parse_shape
+from edge_sdk.types import Backend, QuantScheme, Task, parse_shape
 
 BACKENDS = ", ".join(b.value for b in Backend)
 SCHEMES = ", ".join(q.value for q in QuantScheme)
+TASKS = ", ".join(t.value for t in Task if t is not Task.TEXT_GENERATION)
 
 
 # What --auto decides itself (the plan) or does not use: given with --auto they would be ignored, so refuse.
 _AUTO_DECIDES = (
     "backend",
+    "task",
     "quantize",
     "prune",
     "sparsity",
@@ -36,11 +38,23 @@ def convert_cmd(
     ctx: typer.Context,
     model: str = typer.Argument(
         ...,
-        help="What to convert: 'path/to/file.py:factory' (a function returning a torch.nn.Module), "
-        "an existing .onnx file (to quantize) or .tflite file (to wrap, --backend tflite), "
-        "or 'zoo:digits-cnn' (the embedded default).",
+        help="What to convert: a Hugging Face model directory (a text encoder: BERT, RoBERTa, DistilBERT...; or "
+        "a causal LM for gguf), 'path/to/file.py:factory' (a function returning a torch.nn.Module), an existing "
+        ".onnx file (to quantize), .gguf file, or .tflite file (to wrap), or 'zoo:digits-cnn' / 'zoo:smollm2'.",
     ),
-    backend: str = typer.Option("onnx", "--backend", "-b", help=f"Engine(s), comma-separated: {BACKENDS}."),
+    backend: str | None = typer.Option(
+        None,
+        "--backend",
+        "-b",
+        help=f"Engine(s), comma-separated: {BACKENDS}. Default: by the model (onnx; gguf for a language model; "
+        "tflite for a .tflite).",
+    ),
+    task: str | None = typer.Option(
+        None,
+        "--task",
+        help=f"What the outputs mean, which decides the metrics: {TASKS}. Default: from the model's config, "
+        "else tensor.",
+    ),
     quantize: str = typer.Option(
         "none",
         "--quantize",
@@ -137,17 +151,20 @@ def convert_cmd(
             console=console,
             transient=True,
         ) as bar:
-            task = bar.add_task("preparing", total=None)
+            bar_task = bar.add_task("preparing", total=None)
 
             def show(step: Step) -> None:
                 label = f"{step.step} {step.variant}" if step.variant else step.step
-                bar.update(task, description=f"{label} {step.detail}".strip(), completed=step.done, total=step.total)
+                bar.update(
+                    bar_task, description=f"{label} {step.detail}".strip(), completed=step.done, total=step.total
+                )
 
             bundle = edge_sdk.convert(
                 model,
                 examples,
                 backend=backend,
                 quantize=quantize,
+                task=task,
                 profile=profile or None,
                 output=output,
                 name=name,
