@@ -17,6 +17,7 @@ from edge_sdk.apps.daemon.jobs_routes import add_jobs_routes
 from edge_sdk.apps.daemon.openai_routes import add_openai_routes
 from edge_sdk.apps.daemon.pool import ModelPool
 from edge_sdk.apps.daemon.tensors import InferRequest, to_arrays, to_json
+from edge_sdk.apps.daemon.text_routes import add_text_routes
 from edge_sdk.errors import (
     BreakerOpenError,
     CloudError,
@@ -195,6 +196,7 @@ def create_app(pool: ModelPool, config: DaemonConfig) -> FastAPI:
         return {"model": model, "variant": loaded.variant.id, "outputs": to_json(outputs)}
 
     add_openai_routes(app, pool, config)
+    add_text_routes(app, pool, config)
     add_jobs_routes(app, pool, config)
     return app
 
