@@ -10,7 +10,7 @@ Hugging Face directory, causal LM    -> a language model           (default back
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -91,8 +91,15 @@ def default_backend(model: Any) -> Backend:
     return DEFAULT_BACKEND[source_type(model)]
 
 
-def resolve_tensor_source(model: Any, example_inputs: Mapping[str, np.ndarray] | None) -> ModelSource:
-    """A tensor model's source: the file, directory or factory the argument names, or the module given."""
+def resolve_tensor_source(
+    model: Any,
+    example_inputs: Mapping[str, np.ndarray] | None,
+    *,
+    batch_axes: Mapping[str, int] | None = None,
+    static_inputs: Sequence[str] = (),
+) -> ModelSource:
+    """A tensor model's source: the file, directory or factory the argument names, or the module given.
+    `batch_axes` / `static_inputs` declare sample axes an .onnx file's symbolic dims do not make clear."""
     from converters.sources import OnnxFileSource, TorchSource, example_inputs_of, load_factory
 
     examples = dict(example_inputs) if example_inputs is not None else None
@@ -100,7 +107,12 @@ def resolve_tensor_source(model: Any, example_inputs: Mapping[str, np.ndarray] |
     if kind in LANGUAGE_TYPES:
         raise ConfigError(f"{model} is a language model; convert it with --backend gguf")
     if kind is SourceType.ONNX:
-        return OnnxFileSource(Path(model), examples or {})
+        return OnnxFileSource(Path(model), examples or {}, dict(batch_axes or {}), tuple(static_inputs))
+    if batch_axes or static_inputs:
+        raise ConfigError(
+            "--batch-axis and --static-input describe an existing .onnx model's inputs; a torch model's inputs "
+            "are batched on axis 0 (its example arrays)"
+        )
     if kind is SourceType.TFLITE:
         from converters.tflite_wrap import TfliteFileSource
 

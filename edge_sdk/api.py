@@ -28,13 +28,19 @@ def _as_list(value: str | Any | Sequence[Any]) -> list[Any]:
     return [value]
 
 
-def resolve_source(model: Any, example_inputs: Mapping[str, np.ndarray] | np.ndarray | None) -> ModelSource:
+def resolve_source(
+    model: Any,
+    example_inputs: Mapping[str, np.ndarray] | np.ndarray | None,
+    *,
+    batch_axes: Mapping[str, int] | None = None,
+    static_inputs: Sequence[str] = (),
+) -> ModelSource:
     """A torch module, a Hugging Face encoder directory, an .onnx/.tflite path, 'file.py:factory' or
     'zoo:digits-cnn' -> a ModelSource (converters.resolve decides what the argument is)."""
     from converters.resolve import resolve_tensor_source
 
     examples = {"input": example_inputs} if isinstance(example_inputs, np.ndarray) else example_inputs
-    return resolve_tensor_source(model, examples)
+    return resolve_tensor_source(model, examples, batch_axes=batch_axes, static_inputs=static_inputs)
 
 
 def convert(
@@ -48,6 +54,8 @@ def convert(
     name: str | None = None,
     version: str = "1.0.0",
     task: str | Task | None = None,
+    batch_axes: Mapping[str, int] | None = None,
+    static_inputs: Sequence[str] = (),
     calibration: Mapping[str, np.ndarray] | None = None,
     eval_data: tuple[Mapping[str, np.ndarray], np.ndarray | None] | None = None,
     max_accuracy_drop: float | None = None,
@@ -63,7 +71,9 @@ def convert(
 
     `backend` defaults to what the model is (converters.resolve: a Hugging Face encoder, an .onnx or a torch model
     -> onnx; a language model -> gguf; a .tflite -> tflite); `task` to what the model says (a Hugging Face config),
-    else `tensor`. `output` defaults to a new temporary directory. `eval_data` is (inputs, labels or None);
+    else `tensor`. `batch_axes` (input -> axis) and `static_inputs` (never sliced) say which axis of an .onnx
+    model's input holds samples where its symbolic dims do not. `output` defaults to a new temporary directory.
+    `eval_data` is (inputs, labels or None);
     without it the model's own `eval_data()` is used if it has one, else the example inputs (then no task
     accuracy is measured).
     `prune` removes that share of channels (torch-pruning) and recovers by distillation on `train_data` (default:
@@ -104,7 +114,7 @@ def convert(
         )
     schemes = [parse_enum(QuantScheme, q, "quantization") for q in _as_list(quantize)]
     profiles = tuple(load_profile(p) for p in _as_list(profile)) if profile is not None else ()
-    source = resolve_source(model, example_inputs)
+    source = resolve_source(model, example_inputs, batch_axes=batch_axes, static_inputs=static_inputs)
     if eval_data is None:
         from converters.sources import eval_data_of
 
@@ -181,7 +191,13 @@ def check_golden(bundle: str | Path | Bundle, variant: str | None = None) -> Acc
     with load(opened, chosen.id) as session:
         # A language model's golden set is tokens, and its outputs the logits at each position.
         outputs = session.run(golden.inputs) if chosen.inputs else {"logits": session.score(golden.inputs["tokens"])}
-    return compare(expected, outputs, DEVICE_TOLERANCE, reference_name=f"{chosen.id} as measured at conversion")
+    return compare(
+        expected,
+        outputs,
+        DEVICE_TOLERANCE,
+        reference_name=f"{chosen.id} as measured at conversion",
+        task=opened.manifest.task,
+    )
 
 
 def resolve_llm_source(model: Any) -> Any:

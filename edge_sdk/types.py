@@ -125,6 +125,20 @@ class TensorSpec(BaseModel):
     def batched(self) -> bool:
         return self.sample_axis is not None
 
+    def samples(self, array: np.ndarray) -> int | None:
+        """How many samples `array` holds along this input's sample axis (None when it has none)."""
+        if self.sample_axis is None or array.ndim <= self.sample_axis:
+            return None
+        return int(array.shape[self.sample_axis])
+
+    def take(self, array: np.ndarray, start: int, stop: int) -> np.ndarray:
+        """Samples start..stop of `array`; an unbatched input (a scalar, a state, a side input) is passed whole."""
+        if self.sample_axis is None or array.ndim <= self.sample_axis:
+            return array
+        index = [slice(None)] * array.ndim
+        index[self.sample_axis] = slice(start, stop)
+        return array[tuple(index)]
+
     def describe(self) -> str:
         dims = "x".join(str(d) for d in self.shape) or "scalar"
         return f"{self.name}: {self.dtype.value}[{dims}]"

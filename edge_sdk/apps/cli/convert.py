@@ -21,6 +21,8 @@ TASKS = ", ".join(t.value for t in Task if t is not Task.TEXT_GENERATION)
 # What --auto decides itself (the plan) or does not use: given with --auto they would be ignored, so refuse.
 _AUTO_DECIDES = (
     "backend",
+    "batch_axis",
+    "static_input",
     "task",
     "quantize",
     "prune",
@@ -69,6 +71,18 @@ def convert_cmd(
         None, "--input-shape", help="Shape of the one input, e.g. 1x1x8x8 (seeded random example data)."
     ),
     example: Path | None = typer.Option(None, "--example", help=".npz of example inputs, one array per input name."),
+    batch_axis: list[str] = typer.Option(
+        [],
+        "--batch-axis",
+        help="NAME=AXIS: the axis of an .onnx input that holds samples, where its symbolic dims do not say "
+        "(e.g. state=1 for a [2, batch, H] state); repeatable.",
+    ),
+    static_input: list[str] = typer.Option(
+        [],
+        "--static-input",
+        help="An .onnx input that is not batched (a scalar, a fixed side input): passed whole, never sliced; "
+        "repeatable.",
+    ),
     calibration: Path | None = typer.Option(
         None, "--calibration", help=".npz of calibration inputs for int8-static (default: the example inputs)."
     ),
@@ -165,6 +179,8 @@ def convert_cmd(
                 backend=backend,
                 quantize=quantize,
                 task=task,
+                batch_axes=_batch_axes(batch_axis),
+                static_inputs=[n.strip() for item in static_input for n in item.split(",") if n.strip()],
                 profile=profile or None,
                 output=output,
                 name=name,
@@ -182,6 +198,16 @@ def convert_cmd(
             )
     console.print(variant_table(bundle))
     console.print(f"[green]wrote[/] {bundle.root} ({bundle.name} {bundle.manifest.version})")
+
+
+def _batch_axes(items: list[str]) -> dict[str, int]:
+    axes = {}
+    for item in (part for text in items for part in text.split(",") if part.strip()):
+        name, sep, axis = item.partition("=")
+        if not sep or not name.strip() or not axis.strip().isdigit():
+            raise ConfigError(f"--batch-axis {item!r}: write NAME=AXIS, e.g. state=1")
+        axes[name.strip()] = int(axis)
+    return axes
 
 
 def _examples(input_shape: str | None, example: Path | None) -> dict[str, np.ndarray] | None:
