@@ -99,3 +99,39 @@ def test_wrong_text_requests_get_a_400_naming_why(text_daemon, path, body, needl
     r = httpx.post(f"{text_daemon}{path}", json=body, timeout=60)
     assert r.status_code == 400, r.text
     assert needle in r.json()["error"]["message"]
+
+
+def test_run_shows_the_class_names_and_the_values(classifier_bundle, tmp_path):
+    import subprocess
+    import sys
+
+    from converters.hf_encoder import tokenize
+
+    np.savez(
+        tmp_path / "in.npz",
+        **tokenize(classifier_bundle.path_of(classifier_bundle.manifest.preprocessing.tokenizer), TEXTS, 12),
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "edge_sdk.cli", "run", str(classifier_bundle.root), "-i", str(tmp_path / "in.npz")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    logits = _reference(classifier_bundle, TEXTS, None)
+    names = [("negative", "neutral", "positive")[i] for i in logits.argmax(1)]
+    assert f"logits: float32[3x3] class {names}" in done.stdout and "values [" in done.stdout
+
+
+def test_the_device_side_embeds_text_without_torch(bert_bundle):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, edge_sdk\n"
+        f"s = edge_sdk.load({str(bert_bundle.root)!r}, 'onnx-none')\n"
+        "v = s.embed(['hello there', 'a small board'])\n"
+        "assert v.shape == (2, 64), v.shape\n"
+        "heavy = [m for m in ('torch', 'transformers', 'executorch') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
