@@ -58,3 +58,17 @@ def test_the_advice_names_the_option_that_moves_the_failing_metric():
     logits = RNG.standard_normal((50, 5))
     flipped = compare({"l": logits}, {"l": -logits}, INT8, reference_name="r", task=Task.CLASSIFICATION)
     assert advice(flipped) == "To pass: raise the allowed drop (--max-accuracy-drop)."
+
+
+def test_overflowing_outputs_leave_a_readable_report():
+    from edge_sdk.bundle import AccuracyReport
+
+    ref = RNG.standard_normal((8, 4))
+    broken = ref.copy()
+    broken[0, 0] = np.inf
+    broken[1, 1] = np.nan
+    for task in (Task.TENSOR, Task.REGRESSION, Task.EMBEDDING):
+        report = compare({"y": ref}, {"y": broken}, INT8, reference_name="r", task=task)
+        assert not report.passed
+        again = AccuracyReport.model_validate_json(report.model_dump_json())  # inf/NaN would come back as null
+        assert again == report
