@@ -18,6 +18,7 @@ from edge_sdk.apps.daemon.jobs_routes import add_jobs_routes
 from edge_sdk.apps.daemon.openai_routes import add_openai_routes
 from edge_sdk.apps.daemon.pool import ModelPool
 from edge_sdk.apps.daemon.tensors import InferRequest, to_arrays, to_json
+from edge_sdk.apps.daemon.text_routes import add_text_routes
 from edge_sdk.errors import (
     BreakerOpenError,
     CloudError,
@@ -273,6 +274,7 @@ def create_app(pool: ModelPool, config: DaemonConfig) -> FastAPI:
         return await asyncio.wait_for(run(), timeout=config.request_timeout_s)  # queue wait included
 
     add_openai_routes(app, pool, config)
+    add_text_routes(app, pool, config)
     add_jobs_routes(app, pool, config)
     return app
 

@@ -302,12 +302,14 @@ class ModelPool:
 
     def _load(self, name: str) -> LoadedModel:
         from runtimes import get_runtime
+        from runtimes.text import with_preprocessing
 
         bundle = self.source.open(name)
         variant = bundle.variant()
         start = time.monotonic()
         try:
             session = get_runtime(variant.backend).load(variant, bundle.root, self._session_options())
+            session = with_preprocessing(session, bundle)  # text in, when the bundle carries a tokenizer
         except EdgeSDKError:
             raise
         except Exception as exc:  # an engine crash while loading must not take the daemon down
