@@ -24,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
+import socket
 import sqlite3
 import threading
 import time
@@ -39,7 +41,8 @@ from edge_sdk.errors import ConfigError
 HEADER = "idempotency-key"
 REPLAYED = "idempotent-replayed"
 MAX_KEY_LENGTH = 255
-_NOT_STORED = frozenset({401, 403, 408, 425, 429})  # refused or "try again": nothing was executed
+# refused or "try again": nothing was executed (409: an upstream's "same key still in progress")
+_NOT_STORED = frozenset({401, 403, 408, 409, 425, 429})
 _SKIP_HEADERS = frozenset({b"content-length", b"date", b"server", b"transfer-encoding", b"connection"})
 
 
@@ -77,19 +80,25 @@ class IdempotencyStore:
     """(device, key) → the one response. Safe across threads and processes (SQLite's write lock).
 
     A running request renews its claim every `lease_s` / 3; an `in-progress` claim not renewed for `lease_s`
-    belongs to a receiver that died mid-request: it is taken over.
+    belongs to a receiver that died mid-request: it is taken over. A claim records its owner (host, pid and the
+    process's start time): one whose owner was a process of this host that is gone (a receiver killed and
+    restarted) is taken over at once, without waiting out the lease.
     """
 
     def __init__(self, path: Path, *, lease_s: float = 300.0) -> None:
         if lease_s <= 0:
             raise ConfigError(f"lease_s must be > 0, got {lease_s}")
         self.path, self.lease_s = Path(path), lease_s
+        self.owner = _this_process()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._mutex = threading.Lock()
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(responses)")}
+        if "owner" not in columns:  # a store written before owners were recorded
+            self._db.execute("ALTER TABLE responses ADD COLUMN owner TEXT")
 
     def close(self) -> None:
         with self._mutex:
@@ -102,26 +111,29 @@ class IdempotencyStore:
             db.execute("BEGIN IMMEDIATE")
             try:
                 row = db.execute(
-                    "SELECT fingerprint, state, started_at, status, headers, body FROM responses "
+                    "SELECT fingerprint, state, started_at, status, headers, body, owner FROM responses "
                     "WHERE device = ? AND key = ?",
                     (device, key),
                 ).fetchone()
                 outcome, stored = Begin.EXECUTE, None
                 if row is None:
                     db.execute(
-                        "INSERT INTO responses (device, key, fingerprint, state, started_at) "
-                        "VALUES (?, ?, ?, 'in-progress', ?)",
-                        (device, key, fingerprint, now),
+                        "INSERT INTO responses (device, key, fingerprint, state, started_at, owner) "
+                        "VALUES (?, ?, ?, 'in-progress', ?, ?)",
+                        (device, key, fingerprint, now, self.owner),
                     )
                 elif row[0] != fingerprint:
                     outcome = Begin.MISMATCH
                 elif row[1] == "done":
                     headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in json.loads(row[4])]
                     outcome, stored = Begin.REPLAY, StoredResponse(row[3], headers, bytes(row[5]))
-                elif row[2] > now - self.lease_s:
+                elif row[2] > now - self.lease_s and _may_be_alive(row[6]):
                     outcome = Begin.IN_PROGRESS
-                else:
-                    db.execute("UPDATE responses SET started_at = ? WHERE device = ? AND key = ?", (now, device, key))
+                else:  # the claim's receiver died: take it over
+                    db.execute(
+                        "UPDATE responses SET started_at = ?, owner = ? WHERE device = ? AND key = ?",
+                        (now, self.owner, device, key),
+                    )
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
@@ -155,6 +167,38 @@ class IdempotencyStore:
     def count(self) -> int:
         with self._mutex:
             return int(self._db.execute("SELECT COUNT(*) FROM responses WHERE state = 'done'").fetchone()[0])
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22): with the pid, it names one
+    process, even after the pid is reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _this_process() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid()) or '?'}"
+
+
+def _may_be_alive(owner: str | None) -> bool:
+    """False only when `owner` was a process of this host that is certainly gone; otherwise the lease decides."""
+    if not owner:
+        return True
+    host, _, rest = owner.partition(":")
+    pid, _, started = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit() or started == "?" or not Path("/proc/self/stat").exists():
+        return True
+    return _start_time(int(pid)) == started
+
+
+def upstream_key(device: str, key: str) -> str:
+    """The key a receiver passes on to its own upstream for (device, key): one upstream key per device's key, so
+    two devices' "order-17" stay apart there, and a retry after a receiver crash is answered by the upstream's
+    own idempotency instead of running again."""
+    return "edge-" + hashlib.sha256(f"{device}\n{key}".encode()).hexdigest()[:48]
 
 
 def default_device_of(scope: Scope) -> str:

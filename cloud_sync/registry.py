@@ -27,10 +27,10 @@ from pathlib import Path
 
 from edge_sdk.bundle import Bundle, archive
 from edge_sdk.bundle.files import sha256_file
-from edge_sdk.bundle.signing import SIGNATURE_NAME, TrustedKey
+from edge_sdk.bundle.signing import SIGNATURE_NAME, TrustedKey, read_signature
 from edge_sdk.errors import BundleError, PublishConflictError, RegistryError, choices
 from edge_sdk.fsutil import fsync_dir
-from edge_sdk.semver import version_key
+from edge_sdk.semver import build_metadata_refusal, version_key
 
 INDEX = "index.json"
 STALE_UPLOAD_S = 3600.0  # an upload untouched this long was abandoned by a process that died
@@ -106,10 +106,14 @@ class Registry:
             raise RegistryError(f"refusing to publish: {exc}") from None
         signature = bundle.root / SIGNATURE_NAME
         key = None
-        if signature.is_file():
-            with contextlib.suppress(ValueError, TypeError, KeyError):
-                key = str(json.loads(signature.read_text())["key_id"])
+        if signature.is_file():  # checked against keys only when the registry trusts some; well-formed always
+            try:
+                key = read_signature(signature).key_id
+            except BundleError as exc:
+                raise RegistryError(f"refusing to publish: {exc}") from None
         name, version = bundle.name, bundle.manifest.version
+        if refusal := build_metadata_refusal(version):
+            raise RegistryError(f"refusing to publish {name}: {refusal}")
         sha256, size = sha256_file(upload), upload.stat().st_size
         entry = RegistryEntry(name, version, sha256, size, signature.is_file(), key, time.time())
         with self._locked():

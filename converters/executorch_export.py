@@ -161,9 +161,8 @@ def _export(source: TorchSource) -> tuple[Any, bool, tuple[torch.Tensor, ...]]:
     # A batch of 1 would be specialised by torch.export and one over MAX_BATCH is outside the declared range:
     # trace the dynamic attempt with 2..MAX_BATCH samples.
     traced = tuple(_tensor(_trace_batch(a)) for a in arrays)
-    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     try:
-        program = torch.export.export(source.module, traced, dynamic_shapes=tuple({0: batch} for _ in traced))
+        program = torch.export.export(source.module, traced, dynamic_shapes=_dynamic_shapes(source, traced))
         return program, True, traced
     except Exception:
         args = tuple(_tensor(a) for a in arrays)
@@ -174,6 +173,13 @@ def _export(source: TorchSource) -> tuple[Any, bool, tuple[torch.Tensor, ...]]:
                 f"{source.describe()} could not be exported with torch.export: {_construct(exc)}"
                 f"({_first_line(exc)}). {_ALTERNATIVE[0].upper()}{_ALTERNATIVE[1:]}."
             ) from exc
+
+
+def _dynamic_shapes(source: TorchSource, args: tuple[torch.Tensor, ...]) -> tuple[dict[int, Any], ...]:
+    """The batch (1..MAX_BATCH) and the source's other dynamic axes (e.g. a sequence, 1..its bound)."""
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    extra = {axis: torch.export.Dim(name, min=1, max=size) for axis, (name, size) in source.dynamic_axes.items()}
+    return tuple({0: batch, **extra} for _ in args)
 
 
 def _trace_batch(array: np.ndarray) -> np.ndarray:
@@ -208,8 +214,7 @@ def _quantize(
                 prepared(*batch)
         converted = convert_pt2e(prepared)
         if dynamic:
-            batch_dim = torch.export.Dim("batch", min=1, max=MAX_BATCH)
-            return torch.export.export(converted, args, dynamic_shapes=tuple({0: batch_dim} for _ in args))
+            return torch.export.export(converted, args, dynamic_shapes=_dynamic_shapes(source, args))
         return torch.export.export(converted, args)
     except ExportError:
         raise

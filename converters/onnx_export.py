@@ -17,6 +17,7 @@ from onnxruntime.quantization import CalibrationDataReader
 
 from converters.exporter import Exporter, ExportRequest, ExportResult
 from converters.sources import BATCH, OnnxFileSource, TorchSource, read_onnx_signature
+from converters.verify import chunks
 from edge_sdk.bundle import Recipe, RuntimeRequirement
 from edge_sdk.errors import ExportError, ModelSourceError
 from edge_sdk.types import Backend, QuantScheme, TensorSpec
@@ -87,6 +88,7 @@ def _export_torch(source: TorchSource, dest: Path) -> None:
     names = list(source.example_inputs)
     args = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in source.example_inputs.values())
     batch = torch.export.Dim(BATCH)
+    extra = {axis: torch.export.Dim(name, max=size) for axis, (name, size) in source.dynamic_axes.items()}
     errors = []
     with _quiet():
         try:
@@ -99,7 +101,7 @@ def _export_torch(source: TorchSource, dest: Path) -> None:
                 opset_version=OPSET,
                 input_names=names,
                 output_names=list(source.output_names),
-                dynamic_shapes=tuple({0: batch} for _ in args),
+                dynamic_shapes=tuple({0: batch, **extra} for _ in args),
             )
             if program is None:  # only happens when a file path is given
                 raise ExportError("the dynamo exporter returned no program")
@@ -117,7 +119,10 @@ def _export_torch(source: TorchSource, dest: Path) -> None:
                 opset_version=OPSET,
                 input_names=names,
                 output_names=list(source.output_names),
-                dynamic_axes={n: {0: BATCH} for n in [*names, *source.output_names]},
+                dynamic_axes={
+                    **{n: {0: BATCH, **{a: d[0] for a, d in source.dynamic_axes.items()}} for n in names},
+                    **{n: {0: BATCH} for n in source.output_names},
+                },
             )
             return
         except Exception as exc:
@@ -184,24 +189,15 @@ def _apply(src: Path, dest: Path, scheme: QuantScheme, calibration: CalibrationD
 
 
 class _CalibrationReader(CalibrationDataReader):
-    """Feeds calibration arrays to ORT in batches along the leading (sample) axis."""
+    """Feeds calibration arrays to ORT in batches along each input's sample axis (unbatched inputs whole)."""
 
     def __init__(self, arrays: dict[str, np.ndarray], specs: tuple[TensorSpec, ...]) -> None:
-        self._arrays = arrays
-        first = specs[0].shape[0] if specs and specs[0].shape else BATCH
-        # A fixed batch dimension must be kept, so a partial last batch is dropped; a dynamic one takes it.
-        self._batch, self._exact = (first, True) if isinstance(first, int) else (CALIBRATION_BATCH, False)
+        self._arrays, self._specs = arrays, specs
         self._batches: Iterator[dict[str, np.ndarray]] | None = None
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         if self._batches is None:  # built lazily: only static quantization reads calibration data
             if not self._arrays:
                 raise ExportError("static int8 needs calibration data: pass an .npz or give the model example inputs")
-            count = len(next(iter(self._arrays.values())))
-            self._batches = iter(
-                [
-                    {k: v[i : i + self._batch] for k, v in self._arrays.items()}
-                    for i in range(0, count - (self._batch - 1 if self._exact else 0), self._batch)
-                ]
-            )
+            self._batches = iter(chunks(self._arrays, self._specs, CALIBRATION_BATCH))
         return next(self._batches, None)

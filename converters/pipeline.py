@@ -24,8 +24,8 @@ from device_profiles import DeviceProfile
 from device_profiles.estimate import ModelFacts
 from device_profiles.fit import check_fit
 from edge_sdk import registry
-from edge_sdk.bundle import Bundle, BundleWriter, SourceInfo
-from edge_sdk.errors import AccuracyGateError, ConfigError
+from edge_sdk.bundle import Bundle, BundleWriter, FailedVariant, SourceInfo
+from edge_sdk.errors import AccuracyGateError, ConfigError, EdgeSDKError
 from edge_sdk.types import Backend, QuantScheme, Task
 from edge_sdk.version import __version__
 
@@ -62,7 +62,11 @@ def verifier_for(source: ModelSource, options: ConvertOptions) -> Verifier:
     from converters.tensor_verifier import TensorVerifier
 
     return TensorVerifier(
-        options.eval_inputs, options.eval_labels, options.max_accuracy_drop, bool(options.prune or options.sparsity)
+        options.eval_inputs,
+        options.eval_labels,
+        options.max_accuracy_drop,
+        bool(options.prune or options.sparsity),
+        options.task,
     )
 
 
@@ -86,7 +90,8 @@ def convert(
     """One variant per backend × quantization (or per (backend, quantization) in `pairs`, when given).
 
     `verifier` judges each variant (default: `verifier_for` the source). A variant outside its tolerance raises
-    AccuracyGateError with the numbers, unless `options.allow_failed` keeps it, recorded as failed.
+    AccuracyGateError with the numbers, unless `options.allow_failed` keeps it, recorded as failed; with it, a
+    variant whose export or verification raises is recorded in the manifest's `failed` list and the others kept.
     """
     report = progress or (lambda _p: None)
     plan = list(pairs) if pairs is not None else [(b, q) for b in backends for q in quantizations]
@@ -111,20 +116,32 @@ def convert(
             (Path(tmp) / "reference").mkdir()
             reference = judge.prepare(source, Path(tmp) / "reference")  # the unpruned source: what users had
             writer.set_golden(reference.golden.inputs, reference.golden.outputs, reference.golden.labels)
+            _carry_preprocessing(source, writer)
             for i, (backend, scheme) in enumerate(plan):
                 vid = variant_id(backend, scheme, suffix)
                 workdir = Path(tmp) / vid  # a path of its own: no runtime may mistake it for the last one
                 workdir.mkdir()
                 report(Progress("export", vid, i, len(plan)))
                 request = ExportRequest(export_source, scheme, workdir, options.calibration, options.min_delegated)
-                result = exporters[backend].export(request)
-                if pruned_options:
-                    recorded = {**result.recipe.options, **pruned_options}
-                    result.recipe = result.recipe.model_copy(
-                        update={"pruning_ratio": options.prune, "options": recorded}
-                    )
-                report(Progress("verify", vid, i, len(plan)))
-                verdict = reference.measure(Exported(vid, backend, scheme, result, workdir))
+                stage = "export"
+                try:
+                    result = exporters[backend].export(request)
+                    if pruned_options:
+                        recorded = {**result.recipe.options, **pruned_options}
+                        result.recipe = result.recipe.model_copy(
+                            update={"pruning_ratio": options.prune, "options": recorded}
+                        )
+                    report(Progress("verify", vid, i, len(plan)))
+                    stage = "verify"
+                    verdict = reference.measure(Exported(vid, backend, scheme, result, workdir))
+                except EdgeSDKError as exc:
+                    if not options.allow_failed:
+                        raise
+                    # Kept apart from the variants: the bundle says what is missing and why; the others stay.
+                    writer.add_failed(FailedVariant(id=vid, backend=backend, quantization=scheme, stage=stage,
+                                                    error=str(exc)))  # fmt: skip
+                    shutil.rmtree(workdir, ignore_errors=True)
+                    continue
                 if not verdict.accuracy.passed and not options.allow_failed:
                     raise AccuracyGateError(judge.refusal(vid, verdict.accuracy))
                 facts = ModelFacts.of_files(backend, scheme, list(result.files.values()), result.inputs, result.outputs)
@@ -145,6 +162,15 @@ def convert(
         return writer.write(output, overwrite=overwrite)
     finally:
         writer.discard()
+
+
+def _carry_preprocessing(source: ModelSource, writer: BundleWriter) -> None:
+    """What a device needs besides the variants to take user input: a tokenizer, the class names."""
+    pre = source.preprocessing()
+    if pre is not None:
+        writer.set_preprocessing(pre.kind, pre.files, max_length=pre.max_length, pooling=pre.pooling)
+    if source.labels:
+        writer.set_labels(source.labels)
 
 
 def _pruned(source: ModelSource, options: ConvertOptions) -> tuple[ModelSource, dict[str, str], str]:

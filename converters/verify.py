@@ -5,23 +5,17 @@ Only numpy here, so a device can re-check a bundle's golden set without the host
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from device_profiles.host import host_isa
-from edge_sdk.bundle import AccuracyReport, Metric
+from converters.metrics import Tolerance, compare, summary
+from edge_sdk.errors import InputError
 from edge_sdk.types import QuantScheme, TensorSpec
 
+__all__ = ["DEVICE_TOLERANCE", "Tolerance", "chunks", "compare", "concat", "summary", "take", "tolerance_for"]
+
 MAX_CHUNK = 256
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    max_rel_error: float  # max |out - ref| as a share of max |ref|
-    min_cosine: float  # mean per-sample cosine similarity
-    max_accuracy_drop: float  # absolute, on the task metric (and on top-1 agreement)
 
 
 # Defaults per scheme: fp32 must match to float rounding; quantized variants are judged on what users see.
@@ -44,98 +38,53 @@ def tolerance_for(scheme: QuantScheme, max_accuracy_drop: float | None = None, *
     return Tolerance(base.max_rel_error, base.min_cosine, max_accuracy_drop)
 
 
-def chunks(inputs: Mapping[str, np.ndarray], specs: tuple[TensorSpec, ...]) -> list[dict[str, np.ndarray]]:
-    """Split along the sample axis into batches the model accepts (a fixed batch dim is honoured)."""
-    count = len(next(iter(inputs.values())))
-    first = specs[0].shape[0] if specs and specs[0].shape else None
-    size = first if isinstance(first, int) else MAX_CHUNK
-    return [
-        {k: v[i : i + size] for k, v in inputs.items()}
-        for i in range(0, count - (size - 1 if isinstance(first, int) else 0), size)
-    ]
+def sample_count(inputs: Mapping[str, np.ndarray], specs: Sequence[TensorSpec]) -> int:
+    """Samples in `inputs`, read along each batched input's own sample axis (axis 0 for an array without a
+    spec); they must agree."""
+    by_name = {s.name: s for s in specs}
+    counts = {
+        k: by_name[k].samples(v) if k in by_name else (len(v) if v.ndim else None)  # no spec: axis 0
+        for k, v in inputs.items()
+    }
+    found = {n for n in counts.values() if n is not None}
+    if len(found) > 1:
+        raise InputError(f"the inputs hold different numbers of samples along their sample axes: {counts}")
+    return found.pop() if found else 1  # nothing batched: the inputs are one sample
 
 
-def concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+def take(arrays: Mapping[str, np.ndarray], specs: Sequence[TensorSpec], start: int, stop: int) -> dict[str, np.ndarray]:
+    """Samples start..stop of every batched array; unbatched ones whole. An array without a spec: axis 0."""
+    by_name = {s.name: s for s in specs}
+    return {
+        k: by_name[k].take(v, start, stop) if k in by_name else v[start:stop] if v.ndim else v
+        for k, v in arrays.items()
+    }
 
 
-def compare(
-    reference: Mapping[str, np.ndarray],
-    outputs: Mapping[str, np.ndarray],
-    tolerance: Tolerance,
-    *,
-    labels: np.ndarray | None = None,
-    reference_name: str,
-) -> AccuracyReport:
-    """Metrics over the first output (the model's prediction), each with its tolerance and verdict."""
-    name = next(iter(reference))
-    ref = reference[name].astype(np.float64)
-    out = np.asarray(outputs[name]).astype(np.float64)
-    n = min(len(ref), len(out))
-    ref, out = ref[:n], out[:n]
-    scale = float(np.abs(ref).max()) or 1.0
-    rel = float(np.abs(out - ref).max()) / scale
-    flat_r, flat_o = ref.reshape(n, -1), out.reshape(n, -1)
-    denom = np.linalg.norm(flat_r, axis=1) * np.linalg.norm(flat_o, axis=1)
-    cos = float(np.mean(np.sum(flat_r * flat_o, axis=1) / np.where(denom == 0, 1.0, denom)))
-    metrics = [
-        Metric(
-            name="max_rel_error",
-            value=rel,
-            tolerance=tolerance.max_rel_error,
-            higher_is_better=False,
-            passed=rel <= tolerance.max_rel_error,
-        ),
-        Metric(
-            name="cosine_similarity",
-            value=cos,
-            tolerance=1 - tolerance.min_cosine,
-            higher_is_better=True,
-            passed=cos >= tolerance.min_cosine,
-        ),
-    ]
-    if ref.ndim == 2 and ref.shape[1] > 1:  # class scores: judge the decision, not only the numbers
-        agree = float(np.mean(ref.argmax(1) == out.argmax(1)))
-        metrics.append(_drop_metric("top1_agreement", agree, 1.0, tolerance.max_accuracy_drop))
-        if labels is not None:
-            labels = labels[:n]
-            metrics.append(
-                _drop_metric(
-                    "accuracy",
-                    float(np.mean(out.argmax(1) == labels)),
-                    float(np.mean(ref.argmax(1) == labels)),
-                    tolerance.max_accuracy_drop,
-                )
-            )
-    return AccuracyReport(
-        reference=reference_name,
-        samples=n,
-        metrics=tuple(metrics),
-        passed=all(m.passed for m in metrics),
-        measured_on=host_isa(),
-    )
+def chunks(
+    inputs: Mapping[str, np.ndarray], specs: Sequence[TensorSpec], size: int = MAX_CHUNK
+) -> list[dict[str, np.ndarray]]:
+    """Split along each input's sample axis into batches the model accepts (a fixed batch dim is honoured, a
+    partial last batch then dropped); an input with no sample axis goes whole into every batch."""
+    count = sample_count(inputs, specs)
+    batched = [s for s in specs if s.sample_axis is not None]
+    fixed = batched[0].shape[batched[0].sample_axis] if batched else None  # type: ignore[index]
+    if not batched:
+        return [dict(inputs)]
+    step = fixed if isinstance(fixed, int) else size
+    stop = count - (step - 1) if isinstance(fixed, int) else count
+    return [take(inputs, specs, i, i + step) for i in range(0, max(stop, 0), step)]
 
 
-def _drop_metric(name: str, value: float, reference: float, drop: float) -> Metric:
-    # A tiny epsilon so that float noise in the mean never fails an exact-equality gate.
-    return Metric(
-        name=name,
-        value=value,
-        reference=reference,
-        tolerance=drop,
-        higher_is_better=True,
-        passed=value >= reference - drop - 1e-9,
-    )
-
-
-def summary(report: AccuracyReport) -> str:
-    """One line a person can read: 'accuracy 0.978 (ref 0.981, -0.003 ≤ 0.02) ✓ ...'."""
-    parts = []
-    for m in report.metrics:
-        mark = "ok" if m.passed else "FAIL"
-        ref = f" (ref {m.reference:.4g})" if m.reference is not None else ""
-        parts.append(f"{m.name} {m.value:.4g}{ref} tol {m.tolerance:.3g} {mark}")
-    return "; ".join(parts)
+def concat(parts: list[dict[str, np.ndarray]], specs: Sequence[TensorSpec] = ()) -> dict[str, np.ndarray]:
+    """Join per-batch outputs along each output's sample axis (axis 0 without a spec); an unbatched output
+    (e.g. a summary over the batch) is the last batch's."""
+    axes = {s.name: s.sample_axis for s in specs}
+    joined = {}
+    for k in parts[0]:
+        axis = axes.get(k, 0) if parts[0][k].ndim else None
+        joined[k] = parts[-1][k] if axis is None else np.concatenate([p[k] for p in parts], axis=axis)
+    return joined
 
 
 # On the device the variant must reproduce what it produced on the host: engine builds differ in rounding

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from device_profiles.gguf_header import read_gguf_header
+from device_profiles.gguf_header import header_int, read_gguf_header
 from device_profiles.schema import DeviceProfile
 from edge_sdk.bundle import Variant
 from edge_sdk.types import Backend, QuantScheme, TensorSpec
@@ -88,9 +88,8 @@ class LlmShape:
         header = read_gguf_header(path)
         arch = str(header.get("general.architecture", "llama"))
 
-        def get(key: str, default: int | None = None) -> int:
-            value = header.get(f"{arch}.{key}", default)
-            return int(value) if value is not None else 0
+        def get(key: str, default: int = 0) -> int:
+            return header_int(header, f"{arch}.{key}", default)
 
         heads = get("attention.head_count", 1) or 1
         embedding = get("embedding_length")
@@ -99,7 +98,7 @@ class LlmShape:
             kv_heads=get("attention.head_count_kv", heads),
             head_dim=get("attention.key_length", embedding // heads),
             embedding=embedding,
-            vocab=get("vocab_size", int(header.get("tokenizer.ggml.tokens", 0))),
+            vocab=get("vocab_size", header_int(header, "tokenizer.ggml.tokens", 0)),
             trained_context=get("context_length"),
         )
 

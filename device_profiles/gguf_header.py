@@ -16,6 +16,8 @@ GGUF_MAGIC = b"GGUF"
 # GGUF value types -> struct format of a scalar (8 = string, 9 = array are handled apart)
 _SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
 _STRING, _ARRAY = 8, 9
+# The smallest key/value pair: an empty key (8-byte length), a type (4) and a one-byte value.
+MIN_KV_BYTES = 8 + 4 + 1
 
 Value = int | float | bool | str
 # general.file_type (llama.cpp's LLAMA_FTYPE) -> our name of the weight type
@@ -25,57 +27,93 @@ FILE_TYPES = {
 }  # fmt: skip
 
 
-def _unpack(f: BinaryIO, fmt: str) -> Value:
-    size = struct.calcsize("<" + fmt)
-    raw = f.read(size)
-    if len(raw) != size:
-        raise EOFError
-    value: Value = struct.unpack("<" + fmt, raw)[0]
-    return value
+# Arrays of arrays are legal GGUF but no model uses more than one level; the bound keeps recursion finite.
+MAX_ARRAY_DEPTH = 2
 
 
-def _string(f: BinaryIO) -> str:
-    length = int(_unpack(f, "Q"))
-    raw = f.read(length)
-    if len(raw) != length:
-        raise EOFError
-    return raw.decode("utf-8", "replace")
+class _Reader:
+    """Reads that never go past the file's real end: a claimed length is checked before anything is allocated."""
 
+    def __init__(self, f: BinaryIO, size: int) -> None:
+        self.f, self.size = f, size
 
-def _value(f: BinaryIO, kind: int) -> Value | None:
-    if kind in _SCALARS:
-        return _unpack(f, _SCALARS[kind])
-    if kind == _STRING:
-        return _string(f)
-    if kind == _ARRAY:
-        item_kind, count = int(_unpack(f, "I")), int(_unpack(f, "Q"))
-        if item_kind in _SCALARS:  # fixed-size items: skip them in one seek
-            f.seek(count * struct.calcsize("<" + _SCALARS[item_kind]), 1)
-        else:
-            for _ in range(count):
-                _value(f, item_kind)
-        return count  # an array is summarised by its length (e.g. the vocabulary size)
-    raise ValueError(f"unknown GGUF value type {kind}")
+    def left(self) -> int:
+        return self.size - self.f.tell()
+
+    def take(self, n: int) -> bytes:
+        if n > self.left():
+            raise EOFError(f"{n} bytes claimed at offset {self.f.tell()}, {self.left()} left in the file")
+        return self.f.read(n)
+
+    def skip(self, n: int) -> None:
+        if n > self.left():
+            raise EOFError(f"{n} bytes claimed at offset {self.f.tell()}, {self.left()} left in the file")
+        self.f.seek(n, 1)
+
+    def unpack(self, fmt: str) -> Value:
+        value: Value = struct.unpack("<" + fmt, self.take(struct.calcsize("<" + fmt)))[0]
+        return value
+
+    def string(self) -> str:
+        return self.take(int(self.unpack("Q"))).decode("utf-8", "replace")
+
+    def value(self, kind: int, depth: int = 0) -> Value:
+        if kind in _SCALARS:
+            return self.unpack(_SCALARS[kind])
+        if kind == _STRING:
+            return self.string()
+        if kind == _ARRAY:
+            if depth >= MAX_ARRAY_DEPTH:
+                raise ValueError(f"arrays nested deeper than {MAX_ARRAY_DEPTH} levels")
+            item_kind, count = int(self.unpack("I")), int(self.unpack("Q"))
+            if item_kind in _SCALARS:  # fixed-size items: skip them in one seek
+                self.skip(count * struct.calcsize("<" + _SCALARS[item_kind]))
+            elif item_kind in (_STRING, _ARRAY):
+                if count * 8 > self.left():  # each item takes 8 bytes at least: refuse before looping
+                    raise EOFError(f"an array claims {count} items, {self.left()} bytes left in the file")
+                for _ in range(count):
+                    self.value(item_kind, depth + 1)
+            else:
+                raise ValueError(f"unknown GGUF array item type {item_kind}")
+            return count  # an array is summarised by its length (e.g. the vocabulary size)
+        raise ValueError(f"unknown GGUF value type {kind}; known: 0-12")
 
 
 def read_gguf_header(path: Path) -> dict[str, Value]:
     """Every key of the header: scalars as they are, arrays as their length."""
     try:
         with path.open("rb") as f:
-            if f.read(4) != GGUF_MAGIC:
-                raise BundleError(f"{path.name!r} is not a GGUF file (no GGUF magic)")
-            version = int(_unpack(f, "I"))
-            if version < 2:
-                raise BundleError(f"{path.name!r} is GGUF version {version}; versions 2 and 3 are read")
-            _tensors, count = _unpack(f, "Q"), int(_unpack(f, "Q"))
-            header: dict[str, Value] = {}
-            for _ in range(count):
-                key = _string(f)
-                value = _value(f, int(_unpack(f, "I")))
-                if value is not None:
-                    header[key] = value
-            return header
+            return parse_gguf_header(f, path.stat().st_size, path.name)
+    except OSError as exc:
+        raise BundleError(f"{path.name!r} cannot be read: {exc}") from None
+
+
+def parse_gguf_header(f: BinaryIO, size: int, name: str) -> dict[str, Value]:
+    """`read_gguf_header` of an open file of `size` bytes; any damage is a BundleError naming `name`."""
+    r = _Reader(f, size)
+    try:
+        if f.read(4) != GGUF_MAGIC:
+            raise BundleError(f"{name!r} is not a GGUF file (no GGUF magic)")
+        version = int(r.unpack("I"))
+        if version not in (2, 3):
+            raise BundleError(f"{name!r} is GGUF version {version}; versions 2 and 3 are read")
+        _tensors, count = r.unpack("Q"), int(r.unpack("Q"))
+        if count * MIN_KV_BYTES > r.left():
+            raise EOFError(f"{count} metadata entries claimed, {r.left()} bytes left in the file")
+        header: dict[str, Value] = {}
+        for _ in range(count):
+            key = r.string()
+            header[key] = r.value(int(r.unpack("I")))
+        return header
     except (EOFError, ValueError, struct.error) as exc:
-        raise BundleError(
-            f"{path.name!r} has a truncated or malformed GGUF header: {exc or 'unexpected end'}"
-        ) from None
+        if isinstance(exc, BundleError):
+            raise
+        raise BundleError(f"{name!r} has a truncated or malformed GGUF header: {exc or 'unexpected end'}") from None
+
+
+def header_int(header: dict[str, Value], key: str, default: int) -> int:
+    """An integer field of a header, or a BundleError when a hostile file put a string or a float there."""
+    value = header.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BundleError(f"GGUF key {key!r} is {value!r}; an integer is expected")
+    return value

@@ -28,44 +28,34 @@ def _as_list(value: str | Any | Sequence[Any]) -> list[Any]:
     return [value]
 
 
-def resolve_source(model: Any, example_inputs: Mapping[str, np.ndarray] | np.ndarray | None) -> ModelSource:
-    """A torch module, an .onnx path, 'file.py:factory' or 'zoo:digits-cnn' -> a ModelSource."""
-    from converters.sources import OnnxFileSource, TorchSource, example_inputs_of, load_factory
+def resolve_source(
+    model: Any,
+    example_inputs: Mapping[str, np.ndarray] | np.ndarray | None,
+    *,
+    batch_axes: Mapping[str, int] | None = None,
+    static_inputs: Sequence[str] = (),
+) -> ModelSource:
+    """A torch module, a Hugging Face encoder directory, an .onnx/.tflite path, 'file.py:factory' or
+    'zoo:digits-cnn' -> a ModelSource (converters.resolve decides what the argument is)."""
+    from converters.resolve import resolve_tensor_source
 
     examples = {"input": example_inputs} if isinstance(example_inputs, np.ndarray) else example_inputs
-    examples = dict(examples) if examples is not None else None
-    if isinstance(model, str | Path) and str(model).endswith(".onnx"):
-        return OnnxFileSource(Path(model), examples or {})
-    if isinstance(model, str | Path) and str(model).endswith(".tflite"):
-        from converters.tflite_wrap import TfliteFileSource
-
-        return TfliteFileSource(Path(model), examples or {})
-    description = ""
-    if isinstance(model, str | Path):
-        description = str(model)
-        if str(model) == "zoo:digits-cnn":
-            from converters.zoo import digits_cnn
-
-            model = digits_cnn()
-        else:
-            model = load_factory(str(model))
-    examples = examples or example_inputs_of(model)
-    if examples is None:
-        raise ConfigError("a torch model needs example inputs: pass example_inputs (or --input-shape / --example)")
-    return TorchSource(model, examples, description=description)
+    return resolve_tensor_source(model, examples, batch_axes=batch_axes, static_inputs=static_inputs)
 
 
 def convert(
     model: Any,
     example_inputs: Mapping[str, np.ndarray] | np.ndarray | None = None,
     *,
-    backend: str | Backend | Sequence[str | Backend] = "onnx",
+    backend: str | Backend | Sequence[str | Backend] | None = None,
     quantize: str | QuantScheme | Sequence[str | QuantScheme] = "none",
     profile: str | Path | Sequence[str | Path] | None = None,
     output: str | Path | None = None,
     name: str | None = None,
     version: str = "1.0.0",
-    task: str | Task = Task.TENSOR,
+    task: str | Task | None = None,
+    batch_axes: Mapping[str, int] | None = None,
+    static_inputs: Sequence[str] = (),
     calibration: Mapping[str, np.ndarray] | None = None,
     eval_data: tuple[Mapping[str, np.ndarray], np.ndarray | None] | None = None,
     max_accuracy_drop: float | None = None,
@@ -79,8 +69,13 @@ def convert(
 ) -> Bundle:
     """Convert a model into a verified bundle: one variant per backend × quantization.
 
-    `output` defaults to a new temporary directory. `eval_data` is (inputs, labels or None); without it the
-    model's own `eval_data()` is used if it has one, else the example inputs (then no task accuracy is measured).
+    `backend` defaults to what the model is (converters.resolve: a Hugging Face encoder, an .onnx or a torch model
+    -> onnx; a language model -> gguf; a .tflite -> tflite); `task` to what the model says (a Hugging Face config),
+    else `tensor`. `batch_axes` (input -> axis) and `static_inputs` (never sliced) say which axis of an .onnx
+    model's input holds samples where its symbolic dims do not. `output` defaults to a new temporary directory.
+    `eval_data` is (inputs, labels or None);
+    without it the model's own `eval_data()` is used if it has one, else the example inputs (then no task
+    accuracy is measured).
     `prune` removes that share of channels (torch-pruning) and recovers by distillation on `train_data` (default:
     the model's own `train_data()`); `sparsity` zeroes that share of weights and records that it buys nothing.
     """
@@ -88,6 +83,10 @@ def convert(
     from converters.pipeline import convert as run_pipeline
     from device_profiles import load_profile
 
+    if backend is None:
+        from converters.resolve import default_backend
+
+        backend = default_backend(model)
     backends = [parse_enum(Backend, b, "backend") for b in _as_list(backend)]
     language = [b for b in backends if registry.SourceKind.LANGUAGE_MODEL in registry.entry(b).converts]
     if language:  # the model is then a language model, judged on text: convert_llm resolves and converts it
@@ -115,7 +114,7 @@ def convert(
         )
     schemes = [parse_enum(QuantScheme, q, "quantization") for q in _as_list(quantize)]
     profiles = tuple(load_profile(p) for p in _as_list(profile)) if profile is not None else ()
-    source = resolve_source(model, example_inputs)
+    source = resolve_source(model, example_inputs, batch_axes=batch_axes, static_inputs=static_inputs)
     if eval_data is None:
         from converters.sources import eval_data_of
 
@@ -132,7 +131,7 @@ def convert(
     options = ConvertOptions(
         name=name or _default_name(source.describe()),
         version=version,
-        task=parse_enum(Task, task, "task"),
+        task=parse_enum(Task, task, "task") if task is not None else source.task,
         profiles=profiles,
         calibration=dict(calibration) if calibration is not None else None,
         eval_inputs=eval_inputs,
@@ -166,14 +165,17 @@ def load(
     threads: int | None = None,
     context: int | None = None,
 ) -> Session:
-    """Load one variant of a bundle with its backend's runtime (the first variant unless named).
+    """Load one variant of a bundle with its backend's runtime (the first variant unless named); a bundle that
+    carries a tokenizer also takes text (`embed`, `classify`).
     `context`: a language model's context in tokens (None: the engine's default)."""
     from runtimes import SessionOptions, get_runtime
 
     opened = open_bundle(bundle)
     chosen = opened.variant(variant)
+    from runtimes.text import with_preprocessing
+
     options = SessionOptions(threads=threads, context=context)
-    return get_runtime(chosen.backend).load(chosen, opened.root, options)
+    return with_preprocessing(get_runtime(chosen.backend).load(chosen, opened.root, options), opened)
 
 
 def check_golden(bundle: str | Path | Bundle, variant: str | None = None) -> AccuracyReport:
@@ -189,7 +191,13 @@ def check_golden(bundle: str | Path | Bundle, variant: str | None = None) -> Acc
     with load(opened, chosen.id) as session:
         # A language model's golden set is tokens, and its outputs the logits at each position.
         outputs = session.run(golden.inputs) if chosen.inputs else {"logits": session.score(golden.inputs["tokens"])}
-    return compare(expected, outputs, DEVICE_TOLERANCE, reference_name=f"{chosen.id} as measured at conversion")
+    return compare(
+        expected,
+        outputs,
+        DEVICE_TOLERANCE,
+        reference_name=f"{chosen.id} as measured at conversion",
+        task=opened.manifest.task,
+    )
 
 
 def resolve_llm_source(model: Any) -> Any:

@@ -16,10 +16,12 @@
     │       └── PublishConflictError        the name and version are published already, with other contents
     ├── BackendUnavailableError (ImportError)  the engine's optional dependency is not installed
     ├── InputError (ValueError)             inputs that do not match a session's TensorSpecs
-    │   └── ContextLengthError              prompt + max_tokens longer than the session's context
+    │   ├── ContextLengthError              prompt + max_tokens longer than the session's context
+    │   └── NonFiniteInputError             a tensor input holding NaN or ±Infinity
     ├── UnsupportedOperationError (NotImplementedError)  e.g. generate() on a tensor model
     ├── RuntimeFailure (RuntimeError)       an engine failed while loading or running
     ├── OverloadedError                     a model's queue is full: try again after `retry_after_s`
+    ├── RequestAbandonedError               the client left while its request waited: it is never started
     ├── QueueFullError (OverflowError)      the durable offline queue is at its cap
     ├── QueueLockedError (RuntimeError)     another process owns the offline queue's file
     ├── CloudError (ConnectionError)        the cloud target could not answer as asked
@@ -106,6 +108,10 @@ class ContextLengthError(InputError):
     pass
 
 
+class NonFiniteInputError(InputError):
+    """NaN or ±Infinity in a tensor input: most engines compute garbage from it without a word."""
+
+
 class UnsupportedOperationError(EdgeSDKError, NotImplementedError):
     pass
 
@@ -121,6 +127,10 @@ class OverloadedError(EdgeSDKError):
     def __init__(self, message: str, retry_after_s: float) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class RequestAbandonedError(EdgeSDKError):
+    """The client disconnected while its request waited for a slot; the request was not started."""
 
 
 class QueueFullError(EdgeSDKError, OverflowError):

@@ -26,8 +26,16 @@ Labelled = tuple[Mapping[str, np.ndarray], np.ndarray | None]
 
 
 def _is_language_model(model: str) -> bool:
-    path = Path(model)
-    return model == "zoo:smollm2" or path.suffix == ".gguf" or (path.is_dir() and (path / "config.json").is_file())
+    from converters.resolve import is_language_model
+
+    return is_language_model(model)
+
+
+def _no_channels_to_remove(model: str) -> bool:
+    """A file, or a transformer whose channels torch-pruning cannot remove without retraining its attention."""
+    from converters.resolve import SourceType, source_type
+
+    return source_type(model) in (SourceType.ONNX, SourceType.TFLITE, SourceType.HF_ENCODER)
 
 
 def _list(value: str | Sequence[Any] | None) -> list[Any] | None:
@@ -81,7 +89,7 @@ def make_request(
         )
     schemes = list(dict.fromkeys(_scheme(q) for q in _list(quantize) or []))
     try:
-        fixed = llm or Path(text).suffix in (".onnx", ".tflite")  # no torch module to remove channels from
+        fixed = llm or _no_channels_to_remove(text)
         ratios = tuple(dict.fromkeys(float(r) for r in (_list(prune) or ([0.0] if fixed else DEFAULT_PRUNE))))
         ctxs = tuple(dict.fromkeys(int(c) for c in (_list(contexts) or (DEFAULT_CONTEXTS if llm else ()))))
     except ValueError as exc:

@@ -32,7 +32,7 @@ from edge_sdk.bundle.manifest import MANIFEST_NAME
 from edge_sdk.bundle.signing import TrustedKey, check_signature, load_trusted
 from edge_sdk.errors import BundleError, StoreError, choices
 from edge_sdk.fsutil import fsync_dir, fsync_tree, try_flock
-from edge_sdk.semver import version_key
+from edge_sdk.semver import build_metadata_refusal, version_key
 
 CURRENT = "current"
 PREVIOUS = "previous"
@@ -132,6 +132,8 @@ class BundleStore:
                     check_signature(staged, bundle.manifest, device_keys)
                 _step("verified")
                 name, version = bundle.name, bundle.manifest.version
+                if refusal := build_metadata_refusal(version):
+                    raise StoreError(f"refusing to install {name}: {refusal}")
                 if not allow_downgrade:
                     self._refuse_downgrade(name, version)
                 target = self._models / name / "versions" / version

@@ -6,7 +6,7 @@ from enum import StrEnum
 from typing import TypeVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from edge_sdk.errors import ConfigError, choices
 
@@ -59,10 +59,13 @@ class QuantScheme(StrEnum):
 
 
 class Task(StrEnum):
-    TENSOR = "tensor"
+    """What a model's outputs mean: it decides the metrics a variant is judged on."""
+
+    TENSOR = "tensor"  # not said: judged as before (values, and decisions when the output looks like scores)
     CLASSIFICATION = "classification"
     TEXT_GENERATION = "text-generation"
     EMBEDDING = "embedding"
+    REGRESSION = "regression"  # regression, detection, segmentation: values over the whole output
 
 
 class DType(StrEnum):
@@ -99,6 +102,42 @@ class TensorSpec(BaseModel):
     name: str
     dtype: DType
     shape: tuple[Dim, ...]
+    # The axis that indexes samples, or None (a scalar, a state, a side input): nothing slices an unbatched input.
+    # Schema 1 had no such field and sliced axis 0 of every input: absent, it means axis 0 (None for a scalar).
+    sample_axis: int | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_axis(cls, data: object) -> object:
+        if isinstance(data, dict) and "sample_axis" not in data:
+            data = {**data, "sample_axis": 0 if data.get("shape") else None}
+        return data
+
+    @model_validator(mode="after")
+    def _axis_in_range(self) -> TensorSpec:
+        if self.sample_axis is not None and not 0 <= self.sample_axis < len(self.shape):
+            raise ValueError(
+                f"input {self.name!r} has {len(self.shape)} axes; its sample axis {self.sample_axis} does not exist"
+            )
+        return self
+
+    @property
+    def batched(self) -> bool:
+        return self.sample_axis is not None
+
+    def samples(self, array: np.ndarray) -> int | None:
+        """How many samples `array` holds along this input's sample axis (None when it has none)."""
+        if self.sample_axis is None or array.ndim <= self.sample_axis:
+            return None
+        return int(array.shape[self.sample_axis])
+
+    def take(self, array: np.ndarray, start: int, stop: int) -> np.ndarray:
+        """Samples start..stop of `array`; an unbatched input (a scalar, a state, a side input) is passed whole."""
+        if self.sample_axis is None or array.ndim <= self.sample_axis:
+            return array
+        index = [slice(None)] * array.ndim
+        index[self.sample_axis] = slice(start, stop)
+        return array[tuple(index)]
 
     def describe(self) -> str:
         dims = "x".join(str(d) for d in self.shape) or "scalar"

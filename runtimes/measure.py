@@ -20,10 +20,12 @@ def one_sample(variant: Variant, golden: Mapping[str, np.ndarray] | None = None)
     of the declared shape."""
     out = {}
     for spec in variant.inputs:
-        first = spec.shape[0] if spec.shape else None
+        axis = spec.sample_axis
+        first = spec.shape[axis] if axis is not None else None
         batch = first if isinstance(first, int) else 1  # a model exported with a fixed batch takes only that
-        if golden is not None and spec.name in golden and len(golden[spec.name]) >= batch:
-            out[spec.name] = golden[spec.name][:batch]
+        given = golden.get(spec.name) if golden is not None else None
+        if given is not None and (axis is None or (spec.samples(given) or 0) >= batch):
+            out[spec.name] = spec.take(given, 0, batch)  # an unbatched input (state, scalar) whole
         else:
             shape = [d if isinstance(d, int) else 1 for d in spec.shape]
             out[spec.name] = np.zeros(shape, dtype=spec.dtype.numpy)

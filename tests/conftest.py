@@ -53,6 +53,35 @@ def onnx_bundle(tmp_path_factory, digits, digits_model):
     )
 
 
+@pytest.fixture(scope="session")
+def bert_dir(tmp_path_factory):
+    """A tiny random-weight BERT (hidden 64, 2 layers) saved as transformers does, with a WordPiece tokenizer."""
+    from converters.text_zoo import tiny_text_encoder
+
+    return tiny_text_encoder(tmp_path_factory.mktemp("hf") / "tiny-bert")
+
+
+@pytest.fixture(scope="session")
+def bert_bundle(bert_dir, tmp_path_factory):
+    """The tiny BERT as a sentence-embedding bundle: ONNX and ExecuTorch fp32, the tokenizer carried."""
+    import edge_sdk
+
+    out = tmp_path_factory.mktemp("bert-bundle") / "tiny-bert"
+    return edge_sdk.convert(str(bert_dir), backend="onnx,executorch", quantize="none", output=out)
+
+
+@pytest.fixture(scope="session")
+def classifier_bundle(tmp_path_factory):
+    """A tiny BERT sequence classifier with three labels, as an ONNX bundle."""
+    import edge_sdk
+    from converters.text_zoo import tiny_text_encoder
+
+    directory = tiny_text_encoder(
+        tmp_path_factory.mktemp("hf") / "tiny-sentiment", labels=("negative", "neutral", "positive"), seed=1
+    )
+    return edge_sdk.convert(str(directory), output=tmp_path_factory.mktemp("clf") / "tiny-sentiment")
+
+
 def copy_bundle(bundle_root: Path, dest: Path) -> Path:
     """A private copy of a bundle directory that a test may damage."""
     import shutil

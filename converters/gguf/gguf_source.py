@@ -11,8 +11,9 @@ import numpy as np
 
 from converters.gguf.model import WRITER_KEYS, KeyValue, LlmModel
 from converters.gguf.source_base import LlmSource
+from device_profiles.gguf_header import read_gguf_header
 from edge_sdk.bundle.files import sha256_file
-from edge_sdk.errors import ModelSourceError
+from edge_sdk.errors import BundleError, ModelSourceError
 
 GGUF_MAGIC = b"GGUF"
 # The smallest encodings of one key/value pair and one tensor description: anything claiming more entries than
@@ -47,6 +48,10 @@ def read_gguf(path: Path) -> Any:
     import gguf
 
     check_header(path)
+    try:  # every claimed length bounded by the file's size first: gguf's reader loops over whatever count it reads
+        read_gguf_header(path)
+    except BundleError as exc:
+        raise ModelSourceError(str(exc)) from None
     try:
         reader = gguf.GGUFReader(path)
     except Exception as exc:  # the reader raises ValueError, IndexError, ... on a damaged file
@@ -62,7 +67,16 @@ def read_gguf(path: Path) -> Any:
 
 
 def model_from_reader(reader: Any) -> LlmModel:
-    """Metadata and float32 tensors (dequantized) of a GGUF reader."""
+    """Metadata and float32 tensors (dequantized) of a GGUF reader; a damaged file is a ModelSourceError."""
+    try:
+        return _model_from_reader(reader)
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError, NotImplementedError, RecursionError) as exc:
+        if isinstance(exc, ModelSourceError):
+            raise
+        raise ModelSourceError(f"the GGUF file is damaged: {type(exc).__name__}: {exc}") from None
+
+
+def _model_from_reader(reader: Any) -> LlmModel:
     import gguf
 
     metadata: dict[str, KeyValue] = {}

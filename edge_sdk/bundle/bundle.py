@@ -13,12 +13,10 @@ import numpy as np
 
 from edge_sdk.bundle import archive
 from edge_sdk.bundle.files import safe_relative, sha256_file
-from edge_sdk.bundle.manifest import MANIFEST_NAME, FileEntry, Manifest, Variant, parse_manifest
+from edge_sdk.bundle.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, FileEntry, Manifest, Variant, parse_manifest
 from edge_sdk.bundle.signing import SIGNATURE_NAME, TrustedKey, check_signature
 from edge_sdk.errors import BundleError, choices
 from edge_sdk.types import Backend
-
-MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,10 @@ def safe_relative(name: str, *, what: str = "path") -> PurePosixPath:
     """A relative POSIX path that stays inside its root, or a BundleError saying why not."""
     if not name or "\\" in name or "\x00" in name:
         raise BundleError(f"{what} {name!r} is not a plain relative POSIX path")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # e.g. a tar name that was not UTF-8: no file system call could take it back
+        raise BundleError(f"{what} {name!r} is not valid UTF-8") from None
     path = PurePosixPath(name)
     if path.is_absolute():
         raise BundleError(f"{what} {name!r} is absolute; bundle paths must be relative")

@@ -1,4 +1,8 @@
-"""The bundle manifest (schema version 1): what a bundle holds and what was measured about it."""
+"""The bundle manifest: what a bundle holds and what was measured about it.
+
+Schema 2 added the input's sample axis (TensorSpec.sample_axis), preprocessing files (a tokenizer), class labels
+and failed-variant records. Every schema-1 manifest is a valid schema-2 one with those left at their defaults.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,15 @@ import json
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
+from edge_sdk.bundle import safejson
 from edge_sdk.errors import BundleError, UnsupportedSchemaError
 from edge_sdk.types import Backend, QuantScheme, Task, TensorSpec
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MANIFEST_NAME = "manifest.json"
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 _SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
 
 
@@ -101,6 +107,29 @@ class Golden(_Strict):
     labels: FileEntry | None = None
 
 
+class Preprocessing(_Strict):
+    """What turns a user's text into the model's input tensors, carried so the device needs nothing else."""
+
+    kind: str = Field(description="'text': tokenized with the `tokenizers` package")
+    files: tuple[FileEntry, ...] = Field(min_length=1, description="tokenizer.json first")
+    max_length: int = Field(ge=1, description="the longest token sequence the model takes")
+    pooling: str | None = Field(default=None, description="how token states became one embedding (in the graph)")
+
+    @property
+    def tokenizer(self) -> FileEntry:
+        return self.files[0]
+
+
+class FailedVariant(_Strict):
+    """A variant that could not be built (--allow-failed): recorded, so the bundle says what is missing and why."""
+
+    id: str
+    backend: Backend
+    quantization: QuantScheme
+    stage: str = Field(description="where it failed: export, verify")
+    error: str
+
+
 class SourceInfo(_Strict):
     kind: str = Field(description="torch, onnx, ...")
     digest: str
@@ -116,6 +145,11 @@ class Manifest(_Strict):
     source: SourceInfo
     variants: tuple[Variant, ...] = Field(min_length=1)
     golden: Golden | None = None
+    # Schema 2
+    preprocessing: Preprocessing | None = None
+    labels: tuple[str, ...] = Field(default=(), description="class names, by output index")
+    failed: tuple[FailedVariant, ...] = ()
+    _raw: dict[str, Any] | None = PrivateAttr(default=None)  # as read from disk: what a signature covered
 
     @field_validator("version")
     @classmethod
@@ -132,6 +166,11 @@ class Manifest(_Strict):
             raise ValueError(f"variant ids repeat: {ids}")
         return variants
 
+    def __eq__(self, other: object) -> bool:  # the private raw copy is not part of what a manifest says
+        return isinstance(other, Manifest) and self.model_dump() == other.model_dump()
+
+    __hash__ = BaseModel.__hash__
+
     def all_files(self) -> list[FileEntry]:
         files = [f for v in self.variants for f in v.files]
         files += [v.golden_outputs for v in self.variants if v.golden_outputs]
@@ -139,19 +178,20 @@ class Manifest(_Strict):
             files += [self.golden.inputs, self.golden.reference]
             if self.golden.labels:
                 files.append(self.golden.labels)
+        if self.preprocessing:
+            files += self.preprocessing.files
         return files
 
     def canonical_bytes(self) -> bytes:
-        """The bytes a signature covers: sorted keys, no whitespace."""
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":")).encode()
+        """The bytes a signature covers: sorted keys, no whitespace. A manifest read from disk is signed as it
+        was written, so fields a later schema added (at their defaults) do not change an older signature."""
+        data = self._raw if self._raw is not None else self.model_dump(mode="json")
+        return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
 
 def parse_manifest(raw: bytes) -> Manifest:
     """Parse manifest.json, refusing a newer schema before validating anything else."""
-    try:
-        data: Any = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"manifest.json is not valid JSON: {exc}") from None
+    data: Any = safejson.loads(raw, what=MANIFEST_NAME, max_bytes=MAX_MANIFEST_BYTES)
     if not isinstance(data, dict):
         raise BundleError("manifest.json must hold a JSON object")
     version = data.get("schema_version")
@@ -165,7 +205,9 @@ def parse_manifest(raw: bytes) -> Manifest:
     if version < 1:
         raise BundleError(f"manifest.json has an invalid schema_version {version}")
     try:
-        return Manifest.model_validate(data)
+        manifest = Manifest.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:8])
         raise BundleError(f"manifest.json is invalid: {problems}") from None
+    manifest._raw = data
+    return manifest

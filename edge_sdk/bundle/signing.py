@@ -11,15 +11,21 @@ import base64
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge_sdk.bundle import safejson
 from edge_sdk.bundle.manifest import Manifest
 from edge_sdk.errors import BackendUnavailableError, BundleError, ConfigError
 
 SIGNATURE_NAME = "manifest.sig"
 ALGORITHM = "ed25519"
+SIGNATURE_BYTES = 64
+MAX_SIGNATURE_BYTES = 4096  # the real file is ~150 bytes
+_FIELDS = '{"algorithm": "ed25519", "key_id": <16 hex digits>, "signature": <base64>}'
+_KEY_ID = re.compile(r"^[0-9a-f]{16}$")
 
 
 def _crypto() -> Any:
@@ -96,6 +102,46 @@ def write_signature(bundle_root: Path, manifest: Manifest, private_key: str | Pa
     return sig["key_id"]
 
 
+@dataclass(frozen=True)
+class SignatureFile:
+    algorithm: str
+    key_id: str
+    signature: bytes  # 64 raw bytes
+
+
+def parse_signature(raw: bytes) -> SignatureFile:
+    """The fields of a `manifest.sig`, or a BundleError naming the one that is wrong."""
+    data = safejson.loads(raw, what=SIGNATURE_NAME, max_bytes=MAX_SIGNATURE_BYTES, max_depth=1)
+    if not isinstance(data, dict):
+        raise BundleError(f"{SIGNATURE_NAME} is malformed: it must hold a JSON object with {_FIELDS}")
+    missing = [f for f in ("algorithm", "key_id", "signature") if not isinstance(data.get(f), str)]
+    if missing:
+        raise BundleError(f"{SIGNATURE_NAME} is malformed: {missing} missing or not strings; it holds {_FIELDS}")
+    if data["algorithm"] != ALGORITHM:
+        raise BundleError(f"{SIGNATURE_NAME} uses {data['algorithm'][:40]!r}; only {ALGORITHM!r} is accepted")
+    if not _KEY_ID.match(data["key_id"]):
+        raise BundleError(f"{SIGNATURE_NAME} has key_id {data['key_id'][:40]!r}; a key id is 16 hex digits")
+    try:
+        signature = base64.b64decode(data["signature"], validate=True)
+    except ValueError as exc:  # binascii.Error
+        raise BundleError(f"{SIGNATURE_NAME} is malformed: signature is not base64 ({exc})") from None
+    if len(signature) != SIGNATURE_BYTES:
+        raise BundleError(
+            f"{SIGNATURE_NAME} is malformed: the signature is {len(signature)} bytes, an Ed25519 one {SIGNATURE_BYTES}"
+        )
+    return SignatureFile(data["algorithm"], data["key_id"], signature)
+
+
+def read_signature(path: Path) -> SignatureFile:
+    """`parse_signature` of a file, reading no more than the limit whatever its size."""
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_SIGNATURE_BYTES + 1)
+    except OSError as exc:
+        raise BundleError(f"{SIGNATURE_NAME} cannot be read: {exc}") from None
+    return parse_signature(raw)
+
+
 def check_signature(bundle_root: Path, manifest: Manifest, trusted: list[TrustedKey]) -> str:
     """The id of the trusted key that signed this manifest, or a BundleError saying what is wrong."""
     _, ed25519 = _crypto()
@@ -107,21 +153,15 @@ def check_signature(bundle_root: Path, manifest: Manifest, trusted: list[Trusted
         raise BundleError(
             f"bundle {manifest.name!r} is not signed; this device accepts only bundles signed by a trusted key ({ids})"
         )
-    try:
-        sig = json.loads(path.read_text())
-        signature = base64.b64decode(sig["signature"], validate=True)
-        algorithm, signer = sig["algorithm"], sig["key_id"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise BundleError(f"{SIGNATURE_NAME} is malformed: {exc}") from None
-    if algorithm != ALGORITHM:
-        raise BundleError(f"{SIGNATURE_NAME} uses {algorithm!r}; only {ALGORITHM!r} is accepted")
-    key = next((k for k in trusted if k.key_id == signer), None)
+    sig = read_signature(path)
+    key = next((k for k in trusted if k.key_id == sig.key_id), None)
     if key is None:
         raise BundleError(
-            f"bundle {manifest.name!r} is signed by key {signer}, which is not trusted here (trusted: {ids})"
+            f"bundle {manifest.name!r} is signed by key {sig.key_id}, which is not trusted here (trusted: {ids})"
         )
+    signer = sig.key_id
     try:
-        ed25519.Ed25519PublicKey.from_public_bytes(key.raw).verify(signature, manifest.canonical_bytes())
+        ed25519.Ed25519PublicKey.from_public_bytes(key.raw).verify(sig.signature, manifest.canonical_bytes())
     except InvalidSignature:
         raise BundleError(
             f"the signature of bundle {manifest.name!r} does not match its manifest: the manifest "

@@ -15,10 +15,12 @@ from edge_sdk.bundle.manifest import (
     MANIFEST_NAME,
     SCHEMA_VERSION,
     AccuracyReport,
+    FailedVariant,
     FileEntry,
     FitReport,
     Golden,
     Manifest,
+    Preprocessing,
     Recipe,
     RuntimeRequirement,
     SourceInfo,
@@ -47,6 +49,9 @@ class BundleWriter:
         self._stage = Path(tempfile.mkdtemp(prefix="edge-bundle-stage-"))
         self._variants: list[Variant] = []
         self._golden: Golden | None = None
+        self._preprocessing: Preprocessing | None = None
+        self._labels: tuple[str, ...] = ()
+        self._failed: list[FailedVariant] = []
         self._state = _State.COLLECTING
 
     def _expect_collecting(self, step: str) -> None:
@@ -65,6 +70,27 @@ class BundleWriter:
             reference=self._save_npz("golden/reference.npz", reference),
             labels=self._save_npz("golden/labels.npz", {"labels": labels}) if labels is not None else None,
         )
+
+    def set_preprocessing(
+        self, kind: str, files: dict[str, Path], *, max_length: int, pooling: str | None = None
+    ) -> None:
+        """Carry what turns user input into tensors (name -> file; the tokenizer first) under preprocessing/."""
+        self._expect_collecting("set the preprocessing")
+        entries = []
+        for name, src in files.items():
+            rel = f"preprocessing/{safe_relative(name).as_posix()}"
+            (self._stage / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, self._stage / rel)
+            entries.append(self._entry(rel))
+        self._preprocessing = Preprocessing(kind=kind, files=tuple(entries), max_length=max_length, pooling=pooling)
+
+    def set_labels(self, labels: tuple[str, ...]) -> None:
+        self._expect_collecting("set the labels")
+        self._labels = tuple(labels)
+
+    def add_failed(self, failed: FailedVariant) -> None:
+        self._expect_collecting("record a failed variant")
+        self._failed.append(failed)
 
     def add_variant(
         self,
@@ -113,8 +139,17 @@ class BundleWriter:
         dest = Path(dest)
         if dest.exists() and not overwrite and (not dest.is_dir() or any(dest.iterdir())):
             raise BundleError(f"{str(dest)!r} already exists and is not empty; choose another path or overwrite")
+        if not self._variants:
+            failed = "; ".join(f"{f.id}: {f.error}" for f in self._failed)
+            raise BundleError(f"no variant could be built, so there is no bundle to write ({failed})")
         manifest = Manifest(
-            schema_version=SCHEMA_VERSION, variants=tuple(self._variants), golden=self._golden, **self._header
+            schema_version=SCHEMA_VERSION,
+            variants=tuple(self._variants),
+            golden=self._golden,
+            preprocessing=self._preprocessing,
+            labels=self._labels,
+            failed=tuple(self._failed),
+            **self._header,
         )
         (self._stage / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
         verify_dir(self._stage)

@@ -95,6 +95,18 @@ def test_check_golden_passes(bundles, kind):
     assert report.passed and report.samples > 0
 
 
+def test_a_tflite_file_picks_the_tflite_backend_without_b(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "edge_sdk.cli", "convert", str(DATA / "mlp_float.tflite"), "-o", str(tmp_path / "b")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [v.id for v in edge_sdk.open_bundle(tmp_path / "b").variants] == ["tflite-none"]
+
+
 def test_default_inputs_are_synthesized(tmp_path):
     bundle = edge_sdk.convert(str(DATA / "mlp_int8.tflite"), backend="tflite", output=tmp_path / "b")
     golden = bundle.golden()

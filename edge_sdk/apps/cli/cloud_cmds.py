@@ -59,6 +59,12 @@ def serve_cmd(
     port: int = typer.Option(8090, "--port"),
     max_upload_mb: float = typer.Option(8192.0, "--max-upload-mb", help="Larger published bundles get 413."),
     concurrency: int = typer.Option(2, "--concurrency", help="Requests running at once per own model."),
+    idempotency_lease: float = typer.Option(
+        300.0,
+        "--idempotency-lease",
+        help="Seconds an unrenewed in-progress Idempotency-Key of a receiver on another host is kept before a "
+        "retry takes it over (one left by a dead process of this host is taken over at once).",
+    ),
     context: int | None = typer.Option(
         None,
         "--context",
@@ -98,6 +104,7 @@ def serve_cmd(
             upstream_api_key=read_cloud_key(upstream_key_file) if upstream_key_file else None,
             upstream_timeout_s=upstream_timeout,
             max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+            idempotency_lease_s=idempotency_lease,
             daemon=daemon_config(host=host, port=port, concurrency_per_model=concurrency, context=context),
         )
         gateway = build_gateway(source, config)  # an unusable registry or database is refused before binding

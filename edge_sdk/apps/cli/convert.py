@@ -11,15 +11,19 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from edge_sdk.apps.cli.common import console, load_npz, user_errors
 from edge_sdk.apps.cli.tables import variant_table
 from edge_sdk.errors import ConfigError
-from edge_sdk.types import Backend, QuantScheme, parse_shape
+from edge_sdk.types import Backend, QuantScheme, Task, parse_shape
 
 BACKENDS = ", ".join(b.value for b in Backend)
 SCHEMES = ", ".join(q.value for q in QuantScheme)
+TASKS = ", ".join(t.value for t in Task if t is not Task.TEXT_GENERATION)
 
 
 # What --auto decides itself (the plan) or does not use: given with --auto they would be ignored, so refuse.
 _AUTO_DECIDES = (
     "backend",
+    "batch_axis",
+    "static_input",
+    "task",
     "quantize",
     "prune",
     "sparsity",
@@ -36,11 +40,23 @@ def convert_cmd(
     ctx: typer.Context,
     model: str = typer.Argument(
         ...,
-        help="What to convert: 'path/to/file.py:factory' (a function returning a torch.nn.Module), "
-        "an existing .onnx file (to quantize) or .tflite file (to wrap, --backend tflite), "
-        "or 'zoo:digits-cnn' (the embedded default).",
+        help="What to convert: a Hugging Face model directory (a text encoder: BERT, RoBERTa, DistilBERT...; or "
+        "a causal LM for gguf), 'path/to/file.py:factory' (a function returning a torch.nn.Module), an existing "
+        ".onnx file (to quantize), .gguf file, or .tflite file (to wrap), or 'zoo:digits-cnn' / 'zoo:smollm2'.",
     ),
-    backend: str = typer.Option("onnx", "--backend", "-b", help=f"Engine(s), comma-separated: {BACKENDS}."),
+    backend: str | None = typer.Option(
+        None,
+        "--backend",
+        "-b",
+        help=f"Engine(s), comma-separated: {BACKENDS}. Default: by the model (onnx; gguf for a language model; "
+        "tflite for a .tflite).",
+    ),
+    task: str | None = typer.Option(
+        None,
+        "--task",
+        help=f"What the outputs mean, which decides the metrics: {TASKS}. Default: from the model's config, "
+        "else tensor.",
+    ),
     quantize: str = typer.Option(
         "none",
         "--quantize",
@@ -55,6 +71,18 @@ def convert_cmd(
         None, "--input-shape", help="Shape of the one input, e.g. 1x1x8x8 (seeded random example data)."
     ),
     example: Path | None = typer.Option(None, "--example", help=".npz of example inputs, one array per input name."),
+    batch_axis: list[str] = typer.Option(
+        [],
+        "--batch-axis",
+        help="NAME=AXIS: the axis of an .onnx input that holds samples, where its symbolic dims do not say "
+        "(e.g. state=1 for a [2, batch, H] state); repeatable.",
+    ),
+    static_input: list[str] = typer.Option(
+        [],
+        "--static-input",
+        help="An .onnx input that is not batched (a scalar, a fixed side input): passed whole, never sliced; "
+        "repeatable.",
+    ),
     calibration: Path | None = typer.Option(
         None, "--calibration", help=".npz of calibration inputs for int8-static (default: the example inputs)."
     ),
@@ -137,17 +165,22 @@ def convert_cmd(
             console=console,
             transient=True,
         ) as bar:
-            task = bar.add_task("preparing", total=None)
+            bar_task = bar.add_task("preparing", total=None)
 
             def show(step: Step) -> None:
                 label = f"{step.step} {step.variant}" if step.variant else step.step
-                bar.update(task, description=f"{label} {step.detail}".strip(), completed=step.done, total=step.total)
+                bar.update(
+                    bar_task, description=f"{label} {step.detail}".strip(), completed=step.done, total=step.total
+                )
 
             bundle = edge_sdk.convert(
                 model,
                 examples,
                 backend=backend,
                 quantize=quantize,
+                task=task,
+                batch_axes=_batch_axes(batch_axis),
+                static_inputs=[n.strip() for item in static_input for n in item.split(",") if n.strip()],
                 profile=profile or None,
                 output=output,
                 name=name,
@@ -165,6 +198,16 @@ def convert_cmd(
             )
     console.print(variant_table(bundle))
     console.print(f"[green]wrote[/] {bundle.root} ({bundle.name} {bundle.manifest.version})")
+
+
+def _batch_axes(items: list[str]) -> dict[str, int]:
+    axes = {}
+    for item in (part for text in items for part in text.split(",") if part.strip()):
+        name, sep, axis = item.partition("=")
+        if not sep or not name.strip() or not axis.strip().isdigit():
+            raise ConfigError(f"--batch-axis {item!r}: write NAME=AXIS, e.g. state=1")
+        axes[name.strip()] = int(axis)
+    return axes
 
 
 def _examples(input_shape: str | None, example: Path | None) -> dict[str, np.ndarray] | None:

@@ -28,6 +28,17 @@ def serve_cmd(
     max_body_mb: float = typer.Option(8.0, "--max-body-mb", help="Larger request bodies get 413."),
     timeout: float = typer.Option(120.0, "--timeout", help="Per-request timeout, seconds."),
     drain_timeout: float = typer.Option(10.0, "--drain-timeout", help="On SIGTERM, seconds to finish in-flight work."),
+    header_timeout: float = typer.Option(
+        10.0, "--header-timeout", help="Seconds for a request's headers to arrive; then the connection closes."
+    ),
+    body_timeout: float = typer.Option(30.0, "--body-timeout", help="Seconds without body data before a 408."),
+    max_connections: int = typer.Option(512, "--max-connections", help="Concurrent connections; beyond: 503."),
+    max_embedding_inputs: int = typer.Option(
+        256, "--max-embedding-inputs", help="Texts per /v1/embeddings request; beyond: 400."
+    ),
+    allow_nonfinite: bool = typer.Option(
+        False, "--allow-nonfinite", help="Pass NaN/Infinity in tensor inputs to the model (default: 422)."
+    ),
     threads: int | None = typer.Option(None, "--threads", help="Engine threads per model."),
     context: int | None = typer.Option(
         None, "--context", help="Language models' context in tokens (default 2048); longer requests go to the cloud."
@@ -104,6 +115,11 @@ def serve_cmd(
             max_body_bytes=int(max_body_mb * 1024 * 1024),
             request_timeout_s=timeout,
             drain_timeout_s=drain_timeout,
+            header_timeout_s=header_timeout,
+            body_timeout_s=body_timeout,
+            max_connections=max_connections,
+            max_embedding_inputs=max_embedding_inputs,
+            allow_nonfinite=allow_nonfinite,
             threads=threads,
             context=context,
             cloud_url=cloud_url,

@@ -34,6 +34,9 @@ def install_cmd(
     trust: list[Path] = typer.Option(
         [], "--trust", help="Public key (PEM) the bundle must be signed by; repeatable. Unsigned bundles are refused."
     ),
+    allow_failed: bool = typer.Option(
+        False, "--allow-failed", help="Install even if a variant failed its accuracy gate at conversion."
+    ),
 ) -> None:
     """Verify a bundle, check its golden set here, install it as a new version and activate it atomically."""
     from edge_sdk.bundle.signing import load_trusted
@@ -41,7 +44,7 @@ def install_cmd(
     with user_errors():
         keys = [load_trusted(p) for p in trust] if trust else None
         opened = BundleStore(store)
-        check = _announce if no_check else _golden_check
+        check = _announce if no_check else (_golden_check_allowing_failed if allow_failed else _golden_check)
         with console.status(f"installing {bundle}"):
             model = opened.install(
                 bundle, activate=not no_activate, check=check, allow_downgrade=allow_downgrade, trust=keys
@@ -84,11 +87,15 @@ def _announce(bundle: Bundle) -> bool:
     return True
 
 
-def _golden_check(bundle: Bundle) -> bool:
-    """Every variant must reproduce its recorded golden outputs with this machine's engines."""
+def _golden_check_allowing_failed(bundle: Bundle) -> bool:
+    return _golden_check(bundle, allow_failed=True)
+
+
+def _golden_check(bundle: Bundle, *, allow_failed: bool = False) -> bool:
+    """Every variant must have passed its gate at conversion and reproduce its golden outputs here."""
     _announce(bundle)
     try:
-        return check_golden_sets(bundle)
+        return check_golden_sets(bundle, allow_failed=allow_failed)
     except BackendUnavailableError as exc:
         # a hint, not a silent skip: an unchecked variant could fail only when the daemon loads it
         raise StoreError(f"cannot check {bundle.name!r} here: {exc}; or install with --no-check") from None

@@ -15,7 +15,8 @@ def variant_table(bundle: Bundle) -> Table:
         table.add_column(col)
     for v in bundle.variants:
         acc = v.accuracy
-        metric = acc.metric("accuracy") or acc.metric("top1_agreement") if acc else None
+        names = ("accuracy", "top1_agreement", "neighbour_agreement", "cosine_mean", "max_rel_error")
+        metric = next((m for m in map(acc.metric, names) if m is not None), None) if acc else None
         if acc and metric:
             shown = f"{metric.name} {metric.value:.4f}" + (f" (ref {metric.reference:.4f})" if metric.reference else "")
         else:

@@ -13,17 +13,21 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edge_sdk.apps.daemon.config import DaemonConfig
+from edge_sdk.apps.daemon.gone import CLIENT_GONE, client_gone
 from edge_sdk.apps.daemon.jobs_routes import add_jobs_routes
 from edge_sdk.apps.daemon.openai_routes import add_openai_routes
 from edge_sdk.apps.daemon.pool import ModelPool
 from edge_sdk.apps.daemon.tensors import InferRequest, to_arrays, to_json
+from edge_sdk.apps.daemon.text_routes import add_text_routes
 from edge_sdk.errors import (
     BreakerOpenError,
     CloudError,
     ConfigError,
     EdgeSDKError,
     InputError,
+    NonFiniteInputError,
     OverloadedError,
+    RequestAbandonedError,
     RouteRefusedError,
     RuntimeFailure,
     UnknownModelError,
@@ -32,6 +36,8 @@ from edge_sdk.errors import (
 from edge_sdk.metrics import Metrics
 
 PUBLIC_PATHS = ("/health/live", "/health/ready")
+INFER_PREFIX = "/v1/infer/"
+RESERVATION = "edge_sdk.reservation"  # scope key: the queue place Drain took for a tensor request
 
 
 def error_body(message: str, kind: str, code: str | None = None) -> dict[str, Any]:
@@ -48,6 +54,10 @@ def _status_for(exc: EdgeSDKError) -> tuple[int, str]:
         return 404, "model_not_found"
     if isinstance(exc, OverloadedError):
         return 429, "overloaded"
+    if isinstance(exc, NonFiniteInputError):
+        return 422, "invalid_request_error"
+    if isinstance(exc, RequestAbandonedError):
+        return 499, "client_closed_request"  # nobody reads it: the status is for the logs
     if isinstance(exc, InputError | UnsupportedOperationError | ConfigError):
         return 400, "invalid_request_error"
     if isinstance(exc, RuntimeFailure):
@@ -56,10 +66,11 @@ def _status_for(exc: EdgeSDKError) -> tuple[int, str]:
 
 
 class BodyLimit:
-    """413 before reading a body over the limit: by Content-Length, or while streaming a chunked body."""
+    """413 before reading a body over the limit (by Content-Length, or while streaming a chunked body), and 408
+    when the client stops sending its body for `timeout_s`: a slow client cannot hold a request open."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
+    def __init__(self, app: ASGIApp, limit: int, timeout_s: float) -> None:
+        self.app, self.limit, self.timeout_s = app, limit, timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -68,38 +79,103 @@ class BodyLimit:
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
-            await _too_large(send, self.limit)
+            await _refuse(send, 413, f"request body is larger than the limit of {self.limit} bytes", "too_large")
             return
-        seen, too_big = 0, False
+        seen, refused, body_done = 0, 0, False
+        gone = scope[CLIENT_GONE] = asyncio.Event()
+        watcher: asyncio.Task[None] | None = None
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
 
         async def limited() -> Message:
-            # Past the limit the app is told the client left, so it stops reading; we answer 413 instead.
-            nonlocal seen, too_big
-            message = await receive()
+            # Past a limit the app is told the client left, so it stops reading; we answer instead.
+            nonlocal seen, refused, body_done, watcher
+            if body_done:  # afterwards receive() only waits for a disconnect, which the watcher sees first
+                await gone.wait()
+                return {"type": "http.disconnect"}
+            try:
+                message = await asyncio.wait_for(receive(), self.timeout_s)
+            except TimeoutError:
+                refused = 408
+                return {"type": "http.disconnect"}
             seen += len(message.get("body", b""))
+            body_done = message["type"] != "http.request" or not message.get("more_body", False)
+            if message["type"] == "http.disconnect":
+                gone.set()
+            elif body_done:  # from now on a disconnect is noticed at once: `client_gone` can ask without waiting
+                watcher = asyncio.create_task(watch())
             if seen > self.limit:
-                too_big = True
+                refused = 413
                 return {"type": "http.disconnect"}
             return message
 
         async def guarded_send(message: Message) -> None:
-            if not too_big:
+            if not refused:
                 await send(message)
 
         try:
             await self.app(scope, limited, guarded_send)
         except Exception:
-            if not too_big:
+            if not refused:
                 raise
-        if too_big:
-            await _too_large(send, self.limit)
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+        if refused == 413:
+            await _refuse(send, 413, f"request body is larger than the limit of {self.limit} bytes", "too_large")
+        elif refused == 408:
+            await _refuse(send, 408, f"no request body data for {self.timeout_s:g} s: request abandoned", "timeout")
 
 
-async def _too_large(send: Send, limit: int) -> None:
-    response = JSONResponse(
-        error_body(f"request body is larger than the limit of {limit} bytes", "invalid_request_error", "too_large"),
-        status_code=413,
-    )
+class Drain:
+    """Counts requests in flight; once `state.ready` is false (SIGTERM), new work gets 503 with Retry-After
+    while the listener stays open, so clients are told to retry rather than refused a connection. A tensor
+    request for a model whose queue is full gets its 429 here, before its body is read or parsed."""
+
+    def __init__(self, app: ASGIApp, state: Any, retry_after_s: float, api_keys: frozenset[str]) -> None:
+        self.app, self.state, self.retry_after_s, self.api_keys = app, state, retry_after_s, api_keys
+        state.in_flight = 0
+
+    def _authorized(self, scope: Scope) -> bool:
+        if not self.api_keys:
+            return True
+        header = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
+        return header.lower().startswith("bearer ") and header[7:] in self.api_keys
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in (*PUBLIC_PATHS, "/metrics"):
+            await self.app(scope, receive, send)
+            return
+        if not self.state.ready:
+            body = error_body("the daemon is shutting down: retry on another instance or later", "unavailable")
+            headers = {"Retry-After": str(max(1, math.ceil(self.retry_after_s))), "Connection": "close"}
+            await JSONResponse(body, status_code=503, headers=headers)(scope, receive, send)
+            return
+        path = scope["path"]
+        infer = scope["method"] == "POST" and path.startswith(INFER_PREFIX) and "/" not in path[len(INFER_PREFIX) :]
+        reservation = None
+        if infer and self._authorized(scope):  # a stranger learns nothing, and gets its 401 from auth
+            try:
+                reservation = scope[RESERVATION] = self.state.pool.reserve(path[len(INFER_PREFIX) :])
+            except OverloadedError as exc:
+                headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
+                body = error_body(str(exc), "overloaded")
+                await JSONResponse(body, status_code=429, headers=headers)(scope, receive, send)
+                return
+        self.state.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.state.in_flight -= 1
+            if reservation is not None:  # not taken over by the pool: the request failed before it ran
+                self.state.pool.release(reservation)
+
+
+async def _refuse(send: Send, status: int, message: str, code: str) -> None:
+    response = JSONResponse(error_body(message, "invalid_request_error", code), status_code=status)
     await response({"type": "http"}, _no_receive, send)
 
 
@@ -112,7 +188,9 @@ def create_app(pool: ModelPool, config: DaemonConfig) -> FastAPI:
     app = FastAPI(title="edge-sdk daemon", docs_url=None, redoc_url=None)
     app.state.ready = True
     app.state.pool = pool
-    app.add_middleware(BodyLimit, limit=config.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=config.max_body_bytes, timeout_s=config.body_timeout_s)
+    # outermost: a draining daemon or a full queue answers before anything else runs
+    app.add_middleware(Drain, state=app.state, retry_after_s=config.drain_timeout_s or 1.0, api_keys=config.api_keys)
 
     @app.middleware("http")
     async def auth_and_measure(request: Request, call_next: Any) -> Response:
@@ -186,15 +264,17 @@ def create_app(pool: ModelPool, config: DaemonConfig) -> FastAPI:
         }
 
     @app.post("/v1/infer/{model}")
-    async def infer(model: str, body: InferRequest) -> dict[str, Any]:
-        async with pool.use(model) as loaded:
-            arrays = to_arrays(body, loaded.session.inputs)
-            outputs = await asyncio.wait_for(
-                asyncio.to_thread(loaded.call, lambda: loaded.session.run(arrays)), timeout=config.request_timeout_s
-            )
-        return {"model": model, "variant": loaded.variant.id, "outputs": to_json(outputs)}
+    async def infer(model: str, body: InferRequest, request: Request) -> dict[str, Any]:
+        async def run() -> dict[str, Any]:
+            async with pool.use(model, client_gone(request), request.scope.get(RESERVATION)) as loaded:
+                arrays = to_arrays(body, loaded.session.inputs, allow_nonfinite=config.allow_nonfinite)
+                outputs = await asyncio.to_thread(loaded.call, lambda: loaded.session.run(arrays))
+            return {"model": model, "variant": loaded.variant.id, "outputs": to_json(outputs)}
+
+        return await asyncio.wait_for(run(), timeout=config.request_timeout_s)  # queue wait included
 
     add_openai_routes(app, pool, config)
+    add_text_routes(app, pool, config)
     add_jobs_routes(app, pool, config)
     return app
 

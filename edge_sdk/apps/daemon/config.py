@@ -20,7 +20,13 @@ class DaemonConfig(BaseModel):
     max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
     concurrency_per_model: int = Field(default=2, gt=0)
     queue_per_model: int = Field(default=8, ge=0)
-    request_timeout_s: float = Field(default=120.0, gt=0)
+    request_timeout_s: float = Field(default=120.0, gt=0)  # every route: queue wait + engine time
+    # Bounds on what one client can hold: a slow client cannot keep a connection, a big request cannot keep a model.
+    header_timeout_s: float = Field(default=10.0, gt=0, description="from a connection's first byte to its headers")
+    body_timeout_s: float = Field(default=30.0, gt=0, description="longest wait for the next chunk of a body")
+    max_connections: int = Field(default=512, gt=0, description="beyond: 503 (uvicorn's limit_concurrency)")
+    max_embedding_inputs: int = Field(default=256, gt=0, description="texts per /v1/embeddings request")
+    allow_nonfinite: bool = False  # NaN/Infinity in tensor inputs: 422 unless allowed
     drain_timeout_s: float = Field(default=10.0, ge=0)
     memory_budget_bytes: int | None = Field(default=None, gt=0, description="None: the host profile's budget")
     threads: int | None = Field(default=None, gt=0)

@@ -19,6 +19,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from cloud_sync.breaker import BreakerState, CircuitBreaker
 from cloud_sync.client import CloudClient, RetryPolicy
+from cloud_sync.idempotency import upstream_key
 from cloud_sync.router import CallerChoice, Decision, LocalFacts, PrivacyPolicy, Reason, Route, Router
 from edge_sdk.apps.daemon.config import DaemonConfig
 from edge_sdk.apps.daemon.pool import LoadedModel, ModelPool
@@ -206,7 +207,10 @@ class Hybrid:
     async def _forward(self, request: Request, ask: Ask) -> Response:
         assert self.client is not None
         body = json.loads(await request.body())  # as the caller sent it: fields we do not use pass on too
-        passed_on = {k: v for k, v in request.headers.items() if k.lower() in PASSED_ON_HEADERS}
+        passed_on = {k.lower(): v for k, v in request.headers.items() if k.lower() in PASSED_ON_HEADERS}
+        device = (request.scope.get("state") or {}).get("device_id")
+        if device and "idempotency-key" in passed_on:  # a gateway: one upstream key per device's key
+            passed_on["idempotency-key"] = upstream_key(str(device), passed_on["idempotency-key"])
         try:
             if not ask.stream:
                 reply = await self.client.post_json(ask.endpoint, body, headers=passed_on)

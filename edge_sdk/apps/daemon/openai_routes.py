@@ -6,12 +6,13 @@ They drive any Session that offers `chat`, `generate` or `embed`; a tensor model
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -19,6 +20,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge_sdk.apps.daemon.config import DaemonConfig
+from edge_sdk.apps.daemon.gone import client_gone
 from edge_sdk.apps.daemon.hybrid import Ask, Hybrid
 from edge_sdk.apps.daemon.pool import ModelPool
 from edge_sdk.errors import InputError, UnsupportedOperationError
@@ -51,14 +53,17 @@ class ChatRequest(_Request):
 
 
 class CompletionRequest(_Request):
-    prompt: str
+    prompt: str = Field(min_length=1)  # an empty prompt leaves llama.cpp nothing to condition on: it fails
 
 
 class EmbeddingRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str
-    input: str | list[str]
+    input: Annotated[str, Field(min_length=1)] | list[Annotated[str, Field(min_length=1)]]
+
+
+EMBED_BATCH = 16  # texts per engine call: a timed-out request stops within one batch
 
 
 DEFAULT_MAX_TOKENS = 256
@@ -111,10 +116,18 @@ async def _threaded(
     def worker() -> None:
         try:
             with loaded.engine():
-                for piece in produce():
-                    if cancelled.is_set():
-                        break
-                    put(("token", piece))
+                tokens = produce()
+                try:
+                    for piece in tokens:
+                        if cancelled.is_set():
+                            break
+                        put(("token", piece))
+                finally:
+                    # Closed here, under the engine lock: left to the garbage collector, a stopped generation's
+                    # cleanup ran in whatever thread collected it, beside the next request's engine call (segfault).
+                    close = getattr(tokens, "close", None)
+                    if close is not None:
+                        close()
             put(("end", None))
         except BaseException as exc:  # handed to the request task, which maps it to an HTTP error
             put(("error", exc))
@@ -136,7 +149,7 @@ async def _threaded(
 def add_openai_routes(app: FastAPI, pool: ModelPool, config: DaemonConfig) -> None:
     metrics = pool.metrics
 
-    async def complete(req: _Request, kind: str) -> Any:
+    async def complete(req: _Request, kind: str, request: Request) -> Any:
         rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
         cancelled = threading.Event()
@@ -161,8 +174,10 @@ def add_openai_routes(app: FastAPI, pool: ModelPool, config: DaemonConfig) -> No
             }
 
         if req.stream:
-            ctx = pool.use(req.model)
-            loaded = await ctx.__aenter__()  # admission errors (404, 429) surface before the stream starts
+            ctx = pool.use(req.model, client_gone(request))
+            # admission errors (404, 429) surface before the stream starts; the wait for a slot is bounded
+            loaded = await asyncio.wait_for(ctx.__aenter__(), timeout=config.request_timeout_s)
+            deadline = time.monotonic() + config.request_timeout_s
 
             async def events() -> AsyncIterator[str]:
                 start, first, count = time.monotonic(), None, 0
@@ -175,6 +190,10 @@ def add_openai_routes(app: FastAPI, pool: ModelPool, config: DaemonConfig) -> No
                             metrics.observe("edge_time_to_first_token_seconds", first, model=req.model)
                         count += 1
                         yield f"data: {json.dumps(chunk(piece, None))}\n\n"
+                        if time.monotonic() > deadline:  # the per-request timeout ends a stream too
+                            message = f"the request took longer than {config.request_timeout_s:g} s"
+                            yield f"data: {json.dumps({'error': {'message': message, 'type': 'timeout'}})}\n\n"
+                            return
                     yield f"data: {json.dumps(chunk(None, 'stop'))}\n\n"
                     yield "data: [DONE]\n\n"
                 finally:
@@ -185,9 +204,14 @@ def add_openai_routes(app: FastAPI, pool: ModelPool, config: DaemonConfig) -> No
             return StreamingResponse(events(), media_type="text/event-stream")
 
         usage = {"prompt_tokens": 0}
-        async with pool.use(req.model) as loaded:
-            start = time.monotonic()
-            pieces = [p async for p in _threaded(loaded, lambda: _tokens(loaded, req, usage), cancelled)]
+
+        async def generate() -> tuple[list[str], float]:
+            async with pool.use(req.model, client_gone(request)) as loaded:
+                start = time.monotonic()
+                return [p async for p in _threaded(loaded, lambda: _tokens(loaded, req, usage), cancelled)], start
+
+        # On timeout the generator's finally sets `cancelled`: the engine thread stops at its next token.
+        pieces, start = await asyncio.wait_for(generate(), timeout=config.request_timeout_s)
         text = "".join(pieces)
         _record_speed(metrics, req.model, len(pieces), time.monotonic() - start)
         usage.update(completion_tokens=len(pieces), total_tokens=usage["prompt_tokens"] + len(pieces))
@@ -217,23 +241,45 @@ def add_openai_routes(app: FastAPI, pool: ModelPool, config: DaemonConfig) -> No
     async def chat(body: ChatRequest, request: Request) -> Any:
         messages = [m.model_dump() for m in body.messages]
         ask = Ask(body.model, "/v1/chat/completions", body.stream, messages=messages, max_tokens=_max_tokens(body))
-        return await hybrid.serve(request, ask, lambda: complete(body, "chat"))
+        return await hybrid.serve(request, ask, lambda: complete(body, "chat", request))
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request) -> Any:
         ask = Ask(body.model, "/v1/completions", body.stream, prompt=body.prompt, max_tokens=_max_tokens(body))
-        return await hybrid.serve(request, ask, lambda: complete(body, "text"))
+        return await hybrid.serve(request, ask, lambda: complete(body, "text", request))
 
     @app.post("/v1/embeddings")
     async def embeddings(body: EmbeddingRequest, request: Request) -> Any:
         texts = [body.input] if isinstance(body.input, str) else body.input
         if not texts:
             raise InputError("input must hold at least one text")
-        return await hybrid.serve(request, Ask(body.model, "/v1/embeddings", texts=texts), lambda: embed(body, texts))
+        if len(texts) > config.max_embedding_inputs:
+            raise InputError(
+                f"input holds {len(texts)} texts; at most {config.max_embedding_inputs} per request "
+                "(the daemon's --max-embedding-inputs): split it"
+            )
+        ask = Ask(body.model, "/v1/embeddings", texts=texts)
+        return await hybrid.serve(request, ask, lambda: embed(body, texts, request))
 
-    async def embed(body: EmbeddingRequest, texts: list[str]) -> dict[str, Any]:
-        async with pool.use(body.model) as loaded:
-            vectors = await asyncio.to_thread(loaded.call, lambda: loaded.session.embed(texts))
+    async def embed(body: EmbeddingRequest, texts: list[str], request: Request) -> dict[str, Any]:
+        stop = threading.Event()
+
+        def batches(loaded: LoadedModel) -> list[Any]:
+            vectors: list[Any] = []
+            for at in range(0, len(texts), EMBED_BATCH):
+                if stop.is_set():  # timed out: the engine is released after this batch
+                    break
+                vectors += list(loaded.call(functools.partial(loaded.session.embed, texts[at : at + EMBED_BATCH])))
+            return vectors
+
+        async def run() -> list[Any]:
+            async with pool.use(body.model, client_gone(request)) as loaded:
+                return await asyncio.to_thread(batches, loaded)
+
+        try:
+            vectors = await asyncio.wait_for(run(), timeout=config.request_timeout_s)
+        finally:
+            stop.set()
         data = [
             {"object": "embedding", "index": i, "embedding": np.asarray(v, dtype=np.float32).tolist()}
             for i, v in enumerate(vectors)

@@ -7,20 +7,28 @@ import contextlib
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from edge_sdk.apps.daemon.config import DaemonConfig
 from edge_sdk.bundle import Bundle, Variant
-from edge_sdk.errors import EdgeSDKError, OverloadedError, RuntimeFailure, UnknownModelError, choices
+from edge_sdk.errors import (
+    EdgeSDKError,
+    OverloadedError,
+    RequestAbandonedError,
+    RuntimeFailure,
+    UnknownModelError,
+    choices,
+)
 from edge_sdk.metrics import Metrics
 
 if TYPE_CHECKING:
     from runtimes import Session, SessionOptions
 
 T = TypeVar("T")
+CLOSE_WAIT_S = 30.0  # longest wait for an engine call to finish before its session is closed anyway
 
 
 class BundleSource(Protocol):
@@ -80,6 +88,14 @@ class LoadedModel:
 
 
 @dataclass
+class Reservation:
+    """A place in a model's queue, taken when a request arrived (ModelPool.reserve)."""
+
+    gate: _Gate | None
+    name: str = ""
+
+
+@dataclass
 class _Gate:
     semaphore: asyncio.Semaphore
     waiting: int = 0
@@ -95,6 +111,7 @@ class ModelPool:
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
         self._gates: dict[str, _Gate] = {}
         self._load_locks: dict[str, asyncio.Lock] = {}
+        self._load_tasks: dict[str, asyncio.Future[LoadedModel]] = {}
         self._recent_latency: dict[str, float] = {}  # per model, a moving average of service time (s)
         self._plans: dict[str, tuple[str | None, int, int | None]] = {}  # name -> (version, bytes, context)
         self._retiring: list[LoadedModel] = []
@@ -108,9 +125,14 @@ class ModelPool:
         if name not in known:
             raise UnknownModelError(f"model {name!r} is not installed here; installed: {choices(known) or 'none'}")
 
-    def _admit(self, name: str) -> _Gate:
-        gate = self._gates.setdefault(name, _Gate(asyncio.Semaphore(self.config.concurrency_per_model)))
-        if gate.running + gate.waiting >= self.config.concurrency_per_model + self.config.queue_per_model:
+    def refuse_if_full(self, name: str) -> None:
+        """OverloadedError (429) when `name`'s slots and queue are all taken: cheap, so the daemon asks it before
+        reading a request's body, and a burst is refused at once instead of after every body is parsed."""
+        gate = self._gates.get(name)
+        if (
+            gate is not None
+            and gate.running + gate.waiting >= self.config.concurrency_per_model + self.config.queue_per_model
+        ):
             per_request = self._recent_latency.get(name, 1.0)
             retry = max(1.0, per_request * (gate.waiting + 1) / self.config.concurrency_per_model)
             self.metrics.inc("edge_rejected_total", model=name, reason="overloaded")
@@ -119,14 +141,43 @@ class ModelPool:
                 f"{self.config.concurrency_per_model} and {self.config.queue_per_model})",
                 retry,
             )
-        return gate
 
-    @contextlib.asynccontextmanager
-    async def use(self, name: str) -> AsyncIterator[LoadedModel]:
-        """Admit (or 429 at once), wait for a slot, load if needed, and hold the model while in use."""
-        self._check_known(name)
+    def _admit(self, name: str) -> _Gate:
+        self.refuse_if_full(name)
+        return self._gates.setdefault(name, _Gate(asyncio.Semaphore(self.config.concurrency_per_model)))
+
+    def reserve(self, name: str) -> Reservation:
+        """A place in `name`'s queue taken now, as a request arrives and before its body is read (429 when
+        full): a burst is counted, and refused, before any of it is parsed. `use(..., reservation)` takes the
+        place over; `release` gives back one that was not used (the request failed before `use`)."""
+        if name not in self.source.names():
+            return Reservation(None)  # the route answers 404; no queue is made for a name nobody serves
         gate = self._admit(name)
         gate.waiting += 1
+        self._queue_gauge(name, gate)
+        return Reservation(gate, name)
+
+    def release(self, reservation: Reservation) -> None:
+        if reservation.gate is not None:
+            reservation.gate.waiting -= 1
+            self._queue_gauge(reservation.name, reservation.gate)
+            reservation.gate = None
+
+    @contextlib.asynccontextmanager
+    async def use(
+        self, name: str, gone: Callable[[], Awaitable[bool]] | None = None, reservation: Reservation | None = None
+    ) -> AsyncIterator[LoadedModel]:
+        """Admit (or 429 at once), wait for a slot, load if needed, and hold the model while in use.
+
+        `gone` (the request's `is_disconnected`) is asked once the slot is free: a client that left while it
+        waited gets nothing started for it.
+        """
+        self._check_known(name)
+        if reservation is not None and reservation.gate is not None and reservation.name == name:
+            gate, reservation.gate = reservation.gate, None  # already counted as waiting
+        else:
+            gate = self._admit(name)
+            gate.waiting += 1
         self._queue_gauge(name, gate)
         try:
             await gate.semaphore.acquire()
@@ -136,6 +187,9 @@ class ModelPool:
         self._queue_gauge(name, gate)
         start = time.monotonic()
         try:
+            if gone is not None and await gone():
+                self.metrics.inc("edge_abandoned_total", model=name)
+                raise RequestAbandonedError(f"the client of a {name!r} request left while it waited: not started")
             model = await self._ensure_loaded(name)
             model.in_use += 1
             try:
@@ -215,17 +269,25 @@ class ModelPool:
             if model is not None and model.bundle.manifest.version == self.source.current_version(name):
                 self._loaded.move_to_end(name)
                 return model
-            if model is not None:  # a new version was activated: in-flight requests keep the old session
-                self._retire(self._loaded.pop(name))
-            self.loading += 1
-            try:
-                model = await asyncio.to_thread(self._load, name)
-            finally:
-                self.loading -= 1
-            self._evict_for(model.bytes)
-            self._loaded[name] = model
-            self.metrics.set("edge_models_loaded", len(self._loaded))
-            return model
+            task = self._load_tasks.get(name)
+            if task is None:
+                if model is not None:  # a new version was activated: in-flight requests keep the old session
+                    self._retire(self._loaded.pop(name))
+                task = self._load_tasks[name] = asyncio.ensure_future(self._load_and_register(name))
+                task.add_done_callback(lambda _done: self._load_tasks.pop(name, None))
+        # Shielded: a request that times out while the model loads does not waste the load (the next one uses it).
+        return await asyncio.shield(task)
+
+    async def _load_and_register(self, name: str) -> LoadedModel:
+        self.loading += 1
+        try:
+            model = await asyncio.to_thread(self._load, name)
+        finally:
+            self.loading -= 1
+        self._evict_for(model.bytes)
+        self._loaded[name] = model
+        self.metrics.set("edge_models_loaded", len(self._loaded))
+        return model
 
     def _footprint(self, variant: Variant, root: Path) -> int:
         """Bytes one more loaded model adds to this process: `edge-sdk fit`'s estimate (engine, weights with the
@@ -240,12 +302,14 @@ class ModelPool:
 
     def _load(self, name: str) -> LoadedModel:
         from runtimes import get_runtime
+        from runtimes.text import with_preprocessing
 
         bundle = self.source.open(name)
         variant = bundle.variant()
         start = time.monotonic()
         try:
             session = get_runtime(variant.backend).load(variant, bundle.root, self._session_options())
+            session = with_preprocessing(session, bundle)  # text in, when the bundle carries a tokenizer
         except EdgeSDKError:
             raise
         except Exception as exc:  # an engine crash while loading must not take the daemon down
@@ -260,7 +324,7 @@ class ModelPool:
             if used + incoming <= self.budget_bytes:
                 break
             model = self._loaded[name]
-            if model.in_use:
+            if model.in_use or model.engine_lock.locked():  # a timed-out request's engine call may still run
                 continue
             model.session.close()
             del self._loaded[name]
@@ -273,13 +337,21 @@ class ModelPool:
         self._retiring.append(model)
         still_busy = []
         for old in self._retiring:
-            if old.in_use:
+            if old.in_use or old.engine_lock.locked():
                 still_busy.append(old)
             else:
                 old.session.close()
         self._retiring = still_busy
 
     def close(self) -> None:
-        for model in self._loaded.values():
-            model.session.close()
+        """Close every session, each after its engine call in progress (if any) finishes: closing under a running
+        call crashes llama.cpp, and a request that timed out may have left one running for a token or a batch."""
+        for model in [*self._loaded.values(), *self._retiring]:
+            acquired = model.engine_lock.acquire(timeout=CLOSE_WAIT_S)
+            try:
+                model.session.close()
+            finally:
+                if acquired:
+                    model.engine_lock.release()
         self._loaded.clear()
+        self._retiring.clear()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -54,7 +57,8 @@ def serve(source: BundleSource, config: DaemonConfig) -> None:
 
 
 def run(app: FastAPI, config: DaemonConfig) -> None:
-    """Serve a built app until SIGTERM/SIGINT: not ready at once, in-flight requests drain, the pool closes."""
+    """Serve a built app until SIGTERM/SIGINT: not ready at once, new requests get 503 + Retry-After while the
+    in-flight ones drain (up to the drain timeout), then the listener closes and the pool with it."""
     import uvicorn
 
     server = uvicorn.Server(
@@ -63,17 +67,69 @@ def run(app: FastAPI, config: DaemonConfig) -> None:
             host=config.host,
             port=config.port,
             log_level="info",
+            http=header_timeout_protocol(config.header_timeout_s),
+            limit_concurrency=config.max_connections,  # beyond: 503 at once, before the app sees the request
             timeout_graceful_shutdown=int(config.drain_timeout_s) or None,
         )
     )
     original = server.handle_exit
 
     def on_signal(sig: int, frame: object) -> None:
+        if not app.state.ready:  # a second signal: stop waiting
+            original(sig, frame)  # type: ignore[arg-type]
+            return
         app.state.ready = False  # load balancers and `edge-sdk` health checks stop sending work
-        original(sig, frame)  # type: ignore[arg-type]
+
+        def drain() -> None:
+            deadline = time.monotonic() + config.drain_timeout_s
+            while app.state.in_flight and time.monotonic() < deadline:
+                time.sleep(0.05)
+            original(sig, frame)  # type: ignore[arg-type]
+
+        threading.Thread(target=drain, name="drain", daemon=True).start()
 
     server.handle_exit = on_signal  # type: ignore[method-assign]
     try:
         server.run()
     finally:
         app.state.pool.close()
+
+
+def header_timeout_protocol(timeout_s: float) -> type:
+    """uvicorn's h11 protocol, closing a connection whose request headers do not arrive within `timeout_s` of
+    its opening or of the request's first byte (uvicorn bounds only the idle time between requests)."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderTimeoutProtocol(H11Protocol):
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def _waiting_for_headers(self) -> bool:
+            return self.cycle is None or self.cycle.response_complete
+
+        def _arm(self) -> None:
+            if self._header_timer is None:
+                self._header_timer = self.loop.call_later(timeout_s, self._headers_late)
+
+        def _headers_late(self) -> None:
+            self._header_timer = None
+            if self._waiting_for_headers() and not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            if self._waiting_for_headers():
+                self._arm()
+            super().data_received(data)
+            if not self._waiting_for_headers() and self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+            super().connection_lost(exc)
+
+    return HeaderTimeoutProtocol

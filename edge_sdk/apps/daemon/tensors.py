@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from edge_sdk.errors import InputError, choices
+from edge_sdk.errors import InputError, NonFiniteInputError, choices
 from edge_sdk.types import DType, TensorSpec
 
 
@@ -25,7 +25,10 @@ class InferRequest(BaseModel):
     inputs: dict[str, TensorJSON]
 
 
-def to_arrays(request: InferRequest, specs: tuple[TensorSpec, ...]) -> dict[str, np.ndarray]:
+def to_arrays(
+    request: InferRequest, specs: tuple[TensorSpec, ...], *, allow_nonfinite: bool = False
+) -> dict[str, np.ndarray]:
+    """Arrays of the request's inputs; NaN and ±Infinity (JSON's NaN, Infinity, 1e999) are refused unless allowed."""
     by_name = {s.name: s for s in specs}
     arrays = {}
     for name, tensor in request.inputs.items():
@@ -34,10 +37,16 @@ def to_arrays(request: InferRequest, specs: tuple[TensorSpec, ...]) -> dict[str,
             raise InputError(f"unknown input {name!r}; the model takes {choices(by_name)}")
         try:
             array = np.asarray(tensor.data, dtype=tensor.dtype.numpy).reshape(tensor.shape)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, OverflowError) as exc:
             raise InputError(
                 f"input {name!r}: data does not form a {tensor.dtype.value} tensor of shape {tensor.shape}: {exc}"
             ) from None
+        if not allow_nonfinite and array.dtype.kind in "fc" and not np.isfinite(array).all():
+            bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+            raise NonFiniteInputError(
+                f"input {name!r} holds {bad} NaN or infinite value(s); inputs must be finite "
+                "(start the daemon with --allow-nonfinite to pass them to the model)"
+            )
         arrays[name] = array
     return arrays
 

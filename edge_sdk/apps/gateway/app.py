@@ -47,6 +47,9 @@ class GatewayConfig(BaseModel):
     upstream_api_key: str | None = None
     upstream_timeout_s: float = Field(default=300.0, gt=0)  # per try; the daemon's cloud_retries apply
     max_upload_bytes: int = Field(default=8 * 1024**3, gt=0)
+    # How long an idempotency claim of a receiver on another host may go unrenewed before it is taken over (one of
+    # this host that died is taken over at once).
+    idempotency_lease_s: float = Field(default=300.0, gt=0)
     daemon: DaemonConfig = DaemonConfig()  # host, port and limits of the OpenAI side (its api_keys stay empty)
 
 
@@ -83,7 +86,9 @@ def build_gateway(source: BundleSource, config: GatewayConfig) -> FastAPI:
     app.state.registry, app.state.telemetry = registry, telemetry
 
     app.mount("", daemon)  # everything the routes above do not take
-    idempotency = IdempotencyStore(config.idempotency_db or config.registry_dir / "idempotency.sqlite3")
+    idempotency = IdempotencyStore(
+        config.idempotency_db or config.registry_dir / "idempotency.sqlite3", lease_s=config.idempotency_lease_s
+    )
     app.add_middleware(IdempotentExceptUploads, store=idempotency)
     # added last, so outermost: idempotency keys on the device it authenticated, and a refusal never gets in
     app.add_middleware(DeviceAuth, devices=config.devices, publishers=config.publishers, metrics=pool.metrics)
