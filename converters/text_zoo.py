@@ -110,7 +110,13 @@ def _other_family(arch: str, vocab: int, hidden: int, layers: int, heads: int, p
         return DistilBertConfig(vocab_size=vocab, dim=hidden, n_layers=layers, n_heads=heads, hidden_dim=hidden * 4,
                                 max_position_embeddings=positions, pad_token_id=0)  # fmt: skip
     if arch == "roberta":  # positions count from the padding index (0 here) + 1: the table holds one more
-        return RobertaConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                             intermediate_size=hidden * 4, max_position_embeddings=positions + 1, pad_token_id=0,
-                             add_pooling_layer=False)  # fmt: skip
+        return RobertaConfig(
+            vocab_size=vocab,
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            intermediate_size=hidden * 4,
+            max_position_embeddings=positions + 1,
+            pad_token_id=0,
+        )
     raise ValueError(f"unknown arch {arch!r}; valid: bert, distilbert, roberta")
