@@ -176,7 +176,13 @@ def test_sigterm_drain_answers_new_requests_503_with_retry_after(slow_bundle):
     options = ("--concurrency", "1", "--queue", "8", "--drain-timeout", "30")
     with _serve_process(slow_bundle.root, *options) as (daemon, url), concurrent.futures.ThreadPoolExecutor(2) as ex:
         in_flight = [ex.submit(httpx.post, f"{url}/v1/infer/slow-net", json=long_input, timeout=120) for _ in range(2)]
-        _wait_for(lambda: _metric(url, "edge_requests_running", model="slow-net") >= 1)
+        # Both must have arrived (one running, one queued): one that arrives after SIGTERM is refused by design.
+        _wait_for(
+            lambda: (
+                _metric(url, "edge_requests_running", model="slow-net") >= 1
+                and _metric(url, "edge_queue_depth", model="slow-net") >= 1
+            )
+        )
         daemon.send_signal(signal.SIGTERM)
         _wait_for(lambda: httpx.get(f"{url}/health/ready", timeout=5).status_code == 503, timeout=10)
         refused = httpx.post(f"{url}/v1/infer/slow-net", json=long_input, timeout=10)
