@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
+from device_profiles.choice import Choice
 from edge_sdk.apps.daemon.config import DaemonConfig
 from edge_sdk.bundle import Bundle, Variant
 from edge_sdk.errors import EdgeSDKError, OverloadedError, RuntimeFailure, UnknownModelError, choices
 from edge_sdk.metrics import Metrics
 
 if TYPE_CHECKING:
+    from device_profiles import DeviceProfile
     from runtimes import Session, SessionOptions
 
 T = TypeVar("T")
@@ -32,6 +34,10 @@ class BundleSource(Protocol):
 
     def current_version(self, name: str) -> str | None:
         """The version `open` would return now (cheap: checked on every request to pick up updates)."""
+        ...
+
+    def pinned_variant(self, name: str) -> str | None:
+        """The variant an operator chose for the version `open` returns (`install --variant`); None: choose."""
         ...
 
 
@@ -55,6 +61,9 @@ class DirectorySource:
     def current_version(self, name: str) -> str | None:
         return self._versions.get(name)
 
+    def pinned_variant(self, name: str) -> str | None:
+        return None
+
 
 @dataclass
 class LoadedModel:
@@ -63,6 +72,8 @@ class LoadedModel:
     variant: Variant
     session: Session
     bytes: int
+    reason: str = ""  # why this variant (device_profiles.choice)
+    instances: set[str] = field(default_factory=set)  # extra engine instances counted in `bytes` (embed, ...)
     in_use: int = 0
     last_used: float = field(default_factory=time.monotonic)
     exclusive: asyncio.Lock = field(default_factory=asyncio.Lock)  # queues requests to a non-thread-safe engine
@@ -97,13 +108,15 @@ class ModelPool:
         self._load_locks: dict[str, asyncio.Lock] = {}
         self._recent_latency: dict[str, float] = {}  # per model, a moving average of service time (s)
         self._plans: dict[str, tuple[str | None, int, int | None]] = {}  # name -> (version, bytes, context)
+        self._choices: dict[str, tuple[str | None, Choice]] = {}  # name -> (version, variant chosen)
+        self._profile: DeviceProfile | None = None
         self._retiring: list[LoadedModel] = []
         self.loading = 0  # models being loaded or swapped in right now (readiness is false meanwhile)
 
     def loaded(self) -> list[LoadedModel]:
         return list(self._loaded.values())
 
-    def _check_known(self, name: str) -> None:
+    def check_known(self, name: str) -> None:
         known = self.source.names()
         if name not in known:
             raise UnknownModelError(f"model {name!r} is not installed here; installed: {choices(known) or 'none'}")
@@ -122,9 +135,10 @@ class ModelPool:
         return gate
 
     @contextlib.asynccontextmanager
-    async def use(self, name: str) -> AsyncIterator[LoadedModel]:
-        """Admit (or 429 at once), wait for a slot, load if needed, and hold the model while in use."""
-        self._check_known(name)
+    async def use(self, name: str, purpose: str = "generate") -> AsyncIterator[LoadedModel]:
+        """Admit (or 429 at once), wait for a slot, load if needed, and hold the model while in use. A `purpose`
+        for which the engine opens another instance (llama.cpp's embeddings) is counted in the budget first."""
+        self.check_known(name)
         gate = self._admit(name)
         gate.waiting += 1
         self._queue_gauge(name, gate)
@@ -139,6 +153,7 @@ class ModelPool:
             model = await self._ensure_loaded(name)
             model.in_use += 1
             try:
+                await self._count_instance(model, purpose)
                 if model.session.thread_safe:
                     yield model
                 else:
@@ -172,7 +187,7 @@ class ModelPool:
         cached = self._plans.get(name)
         if cached is None or cached[0] != version:
             bundle = self.source.open(name)
-            variant = bundle.variant()
+            variant = self._choose(name, bundle).variant
             size = self._footprint(variant, bundle.root)
             cached = self._plans[name] = (
                 version,
@@ -180,6 +195,41 @@ class ModelPool:
                 get_runtime(variant.backend).context_length(variant, self._session_options()),
             )
         return cached[1], cached[2]
+
+    def choice(self, name: str) -> Choice:
+        """The variant `name` runs (or will run once loaded) and why; opens the bundle, so call it in a thread."""
+        loaded = self.resident(name)
+        if loaded is not None:
+            return Choice(loaded.variant, loaded.reason)
+        return self._choose(name, self.source.open(name))
+
+    def _choose(self, name: str, bundle: Bundle) -> Choice:
+        from device_profiles import load_profile
+        from device_profiles.choice import choose_variant
+
+        version = bundle.manifest.version
+        cached = self._choices.get(name)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        if self._profile is None:
+            self._profile = load_profile(self.config.profile or "host")
+        pinned = self.config.variants.get(name) or self.config.variants.get("*") or self.source.pinned_variant(name)
+        choice = choose_variant(bundle, self._profile, context=self.config.context, pinned=pinned)
+        self._choices[name] = (version, choice)
+        return choice
+
+    async def _count_instance(self, model: LoadedModel, purpose: str) -> None:
+        """Before the engine opens another instance for `purpose`, make room for it as for a model."""
+        if purpose in model.instances:
+            return
+        extra = model.session.instance_bytes(purpose)
+        async with self._load_locks.setdefault(model.name, asyncio.Lock()):
+            if purpose in model.instances:
+                return
+            if extra:
+                self._evict_for(extra, keep=model)
+                model.bytes += extra
+            model.instances.add(purpose)
 
     def _session_options(self) -> SessionOptions:
         from runtimes import SessionOptions
@@ -242,7 +292,8 @@ class ModelPool:
         from runtimes import get_runtime
 
         bundle = self.source.open(name)
-        variant = bundle.variant()
+        choice = self._choose(name, bundle)
+        variant = choice.variant
         start = time.monotonic()
         try:
             session = get_runtime(variant.backend).load(variant, bundle.root, self._session_options())
@@ -251,16 +302,16 @@ class ModelPool:
         except Exception as exc:  # an engine crash while loading must not take the daemon down
             raise RuntimeFailure(f"loading {name!r} ({variant.id}) failed: {type(exc).__name__}: {exc}") from exc
         self.metrics.observe("edge_model_load_seconds", time.monotonic() - start, model=name)
-        return LoadedModel(name, bundle, variant, session, self._footprint(variant, bundle.root))
+        return LoadedModel(name, bundle, variant, session, self._footprint(variant, bundle.root), choice.reason)
 
-    def _evict_for(self, incoming: int) -> None:
-        """Unload least recently used idle models until `incoming` fits the budget."""
+    def _evict_for(self, incoming: int, keep: LoadedModel | None = None) -> None:
+        """Unload least recently used idle models (not `keep`) until `incoming` fits the budget."""
         used = sum(m.bytes for m in self._loaded.values())
         for name in list(self._loaded):
             if used + incoming <= self.budget_bytes:
                 break
             model = self._loaded[name]
-            if model.in_use:
+            if model.in_use or model is keep:
                 continue
             model.session.close()
             del self._loaded[name]
