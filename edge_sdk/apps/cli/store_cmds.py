@@ -34,6 +34,9 @@ def install_cmd(
     trust: list[Path] = typer.Option(
         [], "--trust", help="Public key (PEM) the bundle must be signed by; repeatable. Unsigned bundles are refused."
     ),
+    variant: str | None = typer.Option(
+        None, "--variant", help="The variant the daemon serves of this version (default: the best for the device)."
+    ),
 ) -> None:
     """Verify a bundle, check its golden set here, install it as a new version and activate it atomically."""
     from edge_sdk.bundle.signing import load_trusted
@@ -44,9 +47,12 @@ def install_cmd(
         check = _announce if no_check else _golden_check
         with console.status(f"installing {bundle}"):
             model = opened.install(
-                bundle, activate=not no_activate, check=check, allow_downgrade=allow_downgrade, trust=keys
-            )
+                bundle, activate=not no_activate, check=check, allow_downgrade=allow_downgrade, trust=keys,
+                variant=variant,
+            )  # fmt: skip
     console.print(f"[green]installed[/] {_describe(model)}", highlight=False)
+    if variant is not None:
+        console.print(f"the daemon serves its variant {variant} (chosen with --variant)", highlight=False)
 
 
 def rollback_cmd(
