@@ -42,8 +42,8 @@ def choose_variant(
         if report is None or report.fits:
             fits.append((variant, report or _unknown(profile)))
         else:
-            why = report.reasons[0] if report.reasons else "does not fit"
-            refused.append(f"{variant.id}: {why.split(': try ')[0].split(': no smaller')[0]}")  # no suggestions
+            first = report.reasons[0] if report.reasons else "does not fit"
+            refused.append(f"{variant.id}: {first.split(': try ')[0].split(': no smaller')[0]}")  # no suggestions
     if not fits:
         raise ConfigError(
             f"no variant of {bundle.name!r} fits {profile.id} and passed its gate: {'; '.join(refused)}. "
