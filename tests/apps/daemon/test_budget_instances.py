@@ -1,0 +1,60 @@
+"""The memory budget counts every engine instance the daemon opens: SmolLM2's embeddings run in a second
+llama.cpp instance, which is counted (as `edge-sdk fit` estimates it) and makes room like a model would."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+
+from edge_sdk.apps.daemon.pool import DirectorySource
+
+pytestmark = pytest.mark.slow
+
+MiB = 1024 * 1024
+
+
+def _metric(url: str, name: str) -> float:
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def _estimate(bundle, context: int) -> int:
+    from device_profiles.estimate import PROCESS_BYTES, ModelFacts, estimate_memory
+
+    variant = bundle.variants[0]
+    return estimate_memory(ModelFacts.of_variant(variant, bundle.root), context).peak_bytes - PROCESS_BYTES
+
+
+def test_chat_and_embeddings_on_one_model_are_both_counted(serve_bundles, smollm2_served_bundle, onnx_bundle):
+    from runtimes.llama_cpp_adapter import EMBED_CONTEXT
+
+    chat_bytes, embed_bytes = _estimate(smollm2_served_bundle, 2048), _estimate(smollm2_served_bundle, EMBED_CONTEXT)
+    source = DirectorySource([smollm2_served_bundle.root, onnx_bundle.root])
+    with serve_bundles(source, memory_budget_bytes=10 * 1024 * MiB) as url:  # measure the tensor model's share
+        x = {"input": {"dtype": "float32", "shape": [1, 1, 8, 8], "data": [0.0] * 64}}
+        assert httpx.post(f"{url}/v1/infer/digits-cnn", json={"inputs": x}, timeout=60).status_code == 200
+        digits_bytes = int(_metric(url, "edge_models_loaded_bytes"))
+
+    # Room for the chat instance and the tensor model, not for the embeddings instance beside them.
+    budget = chat_bytes + digits_bytes + embed_bytes // 2
+    with serve_bundles(source, memory_budget_bytes=budget) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
+        assert httpx.post(f"{url}/v1/infer/digits-cnn", json={"inputs": x}, timeout=60).status_code == 200
+        chat = client.chat.completions.create(  # both fit
+            model="smollm2", messages=[{"role": "user", "content": "Hi"}], max_tokens=2, temperature=0
+        )
+        assert chat.choices
+        assert _metric(url, "edge_models_loaded_bytes") == pytest.approx(chat_bytes + digits_bytes, rel=1e-5)
+        assert client.embeddings.create(model="smollm2", input=["a cat"]).data
+        # The embeddings instance is counted, and the idle tensor model made room for it.
+        assert _metric(url, "edge_models_loaded_bytes") == pytest.approx(chat_bytes + embed_bytes, rel=1e-5)
+        assert _metric(url, 'edge_model_evictions_total{model="digits-cnn"}') == 1
+        loaded = {m.id: m.model_extra["loaded"] for m in client.models.list()}
+        assert loaded == {"smollm2": True, "digits-cnn": False}
+        # Counted once: a second embeddings request reuses the instance.
+        assert client.embeddings.create(model="smollm2", input=["a dog"]).data
+        assert _metric(url, "edge_models_loaded_bytes") == pytest.approx(chat_bytes + embed_bytes, rel=1e-5)
+    assert embed_bytes > 40 * MiB  # an engine and the weights' second mapping, not a rounding error
