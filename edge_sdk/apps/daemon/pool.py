@@ -201,6 +201,9 @@ class ModelPool:
         loaded = self.resident(name)
         if loaded is not None:
             return Choice(loaded.variant, loaded.reason)
+        cached = self._choices.get(name)
+        if cached is not None and cached[0] == self.source.current_version(name):
+            return cached[1]  # without opening (verifying) the bundle again on every /v1/models
         return self._choose(name, self.source.open(name))
 
     def _choose(self, name: str, bundle: Bundle) -> Choice:
