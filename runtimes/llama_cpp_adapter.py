@@ -37,6 +37,7 @@ GENERATE_OPTIONS = (
 # The embeddings instance reads at most one batch of tokens a text (llama-cpp-python truncates to n_batch):
 # a longer context would only hold KV cache it never fills.
 EMBED_CONTEXT = 512
+EMBED_SEQUENCES = 256  # llama-cpp-python's embeddings context: min(n_batch, llama.cpp's parallel limit)
 
 
 @dataclass(frozen=True)
@@ -201,13 +202,20 @@ class LlamaSession(Session):
         )  # fmt: skip
 
     def instance_bytes(self, operation: str) -> int:
-        """Embeddings run in a second llama.cpp instance (pooling is fixed when a context is made): its engine,
-        its own mapping of the weights (resident twice) and a KV cache at EMBED_CONTEXT."""
+        """Embeddings run in a second llama.cpp instance (pooling is fixed when a context is made): what `fit`
+        counts for a session at EMBED_CONTEXT (engine, the weights mapped again, KV cache), plus the float32
+        logits llama.cpp reserves for a whole batch (compute buffer) and for each of its parallel sequences
+        (output buffer), which a full batch touches. Measured for SmolLM2: +323 MiB RSS for a full batch,
+        288 MiB counted; +172 MiB for one short text."""
         if operation != "embed" or self._embedder is not None:
             return 0
         from device_profiles.estimate import PROCESS_BYTES, estimate_memory
 
-        return estimate_memory(self._facts, min(self._n_ctx, EMBED_CONTEXT)).peak_bytes - PROCESS_BYTES
+        batch = min(self._n_ctx, EMBED_CONTEXT)
+        sequences = min(batch, EMBED_SEQUENCES)
+        n_vocab, n_embd = self._llm.n_vocab(), self._llm.n_embd()
+        buffers = 4 * (batch * n_vocab + sequences * (n_vocab + n_embd))
+        return estimate_memory(self._facts, batch).peak_bytes - PROCESS_BYTES + buffers
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """One mean-pooled embedding per text, float32 [len(texts), embedding size]."""
