@@ -108,9 +108,30 @@ class TextPart(_Strict):
     text: str
 
 
+REFUSED_MESSAGE = {
+    "name": "is not supported: the model's chat template has no place for a participant's name",
+    "tool_calls": LATER,
+    "tool_call_id": LATER,
+    "function_call": LATER,
+    "refusal": "is not supported in messages sent to the model",
+    "audio": "is not supported: the daemon's models produce text only",
+}
+
+
 class ChatMessage(_Strict):
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[TextPart]
+    name: Any = None
+    tool_calls: Any = None
+    tool_call_id: Any = None
+    function_call: Any = None
+    refusal: Any = None
+    audio: Any = None
+
+    @field_validator(*REFUSED_MESSAGE, mode="before")
+    @classmethod
+    def _refused(cls, value: Any, info: ValidationInfo) -> Any:
+        return _refuse(REFUSED_MESSAGE, value, info)
 
     @model_validator(mode="before")
     @classmethod

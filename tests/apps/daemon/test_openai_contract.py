@@ -191,6 +191,10 @@ def test_unknown_and_unsupported_fields_are_refused_by_name(client):
         client.completions.create(model="smollm2", prompt="a", suffix="b", max_tokens=2)
     with pytest.raises(openai.BadRequestError, match="dimensions is not supported"):
         client.embeddings.create(model="smollm2", input="a", dimensions=8)
+    named = [{"role": "user", "content": "Hi", "name": "ada"}]
+    with pytest.raises(openai.BadRequestError, match="name is not supported") as name:
+        _chat(client, max_tokens=2, messages=named)
+    assert name.value.body["param"] == "messages.0.name"
     with pytest.raises(openai.BadRequestError, match="top_logprobs needs logprobs"):
         _chat(client, max_tokens=2, top_logprobs=2)
     with pytest.raises(openai.BadRequestError, match="n: Input should be less than or equal to 8"):
