@@ -249,6 +249,13 @@ class ModelPool:
         within_budget = size + sum(m.bytes for m in busy) <= self.budget_bytes
         return within_budget and size <= available_memory_bytes() + idle
 
+    def instance_fits(self, model: LoadedModel, purpose: str) -> bool:
+        """Whether the extra engine instance `purpose` needs (llama.cpp's embeddings) fits now beside the model."""
+        if purpose in model.instances:
+            return True
+        extra = model.session.instance_bytes(purpose)
+        return not extra or self.fits_now(model.name, model.bytes + extra)
+
     def estimated_wait_s(self, name: str) -> float:
         """Queue wait a new request would meet: the requests ahead of it × recent service time / slots."""
         gate = self._gates.get(name)

@@ -61,3 +61,36 @@ def test_chat_and_embeddings_on_one_model_are_both_counted(serve_bundles, smollm
         assert client.embeddings.create(model="smollm2", input=["a dog"]).data
         assert _metric(url, "edge_models_loaded_bytes") == pytest.approx(chat_bytes + embed_bytes, rel=1e-5)
     assert embed_bytes > 250 * MiB  # measured: a full batch grows the process by 323 MiB
+
+
+def test_with_a_cloud_embeddings_that_would_not_fit_go_there(serve_bundles, serve_app, smollm2_served_bundle):
+    """The router counts the embeddings instance too: chat fits and stays; embeddings would not, so they go to
+    the cloud (reason no_memory) instead of growing the device past its budget."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def cloud_embeddings(request: Request) -> JSONResponse:
+        body = await request.json()
+        data = [{"object": "embedding", "index": 0, "embedding": [0.25, 0.5]}]
+        return JSONResponse({"object": "list", "data": data, "model": body["model"], "usage": {"prompt_tokens": 2,
+                             "total_tokens": 2}})  # fmt: skip
+
+    chat_bytes = _estimate(smollm2_served_bundle, 2048)
+    cloud = Starlette(routes=[Route("/v1/embeddings", cloud_embeddings, methods=["POST"])])
+    with (
+        serve_app(cloud) as cloud_url,
+        serve_bundles(
+            DirectorySource([smollm2_served_bundle.root]),
+            cloud_url=cloud_url,
+            memory_budget_bytes=chat_bytes + 64 * MiB,
+        ) as url,
+    ):
+        chat = {"model": "smollm2", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+        local = httpx.post(f"{url}/v1/chat/completions", json=chat, timeout=120)
+        assert local.headers["x-edge-route"] == "local"
+        r = httpx.post(f"{url}/v1/embeddings", json={"model": "smollm2", "input": "a cat"}, timeout=60)
+        assert (r.headers["x-edge-route"], r.headers["x-edge-route-reason"]) == ("cloud", "no_memory")
+        assert r.json()["data"][0]["embedding"] == [0.25, 0.5]
+        assert _metric(url, "edge_models_loaded_bytes") == pytest.approx(chat_bytes, rel=1e-5)  # nothing opened
