@@ -6,6 +6,7 @@
       models/<name>/versions/<ver>/ a verified bundle directory, never modified once renamed in
       models/<name>/current   ->    versions/<ver>   the version a daemon serves
       models/<name>/previous  ->    versions/<ver>   where `rollback` goes
+      models/<name>/pinned-variants.json  {version: variant id} the operator chose (`install --variant`)
       trusted-keys/*.pub            optional: once a key is here, every install must be signed by one of them
 
 Every change that matters is one atomic rename: the staged directory into `versions/`, then a fresh
@@ -18,6 +19,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -37,6 +39,7 @@ from edge_sdk.semver import build_metadata_refusal, version_key
 CURRENT = "current"
 PREVIOUS = "previous"
 TRUSTED_KEYS = "trusted-keys"
+PINS = "pinned-variants.json"
 
 # Test hook: with EDGE_SDK_STORE_CRASH_AT=<step> the process SIGKILLs itself at that step boundary, so the
 # tests can prove the store survives a crash anywhere. Steps in the order an install reaches them.
@@ -108,12 +111,14 @@ class BundleStore:
         check: Check | None = None,
         allow_downgrade: bool = False,
         trust: Sequence[TrustedKey] | None = None,
+        variant: str | None = None,
     ) -> InstalledModel:
         """Copy, verify, check and add a bundle (directory or .edgebundle) as a new version; then activate it.
 
         `check` sees the verified staged copy and refuses it by returning False or raising. Re-installing a
         byte-identical version is a no-op (so an interrupted install can simply be retried). The store's own
         trusted keys apply on top of `trust` (the signer must be in both): whoever installs cannot opt out.
+        `variant` pins the variant a daemon serves of this version (otherwise it chooses the best for the device).
         """
         device_keys = self.trusted_keys()
         source = Path(bundle_path)
@@ -134,6 +139,8 @@ class BundleStore:
                 name, version = bundle.name, bundle.manifest.version
                 if refusal := build_metadata_refusal(version):
                     raise StoreError(f"refusing to install {name}: {refusal}")
+                if variant is not None:
+                    bundle.variant(variant)  # refused here, naming the variants, before anything is installed
                 if not allow_downgrade:
                     self._refuse_downgrade(name, version)
                 target = self._models / name / "versions" / version
@@ -152,6 +159,7 @@ class BundleStore:
                         fsync_dir(directory)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
+            self._write_pin(name, version, variant)
             if activate:
                 self._switch(name, version)
             return self._describe(name)
@@ -224,6 +232,18 @@ class BundleStore:
                     shutil.rmtree(model, ignore_errors=True)  # created by an install that died before its rename
 
     # ----------------------------------------------------------------------------------------- readers
+    def pinned_variant(self, name: str, version: str) -> str | None:
+        """The variant the operator chose for this version, or None (the daemon chooses)."""
+        path = self._models / name / PINS
+        try:
+            pins = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"{str(path)!r} is unreadable: {exc}") from None
+        pinned = pins.get(version) if isinstance(pins, dict) else None
+        return pinned if isinstance(pinned, str) else None
+
     def trusted_keys(self) -> builtins.list[TrustedKey]:
         """The public keys this device was configured with (`<root>/trusted-keys/*.pub`); empty when none."""
         return [load_trusted(p) for p in sorted((self.root / TRUSTED_KEYS).glob("*.pub"))]
@@ -290,6 +310,19 @@ class BundleStore:
             _step("previous-linked")
         self._point(model / CURRENT, version)
         _step("activated")
+
+    def _write_pin(self, name: str, version: str, variant: str | None) -> None:
+        """Record (or with None clear) the pinned variant of a version: a fresh file renamed over the old one."""
+        path = self._models / name / PINS
+        pins = {v: p for v, p in json.loads(path.read_text()).items() if v != version} if path.exists() else {}
+        if variant is None and not path.exists():
+            return
+        if variant is not None:
+            pins[version] = variant
+        tmp = path.with_name(f"{PINS}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(pins, sort_keys=True))
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
 
     def _point(self, link: Path, version: str) -> None:
         """Atomically (re)point `link` at versions/<version>: a fresh symlink renamed over the old one."""

@@ -6,7 +6,7 @@ from typing import cast
 
 from edge_sdk import registry
 from edge_sdk.types import Backend
-from runtimes.base import LoadStats, Runtime, Session, SessionOptions
+from runtimes.base import LoadStats, Piece, Runtime, Session, SessionOptions, TokenLogprob
 
 
 def get_runtime(backend: Backend) -> Runtime:
@@ -15,4 +15,4 @@ def get_runtime(backend: Backend) -> Runtime:
     return cls()
 
 
-__all__ = ["LoadStats", "Runtime", "Session", "SessionOptions", "get_runtime"]
+__all__ = ["LoadStats", "Piece", "Runtime", "Session", "SessionOptions", "TokenLogprob", "get_runtime"]

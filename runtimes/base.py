@@ -29,6 +29,28 @@ class SessionOptions:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """How likely the model found one generated token (natural log), and its most likely alternatives."""
+
+    token: str
+    raw: bytes  # the token's bytes: a token may hold part of a UTF-8 character
+    logprob: float
+    top: tuple[TokenLogprob, ...] = ()
+
+
+class Piece(str):
+    """A piece of generated text. Engines that can also say how likely its tokens were attach them, so callers
+    that only want text keep treating pieces as strings."""
+
+    logprobs: tuple[TokenLogprob, ...]
+
+    def __new__(cls, text: str, logprobs: Sequence[TokenLogprob] = ()) -> Piece:
+        piece = super().__new__(cls, text)
+        piece.logprobs = tuple(logprobs)
+        return piece
+
+
+@dataclass(frozen=True)
 class LoadStats:
     load_seconds: float
     resident_bytes_delta: int  # growth of this process's peak RSS while loading
@@ -102,6 +124,11 @@ class Session(ABC):
     def count_prompt_tokens(self, prompt: str | None = None, messages: Sequence[Mapping[str, str]] = ()) -> int:
         """Tokens the engine would feed for a prompt, or for chat messages after the model's template."""
         raise UnsupportedOperationError(f"{type(self).__name__} runs tensor models; it has no tokenizer")
+
+    def instance_bytes(self, operation: str) -> int:
+        """Bytes calling `operation` ("embed", ...) would add because the engine opens another instance for it
+        (estimated as `edge-sdk fit` does); 0 when it needs none or has it open already."""
+        return 0
 
     def close(self) -> None:  # noqa: B027 - engines without resources to free need not override
         """Release the engine's resources."""

@@ -16,7 +16,7 @@ import numpy as np
 from jinja2.exceptions import SecurityError, TemplateError, TemplateRuntimeError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from device_profiles.estimate import DEFAULT_CONTEXT  # one number: what a session gets and what fit budgets
+from device_profiles.estimate import DEFAULT_CONTEXT, ModelFacts  # one number: what a session gets and what fit budgets
 from edge_sdk.bundle import Variant
 from edge_sdk.errors import (
     BundleError,
@@ -26,10 +26,18 @@ from edge_sdk.errors import (
     RuntimeFailure,
     UnsupportedOperationError,
 )
-from edge_sdk.types import Backend
+from edge_sdk.types import Backend, QuantScheme
 from runtimes.base import Runtime, Session, SessionOptions, single_file
+from runtimes.llama_cpp_stream import MAX_TOP_LOGPROBS, Sampling, StreamEnd, stream_tokens
 
-GENERATE_OPTIONS = ("max_tokens", "temperature", "top_p", "top_k", "seed", "stop")
+GENERATE_OPTIONS = (
+    "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "presence_penalty", "frequency_penalty",
+    "logit_bias", "logprobs",
+)  # fmt: skip
+# The embeddings instance reads at most one batch of tokens a text (llama-cpp-python truncates to n_batch):
+# a longer context would only hold KV cache it never fills.
+EMBED_CONTEXT = 512
+EMBED_SEQUENCES = 256  # llama-cpp-python's embeddings context: min(n_batch, llama.cpp's parallel limit)
 
 
 @dataclass(frozen=True)
@@ -38,6 +46,7 @@ class GenerationStats:
     generated_tokens: int
     time_to_first_token_s: float
     total_s: float
+    finish_reason: str = "stop"  # "length" when max_tokens cut the answer
 
     @property
     def tokens_per_second(self) -> float:
@@ -91,10 +100,13 @@ class LlamaSession(Session):
     inputs = ()
     outputs = ()
 
-    def __init__(self, model_path: Path, options: SessionOptions, n_ctx: int = DEFAULT_CONTEXT) -> None:
+    def __init__(
+        self, model_path: Path, options: SessionOptions, n_ctx: int = DEFAULT_CONTEXT, facts: ModelFacts | None = None
+    ) -> None:
         import llama_cpp
 
         self._path, self._threads, self._n_ctx = model_path, options.threads, n_ctx
+        self._facts = facts or ModelFacts.of_files(Backend.GGUF, QuantScheme.F32, [model_path])
         self.context_length = n_ctx
         try:
             with quiet_stderr():  # llama.cpp warns on stderr, verbose=False or not, e.g. when n_ctx > training
@@ -128,11 +140,20 @@ class LlamaSession(Session):
         top_k: int = 40,
         seed: int | None = None,
         stop: str | Sequence[str] | None = None,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
+        logit_bias: Mapping[int, float] | None = None,
+        logprobs: int | None = None,
         **unknown: object,
     ) -> Iterator[str]:
-        """Stream the continuation of `prompt` piece by piece (temperature 0 is greedy)."""
+        """Stream the continuation of `prompt` piece by piece (temperature 0 is greedy). With `logprobs=N`
+        each piece (a `runtimes.Piece`) carries its tokens' log-probabilities and N alternatives."""
         tokens = self._llm.tokenize(prompt.encode("utf-8"), add_bos=self._add_bos(), special=False)
-        return self._stream(tokens, max_tokens, temperature, top_p, top_k, seed, stop, unknown)
+        sampling = Sampling(
+            temperature=temperature, top_p=top_p, top_k=top_k, seed=seed, presence_penalty=presence_penalty,
+            frequency_penalty=frequency_penalty, logit_bias=dict(logit_bias or {}),
+        )  # fmt: skip
+        return self._stream(tokens, max_tokens, sampling, stop, logprobs, unknown)
 
     def chat(
         self,
@@ -144,6 +165,10 @@ class LlamaSession(Session):
         top_k: int = 40,
         seed: int | None = None,
         stop: str | Sequence[str] | None = None,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
+        logit_bias: Mapping[int, float] | None = None,
+        logprobs: int | None = None,
         **unknown: object,
     ) -> Iterator[str]:
         """Stream the assistant's reply to `messages` ({"role", "content"} dicts) using the model's template."""
@@ -151,7 +176,11 @@ class LlamaSession(Session):
         tokens = self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
         eos = self._llm.detokenize([self._llm.token_eos()], special=True).decode("utf-8", "replace")
         stops = [stop] if isinstance(stop, str) else list(stop or [])
-        return self._stream(tokens, max_tokens, temperature, top_p, top_k, seed, [*stops, eos], unknown)
+        sampling = Sampling(
+            temperature=temperature, top_p=top_p, top_k=top_k, seed=seed, presence_penalty=presence_penalty,
+            frequency_penalty=frequency_penalty, logit_bias=dict(logit_bias or {}),
+        )  # fmt: skip
+        return self._stream(tokens, max_tokens, sampling, [*stops, eos], logprobs, unknown)
 
     def count_prompt_tokens(self, prompt: str | None = None, messages: Sequence[Mapping[str, str]] = ()) -> int:
         """What generate(prompt) or chat(messages) would feed; only the vocabulary is read, no engine lock needed."""
@@ -172,6 +201,22 @@ class LlamaSession(Session):
             eos_token=self._token_text(self._llm.token_eos()),
         )  # fmt: skip
 
+    def instance_bytes(self, operation: str) -> int:
+        """Embeddings run in a second llama.cpp instance (pooling is fixed when a context is made): what `fit`
+        counts for a session at EMBED_CONTEXT (engine, the weights mapped again, KV cache), plus the float32
+        logits llama.cpp reserves for a whole batch (compute buffer) and for each of its parallel sequences
+        (output buffer), which a full batch touches. Measured for SmolLM2: +323 MiB RSS for a full batch,
+        288 MiB counted; +172 MiB for one short text."""
+        if operation != "embed" or self._embedder is not None:
+            return 0
+        from device_profiles.estimate import PROCESS_BYTES, estimate_memory
+
+        batch = min(self._n_ctx, EMBED_CONTEXT)
+        sequences = min(batch, EMBED_SEQUENCES)
+        n_vocab, n_embd = self._llm.n_vocab(), self._llm.n_embd()
+        buffers = 4 * (batch * n_vocab + sequences * (n_vocab + n_embd))
+        return estimate_memory(self._facts, batch).peak_bytes - PROCESS_BYTES + buffers
+
     def embed(self, texts: list[str]) -> np.ndarray:
         """One mean-pooled embedding per text, float32 [len(texts), embedding size]."""
         if self._embedder is None:
@@ -179,7 +224,8 @@ class LlamaSession(Session):
 
             with quiet_stderr():  # llama.cpp warns that mean pooling differs from the model's default
                 self._embedder = llama_cpp.Llama(
-                    model_path=str(self._path), n_ctx=self._n_ctx, n_threads=self._threads, embedding=True,
+                    model_path=str(self._path), n_ctx=min(self._n_ctx, EMBED_CONTEXT), n_threads=self._threads,
+                    embedding=True,
                     pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN, verbose=False,
                 )  # fmt: skip
         return np.asarray(self._embedder.embed(list(texts)), dtype=np.float32)
@@ -217,40 +263,39 @@ class LlamaSession(Session):
         self,
         tokens: list[int],
         max_tokens: int,
-        temperature: float,
-        top_p: float,
-        top_k: int,
-        seed: int | None,
+        sampling: Sampling,
         stop: str | Sequence[str] | None,
+        logprobs: int | None,
         unknown: Mapping[str, object],
     ) -> Iterator[str]:
         if unknown:
             raise ConfigError(f"unknown generation options {sorted(unknown)}; valid: {list(GENERATE_OPTIONS)}")
-        _check_options(max_tokens, temperature, top_p, top_k)
+        _check_options(max_tokens, sampling.temperature, sampling.top_p, sampling.top_k)
+        if logprobs is not None and not 0 <= logprobs <= MAX_TOP_LOGPROBS:
+            raise ConfigError(f"logprobs must be between 0 and {MAX_TOP_LOGPROBS} alternatives, got {logprobs}")
+        n_vocab = self._llm.n_vocab()
+        if bad := [t for t in (sampling.logit_bias or {}) if not 0 <= int(t) < n_vocab]:
+            raise ConfigError(f"logit_bias names tokens {bad[:5]} outside the vocabulary (0 to {n_vocab - 1})")
         if len(tokens) + max_tokens > self._n_ctx:
             raise ContextLengthError(
                 f"prompt of {len(tokens)} tokens + max_tokens {max_tokens} exceeds the context of {self._n_ctx}"
             )
-        return self._pieces(tokens, max_tokens, temperature, top_p, top_k, seed, stop)
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        return self._pieces(tokens, max_tokens, sampling, stops, logprobs)
 
     def _pieces(
-        self, tokens: list[int], max_tokens: int, temperature: float, top_p: float, top_k: int,
-        seed: int | None, stop: str | Sequence[str] | None,
-    ) -> Iterator[str]:  # fmt: skip
+        self, tokens: list[int], max_tokens: int, sampling: Sampling, stops: list[str], logprobs: int | None
+    ) -> Iterator[str]:
         start = time.perf_counter()
         first: float | None = None
-        stream = self._llm.create_completion(
-            tokens, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
-            stop=list(stop) if not isinstance(stop, str | None) else stop, stream=True,
-        )  # fmt: skip
-        for chunk in stream:
-            text = chunk["choices"][0]["text"]
-            if text:
-                first = first if first is not None else time.perf_counter() - start
-                yield text
-        generated = max(0, self._llm.n_tokens - len(tokens)) + (first is not None)  # the last one is not evaluated
+        end = StreamEnd()
+        for piece in stream_tokens(self._llm, tokens, max_tokens, sampling, stops, logprobs, end):
+            first = first if first is not None else time.perf_counter() - start
+            yield piece
         total = time.perf_counter() - start
-        self.last_stats = GenerationStats(len(tokens), generated, first if first is not None else total, total)
+        self.last_stats = GenerationStats(
+            len(tokens), end.tokens, first if first is not None else total, total, end.finish_reason
+        )
 
 
 def _check_options(max_tokens: int, temperature: float, top_p: float, top_k: int) -> None:
@@ -258,8 +303,8 @@ def _check_options(max_tokens: int, temperature: float, top_p: float, top_k: int
         raise ConfigError(f"max_tokens must be at least 1, got {max_tokens}")
     if temperature < 0:
         raise ConfigError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
-    if not 0 < top_p <= 1:
-        raise ConfigError(f"top_p must be in (0, 1], got {top_p}")
+    if not 0 <= top_p <= 1:
+        raise ConfigError(f"top_p must be in [0, 1] (0 keeps only the most likely token), got {top_p}")
     if top_k < 0:
         raise ConfigError(f"top_k must be >= 0 (0 disables it), got {top_k}")
 
@@ -272,7 +317,8 @@ class LlamaCppRuntime(Runtime):
         return importlib.util.find_spec("llama_cpp") is not None
 
     def _load(self, variant: Variant, root: Path, options: SessionOptions) -> Session:
-        return LlamaSession(single_file(variant, root, ".gguf"), options, options.context or DEFAULT_CONTEXT)
+        path, context = single_file(variant, root, ".gguf"), options.context or DEFAULT_CONTEXT
+        return LlamaSession(path, options, context, ModelFacts.of_variant(variant, root))
 
     def context_length(self, variant: Variant, options: SessionOptions | None = None) -> int | None:
         return (options.context if options else None) or DEFAULT_CONTEXT

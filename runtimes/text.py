@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +64,12 @@ class TextSession(Session):
 
     def count_tokens(self, texts: Sequence[str]) -> int:
         return int(self.tokenize(texts)["attention_mask"].sum())
+
+    def count_prompt_tokens(self, prompt: str | None = None, messages: Sequence[Mapping[str, str]] = ()) -> int:
+        """Tokens the model reads for `prompt` (the daemon's embeddings usage and context checks)."""
+        if messages:
+            raise UnsupportedOperationError("a text encoder takes texts, not chat messages")
+        return self.count_tokens([prompt or ""])
 
     def _outputs(self, texts: Sequence[str]) -> np.ndarray:
         first = self.outputs[0].name

@@ -6,11 +6,15 @@ import logging
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from edge_sdk.apps.cli.common import user_errors
 from edge_sdk.errors import ConfigError, choices
+
+if TYPE_CHECKING:
+    from edge_sdk.apps.daemon.pool import BundleSource
 
 daemon_app = typer.Typer(help="Install the daemon as a system service.", no_args_is_help=True)
 
@@ -42,6 +46,17 @@ def serve_cmd(
     threads: int | None = typer.Option(None, "--threads", help="Engine threads per model."),
     context: int | None = typer.Option(
         None, "--context", help="Language models' context in tokens (default 2048); longer requests go to the cloud."
+    ),
+    profile: str | None = typer.Option(
+        None,
+        "--profile",
+        help="Serve as this device (a profile id or YAML file; default: the detected host): its memory budget, "
+        "and the variant of each bundle that fits it best.",
+    ),
+    variant: list[str] = typer.Option(
+        [],
+        "--variant",
+        help="Serve this variant instead of the best for the device: ID (every bundle served) or MODEL=ID; repeatable.",
     ),
     cloud_url: str | None = typer.Option(
         None,
@@ -91,7 +106,7 @@ def serve_cmd(
     POST /v1/jobs queues requests that may wait (durably, in --queue-path) and delivers them to the cloud when
     it is reachable; GET /v1/jobs/{id} gives the state and result."""
     from edge_sdk.apps.daemon.config import daemon_config
-    from edge_sdk.apps.daemon.pool import BundleSource, DirectorySource
+    from edge_sdk.apps.daemon.pool import DirectorySource
     from edge_sdk.apps.daemon.server import read_api_keys, read_cloud_key, serve
 
     with user_errors():
@@ -122,6 +137,8 @@ def serve_cmd(
             allow_nonfinite=allow_nonfinite,
             threads=threads,
             context=context,
+            profile=profile,
+            variants=_pinned_variants(source, variant, profile),
             cloud_url=cloud_url,
             cloud_api_key=read_cloud_key(cloud_key_file) if cloud_key_file else None,
             slo_ms=slo_ms,
@@ -148,6 +165,28 @@ def serve_cmd(
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     with user_errors():
         serve(source, config)
+
+
+def _pinned_variants(source: BundleSource, given: list[str], profile: str | None) -> dict[str, str]:
+    """`--variant ID` / `MODEL=ID` as {model: id} ("*": every model), checked against the bundles at start."""
+    from device_profiles import load_profile
+
+    if profile is not None:
+        load_profile(profile)  # an unknown id or a bad file is refused now, naming the valid ids
+    pins: dict[str, str] = {}
+    names = source.names()
+    for item in given:
+        model, _, variant_id = item.rpartition("=")
+        if model and model not in names:
+            raise ConfigError(f"--variant {item!r}: no model {model!r} is served; served: {choices(names)}")
+        for name in [model] if model else names:
+            ids = [v.id for v in source.open(name).variants]
+            if variant_id not in ids:
+                raise ConfigError(
+                    f"--variant {item!r}: {name!r} has no variant {variant_id!r}; variants: {choices(ids)}"
+                )
+        pins[model or "*"] = variant_id
+    return pins
 
 
 def queue_options(store: Path | None, queue_path: Path | None, no_queue: bool, **options: object) -> dict[str, object]:

@@ -37,6 +37,9 @@ def install_cmd(
     allow_failed: bool = typer.Option(
         False, "--allow-failed", help="Install even if a variant failed its accuracy gate at conversion."
     ),
+    variant: str | None = typer.Option(
+        None, "--variant", help="The variant the daemon serves of this version (default: the best for the device)."
+    ),
 ) -> None:
     """Verify a bundle, check its golden set here, install it as a new version and activate it atomically."""
     from edge_sdk.bundle.signing import load_trusted
@@ -47,9 +50,12 @@ def install_cmd(
         check = _announce if no_check else (_golden_check_allowing_failed if allow_failed else _golden_check)
         with console.status(f"installing {bundle}"):
             model = opened.install(
-                bundle, activate=not no_activate, check=check, allow_downgrade=allow_downgrade, trust=keys
-            )
+                bundle, activate=not no_activate, check=check, allow_downgrade=allow_downgrade, trust=keys,
+                variant=variant,
+            )  # fmt: skip
     console.print(f"[green]installed[/] {_describe(model)}", highlight=False)
+    if variant is not None:
+        console.print(f"the daemon serves its variant {variant} (chosen with --variant)", highlight=False)
 
 
 def rollback_cmd(

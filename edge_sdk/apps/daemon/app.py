@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edge_sdk.apps.daemon.config import DaemonConfig
@@ -40,9 +42,9 @@ INFER_PREFIX = "/v1/infer/"
 RESERVATION = "edge_sdk.reservation"  # scope key: the queue place Drain took for a tensor request
 
 
-def error_body(message: str, kind: str, code: str | None = None) -> dict[str, Any]:
+def error_body(message: str, kind: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
     """The OpenAI error shape, so OpenAI clients show our messages."""
-    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
 def _status_for(exc: EdgeSDKError) -> tuple[int, str]:
@@ -51,7 +53,7 @@ def _status_for(exc: EdgeSDKError) -> tuple[int, str]:
     if isinstance(exc, CloudError):
         return (503 if isinstance(exc, BreakerOpenError) else 502), "cloud_unavailable"
     if isinstance(exc, UnknownModelError):
-        return 404, "model_not_found"
+        return 404, "invalid_request_error"  # as OpenAI: the code says model_not_found
     if isinstance(exc, OverloadedError):
         return 429, "overloaded"
     if isinstance(exc, NonFiniteInputError):
@@ -220,7 +222,19 @@ def create_app(pool: ModelPool, config: DaemonConfig) -> FastAPI:
         retry_after = getattr(exc, "retry_after_s", None)
         headers = {"Retry-After": f"{max(1, math.ceil(retry_after))}"} if retry_after is not None else None
         code = exc.reason if isinstance(exc, RouteRefusedError) else None
-        return JSONResponse(error_body(str(exc), kind, code), status_code=status, headers=headers)
+        param = None
+        if isinstance(exc, UnknownModelError):
+            code, param = "model_not_found", "model"
+        return JSONResponse(error_body(str(exc), kind, code, param), status_code=status, headers=headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """Unknown paths and methods too answer in the OpenAI shape."""
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        return JSONResponse(
+            error_body(str(exc.detail), "invalid_request_error", code), status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )  # fmt: skip
 
     @app.exception_handler(TimeoutError)
     async def timed_out(_request: Request, _exc: TimeoutError) -> JSONResponse:
@@ -230,10 +244,8 @@ def create_app(pool: ModelPool, config: DaemonConfig) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}" for e in exc.errors()[:5]
-        )
-        return JSONResponse(error_body(f"invalid request: {problems}", "invalid_request_error"), status_code=400)
+        message, param = explain_validation(exc.errors())
+        return JSONResponse(error_body(message, "invalid_request_error", None, param), status_code=400)
 
     @app.get("/health/live")
     async def live() -> dict[str, str]:
@@ -254,14 +266,12 @@ def create_app(pool: ModelPool, config: DaemonConfig) -> FastAPI:
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        loaded = {m.name for m in pool.loaded()}
-        return {
-            "object": "list",
-            "data": [
-                {"id": name, "object": "model", "created": 0, "owned_by": "edge-sdk", "loaded": name in loaded}
-                for name in pool.source.names()
-            ],
-        }
+        return {"object": "list", "data": [await _model_entry(pool, name) for name in pool.source.names()]}
+
+    @app.get("/v1/models/{model:path}")
+    async def model(model: str) -> dict[str, Any]:
+        pool.check_known(model)
+        return await _model_entry(pool, model)
 
     @app.post("/v1/infer/{model}")
     async def infer(model: str, body: InferRequest, request: Request) -> dict[str, Any]:
@@ -277,6 +287,37 @@ def create_app(pool: ModelPool, config: DaemonConfig) -> FastAPI:
     add_text_routes(app, pool, config)
     add_jobs_routes(app, pool, config)
     return app
+
+
+async def _model_entry(pool: ModelPool, name: str) -> dict[str, Any]:
+    """OpenAI's model object, plus what the device does with it: loaded or not, which variant and why."""
+    entry: dict[str, Any] = {"id": name, "object": "model", "created": 0, "owned_by": "edge-sdk"}
+    entry["loaded"] = pool.resident(name) is not None
+    try:
+        choice = await asyncio.to_thread(pool.choice, name)
+        entry.update(variant=choice.variant.id, backend=choice.variant.backend.value, variant_reason=choice.reason)
+    except EdgeSDKError as exc:  # a bundle that does not open, or no variant fits: listed, with the reason
+        entry.update(variant=None, backend=None, variant_reason=str(exc))
+    return entry
+
+
+def explain_validation(errors: Sequence[Any]) -> tuple[str, str | None]:
+    """A 400's message naming each bad field and what is valid, and the first field as OpenAI's `param`."""
+    problems, params = [], []
+    for e in errors[:5]:
+        loc = [str(p) for p in e["loc"] if p != "body"]
+        field = ".".join(loc)
+        if e["type"] == "json_invalid":
+            problems.append(f"the body is not valid JSON ({e.get('ctx', {}).get('error', e['msg'])})")
+            continue
+        if e["type"] == "extra_forbidden":
+            problems.append(f"unknown field {field!r} ({field}: Extra inputs are not permitted)")
+        else:
+            msg = str(e["msg"]).removeprefix("Value error, ")
+            problems.append(f"{field or 'body'}: {msg}")
+        if field:
+            params.append(field)
+    return "invalid request: " + "; ".join(problems), (params[0] if params else None)
 
 
 def _memory_gauges(metrics: Metrics, pool: ModelPool) -> None:

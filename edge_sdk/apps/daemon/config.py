@@ -31,6 +31,10 @@ class DaemonConfig(BaseModel):
     memory_budget_bytes: int | None = Field(default=None, gt=0, description="None: the host profile's budget")
     threads: int | None = Field(default=None, gt=0)
     context: int | None = Field(default=None, ge=16, description="LLM context in tokens; None: the engine's default")
+    # Which variant of each bundle to serve: by default the best for this profile (an id or a YAML path; None:
+    # the detected host); `variants` pins some: model name -> variant id ("*": every model).
+    profile: str | None = None
+    variants: dict[str, str] = Field(default_factory=dict)
 
     # --- hybrid routing: the cloud target and when to use it (cloud_sync.router) ---
     cloud_url: str | None = Field(default=None, pattern=r"^https?://", description="None: everything stays local")

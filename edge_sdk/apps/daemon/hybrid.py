@@ -163,7 +163,8 @@ class Hybrid:
         loaded = self.pool.resident(ask.model)
         tokens = 0
         if loaded is not None:
-            fits, context = True, loaded.session.context_length
+            context = loaded.session.context_length
+            fits = ask.endpoint != "/v1/embeddings" or self.pool.instance_fits(loaded, "embed")
             if context is not None:
                 tokens = await self._count_tokens(ask, loaded)
         else:

@@ -24,7 +24,7 @@ from cloud_sync.idempotency import MAX_KEY_LENGTH
 from cloud_sync.queue import ItemKind, OfflineQueue
 from cloud_sync.router import PrivacyPolicy
 from edge_sdk.apps.daemon.config import DaemonConfig
-from edge_sdk.apps.daemon.openai_routes import ChatRequest, CompletionRequest, EmbeddingRequest
+from edge_sdk.apps.daemon.openai_schema import ChatRequest, CompletionRequest, EmbeddingRequest
 from edge_sdk.apps.daemon.pool import ModelPool
 from edge_sdk.apps.daemon.telemetry import telemetry_loop
 from edge_sdk.errors import IdempotencyKeyReusedError, QueueFullError, UnknownItemError, choices

@@ -1,6 +1,7 @@
 """OpenAI-compatible routes: chat and text completions (SSE streaming), embeddings.
 
-They drive any Session that offers `chat`, `generate` or `embed`; a tensor model answers 400.
+They drive any Session that offers `chat`, `generate` or `embed`; a tensor model answers 400. Request bodies
+are validated in openai_schema.py; the shapes of answers are built in openai_shapes.py.
 """
 
 from __future__ import annotations
@@ -12,100 +13,110 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TYPE_CHECKING, Annotated, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
 
+from edge_sdk.apps.daemon import openai_shapes as shapes
 from edge_sdk.apps.daemon.config import DaemonConfig
 from edge_sdk.apps.daemon.gone import client_gone
 from edge_sdk.apps.daemon.hybrid import Ask, Hybrid
+from edge_sdk.apps.daemon.openai_schema import ChatRequest, CompletionRequest, EmbeddingRequest
 from edge_sdk.apps.daemon.pool import ModelPool
-from edge_sdk.errors import InputError, UnsupportedOperationError
+from edge_sdk.errors import UnsupportedOperationError
 
 if TYPE_CHECKING:
     from edge_sdk.apps.daemon.pool import LoadedModel
 
-
-class _Request(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # OpenAI clients send fields we do not use (user, n=1, ...)
-
-    model: str
-    max_tokens: int | None = Field(default=None, gt=0)
-    temperature: float = Field(default=0.8, ge=0, le=2)
-    top_p: float = Field(default=0.95, gt=0, le=1)
-    seed: int | None = None
-    stop: str | list[str] | None = None
-    stream: bool = False
-
-
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    role: str
-    content: str
-
-
-class ChatRequest(_Request):
-    messages: list[ChatMessage] = Field(min_length=1)
-
-
-class CompletionRequest(_Request):
-    prompt: str = Field(min_length=1)  # an empty prompt leaves llama.cpp nothing to condition on: it fails
-
-
-class EmbeddingRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    model: str
-    input: Annotated[str, Field(min_length=1)] | list[Annotated[str, Field(min_length=1)]]
-
-
+Request_ = ChatRequest | CompletionRequest
 EMBED_BATCH = 16  # texts per engine call: a timed-out request stops within one batch
 
 
-DEFAULT_MAX_TOKENS = 256
+@dataclass(frozen=True)
+class _Run:
+    """One choice to generate: `n` of them per prompt, one after another on the same engine."""
+
+    index: int
+    prompt: str | None  # completions; None for chat
+    seed: int | None
+    counts_prompt: bool  # the prompt's tokens are counted once, however many choices it has
 
 
-def _max_tokens(req: _Request) -> int:
-    return req.max_tokens or DEFAULT_MAX_TOKENS
+@dataclass(frozen=True)
+class _End:
+    index: int
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
 
 
-def _options(req: _Request) -> dict[str, Any]:
-    stop = [req.stop] if isinstance(req.stop, str) else (req.stop or [])
-    return {
-        "max_tokens": _max_tokens(req),
-        "temperature": req.temperature,
-        "top_p": req.top_p,
-        "seed": req.seed,
-        "stop": stop,
-    }
+def _runs(req: Request_) -> list[_Run]:
+    prompts: list[str | None] = [*req.prompts()] if isinstance(req, CompletionRequest) else [None]
+    runs = []
+    for p, prompt in enumerate(prompts):
+        for i in range(req.n):
+            # Each choice its own seed: the same seed n times would give n equal answers.
+            seed = None if req.seed is None else req.seed + i
+            runs.append(_Run(p * req.n + i, prompt, seed, i == 0))
+    return runs
 
 
-def _tokens(loaded: LoadedModel, req: _Request, usage: dict[str, int] | None = None) -> Iterator[str]:
-    """The generated pieces; afterwards `usage` gets the prompt's token count, read in the engine's thread
-    (while it still holds the engine) so a request that comes next cannot overwrite it first."""
+def _options(req: Request_, run: _Run) -> dict[str, Any]:
+    """Generation options; those left at their defaults are not passed, so an engine that lacks them still runs
+    plain requests, and refuses (400, naming the option) only a request that uses them."""
+    options: dict[str, Any] = {
+        "max_tokens": req.token_limit(), "temperature": req.temperature, "top_p": req.top_p, "seed": run.seed,
+        "stop": req.stops(),
+    }  # fmt: skip
+    if "top_k" in req.model_fields_set:
+        options["top_k"] = req.top_k
+    if req.presence_penalty:
+        options["presence_penalty"] = req.presence_penalty
+    if req.frequency_penalty:
+        options["frequency_penalty"] = req.frequency_penalty
+    if req.logit_bias:
+        options["logit_bias"] = req.logit_bias
+    if req.alternatives() is not None:
+        options["logprobs"] = req.alternatives()
+    return options
+
+
+def _events(loaded: LoadedModel, req: Request_) -> Iterator[tuple[int, Any] | _End]:
+    """(choice index, piece) per generated piece and an _End per choice; runs in the engine's thread, which
+    also reads each choice's statistics before the next request can overwrite them."""
     session: Any = loaded.session
-    if isinstance(req, ChatRequest):
-        if not hasattr(session, "chat"):
-            raise UnsupportedOperationError(
-                f"model {loaded.name!r} is a {loaded.variant.backend.value} tensor model; use /v1/infer/{{model}}"
-            )
-        yield from session.chat([m.model_dump() for m in req.messages], **_options(req))
-    else:
-        assert isinstance(req, CompletionRequest)
-        yield from session.generate(req.prompt, **_options(req))
-    stats = getattr(session, "last_stats", None)
-    if usage is not None and stats is not None:
-        usage["prompt_tokens"] = stats.prompt_tokens
+    if isinstance(req, ChatRequest) and not hasattr(session, "chat"):
+        raise UnsupportedOperationError(
+            f"model {loaded.name!r} is a {loaded.variant.backend.value} tensor model; use /v1/infer/{{model}}"
+        )
+    for run in _runs(req):
+        if isinstance(req, ChatRequest):
+            pieces = session.chat(req.template_messages(), **_options(req, run))
+        else:
+            pieces = session.generate(run.prompt, **_options(req, run))
+        count = 0
+        try:
+            for piece in pieces:
+                count += 1
+                yield run.index, piece
+        finally:  # stopped early (cancelled, timed out): the engine's generation is closed here, in its thread
+            close = getattr(pieces, "close", None)
+            if close is not None:
+                close()
+        stats = getattr(session, "last_stats", None)
+        completion = stats.generated_tokens if stats is not None else count
+        # An engine that does not say why it stopped: it stopped at the limit, or on its own.
+        finish = getattr(stats, "finish_reason", None) or ("length" if completion >= req.token_limit() else "stop")
+        prompt_tokens = stats.prompt_tokens if stats is not None and run.counts_prompt else 0
+        yield _End(run.index, finish, prompt_tokens, completion)
 
 
 async def _threaded(
-    loaded: LoadedModel, produce: Callable[[], Iterator[str]], cancelled: threading.Event
-) -> AsyncIterator[str]:
-    """Run a blocking token iterator in a thread; stop it when the client goes away."""
+    loaded: LoadedModel, produce: Callable[[], Iterator[Any]], cancelled: threading.Event
+) -> AsyncIterator[Any]:
+    """Run a blocking iterator in a thread; stop it when the client goes away."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[tuple[str, object]] = asyncio.Queue()
 
@@ -116,16 +127,16 @@ async def _threaded(
     def worker() -> None:
         try:
             with loaded.engine():
-                tokens = produce()
+                items = produce()
                 try:
-                    for piece in tokens:
+                    for item in items:
                         if cancelled.is_set():
                             break
-                        put(("token", piece))
+                        put(("item", item))
                 finally:
                     # Closed here, under the engine lock: left to the garbage collector, a stopped generation's
                     # cleanup ran in whatever thread collected it, beside the next request's engine call (segfault).
-                    close = getattr(tokens, "close", None)
+                    close = getattr(items, "close", None)
                     if close is not None:
                         close()
             put(("end", None))
@@ -141,7 +152,7 @@ async def _threaded(
                 return
             if kind == "error":
                 raise value  # type: ignore[misc]
-            yield str(value)
+            yield value
     finally:
         cancelled.set()
 
@@ -149,53 +160,39 @@ async def _threaded(
 def add_openai_routes(app: FastAPI, pool: ModelPool, config: DaemonConfig) -> None:
     metrics = pool.metrics
 
-    async def complete(req: _Request, kind: str, request: Request) -> Any:
-        rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}"
-        created = int(time.time())
+    async def complete(req: Request_, request: Request) -> Any:
+        chat = isinstance(req, ChatRequest)
+        head = shapes.Head(f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}", int(time.time()), req.model)
         cancelled = threading.Event()
-
-        def chunk(text: str | None, finish: str | None) -> dict[str, Any]:
-            if kind == "chat":
-                delta = {"content": text} if text is not None else {}
-                choice = {"index": 0, "delta": delta, "finish_reason": finish}
-                return {
-                    "id": rid,
-                    "object": "chat.completion.chunk",
-                    "created": created,
-                    "model": req.model,
-                    "choices": [choice],
-                }
-            return {
-                "id": rid,
-                "object": "text_completion",
-                "created": created,
-                "model": req.model,
-                "choices": [{"index": 0, "text": text or "", "finish_reason": finish}],
-            }
+        echo = {r.index: r.prompt or "" for r in _runs(req)} if isinstance(req, CompletionRequest) and req.echo else {}
 
         if req.stream:
             ctx = pool.use(req.model, client_gone(request))
             # admission errors (404, 429) surface before the stream starts; the wait for a slot is bounded
             loaded = await asyncio.wait_for(ctx.__aenter__(), timeout=config.request_timeout_s)
             deadline = time.monotonic() + config.request_timeout_s
+            stream = shapes.Stream(head, chat, req.include_usage(), req.alternatives() is not None, echo)
 
             async def events() -> AsyncIterator[str]:
                 start, first, count = time.monotonic(), None, 0
                 try:
                     # No per-token disconnect poll: Starlette cancels this generator when the client goes,
                     # and the finally below stops the engine thread (a poll per token cost ~5 % of decode speed).
-                    async for piece in _threaded(loaded, lambda: _tokens(loaded, req), cancelled):
-                        if first is None:
-                            first = time.monotonic() - start
-                            metrics.observe("edge_time_to_first_token_seconds", first, model=req.model)
-                        count += 1
-                        yield f"data: {json.dumps(chunk(piece, None))}\n\n"
+                    async for event in _threaded(loaded, lambda: _events(loaded, req), cancelled):
+                        if isinstance(event, _End):
+                            yield stream.end(event.index, event.finish_reason)
+                            stream.count(event.prompt_tokens, event.completion_tokens)
+                            count += event.completion_tokens
+                        else:
+                            if first is None:
+                                first = time.monotonic() - start
+                                metrics.observe("edge_time_to_first_token_seconds", first, model=req.model)
+                            yield stream.piece(*event)
                         if time.monotonic() > deadline:  # the per-request timeout ends a stream too
                             message = f"the request took longer than {config.request_timeout_s:g} s"
                             yield f"data: {json.dumps({'error': {'message': message, 'type': 'timeout'}})}\n\n"
                             return
-                    yield f"data: {json.dumps(chunk(None, 'stop'))}\n\n"
-                    yield "data: [DONE]\n\n"
+                    yield stream.usage_and_done()
                 finally:
                     cancelled.set()
                     _record_speed(metrics, req.model, count, time.monotonic() - start)
@@ -203,88 +200,74 @@ def add_openai_routes(app: FastAPI, pool: ModelPool, config: DaemonConfig) -> No
 
             return StreamingResponse(events(), media_type="text/event-stream")
 
-        usage = {"prompt_tokens": 0}
+        answer = shapes.Answer(head, chat, req.alternatives() is not None, echo)
 
-        async def generate() -> tuple[list[str], float]:
+        async def generate() -> float:
             async with pool.use(req.model, client_gone(request)) as loaded:
                 start = time.monotonic()
-                return [p async for p in _threaded(loaded, lambda: _tokens(loaded, req, usage), cancelled)], start
+                async for event in _threaded(loaded, lambda: _events(loaded, req), cancelled):
+                    if isinstance(event, _End):
+                        answer.end(event.index, event.finish_reason, event.prompt_tokens, event.completion_tokens)
+                    else:
+                        answer.piece(*event)
+                return start
 
         # On timeout the generator's finally sets `cancelled`: the engine thread stops at its next token.
-        pieces, start = await asyncio.wait_for(generate(), timeout=config.request_timeout_s)
-        text = "".join(pieces)
-        _record_speed(metrics, req.model, len(pieces), time.monotonic() - start)
-        usage.update(completion_tokens=len(pieces), total_tokens=usage["prompt_tokens"] + len(pieces))
-        if kind == "chat":
-            message = {"role": "assistant", "content": text}
-            return {
-                "id": rid,
-                "object": "chat.completion",
-                "created": created,
-                "model": req.model,
-                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-                "usage": usage,
-            }
-        return {
-            "id": rid,
-            "object": "text_completion",
-            "created": created,
-            "model": req.model,
-            "choices": [{"index": 0, "text": text, "finish_reason": "stop"}],
-            "usage": usage,
-        }
+        start = await asyncio.wait_for(generate(), timeout=config.request_timeout_s)
+        _record_speed(metrics, req.model, answer.completion_tokens, time.monotonic() - start)
+        return answer.body()
 
     hybrid = app.state.hybrid = Hybrid(pool, config)
     app.router.on_shutdown.append(hybrid.aclose)
 
     @app.post("/v1/chat/completions")
     async def chat(body: ChatRequest, request: Request) -> Any:
-        messages = [m.model_dump() for m in body.messages]
-        ask = Ask(body.model, "/v1/chat/completions", body.stream, messages=messages, max_tokens=_max_tokens(body))
-        return await hybrid.serve(request, ask, lambda: complete(body, "chat", request))
+        messages = body.template_messages()
+        ask = Ask(body.model, "/v1/chat/completions", body.stream, messages=messages, max_tokens=body.token_limit())
+        return await hybrid.serve(request, ask, lambda: complete(body, request))
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request) -> Any:
-        ask = Ask(body.model, "/v1/completions", body.stream, prompt=body.prompt, max_tokens=_max_tokens(body))
-        return await hybrid.serve(request, ask, lambda: complete(body, "text", request))
+        prompts = body.prompts()
+        prompt, texts = (prompts[0], ()) if len(prompts) == 1 else (None, tuple(prompts))
+        ask = Ask(body.model, "/v1/completions", body.stream, prompt=prompt, texts=texts, max_tokens=body.token_limit())
+        return await hybrid.serve(request, ask, lambda: complete(body, request))
 
     @app.post("/v1/embeddings")
     async def embeddings(body: EmbeddingRequest, request: Request) -> Any:
-        texts = [body.input] if isinstance(body.input, str) else body.input
-        if not texts:
-            raise InputError("input must hold at least one text")
-        if len(texts) > config.max_embedding_inputs:
-            raise InputError(
-                f"input holds {len(texts)} texts; at most {config.max_embedding_inputs} per request "
-                "(the daemon's --max-embedding-inputs): split it"
-            )
+        texts = body.bounded_texts(config.max_embedding_inputs)
         ask = Ask(body.model, "/v1/embeddings", texts=texts)
         return await hybrid.serve(request, ask, lambda: embed(body, texts, request))
 
     async def embed(body: EmbeddingRequest, texts: list[str], request: Request) -> dict[str, Any]:
         stop = threading.Event()
 
-        def batches(loaded: LoadedModel) -> list[Any]:
+        def batches(loaded: LoadedModel) -> tuple[list[Any], int]:
+            session: Any = loaded.session
+            counter = getattr(session, "count_prompt_tokens", None)
             vectors: list[Any] = []
+            tokens = 0
+
+            def one(batch: list[str]) -> tuple[Any, int]:
+                return session.embed(batch), sum(counter(prompt=t) for t in batch) if counter is not None else 0
+
             for at in range(0, len(texts), EMBED_BATCH):
                 if stop.is_set():  # timed out: the engine is released after this batch
                     break
-                vectors += list(loaded.call(functools.partial(loaded.session.embed, texts[at : at + EMBED_BATCH])))
-            return vectors
+                batch_vectors, batch_tokens = loaded.call(functools.partial(one, texts[at : at + EMBED_BATCH]))
+                vectors += list(batch_vectors)
+                tokens += batch_tokens
+            return vectors, tokens
 
-        async def run() -> list[Any]:
-            async with pool.use(body.model, client_gone(request)) as loaded:
+        async def run() -> tuple[list[Any], int]:
+            async with pool.use(body.model, client_gone(request), purpose="embed") as loaded:
                 return await asyncio.to_thread(batches, loaded)
 
         try:
-            vectors = await asyncio.wait_for(run(), timeout=config.request_timeout_s)
+            vectors, tokens = await asyncio.wait_for(run(), timeout=config.request_timeout_s)
         finally:
             stop.set()
-        data = [
-            {"object": "embedding", "index": i, "embedding": np.asarray(v, dtype=np.float32).tolist()}
-            for i, v in enumerate(vectors)
-        ]
-        return {"object": "list", "data": data, "model": body.model, "usage": {"prompt_tokens": 0, "total_tokens": 0}}
+        return shapes.embeddings(body.model, vectors, tokens, body.encoding_format)
 
 
 def _record_speed(metrics: Any, model: str, tokens: int, seconds: float) -> None:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING
 
+from device_profiles.choice import Choice
 from edge_sdk.apps.daemon.config import DaemonConfig
+from edge_sdk.apps.daemon.loaded import BundleSource, DirectorySource, LoadedModel
 from edge_sdk.bundle import Bundle, Variant
 from edge_sdk.errors import (
     EdgeSDKError,
@@ -25,66 +26,12 @@ from edge_sdk.errors import (
 from edge_sdk.metrics import Metrics
 
 if TYPE_CHECKING:
-    from runtimes import Session, SessionOptions
+    from device_profiles import DeviceProfile
+    from runtimes import SessionOptions
 
-T = TypeVar("T")
+__all__ = ["BundleSource", "DirectorySource", "LoadedModel", "ModelPool", "Reservation"]
+
 CLOSE_WAIT_S = 30.0  # longest wait for an engine call to finish before its session is closed anyway
-
-
-class BundleSource(Protocol):
-    """Where the daemon finds bundles: a store of installed versions, or directories given at start."""
-
-    def names(self) -> list[str]: ...
-
-    def open(self, name: str) -> Bundle: ...
-
-    def current_version(self, name: str) -> str | None:
-        """The version `open` would return now (cheap: checked on every request to pick up updates)."""
-        ...
-
-
-class DirectorySource:
-    """Bundles named by their manifest, from paths given on the command line."""
-
-    def __init__(self, paths: list[Path]) -> None:
-        self._paths: dict[str, Path] = {}
-        self._versions: dict[str, str] = {}
-        for path in paths:
-            bundle = Bundle.open(path)
-            self._paths[bundle.name] = path
-            self._versions[bundle.name] = bundle.manifest.version
-
-    def names(self) -> list[str]:
-        return sorted(self._paths)
-
-    def open(self, name: str) -> Bundle:
-        return Bundle.open(self._paths[name])
-
-    def current_version(self, name: str) -> str | None:
-        return self._versions.get(name)
-
-
-@dataclass
-class LoadedModel:
-    name: str
-    bundle: Bundle
-    variant: Variant
-    session: Session
-    bytes: int
-    in_use: int = 0
-    last_used: float = field(default_factory=time.monotonic)
-    exclusive: asyncio.Lock = field(default_factory=asyncio.Lock)  # queues requests to a non-thread-safe engine
-    # Held by the thread that calls the engine: a cancelled request's generation may still be finishing its
-    # current token after the request is gone, and the next request must not enter the engine before it stops.
-    engine_lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def engine(self) -> contextlib.AbstractContextManager[object]:
-        return contextlib.nullcontext() if self.session.thread_safe else self.engine_lock
-
-    def call(self, fn: Callable[[], T]) -> T:
-        """Run `fn` (an engine call, in a worker thread) under the engine lock when the engine needs one."""
-        with self.engine():
-            return fn()
 
 
 @dataclass
@@ -114,13 +61,15 @@ class ModelPool:
         self._load_tasks: dict[str, asyncio.Future[LoadedModel]] = {}
         self._recent_latency: dict[str, float] = {}  # per model, a moving average of service time (s)
         self._plans: dict[str, tuple[str | None, int, int | None]] = {}  # name -> (version, bytes, context)
+        self._choices: dict[str, tuple[str | None, Choice]] = {}  # name -> (version, variant chosen)
+        self._profile: DeviceProfile | None = None
         self._retiring: list[LoadedModel] = []
         self.loading = 0  # models being loaded or swapped in right now (readiness is false meanwhile)
 
     def loaded(self) -> list[LoadedModel]:
         return list(self._loaded.values())
 
-    def _check_known(self, name: str) -> None:
+    def check_known(self, name: str) -> None:
         known = self.source.names()
         if name not in known:
             raise UnknownModelError(f"model {name!r} is not installed here; installed: {choices(known) or 'none'}")
@@ -165,14 +114,20 @@ class ModelPool:
 
     @contextlib.asynccontextmanager
     async def use(
-        self, name: str, gone: Callable[[], Awaitable[bool]] | None = None, reservation: Reservation | None = None
+        self,
+        name: str,
+        gone: Callable[[], Awaitable[bool]] | None = None,
+        reservation: Reservation | None = None,
+        *,
+        purpose: str = "generate",
     ) -> AsyncIterator[LoadedModel]:
         """Admit (or 429 at once), wait for a slot, load if needed, and hold the model while in use.
 
         `gone` (the request's `is_disconnected`) is asked once the slot is free: a client that left while it
-        waited gets nothing started for it.
+        waited gets nothing started for it. A `purpose` for which the engine opens another instance (llama.cpp's
+        embeddings) is counted in the budget first.
         """
-        self._check_known(name)
+        self.check_known(name)
         if reservation is not None and reservation.gate is not None and reservation.name == name:
             gate, reservation.gate = reservation.gate, None  # already counted as waiting
         else:
@@ -193,6 +148,7 @@ class ModelPool:
             model = await self._ensure_loaded(name)
             model.in_use += 1
             try:
+                await self._count_instance(model, purpose)
                 if model.session.thread_safe:
                     yield model
                 else:
@@ -226,7 +182,7 @@ class ModelPool:
         cached = self._plans.get(name)
         if cached is None or cached[0] != version:
             bundle = self.source.open(name)
-            variant = bundle.variant()
+            variant = self._choose(name, bundle).variant
             size = self._footprint(variant, bundle.root)
             cached = self._plans[name] = (
                 version,
@@ -234,6 +190,44 @@ class ModelPool:
                 get_runtime(variant.backend).context_length(variant, self._session_options()),
             )
         return cached[1], cached[2]
+
+    def choice(self, name: str) -> Choice:
+        """The variant `name` runs (or will run once loaded) and why; opens the bundle, so call it in a thread."""
+        loaded = self.resident(name)
+        if loaded is not None:
+            return Choice(loaded.variant, loaded.reason)
+        cached = self._choices.get(name)
+        if cached is not None and cached[0] == self.source.current_version(name):
+            return cached[1]  # without opening (verifying) the bundle again on every /v1/models
+        return self._choose(name, self.source.open(name))
+
+    def _choose(self, name: str, bundle: Bundle) -> Choice:
+        from device_profiles import load_profile
+        from device_profiles.choice import choose_variant
+
+        version = bundle.manifest.version
+        cached = self._choices.get(name)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        if self._profile is None:
+            self._profile = load_profile(self.config.profile or "host")
+        pinned = self.config.variants.get(name) or self.config.variants.get("*") or self.source.pinned_variant(name)
+        choice = choose_variant(bundle, self._profile, context=self.config.context, pinned=pinned)
+        self._choices[name] = (version, choice)
+        return choice
+
+    async def _count_instance(self, model: LoadedModel, purpose: str) -> None:
+        """Before the engine opens another instance for `purpose`, make room for it as for a model."""
+        if purpose in model.instances:
+            return
+        extra = model.session.instance_bytes(purpose)
+        async with self._load_locks.setdefault(model.name, asyncio.Lock()):
+            if purpose in model.instances:
+                return
+            if extra:
+                self._evict_for(extra, keep=model)
+                model.bytes += extra
+            model.instances.add(purpose)
 
     def _session_options(self) -> SessionOptions:
         from runtimes import SessionOptions
@@ -249,6 +243,13 @@ class ModelPool:
         idle = sum(m.bytes for m in self._loaded.values() if not m.in_use and m.name != name)
         within_budget = size + sum(m.bytes for m in busy) <= self.budget_bytes
         return within_budget and size <= available_memory_bytes() + idle
+
+    def instance_fits(self, model: LoadedModel, purpose: str) -> bool:
+        """Whether the extra engine instance `purpose` needs (llama.cpp's embeddings) fits now beside the model."""
+        if purpose in model.instances:
+            return True
+        extra = model.session.instance_bytes(purpose)
+        return not extra or self.fits_now(model.name, model.bytes + extra)
 
     def estimated_wait_s(self, name: str) -> float:
         """Queue wait a new request would meet: the requests ahead of it × recent service time / slots."""
@@ -305,7 +306,8 @@ class ModelPool:
         from runtimes.text import with_preprocessing
 
         bundle = self.source.open(name)
-        variant = bundle.variant()
+        choice = self._choose(name, bundle)
+        variant = choice.variant
         start = time.monotonic()
         try:
             session = get_runtime(variant.backend).load(variant, bundle.root, self._session_options())
@@ -315,16 +317,17 @@ class ModelPool:
         except Exception as exc:  # an engine crash while loading must not take the daemon down
             raise RuntimeFailure(f"loading {name!r} ({variant.id}) failed: {type(exc).__name__}: {exc}") from exc
         self.metrics.observe("edge_model_load_seconds", time.monotonic() - start, model=name)
-        return LoadedModel(name, bundle, variant, session, self._footprint(variant, bundle.root))
+        return LoadedModel(name, bundle, variant, session, self._footprint(variant, bundle.root), choice.reason)
 
-    def _evict_for(self, incoming: int) -> None:
-        """Unload least recently used idle models until `incoming` fits the budget."""
+    def _evict_for(self, incoming: int, keep: LoadedModel | None = None) -> None:
+        """Unload least recently used idle models (not `keep`) until `incoming` fits the budget."""
         used = sum(m.bytes for m in self._loaded.values())
         for name in list(self._loaded):
             if used + incoming <= self.budget_bytes:
                 break
             model = self._loaded[name]
-            if model.in_use or model.engine_lock.locked():  # a timed-out request's engine call may still run
+            # a timed-out request's engine call may still run
+            if model.in_use or model is keep or model.engine_lock.locked():
                 continue
             model.session.close()
             del self._loaded[name]

@@ -36,10 +36,11 @@ def read_cloud_key(path: Path) -> str:
     return next(iter(keys))
 
 
-def default_budget() -> int:
+def default_budget(profile: str | None = None) -> int:
+    """The memory budget of the profile served as (`--profile`), else of the detected host."""
     from device_profiles import load_profile
 
-    return load_profile("host").budget_bytes
+    return load_profile(profile or "host").budget_bytes
 
 
 def build(source: BundleSource, config: DaemonConfig) -> FastAPI:
@@ -48,7 +49,7 @@ def build(source: BundleSource, config: DaemonConfig) -> FastAPI:
     metrics.describe("edge_request_seconds", "histogram", "request latency")
     metrics.describe("edge_time_to_first_token_seconds", "histogram", "time to the first streamed token")
     metrics.describe("edge_queue_depth", "gauge", "requests waiting for a slot, per model")
-    pool = ModelPool(source, config, metrics, config.memory_budget_bytes or default_budget())
+    pool = ModelPool(source, config, metrics, config.memory_budget_bytes or default_budget(config.profile))
     return create_app(pool, config)
 
 

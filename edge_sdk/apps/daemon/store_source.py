@@ -20,3 +20,7 @@ class StoreSource:
 
     def current_version(self, name: str) -> str | None:
         return next((m.active for m in self.store.list() if m.name == name), None)
+
+    def pinned_variant(self, name: str) -> str | None:
+        version = self.current_version(name)
+        return self.store.pinned_variant(name, version) if version is not None else None

@@ -21,7 +21,7 @@ def test_infer_matches_the_session_in_process(tensor_daemon, onnx_bundle, digits
     assert r.status_code == 200, r.text
     out = r.json()["outputs"]["output"]
     assert out["shape"] == [5, 10] and out["dtype"] == "float32"
-    with edge_sdk.load(onnx_bundle) as session:
+    with edge_sdk.load(onnx_bundle, r.json()["variant"]) as session:  # the variant chosen for this host
         expected = session.run({"input": x})["output"]
     np.testing.assert_allclose(np.array(out["data"]).reshape(5, 10), expected, rtol=1e-5, atol=1e-5)
     assert np.array(out["data"]).reshape(5, 10).argmax(1).tolist() == digits.test_y[:5].tolist()
