@@ -1,0 +1,215 @@
+"""Every decoder family the GGUF converter claims, on tiny random-weight models built from transformers' configs.
+
+Per family: our f32/f16/q8_0 GGUFs equal llama.cpp's own converter's (same llama.cpp revision as the runtime) in
+tensor names, shapes, types and bytes, and in metadata except the naming keys; llama.cpp's 16 greedy tokens on
+the f32 file equal transformers' fp32 greedy tokens; f16 and q8_0 are judged by teacher-forced top-1 agreement
+with transformers running the same rounded weights (random weights leave near-ties, so exact greedy sequences
+would test luck, not the file), against the bundle's own gate for that type.
+"""
+
+from __future__ import annotations
+
+import itertools
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from llm_families import FAMILIES, build_family, run_reference, sentencepiece_tokenizer, smollm2_tokenizer_dir
+
+pytest.importorskip("llama_cpp")
+NAMING_KEYS = {"general.name", "general.basename", "general.size_label", "general.type"}
+TYPES = ("f32", "f16", "q8_0")
+REFERENCE_TYPES = ("f16", "q8_0")  # f32 too would add ~30 s; its tensors are f16's before rounding
+NAMES = [f.name for f in FAMILIES]
+PROMPT = [1, 504, 3458, 282, 4649, 314, 9, 52]
+SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}  # GGUF value type -> bytes
+
+
+@pytest.fixture(scope="module")
+def families(tmp_path_factory) -> dict[str, tuple[Path, object]]:
+    """name -> (HF directory, the torch model), each built once for this module."""
+    root = tmp_path_factory.mktemp("families")
+    sentencepiece_tokenizer(root / "spm")
+    tokenizers = {"smollm2": smollm2_tokenizer_dir(), "sentencepiece": root / "spm"}
+    # not "tiny-phi3": the directory names the model, and llama.cpp treats a "phi3" name as Phi-3's own vocabulary
+    dirs = {f.name: root / f"tiny-{f.name.replace('phi3', 'phi-mini')}" for f in FAMILIES}
+    return {f.name: (dirs[f.name], build_family(f, dirs[f.name], tokenizers)) for f in FAMILIES}
+
+
+@pytest.fixture(scope="module")
+def ours(families, tmp_path_factory) -> dict[tuple[str, str], Path]:
+    from converters.gguf.hf_source import HfSource
+    from converters.gguf.writer import parse_gguf_quant, write_gguf
+
+    out = tmp_path_factory.mktemp("ours")
+    files = {}
+    for name, (directory, _) in families.items():
+        model = HfSource(directory).load()
+        for t in TYPES:
+            files[name, t] = write_gguf(model, out / f"{name}-{t}.gguf", parse_gguf_quant(t))
+    return files
+
+
+@pytest.fixture(scope="module")
+def reference(families, tmp_path_factory) -> dict[tuple[str, str], Path]:
+    out = tmp_path_factory.mktemp("reference")
+    paths = {(name, t): out / f"{name}-{t}.gguf" for name in families for t in REFERENCE_TYPES}
+    run_reference([(families[name][0], t, path) for (name, t), path in paths.items()])  # one process: ~30 s
+    return paths
+
+
+def _read(path: Path) -> tuple[dict[str, bytes], dict[str, tuple[int, tuple[int, ...], bytes]]]:
+    """Every metadata value as its raw bytes (type code included) and every tensor's type, shape and bytes.
+
+    A plain parser: gguf's reader builds an array per vocabulary entry and takes seconds a file.
+    """
+    data = path.read_bytes()
+    pos = 24
+    n_tensors, n_kv = struct.unpack_from("<QQ", data, 8)
+
+    def string() -> str:
+        nonlocal pos
+        (n,) = struct.unpack_from("<Q", data, pos)
+        pos += 8 + n
+        return data[pos - n : pos].decode()
+
+    def skip(kind: int) -> None:
+        nonlocal pos
+        if kind == 8:
+            string()
+        elif kind == 9:
+            item, count = struct.unpack_from("<IQ", data, pos)
+            pos += 12
+            if item in SCALAR_SIZES:
+                pos += count * SCALAR_SIZES[item]
+            else:
+                for _ in range(count):
+                    skip(item)
+        else:
+            pos += SCALAR_SIZES[kind]
+
+    keys = {}
+    for _ in range(n_kv):
+        key = string()
+        start = pos
+        (kind,) = struct.unpack_from("<I", data, pos)
+        pos += 4
+        skip(kind)
+        if key not in NAMING_KEYS:
+            keys[key] = data[start:pos]
+    infos = []
+    for _ in range(n_tensors):
+        name = string()
+        (n_dims,) = struct.unpack_from("<I", data, pos)
+        dims = struct.unpack_from(f"<{n_dims}Q", data, pos + 4)
+        kind, offset = struct.unpack_from("<IQ", data, pos + 4 + 8 * n_dims)
+        pos += 4 + 8 * n_dims + 12
+        infos.append((name, kind, tuple(dims), offset))
+    base = (pos + 31) // 32 * 32  # general.alignment is the default 32 in both writers
+    starts = [*sorted(offset for *_, offset in infos), len(data) - base]
+    end_of = dict(itertools.pairwise(starts))  # each tensor runs to the next (padding is zeros in both)
+    tensors = {name: (kind, dims, data[base + offset : base + end_of[offset]]) for name, kind, dims, offset in infos}
+    return keys, tensors
+
+
+def test_each_family_is_small(families):
+    for name, (directory, _) in families.items():
+        size = sum(p.stat().st_size for p in directory.iterdir())
+        assert size < 30e6, (name, size)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("gguf_type", REFERENCE_TYPES)
+@pytest.mark.parametrize("family", NAMES)
+def test_gguf_equals_llama_cpp_reference_converter(ours, reference, family, gguf_type):
+    our_keys, our_tensors = _read(ours[family, gguf_type])
+    ref_keys, ref_tensors = _read(reference[family, gguf_type])
+    assert our_keys.keys() == ref_keys.keys()
+    assert {k: v for k, v in our_keys.items() if v != ref_keys[k]} == {}
+    assert our_tensors.keys() == ref_tensors.keys()
+    for name, (kind, shape, data) in ref_tensors.items():
+        assert our_tensors[name][:2] == (kind, shape), name
+        assert our_tensors[name][2] == data, f"{name}: bytes differ"
+
+
+def _llama(path: Path, n_ctx: int = 64):
+    import llama_cpp
+
+    from runtimes.llama_cpp_adapter import quiet_stderr
+
+    with quiet_stderr():
+        return llama_cpp.Llama(str(path), n_ctx=n_ctx, n_threads=2, logits_all=True, verbose=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", NAMES)
+def test_f32_greedy_tokens_equal_transformers(families, ours, family):
+    import torch
+
+    model = families[family][1]
+    prompt = [t % 512 for t in PROMPT] if family == "gemma2" else PROMPT  # its SentencePiece vocabulary is small
+    want: list[int] = []
+    with torch.no_grad():  # greedy by hand: generate() would stop at an end-of-sequence token
+        for _ in range(16):
+            logits = model(torch.tensor([prompt + want])).logits[0, -1]
+            want.append(int(logits.argmax()))
+    llm = _llama(ours[family, "f32"])
+    llm.eval(prompt)
+    got = []
+    for _ in range(16):
+        got.append(int(np.argmax(llm.scores[llm.n_tokens - 1])))
+        llm.eval([got[-1]])
+    assert got == want
+    assert len(set(want)) > 1 or family == "gemma2", "a degenerate model would not test the graph"
+
+
+def _eager_quantized(model, gguf_type: str):
+    """The transformers model with its matrices rounded as the GGUF stores them (the eager quantized model)."""
+    import copy
+
+    import gguf
+    import torch
+
+    qtype = gguf.GGMLQuantizationType.F16 if gguf_type == "f16" else gguf.GGMLQuantizationType.Q8_0
+    rounded = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in rounded.parameters():
+            if p.ndim == 2:  # norms and biases stay float32 in the GGUF
+                w = p.numpy()
+                stored = gguf.quants.dequantize(gguf.quants.quantize(w, qtype), qtype)
+                p.copy_(torch.from_numpy(stored.reshape(w.shape)))
+    return rounded
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("gguf_type", ["f16", "q8_0"])
+@pytest.mark.parametrize("family", NAMES)
+def test_teacher_forced_top1_agreement_with_transformers(families, ours, family, gguf_type):
+    import torch
+
+    vocab = 512 if family == "gemma2" else 49152
+    from converters.gguf.quality import tolerance_for
+    from converters.gguf.writer import parse_gguf_quant
+
+    tokens = np.random.default_rng(0).integers(3, vocab, size=256).tolist()
+    model = _eager_quantized(families[family][1], gguf_type)
+    with torch.no_grad():
+        want = model(torch.tensor([tokens])).logits[0].numpy()
+    llm = _llama(ours[family, gguf_type], n_ctx=288)
+    llm.eval(tokens)
+    got = np.asarray(llm.scores[: len(tokens)])
+    agreement = float((got.argmax(-1) == want.argmax(-1)).mean())
+    # the bundle's own gate for this type (llama.cpp's published quality ladder), not this model's number
+    assert agreement >= 1 - tolerance_for(parse_gguf_quant(gguf_type)).max_top1_drop, agreement
+
+
+def test_a_phi3_name_without_phi3_tokens_is_refused_before_llama_cpp_crashes(families, tmp_path):
+    import shutil
+
+    from converters.gguf.hf_source import HfSource
+    from edge_sdk.errors import ModelSourceError
+
+    directory = shutil.copytree(families["phi3"][0], tmp_path / "my-phi3")
+    with pytest.raises(ModelSourceError, match=r"named 'my-phi3' as Phi-3 and needs the tokens \['</s>'"):
+        HfSource(directory)
