@@ -1,7 +1,8 @@
 """Read the key-value header of a GGUF file with the stdlib: the numbers a memory estimate needs.
 
 Only the header is read (arrays such as the vocabulary are skipped, their length kept), so this works on a
-device without the `gguf` package and costs milliseconds even for multi-GB files.
+device without the `gguf` package and costs milliseconds even for multi-GB files. Every length is checked
+against the bytes left in the file before anything is read or allocated: a hostile header is refused at once.
 """
 
 from __future__ import annotations
@@ -34,8 +35,17 @@ def _unpack(f: BinaryIO, fmt: str) -> Value:
     return value
 
 
+def _left(f: BinaryIO) -> int:
+    here = f.tell()
+    end = f.seek(0, 2)
+    f.seek(here)
+    return end - here
+
+
 def _string(f: BinaryIO) -> str:
     length = int(_unpack(f, "Q"))
+    if length > _left(f):
+        raise ValueError(f"a string claims {length} bytes, more than the file holds")
     raw = f.read(length)
     if len(raw) != length:
         raise EOFError
@@ -49,8 +59,20 @@ def _value(f: BinaryIO, kind: int) -> Value | None:
         return _string(f)
     if kind == _ARRAY:
         item_kind, count = int(_unpack(f, "I")), int(_unpack(f, "Q"))
+        smallest = struct.calcsize("<" + _SCALARS[item_kind]) if item_kind in _SCALARS else 8
+        if count * smallest > _left(f):
+            raise ValueError(f"an array claims {count} items, more than the file holds")
         if item_kind in _SCALARS:  # fixed-size items: skip them in one seek
             f.seek(count * struct.calcsize("<" + _SCALARS[item_kind]), 1)
+        elif item_kind == _STRING:  # a vocabulary: skip each string by its length, checked against the file
+            left, read, seek, unpack = _left(f), f.read, f.seek, struct.Struct("<Q").unpack
+            for _ in range(count):
+                raw = read(8)
+                (length,) = unpack(raw) if len(raw) == 8 else (left + 1,)
+                left -= 8 + length
+                if left < 0:
+                    raise ValueError("a string array runs past the end of the file")
+                seek(length, 1)
         else:
             for _ in range(count):
                 _value(f, item_kind)
@@ -58,8 +80,12 @@ def _value(f: BinaryIO, kind: int) -> Value | None:
     raise ValueError(f"unknown GGUF value type {kind}")
 
 
+TENSOR_COUNT, KV_COUNT = "GGUF.tensor_count", "GGUF.kv_count"  # the names gguf's reader gives the two counts
+
+
 def read_gguf_header(path: Path) -> dict[str, Value]:
-    """Every key of the header: scalars as they are, arrays as their length."""
+    """Every key of the header: scalars as they are, arrays as their length; the counts as GGUF.tensor_count and
+    GGUF.kv_count."""
     try:
         with path.open("rb") as f:
             if f.read(4) != GGUF_MAGIC:
@@ -67,8 +93,10 @@ def read_gguf_header(path: Path) -> dict[str, Value]:
             version = int(_unpack(f, "I"))
             if version < 2:
                 raise BundleError(f"{path.name!r} is GGUF version {version}; versions 2 and 3 are read")
-            _tensors, count = _unpack(f, "Q"), int(_unpack(f, "Q"))
-            header: dict[str, Value] = {}
+            tensors, count = int(_unpack(f, "Q")), int(_unpack(f, "Q"))
+            if count * 13 > _left(f) or tensors * 24 > _left(f):  # the smallest key/value and tensor entries
+                raise ValueError(f"it claims {tensors} tensors and {count} keys, more than the file holds")
+            header: dict[str, Value] = {TENSOR_COUNT: tensors, KV_COUNT: count}
             for _ in range(count):
                 key = _string(f)
                 value = _value(f, int(_unpack(f, "I")))

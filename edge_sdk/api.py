@@ -249,11 +249,20 @@ def convert_llm(
             )  # fmt: skip
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+    from converters.gguf.as_is import bundle_as_is, wants_as_is
     from converters.gguf.pipeline import convert_llm as run_llm_pipeline
     from device_profiles import load_profile
 
-    llm_source = resolve_llm_source(source)
     profiles = tuple(load_profile(p) for p in _as_list(profile)) if profile is not None else ()
+    if wants_as_is(quantize):  # any GGUF llama.cpp loads, unchanged: golden set and fit report only
+        from converters.gguf.resolve import gguf_path_of
+
+        path = gguf_path_of(source)
+        bundle_name = name or _default_name(path.stem)
+        dest = Path(output) if output is not None else Path(tempfile.mkdtemp(prefix="edge-bundle-")) / bundle_name
+        return bundle_as_is(path, dest, bundle_name, profiles, version=version, overwrite=overwrite,
+                            threads=threads, progress=progress)  # fmt: skip
+    llm_source = resolve_llm_source(source)
     bundle_name = name or _default_name(llm_source.describe())
     dest = Path(output) if output is not None else Path(tempfile.mkdtemp(prefix="edge-bundle-")) / bundle_name
     return run_llm_pipeline(

@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from converters.gguf.model import WRITER_KEYS, KeyValue, LlmModel
+from converters.gguf.model import SUPPORTED_ARCHITECTURES, WRITER_KEYS, KeyValue, LlmModel
 from converters.gguf.source_base import LlmSource
 from edge_sdk.bundle.files import sha256_file
-from edge_sdk.errors import ModelSourceError
+from edge_sdk.errors import ModelSourceError, choices
 
 GGUF_MAGIC = b"GGUF"
 # The smallest encodings of one key/value pair and one tensor description: anything claiming more entries than
@@ -42,11 +42,34 @@ def check_header(path: Path) -> tuple[int, int, int]:
     return version, tensors, kvs
 
 
+def header_of(path: Path) -> dict[str, Any]:
+    """The key/values of a GGUF header (arrays as their length), read in milliseconds, refusing a hostile one."""
+    from device_profiles.gguf_header import read_gguf_header
+    from edge_sdk.errors import BundleError
+
+    check_header(path)
+    try:
+        return read_gguf_header(path)
+    except BundleError as exc:
+        raise ModelSourceError(str(exc)) from None
+
+
+def check_architecture(path: Path) -> str:
+    """The architecture of a GGUF, refused from its header alone when the converter cannot re-quantize it."""
+    arch = str(header_of(path).get("general.architecture", "<missing>"))
+    if arch not in SUPPORTED_ARCHITECTURES:
+        raise ModelSourceError(
+            f"{path.name!r} is a {arch!r} GGUF; re-quantizing supports {choices(SUPPORTED_ARCHITECTURES)}. "
+            "To bundle it as it is (any architecture llama.cpp loads): -q as-is"
+        )
+    return arch
+
+
 def read_gguf(path: Path) -> Any:
     """A gguf.GGUFReader over `path` after the header check, with every tensor's data inside the file."""
     import gguf
 
-    check_header(path)
+    check_architecture(path)
     try:
         reader = gguf.GGUFReader(path)
     except Exception as exc:  # the reader raises ValueError, IndexError, ... on a damaged file

@@ -29,3 +29,14 @@ def resolve_llm_source(model: Any) -> LlmSource:
         f"cannot convert a {type(model).__name__} to GGUF; give 'zoo:smollm2', a .gguf file or a Hugging Face "
         "LLaMA directory (transformers: model.save_pretrained(dir) and tokenizer.save_pretrained(dir))"
     )
+
+
+def gguf_path_of(model: Any) -> Path:
+    """The .gguf file a user's argument names ('zoo:smollm2' or a path), for bundling it as it is."""
+    if str(model) == "zoo:smollm2":
+        from converters.gguf.zoo import smollm2_gguf_path
+
+        return smollm2_gguf_path()
+    if isinstance(model, str | Path) and (Path(model).suffix == ".gguf" or Path(model).is_file()):
+        return Path(model)
+    raise ConfigError(f"'-q as-is' bundles a .gguf file as it is; {str(model)!r} is not a .gguf file")

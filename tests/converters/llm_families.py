@@ -197,3 +197,17 @@ def build_family(family: Family, dest: Path, tokenizer_dir: dict[str, Path], see
     model = getattr(transformers, family.model_class)(config).eval()
     model.save_pretrained(dest)
     return model
+
+
+def build_gpt2(dest: Path, tokenizer_dir: Path, seed: int = 0) -> Any:
+    """A tiny GPT-2: an architecture llama.cpp runs that the converter does not re-quantize (for `-q as-is`)."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    shutil.copytree(tokenizer_dir, dest)
+    config = GPT2Config(vocab_size=49152, n_embd=64, n_layer=2, n_head=4, n_positions=512, n_ctx=512, bos_token_id=1,
+                        eos_token_id=2)  # fmt: skip
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(config).eval()
+    model.save_pretrained(dest)
+    return model

@@ -15,7 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from llm_families import FAMILIES, build_family, run_reference, sentencepiece_tokenizer, smollm2_tokenizer_dir
+from llm_families import (
+    FAMILIES,
+    build_family,
+    build_gpt2,
+    run_reference,
+    sentencepiece_tokenizer,
+    smollm2_tokenizer_dir,
+)
 
 pytest.importorskip("llama_cpp")
 NAMING_KEYS = {"general.name", "general.basename", "general.size_label", "general.type"}
@@ -55,7 +62,11 @@ def ours(families, tmp_path_factory) -> dict[tuple[str, str], Path]:
 def reference(families, tmp_path_factory) -> dict[tuple[str, str], Path]:
     out = tmp_path_factory.mktemp("reference")
     paths = {(name, t): out / f"{name}-{t}.gguf" for name in families for t in REFERENCE_TYPES}
-    run_reference([(families[name][0], t, path) for (name, t), path in paths.items()])  # one process: ~30 s
+    jobs = [(families[name][0], t, path) for (name, t), path in paths.items()]
+    gpt2_dir = out / "tiny-gpt2"
+    build_gpt2(gpt2_dir, smollm2_tokenizer_dir())
+    paths["gpt2", "q8_0"] = out / "gpt2-q8_0.gguf"  # an architecture we bundle only as it is
+    run_reference([*jobs, (gpt2_dir, "q8_0", paths["gpt2", "q8_0"])])  # one process: ~30 s
     return paths
 
 
@@ -213,3 +224,101 @@ def test_a_phi3_name_without_phi3_tokens_is_refused_before_llama_cpp_crashes(fam
     directory = shutil.copytree(families["phi3"][0], tmp_path / "my-phi3")
     with pytest.raises(ModelSourceError, match=r"named 'my-phi3' as Phi-3 and needs the tokens \['</s>'"):
         HfSource(directory)
+
+
+# Any GGUF llama.cpp loads: refused from the header for re-quantization, bundled as it is with `-q as-is`.
+
+
+@pytest.mark.slow
+def test_an_architecture_we_cannot_requantize_is_refused_from_the_header_at_once(reference, tmp_path):
+    import time
+
+    from typer.testing import CliRunner
+
+    from converters.gguf.gguf_source import GgufFileSource
+    from edge_sdk.apps.cli.main import app
+    from edge_sdk.errors import ModelSourceError
+
+    started = time.perf_counter()
+    with pytest.raises(ModelSourceError, match="'gpt2' GGUF; re-quantizing supports"):
+        GgufFileSource(reference["gpt2", "q8_0"])
+    assert time.perf_counter() - started < 1.0  # the header only: a multi-GB file would take as long
+    result = CliRunner().invoke(app, ["convert", str(reference["gpt2", "q8_0"]), "-b", "gguf", "-q", "q4_0",
+                                      "-o", str(tmp_path / "b")])  # fmt: skip
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "'gpt2' GGUF; re-quantizing supports" in result.output and "-q as-is" in result.output
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.slow
+def test_as_is_bundles_any_gguf_llama_cpp_loads_with_golden_set_and_fit(reference, tmp_path):
+    from typer.testing import CliRunner
+
+    import edge_sdk
+    from edge_sdk.apps.cli.main import app
+
+    source = reference["gpt2", "q8_0"]
+    result = CliRunner().invoke(app, ["convert", str(source), "-b", "gguf", "-q", "as-is", "-p", "rpi4",
+                                      "-o", str(tmp_path / "b")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    bundle = edge_sdk.Bundle.open(tmp_path / "b")
+    (variant,) = bundle.variants
+    assert variant.id == "gguf-q8-0" and variant.recipe.options == {"quantizer": "as-is", "arch": "gpt2"}
+    assert (bundle.root / variant.files[0].path).read_bytes() == source.read_bytes()
+    assert variant.fit["rpi4"].fits
+    assert edge_sdk.check_golden(bundle, variant.id).passed
+    with edge_sdk.load(bundle) as session:
+        assert len(list(session.generate("The", max_tokens=4, temperature=0))) >= 1
+
+
+def test_as_is_cannot_be_mixed_with_quantizations():
+    from converters.gguf.as_is import wants_as_is
+    from edge_sdk.errors import ConfigError
+
+    assert wants_as_is("as-is") and wants_as_is(["AS-IS"]) and not wants_as_is("q8_0,q4_0")
+    with pytest.raises(ConfigError, match="cannot be combined"):
+        wants_as_is("as-is,q4_0")
+
+
+@pytest.mark.parametrize(
+    ("body", "what"),
+    [
+        (struct.pack("<QQ", 0, 1) + struct.pack("<Q", 2**60), "a string claims"),  # a key 2**60 bytes long
+        (struct.pack("<QQ", 0, 1) + struct.pack("<Q", 1) + b"k" + struct.pack("<IIQ", 9, 4, 2**59), "an array claims"),
+    ],
+)
+def test_absurd_string_and_array_lengths_are_refused_from_the_header(tmp_path, body, what):
+    from converters.gguf.gguf_source import GgufFileSource
+    from edge_sdk.errors import ModelSourceError
+
+    path = tmp_path / "hostile.gguf"
+    path.write_bytes(b"GGUF" + struct.pack("<I", 3) + body + b"\0" * 64)
+    with pytest.raises(ModelSourceError, match=what):
+        GgufFileSource(path)
+
+
+def test_a_bpe_tokenizer_llama_cpp_does_not_know_is_refused_by_its_hash(families, tmp_path):
+    import shutil
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    from converters.gguf.hf_source import HfSource
+    from edge_sdk.errors import ModelSourceError
+
+    directory = shutil.copytree(families["qwen3"][0], tmp_path / "custom-vocab")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.train_from_iterator(["a tiny corpus of words"] * 4, trainers.BpeTrainer(vocab_size=300))
+    tok.save(str(directory / "tokenizer.json"))
+    with pytest.raises(ModelSourceError, match=r"pre-tokenizer .* \(hash [0-9a-f]{16}…\) is not one llama.cpp 0c1e"):
+        HfSource(directory)
+
+
+def test_known_pre_tokenizer_hashes_are_data_with_their_llama_cpp_revision():
+    import json
+
+    from converters.gguf.tokenizer import HASHES_FILE, pre_tokenizer_name
+
+    data = json.loads(HASHES_FILE.read_text())
+    assert data["llama_cpp_revision"] == "0c1e57098" and len(data["hashes"]) > 90
+    assert pre_tokenizer_name(smollm2_tokenizer_dir() / "tokenizer.json") == "smollm"

@@ -38,14 +38,16 @@ def convert_cmd(
         ...,
         help="What to convert: 'path/to/file.py:factory' (a function returning a torch.nn.Module), "
         "an existing .onnx file (to quantize) or .tflite file (to wrap, --backend tflite), "
-        "or 'zoo:digits-cnn' (the embedded default).",
+        "a Hugging Face LLM directory or a .gguf (--backend gguf), "
+        "or 'zoo:digits-cnn' / 'zoo:smollm2' (the embedded defaults).",
     ),
     backend: str = typer.Option("onnx", "--backend", "-b", help=f"Engine(s), comma-separated: {BACKENDS}."),
     quantize: str = typer.Option(
         "none",
         "--quantize",
         "-q",
-        help=f"Quantization(s), comma-separated; each makes one variant per backend: {SCHEMES}.",
+        help=f"Quantization(s), comma-separated; each makes one variant per backend: {SCHEMES}. "
+        "With --backend gguf and a .gguf: 'as-is' bundles the file unchanged (any architecture llama.cpp loads).",
     ),
     profile: list[str] = typer.Option(
         [], "--profile", "-p", help="Device profile id (see `edge-sdk profiles list`) or a YAML file; repeatable."
