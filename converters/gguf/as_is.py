@@ -6,6 +6,7 @@ is what "any architecture" means here: whatever the device's llama.cpp runs.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from edge_sdk.bundle import Bundle, BundleWriter, Recipe, SourceInfo
 from edge_sdk.bundle.files import sha256_file
 from edge_sdk.errors import ConfigError, ModelSourceError, RuntimeFailure
 from edge_sdk.types import Backend, QuantScheme, Task
+from runtimes.llama_cpp_adapter import CHAT_TEMPLATE_FILE
 
 AS_IS = "as-is"
 GOLDEN_TOKENS = 16
@@ -44,9 +46,12 @@ def bundle_as_is(
     version: str = "1.0.0",
     overwrite: bool = False,
     threads: int | None = None,
+    chat_template: str | None = None,
     progress: Callable[[str, str | None, int, int], None] | None = None,
 ) -> Bundle:
-    """Bundle the GGUF at `path` unchanged, with 16 tokens of golden logits that `verify --run` re-checks."""
+    """Bundle the GGUF at `path` unchanged, with 16 tokens of golden logits that `verify --run` re-checks.
+
+    A `chat_template` goes beside the file (chat_template.jinja), which the llama.cpp session prefers."""
     report = progress or (lambda _s, _v, _d, _t: None)
     path = Path(path)
     if path.suffix != ".gguf" and not path.is_file():
@@ -73,8 +78,13 @@ def bundle_as_is(
         golden_logits = logits_of(path, golden, threads=threads).logits
         writer.set_golden({"tokens": golden}, {"logits": golden_logits})
         facts = ModelFacts.of_files(Backend.GGUF, scheme, [path])
+        files = {"model.gguf": path}
+        if chat_template is not None:
+            template_file = Path(tempfile.mkdtemp(prefix="edge-template-")) / CHAT_TEMPLATE_FILE
+            template_file.write_text(chat_template, encoding="utf-8")
+            files[CHAT_TEMPLATE_FILE] = template_file
         writer.add_variant(
-            variant_id=variant_id, backend=Backend.GGUF, files={"model.gguf": path}, inputs=(), outputs=(),
+            variant_id=variant_id, backend=Backend.GGUF, files=files, inputs=(), outputs=(),
             recipe=Recipe(quantization=scheme, precision=precision, options={"quantizer": AS_IS, "arch": arch}),
             runtime=_runtime(), fit={p.id: check_fit(p, facts) for p in profiles},
             golden_outputs={"logits": golden_logits},

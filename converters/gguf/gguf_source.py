@@ -118,7 +118,7 @@ class GgufFileSource(LlmSource):
 
     def load(self) -> LlmModel:
         if self._model is None:
-            self._model = model_from_reader(self._reader)
+            self._model = self.with_chat_template(model_from_reader(self._reader))
         return self._model
 
     def digest(self) -> str:

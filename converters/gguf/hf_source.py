@@ -105,7 +105,8 @@ class HfSource(LlmSource):
         factors = llama3_rope_factors(rope_parameters(self.config), dims)
         if factors is not None:
             ordered = {"rope_freqs.weight": factors, **ordered}
-        self._model = LlmModel(family.arch, {**self._metadata, **self._tokenizer, **self._quirks()}, ordered)
+        model = LlmModel(family.arch, {**self._metadata, **self._tokenizer, **self._quirks()}, ordered)
+        self._model = self.with_chat_template(model)
         return self._model
 
     def _quirks(self) -> dict[str, KeyValue]:

@@ -322,3 +322,86 @@ def test_known_pre_tokenizer_hashes_are_data_with_their_llama_cpp_revision():
     data = json.loads(HASHES_FILE.read_text())
     assert data["llama_cpp_revision"] == "0c1e57098" and len(data["hashes"]) > 90
     assert pre_tokenizer_name(smollm2_tokenizer_dir() / "tokenizer.json") == "smollm"
+
+
+# --chat-template FILE: at convert time (into the GGUF, or beside a file bundled as it is) and at serve time.
+
+TEMPLATE = "{% for m in messages %}<<{{ m['role'] }}|{{ m['content'] }}>>{% endfor %}{{ bos_token }}"
+ESCAPE = "{{ messages.__class__.__mro__[1].__subclasses__() }}"
+
+
+def _convert(*args: str):
+    from typer.testing import CliRunner
+
+    from edge_sdk.apps.cli.main import app
+
+    return CliRunner().invoke(app, ["convert", *args])
+
+
+@pytest.mark.slow
+def test_a_gguf_without_a_chat_template_chats_with_one_given_at_convert_time(ours, tmp_path):
+    import edge_sdk
+    from edge_sdk.errors import UnsupportedOperationError
+
+    source = ours["gemma2", "f16"]  # a SentencePiece model whose tokenizer_config has no template
+    plain = _convert(str(source), "-b", "gguf", "-q", "as-is", "-o", str(tmp_path / "plain"))
+    assert plain.exit_code == 0, plain.output
+    with edge_sdk.load(tmp_path / "plain") as session, pytest.raises(UnsupportedOperationError, match="--chat-t"):
+        session.render_chat([{"role": "user", "content": "hi"}])
+    (tmp_path / "t.jinja").write_text(TEMPLATE)
+    given = _convert(str(source), "-b", "gguf", "-q", "as-is", "--chat-template", str(tmp_path / "t.jinja"),
+                     "-o", str(tmp_path / "given"))  # fmt: skip
+    assert given.exit_code == 0, given.output
+    bundle = edge_sdk.Bundle.open(tmp_path / "given")
+    assert sorted(f.path.rsplit("/", 1)[-1] for f in bundle.variants[0].files) == ["chat_template.jinja", "model.gguf"]
+    with edge_sdk.load(bundle) as session:
+        assert session.render_chat([{"role": "user", "content": "hi"}]) == "<<user|hi>><s>"
+        assert len(list(session.chat([{"role": "user", "content": "hi"}], max_tokens=2, temperature=0))) >= 1
+
+
+@pytest.mark.slow
+def test_a_chat_template_given_for_a_hugging_face_model_is_written_into_the_gguf(families, tmp_path):
+    import gguf
+
+    import edge_sdk
+
+    (tmp_path / "t.jinja").write_text(TEMPLATE)
+    result = _convert(str(families["gemma2"][0]), "-b", "gguf", "-q", "f16", "--chat-template",
+                      str(tmp_path / "t.jinja"), "-o", str(tmp_path / "b"))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    bundle = edge_sdk.Bundle.open(tmp_path / "b")
+    reader = gguf.GGUFReader(bundle.root / bundle.variants[0].files[0].path)
+    assert reader.fields["tokenizer.chat_template"].contents() == TEMPLATE
+
+
+def test_a_template_that_escapes_the_sandbox_is_refused_before_anything_is_written(families, tmp_path):
+    (tmp_path / "evil.jinja").write_text(ESCAPE)
+    result = _convert(str(families["gemma2"][0]), "-b", "gguf", "-q", "f16", "--chat-template",
+                      str(tmp_path / "evil.jinja"), "-o", str(tmp_path / "b"))  # fmt: skip
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "sandbox forbids" in result.output and not (tmp_path / "b").exists()
+    missing = _convert("zoo:smollm2", "-b", "gguf", "--chat-template", str(tmp_path / "nope.jinja"), "-o", "x")
+    assert missing.exit_code == 1 and "does not exist" in missing.output
+
+
+@pytest.mark.slow
+def test_a_chat_template_given_at_serve_time_replaces_the_bundles(ours, tmp_path):
+    from edge_sdk.apps.daemon.config import daemon_config
+    from edge_sdk.bundle import Bundle
+    from runtimes.base import SessionOptions
+    from runtimes.llama_cpp_adapter import LlamaCppRuntime
+
+    assert _convert(str(ours["qwen3", "q8_0"]), "-b", "gguf", "-q", "as-is", "-o", str(tmp_path / "b")).exit_code == 0
+    bundle = Bundle.open(tmp_path / "b")
+    config = daemon_config(chat_template=TEMPLATE)
+    options = SessionOptions(context=config.context, chat_template=config.chat_template)
+    with LlamaCppRuntime().load(bundle.variants[0], bundle.root, options) as session:
+        assert session.render_chat([{"role": "user", "content": "hi"}]).startswith("<<user|hi>>")
+
+    from typer.testing import CliRunner
+
+    from edge_sdk.apps.cli.main import app
+
+    (tmp_path / "evil.jinja").write_text(ESCAPE)
+    served = CliRunner().invoke(app, ["serve", str(tmp_path / "b"), "--chat-template", str(tmp_path / "evil.jinja")])
+    assert served.exit_code == 1 and "sandbox forbids" in served.output

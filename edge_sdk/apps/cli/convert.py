@@ -8,7 +8,7 @@ import numpy as np
 import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from edge_sdk.apps.cli.common import console, load_npz, user_errors
+from edge_sdk.apps.cli.common import console, load_npz, read_chat_template, user_errors
 from edge_sdk.apps.cli.tables import variant_table
 from edge_sdk.errors import ConfigError
 from edge_sdk.types import Backend, QuantScheme, parse_shape
@@ -106,6 +106,9 @@ def convert_cmd(
         None, "--plan", help="With --auto: take the top entry of this plan (from `edge-sdk plan --json`)."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle at --output."),
+    chat_template: Path | None = typer.Option(
+        None, "--chat-template", help="Jinja chat template file for a language model, stored in the bundle."
+    ),
 ) -> None:
     """Convert a model into a bundle: export, quantize, run and measure each variant, check fit, write."""
     import edge_sdk
@@ -121,6 +124,7 @@ def convert_cmd(
             convert_auto(model, profile, output, objective, max_accuracy_drop, overwrite, plan_file)
         return
     with user_errors():
+        template = read_chat_template(chat_template) if chat_template is not None else None
         examples = _examples(input_shape, example)
         labels = None
         eval_inputs = None
@@ -164,6 +168,7 @@ def convert_cmd(
                 train_data=train_data,
                 overwrite=overwrite,
                 progress=show,
+                chat_template=template,
             )
     console.print(variant_table(bundle))
     console.print(f"[green]wrote[/] {bundle.root} ({bundle.name} {bundle.manifest.version})")

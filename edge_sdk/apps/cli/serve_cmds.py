@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from edge_sdk.apps.cli.common import user_errors
+from edge_sdk.apps.cli.common import read_chat_template, user_errors
 from edge_sdk.errors import ConfigError, choices
 
 daemon_app = typer.Typer(help="Install the daemon as a system service.", no_args_is_help=True)
@@ -31,6 +31,9 @@ def serve_cmd(
     threads: int | None = typer.Option(None, "--threads", help="Engine threads per model."),
     context: int | None = typer.Option(
         None, "--context", help="Language models' context in tokens (default 2048); longer requests go to the cloud."
+    ),
+    chat_template: Path | None = typer.Option(
+        None, "--chat-template", help="Jinja chat template file used for every language model served."
     ),
     cloud_url: str | None = typer.Option(
         None,
@@ -106,6 +109,7 @@ def serve_cmd(
             drain_timeout_s=drain_timeout,
             threads=threads,
             context=context,
+            chat_template=read_chat_template(chat_template) if chat_template is not None else None,
             cloud_url=cloud_url,
             cloud_api_key=read_cloud_key(cloud_key_file) if cloud_key_file else None,
             slo_ms=slo_ms,

@@ -25,6 +25,7 @@ class DaemonConfig(BaseModel):
     memory_budget_bytes: int | None = Field(default=None, gt=0, description="None: the host profile's budget")
     threads: int | None = Field(default=None, gt=0)
     context: int | None = Field(default=None, ge=16, description="LLM context in tokens; None: the engine's default")
+    chat_template: str | None = Field(default=None, repr=False, description="for every LLM: replaces the bundle's")
 
     # --- hybrid routing: the cloud target and when to use it (cloud_sync.router) ---
     cloud_url: str | None = Field(default=None, pattern=r"^https?://", description="None: everything stays local")
