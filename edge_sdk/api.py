@@ -263,7 +263,7 @@ def convert_llm(
         from converters.gguf.resolve import gguf_path_of
 
         path = gguf_path_of(source)
-        bundle_name = name or _default_name(path.stem)
+        bundle_name = name or _default_name(path.name)
         dest = Path(output) if output is not None else Path(tempfile.mkdtemp(prefix="edge-bundle-")) / bundle_name
         return bundle_as_is(path, dest, bundle_name, profiles, version=version, overwrite=overwrite,
                             threads=threads, chat_template=chat_template, progress=progress)  # fmt: skip

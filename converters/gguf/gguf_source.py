@@ -65,6 +65,24 @@ def check_architecture(path: Path) -> str:
     return arch
 
 
+UNQUANTIZED_FILE_TYPES = {0, 1, 32}  # f32, f16, bf16 (llama.cpp's LLAMA_FTYPE)
+
+
+def requantize_note(path: Path) -> str | None:
+    """What a user should know before re-quantizing an already quantized GGUF, or None for a float one."""
+    from device_profiles.gguf_header import FILE_TYPES
+
+    file_type = int(header_of(path).get("general.file_type", 0))
+    if file_type in UNQUANTIZED_FILE_TYPES:
+        return None
+    kind = FILE_TYPES.get(file_type, f"file type {file_type}").upper()
+    return (
+        f"{path.name} is already quantized ({kind}): its variants are made from the dequantized {kind} weights, "
+        f"and the reference they are measured against is {kind} too. Re-quantizing loses more quality (the KL "
+        f"column says how much); a higher precision than {kind} is for format, not quality."
+    )
+
+
 def read_gguf(path: Path) -> Any:
     """A gguf.GGUFReader over `path` after the header check, with every tensor's data inside the file."""
     import gguf

@@ -305,3 +305,23 @@ def test_a_transformers_model_object_converts_with_its_tokenizer(tiny, tmp_path)
     assert variant.accuracy is not None and variant.accuracy.passed
     with edge_sdk.load(bundle) as session:
         assert len(list(session.generate("The", max_tokens=4, temperature=0))) >= 1
+
+
+def test_converting_the_q4_1_default_says_it_is_already_4_bit(tmp_path):
+    from typer.testing import CliRunner
+
+    from edge_sdk.apps.cli.main import app
+
+    result = CliRunner().invoke(app, ["convert", "zoo:smollm2", "-b", "gguf", "-q", "q9_9", "-o", str(tmp_path / "b")])
+    assert result.exit_code == 1 and "'q9_9'" in result.output
+    assert "already quantized (Q4_1)" in result.output and "for format, not quality" in result.output
+
+
+@pytest.mark.slow
+def test_the_default_as_shipped_is_a_bundle_named_for_what_it_is(tmp_path):
+    import edge_sdk
+
+    bundle = edge_sdk.convert_llm("zoo:smollm2", quantize="as-is", profile="rpi4", output=tmp_path / "b")
+    assert bundle.name == "smollm2-135m-instruct-q4-1"
+    (variant,) = bundle.variants
+    assert variant.id == "gguf-q4-1" and variant.recipe.precision == "q4_1" and variant.fit["rpi4"].fits

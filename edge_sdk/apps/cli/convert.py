@@ -125,6 +125,7 @@ def convert_cmd(
         return
     with user_errors():
         template = read_chat_template(chat_template) if chat_template is not None else None
+        _note_requantization(model, backend, quantize)
         examples = _examples(input_shape, example)
         labels = None
         eval_inputs = None
@@ -199,3 +200,17 @@ def _refuse_ignored(ctx: typer.Context, names: tuple[str, ...], decided_by: str)
         raise ConfigError(
             f"{decided_by} chooses these itself; leave out {', '.join(given)} (or convert without --auto)"
         )
+
+
+def _note_requantization(model: str, backend: str, quantize: str) -> None:
+    """Say so when the GGUF being converted is already quantized (SmolLM2's packaged file is Q4_1)."""
+    if "gguf" not in backend.lower() or quantize.strip().lower() == "as-is":
+        return
+    if model != "zoo:smollm2" and not model.endswith(".gguf"):
+        return
+    from converters.gguf.gguf_source import requantize_note
+    from converters.gguf.resolve import gguf_path_of
+
+    note = requantize_note(gguf_path_of(model))
+    if note:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
