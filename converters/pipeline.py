@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -86,10 +86,12 @@ def convert(
     progress: ProgressCallback | None = None,
     pairs: Sequence[tuple[Backend, QuantScheme]] | None = None,
     verifier: Verifier | None = None,
+    exporters: Mapping[Backend, Exporter] | None = None,
 ) -> Bundle:
     """One variant per backend × quantization (or per (backend, quantization) in `pairs`, when given).
 
-    `verifier` judges each variant (default: `verifier_for` the source). A variant outside its tolerance raises
+    `verifier` judges each variant (default: `verifier_for` the source); `exporters` replace the registry's for
+    their backends (a GGUF bundled as it is hands its file over unchanged). A variant outside its tolerance raises
     AccuracyGateError with the numbers, unless `options.allow_failed` keeps it, recorded as failed; with it, a
     variant whose export or verification raises is recorded in the manifest's `failed` list and the others kept.
     """
@@ -97,9 +99,10 @@ def convert(
     plan = list(pairs) if pairs is not None else [(b, q) for b in backends for q in quantizations]
     if not plan:
         raise ConfigError("nothing to convert: give at least one backend and one quantization")
-    exporters = {b: get_exporter(b) for b in dict.fromkeys(b for b, _ in plan)}
+    given = exporters or {}
+    chosen = {b: given[b] if b in given else get_exporter(b) for b in dict.fromkeys(b for b, _ in plan)}
     for backend, scheme in plan:  # refuse an impossible combination before spending time on any
-        exporters[backend].check(scheme)
+        chosen[backend].check(scheme)
 
     export_source, pruned_options, suffix = _pruned(source, options)
     judge = verifier or verifier_for(source, options)
@@ -125,7 +128,7 @@ def convert(
                 request = ExportRequest(export_source, scheme, workdir, options.calibration, options.min_delegated)
                 stage = "export"
                 try:
-                    result = exporters[backend].export(request)
+                    result = chosen[backend].export(request)
                     if pruned_options:
                         recorded = {**result.recipe.options, **pruned_options}
                         result.recipe = result.recipe.model_copy(
@@ -142,7 +145,8 @@ def convert(
                                                     error=str(exc)))  # fmt: skip
                     shutil.rmtree(workdir, ignore_errors=True)
                     continue
-                if not verdict.accuracy.passed and not options.allow_failed:
+                # No accuracy (None): nothing to measure against, as for a file bundled as it is.
+                if verdict.accuracy is not None and not verdict.accuracy.passed and not options.allow_failed:
                     raise AccuracyGateError(judge.refusal(vid, verdict.accuracy))
                 facts = ModelFacts.of_files(backend, scheme, list(result.files.values()), result.inputs, result.outputs)
                 writer.add_variant(

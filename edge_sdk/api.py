@@ -66,6 +66,7 @@ def convert(
     train_data: tuple[Mapping[str, np.ndarray], np.ndarray | None] | None = None,
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
+    chat_template: str | None = None,
 ) -> Bundle:
     """Convert a model into a verified bundle: one variant per backend × quantization.
 
@@ -111,7 +112,10 @@ def convert(
             allow_failed=allow_failed,
             overwrite=overwrite,
             progress=progress,
+            chat_template=chat_template,
         )
+    if chat_template is not None:
+        raise ConfigError("a chat template belongs to a language model (--backend gguf), not to a tensor model")
     schemes = [parse_enum(QuantScheme, q, "quantization") for q in _as_list(quantize)]
     profiles = tuple(load_profile(p) for p in _as_list(profile)) if profile is not None else ()
     source = resolve_source(model, example_inputs, batch_axes=batch_axes, static_inputs=static_inputs)
@@ -222,6 +226,7 @@ def convert_llm(
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
     tokenizer: Any = None,
+    chat_template: str | None = None,
 ) -> Bundle:
     """Convert a language model to a bundle of GGUF variants, each gated on KL divergence, top-1 and perplexity.
 
@@ -246,15 +251,27 @@ def convert_llm(
                 workdir, quantize=quantize, profile=profile, output=output,
                 name=name or _default_name(type(source).__name__), version=version, eval_tokens=eval_tokens,
                 tolerance_scale=tolerance_scale, allow_failed=allow_failed, threads=threads, overwrite=overwrite,
-                progress=progress,
+                progress=progress, chat_template=chat_template,
             )  # fmt: skip
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+    from converters.gguf.as_is import wants_as_is
+    from converters.llm_convert import bundle_as_is
     from converters.llm_convert import convert_llm as convert_language_model
     from device_profiles import load_profile
 
-    llm_source = resolve_llm_source(source)
     profiles = tuple(load_profile(p) for p in _as_list(profile)) if profile is not None else ()
+    if wants_as_is(quantize):  # any GGUF llama.cpp loads, unchanged: golden set and fit report only
+        from converters.gguf.resolve import gguf_path_of
+
+        path = gguf_path_of(source)
+        bundle_name = name or _default_name(path.name)
+        dest = Path(output) if output is not None else Path(tempfile.mkdtemp(prefix="edge-bundle-")) / bundle_name
+        return bundle_as_is(path, dest, bundle_name, profiles, version=version, overwrite=overwrite,
+                            threads=threads, chat_template=chat_template, progress=progress)  # fmt: skip
+    llm_source = resolve_llm_source(source)
+    if chat_template is not None:
+        llm_source.chat_template = chat_template
     bundle_name = name or _default_name(llm_source.describe())
     dest = Path(output) if output is not None else Path(tempfile.mkdtemp(prefix="edge-bundle-")) / bundle_name
     return convert_language_model(
