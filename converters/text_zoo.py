@@ -54,11 +54,13 @@ def tiny_text_encoder(
     pooling: str | None = None,
     normalize: bool = False,
     seed: int = 0,
+    arch: str = "bert",
 ) -> Path:
     """A BERT encoder (with a sequence-classification head when `labels` are given) saved as transformers does,
-    with tokenizer.json; `pooling` adds a sentence-transformers layout (modules.json, 1_Pooling/config.json)."""
+    with tokenizer.json; `pooling` adds a sentence-transformers layout (modules.json, 1_Pooling/config.json).
+    `arch`: 'bert', or 'distilbert' / 'roberta' (the same sizes in those families' own classes)."""
     import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertModel
+    from transformers import AutoModel, BertConfig, BertForSequenceClassification, BertModel
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -73,6 +75,10 @@ def tiny_text_encoder(
         max_position_embeddings=max_positions,
     )
     torch.manual_seed(seed)
+    if arch != "bert":
+        other = _other_family(arch, vocab_size, hidden, layers, heads, max_positions)
+        AutoModel.from_config(other).eval().save_pretrained(str(path))
+        return path
     if labels:
         config.num_labels = len(labels)
         config.id2label = dict(enumerate(labels))
@@ -95,3 +101,22 @@ def tiny_text_encoder(
                  for p in ("cls", "mean", "max")}  # fmt: skip
         (path / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": hidden, **modes}))
     return path
+
+
+def _other_family(arch: str, vocab: int, hidden: int, layers: int, heads: int, positions: int) -> object:
+    from transformers import DistilBertConfig, RobertaConfig
+
+    if arch == "distilbert":
+        return DistilBertConfig(vocab_size=vocab, dim=hidden, n_layers=layers, n_heads=heads, hidden_dim=hidden * 4,
+                                max_position_embeddings=positions, pad_token_id=0)  # fmt: skip
+    if arch == "roberta":  # positions count from the padding index (0 here) + 1: the table holds one more
+        return RobertaConfig(
+            vocab_size=vocab,
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            intermediate_size=hidden * 4,
+            max_position_embeddings=positions + 1,
+            pad_token_id=0,
+        )
+    raise ValueError(f"unknown arch {arch!r}; valid: bert, distilbert, roberta")

@@ -67,6 +67,18 @@ def test_the_bundle_says_what_the_model_is_and_carries_its_tokenizer(bert_bundle
         assert [m.name for m in v.accuracy.metrics] == ["cosine_mean", "cosine_min", "neighbour_agreement"]
 
 
+@pytest.mark.parametrize("arch", ["distilbert", "roberta"])
+def test_other_encoder_families_load_and_pool_as_transformers_does(tmp_path, arch):
+    directory = tiny_text_encoder(tmp_path / arch, arch=arch)
+    source = load_hf_encoder(directory)
+    assert source.task is Task.EMBEDDING and source.max_length == 64
+    assert [s.shape for s in source.input_specs()] == [("batch", "sequence")] * 2
+    for length in (7, 29):
+        batch = tokenize(directory / "tokenizer.json", TEXTS, length)
+        got = source.reference(batch)["sentence_embedding"]
+        assert _cosines(got, _transformers_mean(directory, batch)).min() >= 0.9999
+
+
 def test_sentence_transformers_pooling_is_followed(tmp_path):
     import torch
     from transformers import AutoModel
