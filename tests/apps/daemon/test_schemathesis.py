@@ -51,7 +51,7 @@ def test_no_generated_request_gets_a_500(daemon_schema):
 
         @hypothesis.given(case=operation.as_strategy())
         @hypothesis.settings(
-            max_examples=25, deadline=None, suppress_health_check=list(hypothesis.HealthCheck), database=None
+            max_examples=12, deadline=None, suppress_health_check=list(hypothesis.HealthCheck), database=None
         )
         def check(case) -> None:
             response = case.call(timeout=60)

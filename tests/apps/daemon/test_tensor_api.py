@@ -199,7 +199,8 @@ def test_sigterm_drains_in_flight_requests_then_exits(slow_bundle):
         x = {"inputs": {"input": _tensor(np.zeros((16, 1, 8, 8), np.float32))}}
         with concurrent.futures.ThreadPoolExecutor(4) as ex:
             futures = [ex.submit(httpx.post, f"{url}/v1/infer/slow-net", json=x, timeout=60) for _ in range(4)]
-            _wait_until_in_flight(url, "slow-net", at_least=2)  # one running, others queued
+            # All four arrived (one running, three queued): a request arriving after SIGTERM gets 503 instead.
+            _wait_until_in_flight(url, "slow-net", at_least=4)
             daemon.send_signal(signal.SIGTERM)
             codes = [f.result().status_code for f in futures]
         assert codes == [200, 200, 200, 200]
