@@ -26,7 +26,7 @@ from device_profiles.fit import check_fit
 from edge_sdk import registry
 from edge_sdk.bundle import Bundle, BundleWriter, FailedVariant, SourceInfo
 from edge_sdk.errors import AccuracyGateError, ConfigError, EdgeSDKError
-from edge_sdk.types import Backend, QuantScheme, Task
+from edge_sdk.types import Backend, CalibrationMethod, QuantScheme, Task
 from edge_sdk.version import __version__
 
 
@@ -39,7 +39,8 @@ class ConvertOptions:
     calibration: dict[str, np.ndarray] | None = None
     eval_inputs: dict[str, np.ndarray] | None = None
     eval_labels: np.ndarray | None = None
-    max_accuracy_drop: float | None = None
+    max_accuracy_drop: float | None = None  # also makes int8 accuracy-aware (converters.mixed_precision)
+    calibration_method: CalibrationMethod | None = None  # static int8; None: the default for the model's kind
     allow_failed: bool = False  # keep variants outside tolerance (recorded as failed) instead of refusing
     min_delegated: float | None = None  # least share of compute an accelerator delegate must take (0..1)
     prune: float = 0.0  # share of channels removed (structured), then recovered by distillation on `train`
@@ -125,18 +126,35 @@ def convert(
                 workdir = Path(tmp) / vid  # a path of its own: no runtime may mistake it for the last one
                 workdir.mkdir()
                 report(Progress("export", vid, i, len(plan)))
-                request = ExportRequest(export_source, scheme, workdir, options.calibration, options.min_delegated)
+                request = ExportRequest(
+                    export_source,
+                    scheme,
+                    workdir,
+                    options.calibration,
+                    options.min_delegated,
+                    options.calibration_method,
+                )
                 stage = "export"
                 try:
                     result = chosen[backend].export(request)
+                    report(Progress("verify", vid, i, len(plan)))
+                    stage = "verify"
+                    verdict = reference.measure(Exported(vid, backend, scheme, result, workdir))
+                    failed = verdict.accuracy is not None and not verdict.accuracy.passed
+                    if failed and options.max_accuracy_drop is not None:
+                        # The user gave a bound: keep the most sensitive layers float until the variant meets it.
+                        from converters.mixed_precision import Trial, keep_sensitive_layers_float
+
+                        trial = keep_sensitive_layers_float(
+                            chosen[backend], request, reference, Trial((), result, verdict),
+                            variant_id=vid, backend=backend, progress=report, position=(i, len(plan)),
+                        )  # fmt: skip
+                        result, verdict = trial.result, trial.verdict
                     if pruned_options:
                         recorded = {**result.recipe.options, **pruned_options}
                         result.recipe = result.recipe.model_copy(
                             update={"pruning_ratio": options.prune, "options": recorded}
                         )
-                    report(Progress("verify", vid, i, len(plan)))
-                    stage = "verify"
-                    verdict = reference.measure(Exported(vid, backend, scheme, result, workdir))
                 except EdgeSDKError as exc:
                     if not options.allow_failed:
                         raise

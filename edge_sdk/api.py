@@ -12,7 +12,7 @@ import numpy as np
 from edge_sdk import registry
 from edge_sdk.bundle import AccuracyReport, Bundle
 from edge_sdk.errors import BundleError, ConfigError
-from edge_sdk.types import Backend, QuantScheme, Task, parse_enum
+from edge_sdk.types import Backend, CalibrationMethod, QuantScheme, Task, parse_enum
 
 if TYPE_CHECKING:
     from converters.progress import ProgressCallback
@@ -57,6 +57,7 @@ def convert(
     batch_axes: Mapping[str, int] | None = None,
     static_inputs: Sequence[str] = (),
     calibration: Mapping[str, np.ndarray] | None = None,
+    calibration_method: str | CalibrationMethod | None = None,
     eval_data: tuple[Mapping[str, np.ndarray], np.ndarray | None] | None = None,
     max_accuracy_drop: float | None = None,
     allow_failed: bool = False,
@@ -79,6 +80,9 @@ def convert(
     accuracy is measured).
     `prune` removes that share of channels (torch-pruning) and recovers by distillation on `train_data` (default:
     the model's own `train_data()`); `sparsity` zeroes that share of weights and records that it buys nothing.
+    int8 follows a recipe for the model's kind (transformers: only MatMul/Gemm quantized); `calibration_method`
+    (minmax, entropy, percentile) overrides its default for static int8. With `max_accuracy_drop`, an int8
+    variant that misses the bound keeps its most sensitive layers in float until it meets it (named in the recipe).
     """
     from converters.pipeline import ConvertOptions
     from converters.pipeline import convert as run_pipeline
@@ -141,6 +145,9 @@ def convert(
         eval_inputs=eval_inputs,
         eval_labels=eval_labels,
         max_accuracy_drop=max_accuracy_drop,
+        calibration_method=(
+            parse_enum(CalibrationMethod, calibration_method, "calibration method") if calibration_method else None
+        ),
         allow_failed=allow_failed,
         min_delegated=min_delegated,
         prune=prune,

@@ -29,6 +29,7 @@ _AUTO_DECIDES = (
     "sparsity",
     "train",
     "calibration",
+    "calibration_method",
     "eval_set",
     "input_shape",
     "example",
@@ -87,6 +88,12 @@ def convert_cmd(
     calibration: Path | None = typer.Option(
         None, "--calibration", help=".npz of calibration inputs for int8-static (default: the example inputs)."
     ),
+    calibration_method: str | None = typer.Option(
+        None,
+        "--calibration-method",
+        help="How int8-static sets activation ranges: minmax, entropy or percentile "
+        "(default per model kind: percentile for transformers, minmax otherwise).",
+    ),
     eval_set: Path | None = typer.Option(
         None,
         "--eval",
@@ -95,7 +102,10 @@ def convert_cmd(
     name: str | None = typer.Option(None, "--name", help="Bundle name (default: from the model)."),
     version: str = typer.Option("1.0.0", "--version", help="Bundle version, MAJOR.MINOR.PATCH."),
     max_accuracy_drop: float | None = typer.Option(
-        None, "--max-accuracy-drop", help="Allowed absolute drop of accuracy/top-1 agreement (default per scheme)."
+        None,
+        "--max-accuracy-drop",
+        help="Allowed absolute drop of accuracy/top-1 agreement (default per scheme). With int8, a variant that "
+        "misses it keeps its most sensitive layers in float until it meets it (named in the recipe).",
     ),
     allow_failed: bool = typer.Option(
         False, "--allow-failed", help="Keep variants outside tolerance (marked failed) instead of refusing."
@@ -192,6 +202,7 @@ def convert_cmd(
                 name=name,
                 version=version,
                 calibration=load_npz(calibration, "calibration") if calibration else None,
+                calibration_method=calibration_method,
                 eval_data=(eval_inputs, labels) if eval_inputs is not None else None,
                 max_accuracy_drop=max_accuracy_drop,
                 allow_failed=allow_failed,
