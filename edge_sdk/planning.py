@@ -25,16 +25,22 @@ DEFAULT_CONTEXTS = (512, 1024, 2048, 4096)
 Labelled = tuple[Mapping[str, np.ndarray], np.ndarray | None]
 
 
+MODULE_PREFIX = "module:"  # a plan of a torch module in memory names it by its class: 'module:Net'
+
+
 def _is_language_model(model: str) -> bool:
     from converters.resolve import is_language_model
 
-    return is_language_model(model)
+    return not model.startswith(MODULE_PREFIX) and is_language_model(model)
 
 
 def _no_channels_to_remove(model: str) -> bool:
-    """A file, or a transformer whose channels torch-pruning cannot remove without retraining its attention."""
+    """A file, or a transformer whose channels torch-pruning cannot remove without retraining its attention
+    (a torch module in memory has channels to remove)."""
     from converters.resolve import SourceType, source_type
 
+    if model.startswith(MODULE_PREFIX):
+        return False
     return source_type(model) in (SourceType.ONNX, SourceType.TFLITE, SourceType.HF_ENCODER)
 
 
@@ -187,7 +193,7 @@ def plan(
     `calibration`, recovery after pruning trains on `train_data` (default: the model's `train_data()`).
     """
     in_memory = not isinstance(model, str | Path)
-    name = f"module:{type(model).__name__}" if in_memory else model
+    name = f"{MODULE_PREFIX}{type(model).__name__}" if in_memory else model
     request = make_request(
         name, profile, objective=objective, max_accuracy_drop=max_accuracy_drop, backends=backends,
         quantize=quantize, prune=prune, contexts=contexts,
@@ -217,7 +223,7 @@ def convert_best(plan_: Plan, output: str | Path, *, overwrite: bool = False) ->
     from edge_sdk.api import convert, convert_llm
 
     best, request = plan_.best(), plan_.request
-    if request.model.startswith("module:"):
+    if request.model.startswith(MODULE_PREFIX):
         raise ConfigError(
             f"this plan is of a module in memory ({request.model}); convert its best entry with "
             f"edge_sdk.convert(module, backend={best.backend.value!r}, quantize={best.quantization.value!r}, "
