@@ -11,7 +11,6 @@ import json
 import math
 import re
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -20,16 +19,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from converters.executorch_quant import MAX_BATCH, as_tensor, dynamic_shapes, first_line, quantize, weight_layers
 from converters.exporter import Exporter, ExportRequest, ExportResult
 from converters.sources import TorchSource
-from converters.verify import MAX_CHUNK
 from edge_sdk.bundle import Recipe, RuntimeRequirement
 from edge_sdk.errors import ConfigError, ExportError, ModelSourceError
 from edge_sdk.types import Backend, QuantScheme, TensorSpec
 from runtimes.executorch_adapter import quiet_engine
 
-MAX_BATCH = MAX_CHUNK  # the memory plan of a dynamic-batch program holds this many samples at most
-CALIBRATION_BATCH = 32
 _ALTERNATIVE = "try --backend onnx, or rewrite the construct with tensor ops (torch.where, torch.cond)"
 _PRECISION = {
     QuantScheme.NONE: "fp32",
@@ -110,9 +107,17 @@ class ExecuTorchExporter(Exporter):
             raise ConfigError(f"min_delegated must be a share between 0 and 1, got {request.min_delegated!r}")
         with quiet_engine():
             program, dynamic, args = _export(source)
+            quantized: dict[str, str] = {}
             if request.quantization is not QuantScheme.NONE:
+                if request.calibration_method is not None:
+                    raise ConfigError(
+                        "the executorch backend calibrates with XNNPACK's own observers; --calibration-method "
+                        f"({request.calibration_method.value}) applies to the onnx backend"
+                    )
                 calibration = request.calibration if request.calibration is not None else source.example_inputs
-                program = _quantize(source, program, args, request.quantization, calibration, dynamic)
+                program, quantized = quantize(
+                    source, program, args, request.quantization, calibration, dynamic, request.keep_float
+                )
             edge = _lower(source, program)
             report = delegation_report(edge.exported_program().graph_module)
             if request.min_delegated is not None and report.flop_share < request.min_delegated:
@@ -139,17 +144,16 @@ class ExecuTorchExporter(Exporter):
             recipe=Recipe(
                 quantization=request.quantization,
                 precision=_PRECISION[request.quantization],
-                options={**options, **report.options()},
+                options={**options, **quantized, **report.options()},
             ),
             runtime=RuntimeRequirement(package="executorch", version=version("executorch"), extra="executorch"),
             notes=notes,
         )
 
-
-def _tensor(array: np.ndarray) -> torch.Tensor:
-    # A size-1 dim makes numpy's strides ambiguous; torch.export would then record a channels-last dim order
-    # that XNNPACK rejects at run time ("Propagating input shapes failed"). Force the canonical layout.
-    return torch.from_numpy(np.ascontiguousarray(array)).clone(memory_format=torch.contiguous_format)
+    def layers(self, request: ExportRequest) -> tuple[str, ...]:
+        if request.quantization is QuantScheme.NONE or not isinstance(request.source, TorchSource):
+            return ()
+        return weight_layers(request.source.module)
 
 
 def _export(source: TorchSource) -> tuple[Any, bool, tuple[torch.Tensor, ...]]:
@@ -160,87 +164,25 @@ def _export(source: TorchSource) -> tuple[Any, bool, tuple[torch.Tensor, ...]]:
     arrays = list(source.example_inputs.values())
     # A batch of 1 would be specialised by torch.export and one over MAX_BATCH is outside the declared range:
     # trace the dynamic attempt with 2..MAX_BATCH samples.
-    traced = tuple(_tensor(_trace_batch(a)) for a in arrays)
+    traced = tuple(as_tensor(_trace_batch(a)) for a in arrays)
     try:
-        program = torch.export.export(source.module, traced, dynamic_shapes=_dynamic_shapes(source, traced))
+        program = torch.export.export(source.module, traced, dynamic_shapes=dynamic_shapes(source, traced))
         return program, True, traced
     except Exception:
-        args = tuple(_tensor(a) for a in arrays)
+        args = tuple(as_tensor(a) for a in arrays)
         try:
             return torch.export.export(source.module, args), False, args
         except Exception as exc:
             raise ExportError(
                 f"{source.describe()} could not be exported with torch.export: {_construct(exc)}"
-                f"({_first_line(exc)}). {_ALTERNATIVE[0].upper()}{_ALTERNATIVE[1:]}."
+                f"({first_line(exc)}). {_ALTERNATIVE[0].upper()}{_ALTERNATIVE[1:]}."
             ) from exc
-
-
-def _dynamic_shapes(source: TorchSource, args: tuple[torch.Tensor, ...]) -> tuple[dict[int, Any], ...]:
-    """The batch (1..MAX_BATCH) and the source's other dynamic axes (e.g. a sequence, 1..its bound)."""
-    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
-    extra = {axis: torch.export.Dim(name, min=1, max=size) for axis, (name, size) in source.dynamic_axes.items()}
-    return tuple({0: batch, **extra} for _ in args)
 
 
 def _trace_batch(array: np.ndarray) -> np.ndarray:
     if array.ndim == 0:
         return array
     return np.concatenate([array, array]) if len(array) == 1 else array[:MAX_BATCH]
-
-
-def _quantize(
-    source: TorchSource,
-    program: Any,
-    args: tuple[torch.Tensor, ...],
-    scheme: QuantScheme,
-    calibration: dict[str, np.ndarray],
-    dynamic: bool,
-) -> Any:
-    """PT2E quantization for XNNPACK: per-channel int8 weights; activations calibrated (static) or per call."""
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer,
-        get_symmetric_quantization_config,
-    )
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
-    is_dynamic = scheme is QuantScheme.INT8_DYNAMIC
-    quantizer = XNNPACKQuantizer().set_global(
-        get_symmetric_quantization_config(is_per_channel=True, is_dynamic=is_dynamic)
-    )
-    try:
-        prepared = prepare_pt2e(program.module(), quantizer)
-        with torch.no_grad():
-            for batch in _calibration_batches(calibration, list(source.example_inputs), args, dynamic, is_dynamic):
-                prepared(*batch)
-        converted = convert_pt2e(prepared)
-        if dynamic:
-            return torch.export.export(converted, args, dynamic_shapes=_dynamic_shapes(source, args))
-        return torch.export.export(converted, args)
-    except ExportError:
-        raise
-    except Exception as exc:
-        raise ExportError(
-            f"{source.describe()}: the PT2E {scheme.value} quantization for XNNPACK failed: {_first_line(exc)}. "
-            f"Try --quantize none, or --backend onnx."
-        ) from exc
-
-
-def _calibration_batches(
-    arrays: dict[str, np.ndarray], names: list[str], args: tuple[torch.Tensor, ...], dynamic: bool, skip: bool
-) -> Iterator[tuple[torch.Tensor, ...]]:
-    if skip:  # dynamic quantization observes nothing ahead of time: one pass to trace the observers is enough
-        yield args
-        return
-    missing = [n for n in names if n not in arrays]
-    if missing:
-        raise ExportError(f"calibration data lacks inputs {missing}; the model takes {names}")
-    count = len(arrays[names[0]])
-    size = CALIBRATION_BATCH if dynamic else int(args[0].shape[0])
-    stop = count if dynamic else count - size + 1
-    if stop <= 0:
-        raise ExportError(f"static int8 needs at least {size} calibration samples (the fixed batch); got {count}")
-    for i in range(0, stop, size):
-        yield tuple(_tensor(arrays[n][i : i + size]) for n in names)
 
 
 def _lower(source: TorchSource, program: Any) -> Any:
@@ -251,7 +193,7 @@ def _lower(source: TorchSource, program: Any) -> Any:
         return to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
     except Exception as exc:
         raise ExportError(
-            f"{source.describe()} could not be lowered to the ExecuTorch edge dialect: {_first_line(exc)}. "
+            f"{source.describe()} could not be lowered to the ExecuTorch edge dialect: {first_line(exc)}. "
             f"An operator without an ExecuTorch kernel is the usual cause: {_ALTERNATIVE}."
         ) from exc
 
@@ -262,8 +204,7 @@ def _to_executorch(source: TorchSource, edge: Any) -> bytes:
         return bytes(edge.to_executorch().buffer)
     except Exception as exc:
         raise ExportError(
-            f"{source.describe()} could not be written as an ExecuTorch program: {_first_line(exc)}. "
-            f"Try --backend onnx."
+            f"{source.describe()} could not be written as an ExecuTorch program: {first_line(exc)}. Try --backend onnx."
         ) from exc
 
 
@@ -377,12 +318,3 @@ def _construct(exc: BaseException) -> str:
         file, line, func, code = frame.groups()
         what += f" at {Path(file).name}:{line} in {func}(): `{code.strip()}`"
     return what + " "
-
-
-def _first_line(exc: BaseException) -> str:
-    """The first meaningful line of an exporter's error (torch.export's start with blank lines and banners)."""
-    for line in str(exc).strip().splitlines():
-        text = line.strip()
-        if text and not set(text) <= set("=-*#"):
-            return f"{type(exc).__name__}: {text}"
-    return type(exc).__name__

@@ -12,7 +12,7 @@ import numpy as np
 from converters.sources import ModelSource
 from edge_sdk.bundle import Recipe, RuntimeRequirement
 from edge_sdk.errors import ConfigError, choices
-from edge_sdk.types import Backend, QuantScheme, TensorSpec
+from edge_sdk.types import Backend, CalibrationMethod, QuantScheme, TensorSpec
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,8 @@ class ExportRequest:
     workdir: Path
     calibration: dict[str, np.ndarray] | None = None  # arrays with a leading sample axis
     min_delegated: float | None = None  # least share of compute an accelerator delegate must take (0..1)
+    calibration_method: CalibrationMethod | None = None  # None: the recipe's default for the model's kind
+    keep_float: tuple[str, ...] = ()  # layers (as `layers()` names them) to leave unquantized
 
 
 @dataclass
@@ -47,3 +49,8 @@ class Exporter(ABC):
 
     @abstractmethod
     def export(self, request: ExportRequest) -> ExportResult: ...
+
+    def layers(self, request: ExportRequest) -> tuple[str, ...]:
+        """The layers `keep_float` may name, most compute first, once `request` has been exported (its workdir
+        holds the export). Empty: this exporter cannot mix precisions, so accuracy-aware search does not apply."""
+        return ()

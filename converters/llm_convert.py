@@ -1,11 +1,13 @@
 """convert_llm(): a language model to a bundle of GGUF variants, through the one conversion loop
-(converters.pipeline), each judged by the LogitsVerifier against the source at float32."""
+(converters.pipeline), each judged by the LogitsVerifier against the source at float32; bundle_as_is(): a GGUF
+as it is ('-q as-is'), through the same loop with an exporter and a verifier of its own (converters.gguf.as_is)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
+from converters.gguf.as_is import AsIsExporter, AsIsSource, AsIsVerifier
 from converters.gguf.evaluate import DEFAULT_EVAL_TOKENS
 from converters.gguf.logits_verifier import LogitsVerifier
 from converters.gguf.source_base import LlmSource
@@ -48,3 +50,28 @@ def convert_llm(
     return convert(
         source, [], [], output, options, overwrite=overwrite, progress=progress, pairs=pairs, verifier=verifier
     )
+
+
+def bundle_as_is(
+    path: Path,
+    output: Path,
+    name: str,
+    profiles: Sequence[DeviceProfile] = (),
+    *,
+    version: str = "1.0.0",
+    overwrite: bool = False,
+    threads: int | None = None,
+    chat_template: str | None = None,
+    progress: ProgressCallback | None = None,
+) -> Bundle:
+    """The GGUF at `path` bundled unchanged ('-q as-is'), through the same loop: one variant, the file as its
+    own reference (16 tokens of golden logits that `verify --run` re-checks), a fit report per profile. Its
+    architecture is read from the header first; llama.cpp must load it. A `chat_template` goes beside the file
+    (chat_template.jinja), which the llama.cpp session prefers."""
+    source = AsIsSource(path)
+    source.chat_template = chat_template
+    options = ConvertOptions(name=name, version=version, task=Task.TEXT_GENERATION, profiles=tuple(profiles))
+    return convert(
+        source, [], [], output, options, overwrite=overwrite, progress=progress,
+        pairs=[(Backend.GGUF, source.scheme)], verifier=AsIsVerifier(threads), exporters={Backend.GGUF: AsIsExporter()},
+    )  # fmt: skip

@@ -8,21 +8,30 @@ import logging
 import shutil
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime
 from onnxruntime.quantization import CalibrationDataReader
+from onnxruntime.quantization import CalibrationMethod as OrtCalibrationMethod
 
 from converters.exporter import Exporter, ExportRequest, ExportResult
+from converters.onnx_recipe import DEFAULT_METHOD, GraphRecipe, layer_bytes, recipe_for
 from converters.sources import BATCH, OnnxFileSource, TorchSource, read_onnx_signature
 from converters.verify import chunks
 from edge_sdk.bundle import Recipe, RuntimeRequirement
-from edge_sdk.errors import ExportError, ModelSourceError
-from edge_sdk.types import Backend, QuantScheme, TensorSpec
+from edge_sdk.errors import ConfigError, EdgeSDKError, ExportError, ModelSourceError, choices
+from edge_sdk.types import Backend, CalibrationMethod, QuantScheme, TensorSpec
 
 OPSET = 20
+_INT8 = (QuantScheme.INT8_DYNAMIC, QuantScheme.INT8_STATIC)
+_ORT_METHOD = {
+    CalibrationMethod.MINMAX: OrtCalibrationMethod.MinMax,
+    CalibrationMethod.ENTROPY: OrtCalibrationMethod.Entropy,
+    CalibrationMethod.PERCENTILE: OrtCalibrationMethod.Percentile,
+}
 CALIBRATION_BATCH = 32
 _PRECISION = {
     QuantScheme.NONE: "fp32",
@@ -40,29 +49,69 @@ class OnnxExporter(Exporter):
         self.check(request.quantization)
         source = request.source
         base = request.workdir / "fp32.onnx"
-        if isinstance(source, TorchSource):
-            _export_torch(source, base)
-            inputs = source.input_specs()
-        elif isinstance(source, OnnxFileSource):
-            shutil.copyfile(source.path, base)
+        if isinstance(source, TorchSource | OnnxFileSource):
             inputs = source.input_specs()
         else:
             raise ModelSourceError(f"the onnx backend cannot read a {source.kind!r} source")
+        if not base.is_file():  # an accuracy-aware search re-quantizes the same export: export it once
+            if isinstance(source, TorchSource):
+                _export_torch(source, base)
+            else:
+                shutil.copyfile(source.path, base)
         outputs = _output_specs(base)
         out = request.workdir / "model.onnx"
         calibration = request.calibration if request.calibration is not None else source.example_inputs
-        _quantize(base, out, request.quantization, _CalibrationReader(calibration, inputs))
+        recipe = recipe_for(base)
+        options = {"opset": str(OPSET)}
+        if request.quantization in _INT8:
+            method = request.calibration_method or DEFAULT_METHOD[recipe.kind]
+            options |= {"model_kind": recipe.kind, "recipe": recipe.describe(), "per_channel": "true"}
+            if request.quantization is QuantScheme.INT8_STATIC:
+                options["calibration_method"] = method.value
+            plan = _Int8Plan(recipe, request.keep_float, method, request.workdir / f"calibration-{method.value}.json")
+            if request.keep_float:
+                options["float_layers"] = ",".join(request.keep_float)
+        else:
+            plan = None
+        _quantize(base, out, request.quantization, _CalibrationReader(calibration, inputs), plan)
+        if plan is not None:  # what quantization bought where it applies: the weights of the quantizable layers
+            options["layer_weight_bytes"] = str(layer_bytes(out, recipe.layers))
+            options["layer_weight_bytes_fp32"] = str(sum(layer.weight_bytes for layer in recipe.layers))
         return ExportResult(
             files={"model.onnx": out},
             inputs=inputs,
             outputs=outputs,
             recipe=Recipe(
-                quantization=request.quantization,
-                precision=_PRECISION[request.quantization],
-                options={"opset": str(OPSET)},
+                quantization=request.quantization, precision=_PRECISION[request.quantization], options=options
             ),
             runtime=RuntimeRequirement(package="onnxruntime", version=onnxruntime.__version__, extra="onnx"),
         )
+
+    def layers(self, request: ExportRequest) -> tuple[str, ...]:
+        base = request.workdir / "fp32.onnx"
+        if request.quantization not in _INT8 or not base.is_file():
+            return ()
+        return tuple(layer.name for layer in sorted(recipe_for(base).layers, key=lambda x: -x.weight_bytes))
+
+
+@dataclass(frozen=True)
+class _Int8Plan:
+    recipe: GraphRecipe
+    keep_float: tuple[str, ...]
+    method: CalibrationMethod
+    calibration_cache: Path  # ranges measured once per method, reused by every re-quantization of the export
+
+    def excluded(self) -> list[str]:
+        known = {layer.name for layer in self.recipe.layers}
+        unknown = [n for n in self.keep_float if n not in known]
+        if unknown:
+            raise ConfigError(f"cannot keep {unknown} in float: not a quantizable layer; valid: {choices(known)}")
+        # The dynamic quantizer first splits a Gemm into `<name>_MatMul` + Add, and excludes by the new name.
+        gemms = [f"{n}_MatMul" for n in self.keep_float if self._op(n) == "Gemm"]
+        return [*self.recipe.always_float, *self.keep_float, *gemms]
+
+    def _op(self, name: str) -> str:
+        return next(layer.op for layer in self.recipe.layers if layer.name == name)
 
 
 @contextlib.contextmanager
@@ -154,17 +203,21 @@ def _output_specs(path: Path) -> tuple[TensorSpec, ...]:
     return read_onnx_signature(path)[1]
 
 
-def _quantize(src: Path, dest: Path, scheme: QuantScheme, calibration: CalibrationDataReader) -> None:
+def _quantize(
+    src: Path, dest: Path, scheme: QuantScheme, calibration: CalibrationDataReader, plan: _Int8Plan | None
+) -> None:
     try:
         with _quiet():
-            _apply(src, dest, scheme, calibration)
-    except ExportError:
+            _apply(src, dest, scheme, calibration, plan)
+    except EdgeSDKError:
         raise
     except Exception as exc:
         raise ExportError(f"ONNX Runtime could not apply {scheme.value}: {_first_line(exc)}") from exc
 
 
-def _apply(src: Path, dest: Path, scheme: QuantScheme, calibration: CalibrationDataReader) -> None:
+def _apply(
+    src: Path, dest: Path, scheme: QuantScheme, calibration: CalibrationDataReader, plan: _Int8Plan | None
+) -> None:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
 
     if scheme is QuantScheme.NONE:
@@ -174,8 +227,17 @@ def _apply(src: Path, dest: Path, scheme: QuantScheme, calibration: CalibrationD
 
         # Inputs and outputs stay float32 so callers feed the same arrays to every variant.
         onnx.save(convert_float_to_float16(onnx.load(str(src)), keep_io_types=True), str(dest))
+    elif plan is None:
+        raise ExportError(f"no int8 plan for {scheme.value}")  # unreachable: export() makes one for int8
     elif scheme is QuantScheme.INT8_DYNAMIC:
-        quantize_dynamic(str(src), str(dest), weight_type=QuantType.QInt8)
+        quantize_dynamic(
+            str(src),
+            str(dest),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=list(plan.recipe.op_types) if plan.recipe.op_types else None,
+            nodes_to_exclude=plan.excluded(),
+        )
     else:
         quantize_static(
             str(src),
@@ -185,6 +247,10 @@ def _apply(src: Path, dest: Path, scheme: QuantScheme, calibration: CalibrationD
             per_channel=True,
             activation_type=QuantType.QInt8,
             weight_type=QuantType.QInt8,
+            op_types_to_quantize=list(plan.recipe.op_types) if plan.recipe.op_types else None,
+            nodes_to_exclude=plan.excluded(),
+            calibrate_method=_ORT_METHOD[plan.method],
+            calibration_cache_path=plan.calibration_cache,
         )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -26,7 +26,7 @@ from device_profiles.fit import check_fit
 from edge_sdk import registry
 from edge_sdk.bundle import Bundle, BundleWriter, FailedVariant, SourceInfo
 from edge_sdk.errors import AccuracyGateError, ConfigError, EdgeSDKError
-from edge_sdk.types import Backend, QuantScheme, Task
+from edge_sdk.types import Backend, CalibrationMethod, QuantScheme, Task
 from edge_sdk.version import __version__
 
 
@@ -39,7 +39,8 @@ class ConvertOptions:
     calibration: dict[str, np.ndarray] | None = None
     eval_inputs: dict[str, np.ndarray] | None = None
     eval_labels: np.ndarray | None = None
-    max_accuracy_drop: float | None = None
+    max_accuracy_drop: float | None = None  # also makes int8 accuracy-aware (converters.mixed_precision)
+    calibration_method: CalibrationMethod | None = None  # static int8; None: the default for the model's kind
     allow_failed: bool = False  # keep variants outside tolerance (recorded as failed) instead of refusing
     min_delegated: float | None = None  # least share of compute an accelerator delegate must take (0..1)
     prune: float = 0.0  # share of channels removed (structured), then recovered by distillation on `train`
@@ -86,10 +87,12 @@ def convert(
     progress: ProgressCallback | None = None,
     pairs: Sequence[tuple[Backend, QuantScheme]] | None = None,
     verifier: Verifier | None = None,
+    exporters: Mapping[Backend, Exporter] | None = None,
 ) -> Bundle:
     """One variant per backend × quantization (or per (backend, quantization) in `pairs`, when given).
 
-    `verifier` judges each variant (default: `verifier_for` the source). A variant outside its tolerance raises
+    `verifier` judges each variant (default: `verifier_for` the source); `exporters` replace the registry's for
+    their backends (a GGUF bundled as it is hands its file over unchanged). A variant outside its tolerance raises
     AccuracyGateError with the numbers, unless `options.allow_failed` keeps it, recorded as failed; with it, a
     variant whose export or verification raises is recorded in the manifest's `failed` list and the others kept.
     """
@@ -97,9 +100,10 @@ def convert(
     plan = list(pairs) if pairs is not None else [(b, q) for b in backends for q in quantizations]
     if not plan:
         raise ConfigError("nothing to convert: give at least one backend and one quantization")
-    exporters = {b: get_exporter(b) for b in dict.fromkeys(b for b, _ in plan)}
+    given = exporters or {}
+    chosen = {b: given[b] if b in given else get_exporter(b) for b in dict.fromkeys(b for b, _ in plan)}
     for backend, scheme in plan:  # refuse an impossible combination before spending time on any
-        exporters[backend].check(scheme)
+        chosen[backend].check(scheme)
 
     export_source, pruned_options, suffix = _pruned(source, options)
     judge = verifier or verifier_for(source, options)
@@ -122,18 +126,35 @@ def convert(
                 workdir = Path(tmp) / vid  # a path of its own: no runtime may mistake it for the last one
                 workdir.mkdir()
                 report(Progress("export", vid, i, len(plan)))
-                request = ExportRequest(export_source, scheme, workdir, options.calibration, options.min_delegated)
+                request = ExportRequest(
+                    export_source,
+                    scheme,
+                    workdir,
+                    options.calibration,
+                    options.min_delegated,
+                    options.calibration_method,
+                )
                 stage = "export"
                 try:
-                    result = exporters[backend].export(request)
+                    result = chosen[backend].export(request)
+                    report(Progress("verify", vid, i, len(plan)))
+                    stage = "verify"
+                    verdict = reference.measure(Exported(vid, backend, scheme, result, workdir))
+                    failed = verdict.accuracy is not None and not verdict.accuracy.passed
+                    if failed and options.max_accuracy_drop is not None:
+                        # The user gave a bound: keep the most sensitive layers float until the variant meets it.
+                        from converters.mixed_precision import Trial, keep_sensitive_layers_float
+
+                        trial = keep_sensitive_layers_float(
+                            chosen[backend], request, reference, Trial((), result, verdict),
+                            variant_id=vid, backend=backend, progress=report, position=(i, len(plan)),
+                        )  # fmt: skip
+                        result, verdict = trial.result, trial.verdict
                     if pruned_options:
                         recorded = {**result.recipe.options, **pruned_options}
                         result.recipe = result.recipe.model_copy(
                             update={"pruning_ratio": options.prune, "options": recorded}
                         )
-                    report(Progress("verify", vid, i, len(plan)))
-                    stage = "verify"
-                    verdict = reference.measure(Exported(vid, backend, scheme, result, workdir))
                 except EdgeSDKError as exc:
                     if not options.allow_failed:
                         raise
@@ -142,7 +163,8 @@ def convert(
                                                     error=str(exc)))  # fmt: skip
                     shutil.rmtree(workdir, ignore_errors=True)
                     continue
-                if not verdict.accuracy.passed and not options.allow_failed:
+                # No accuracy (None): nothing to measure against, as for a file bundled as it is.
+                if verdict.accuracy is not None and not verdict.accuracy.passed and not options.allow_failed:
                     raise AccuracyGateError(judge.refusal(vid, verdict.accuracy))
                 facts = ModelFacts.of_files(backend, scheme, list(result.files.values()), result.inputs, result.outputs)
                 writer.add_variant(

@@ -40,7 +40,7 @@ class Exported:
 
 @dataclass(frozen=True, eq=False)
 class Verdict:
-    accuracy: AccuracyReport
+    accuracy: AccuracyReport | None  # None: nothing to compare with (a file bundled as it is)
     golden_outputs: dict[str, np.ndarray]  # the variant's own outputs on the golden inputs
 
 

@@ -1,7 +1,8 @@
 """Read the key-value header of a GGUF file with the stdlib: the numbers a memory estimate needs.
 
 Only the header is read (arrays such as the vocabulary are skipped, their length kept), so this works on a
-device without the `gguf` package and costs milliseconds even for multi-GB files.
+device without the `gguf` package and costs milliseconds even for multi-GB files. Every length is checked
+against the bytes left in the file before anything is read or allocated: a hostile header is refused at once.
 """
 
 from __future__ import annotations
@@ -55,7 +56,24 @@ class _Reader:
         return value
 
     def string(self) -> str:
-        return self.take(int(self.unpack("Q"))).decode("utf-8", "replace")
+        length = int(self.unpack("Q"))
+        if length > self.left():
+            raise EOFError(
+                f"a string claims {length} bytes ({length} bytes claimed at offset {self.f.tell()}, "
+                f"{self.left()} left in the file)"
+            )
+        return self.take(length).decode("utf-8", "replace")
+
+    def skip_strings(self, count: int) -> None:
+        """A vocabulary: each string skipped by its length (checked against the file), none decoded."""
+        left, read, seek, unpack = self.left(), self.f.read, self.f.seek, struct.Struct("<Q").unpack
+        for _ in range(count):
+            raw = read(8)
+            (length,) = unpack(raw) if len(raw) == 8 else (left + 1,)
+            left -= 8 + length
+            if left < 0:
+                raise EOFError("a string array runs past the end of the file")
+            seek(length, 1)
 
     def value(self, kind: int, depth: int = 0) -> Value:
         if kind in _SCALARS:
@@ -66,11 +84,17 @@ class _Reader:
             if depth >= MAX_ARRAY_DEPTH:
                 raise ValueError(f"arrays nested deeper than {MAX_ARRAY_DEPTH} levels")
             item_kind, count = int(self.unpack("I")), int(self.unpack("Q"))
+            smallest = struct.calcsize("<" + _SCALARS[item_kind]) if item_kind in _SCALARS else 8
+            if item_kind in (*_SCALARS, _STRING, _ARRAY) and count * smallest > self.left():  # before looping
+                raise EOFError(
+                    f"an array claims {count} items ({count * smallest} bytes claimed at offset {self.f.tell()}, "
+                    f"{self.left()} left in the file)"
+                )
             if item_kind in _SCALARS:  # fixed-size items: skip them in one seek
-                self.skip(count * struct.calcsize("<" + _SCALARS[item_kind]))
-            elif item_kind in (_STRING, _ARRAY):
-                if count * 8 > self.left():  # each item takes 8 bytes at least: refuse before looping
-                    raise EOFError(f"an array claims {count} items, {self.left()} bytes left in the file")
+                self.skip(count * smallest)
+            elif item_kind == _STRING:
+                self.skip_strings(count)
+            elif item_kind == _ARRAY:
                 for _ in range(count):
                     self.value(item_kind, depth + 1)
             else:
@@ -79,8 +103,13 @@ class _Reader:
         raise ValueError(f"unknown GGUF value type {kind}; known: 0-12")
 
 
+TENSOR_COUNT, KV_COUNT = "GGUF.tensor_count", "GGUF.kv_count"  # the names gguf's reader gives the two counts
+MIN_TENSOR_INFO_BYTES = 24  # the smallest tensor description: an empty name, one dimension, type and offset
+
+
 def read_gguf_header(path: Path) -> dict[str, Value]:
-    """Every key of the header: scalars as they are, arrays as their length."""
+    """Every key of the header: scalars as they are, arrays as their length; the counts as GGUF.tensor_count and
+    GGUF.kv_count."""
     try:
         with path.open("rb") as f:
             return parse_gguf_header(f, path.stat().st_size, path.name)
@@ -97,10 +126,12 @@ def parse_gguf_header(f: BinaryIO, size: int, name: str) -> dict[str, Value]:
         version = int(r.unpack("I"))
         if version not in (2, 3):
             raise BundleError(f"{name!r} is GGUF version {version}; versions 2 and 3 are read")
-        _tensors, count = r.unpack("Q"), int(r.unpack("Q"))
+        tensors, count = int(r.unpack("Q")), int(r.unpack("Q"))
         if count * MIN_KV_BYTES > r.left():
             raise EOFError(f"{count} metadata entries claimed, {r.left()} bytes left in the file")
-        header: dict[str, Value] = {}
+        if tensors * MIN_TENSOR_INFO_BYTES > r.left():
+            raise EOFError(f"{tensors} tensors claimed, {r.left()} bytes left in the file")
+        header: dict[str, Value] = {TENSOR_COUNT: tensors, KV_COUNT: count}
         for _ in range(count):
             key = r.string()
             header[key] = r.value(int(r.unpack("I")))

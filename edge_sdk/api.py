@@ -12,7 +12,7 @@ import numpy as np
 from edge_sdk import registry
 from edge_sdk.bundle import AccuracyReport, Bundle
 from edge_sdk.errors import BundleError, ConfigError
-from edge_sdk.types import Backend, QuantScheme, Task, parse_enum
+from edge_sdk.types import Backend, CalibrationMethod, QuantScheme, Task, parse_enum
 
 if TYPE_CHECKING:
     from converters.progress import ProgressCallback
@@ -57,6 +57,7 @@ def convert(
     batch_axes: Mapping[str, int] | None = None,
     static_inputs: Sequence[str] = (),
     calibration: Mapping[str, np.ndarray] | None = None,
+    calibration_method: str | CalibrationMethod | None = None,
     eval_data: tuple[Mapping[str, np.ndarray], np.ndarray | None] | None = None,
     max_accuracy_drop: float | None = None,
     allow_failed: bool = False,
@@ -66,6 +67,7 @@ def convert(
     train_data: tuple[Mapping[str, np.ndarray], np.ndarray | None] | None = None,
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
+    chat_template: str | None = None,
 ) -> Bundle:
     """Convert a model into a verified bundle: one variant per backend × quantization.
 
@@ -78,6 +80,9 @@ def convert(
     accuracy is measured).
     `prune` removes that share of channels (torch-pruning) and recovers by distillation on `train_data` (default:
     the model's own `train_data()`); `sparsity` zeroes that share of weights and records that it buys nothing.
+    int8 follows a recipe for the model's kind (transformers: only MatMul/Gemm quantized); `calibration_method`
+    (minmax, entropy, percentile) overrides its default for static int8. With `max_accuracy_drop`, an int8
+    variant that misses the bound keeps its most sensitive layers in float until it meets it (named in the recipe).
     """
     from converters.pipeline import ConvertOptions
     from converters.pipeline import convert as run_pipeline
@@ -111,7 +116,10 @@ def convert(
             allow_failed=allow_failed,
             overwrite=overwrite,
             progress=progress,
+            chat_template=chat_template,
         )
+    if chat_template is not None:
+        raise ConfigError("a chat template belongs to a language model (--backend gguf), not to a tensor model")
     schemes = [parse_enum(QuantScheme, q, "quantization") for q in _as_list(quantize)]
     profiles = tuple(load_profile(p) for p in _as_list(profile)) if profile is not None else ()
     source = resolve_source(model, example_inputs, batch_axes=batch_axes, static_inputs=static_inputs)
@@ -137,6 +145,9 @@ def convert(
         eval_inputs=eval_inputs,
         eval_labels=eval_labels,
         max_accuracy_drop=max_accuracy_drop,
+        calibration_method=(
+            parse_enum(CalibrationMethod, calibration_method, "calibration method") if calibration_method else None
+        ),
         allow_failed=allow_failed,
         min_delegated=min_delegated,
         prune=prune,
@@ -222,6 +233,7 @@ def convert_llm(
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
     tokenizer: Any = None,
+    chat_template: str | None = None,
 ) -> Bundle:
     """Convert a language model to a bundle of GGUF variants, each gated on KL divergence, top-1 and perplexity.
 
@@ -246,15 +258,27 @@ def convert_llm(
                 workdir, quantize=quantize, profile=profile, output=output,
                 name=name or _default_name(type(source).__name__), version=version, eval_tokens=eval_tokens,
                 tolerance_scale=tolerance_scale, allow_failed=allow_failed, threads=threads, overwrite=overwrite,
-                progress=progress,
+                progress=progress, chat_template=chat_template,
             )  # fmt: skip
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+    from converters.gguf.as_is import wants_as_is
+    from converters.llm_convert import bundle_as_is
     from converters.llm_convert import convert_llm as convert_language_model
     from device_profiles import load_profile
 
-    llm_source = resolve_llm_source(source)
     profiles = tuple(load_profile(p) for p in _as_list(profile)) if profile is not None else ()
+    if wants_as_is(quantize):  # any GGUF llama.cpp loads, unchanged: golden set and fit report only
+        from converters.gguf.resolve import gguf_path_of
+
+        path = gguf_path_of(source)
+        bundle_name = name or _default_name(path.name)
+        dest = Path(output) if output is not None else Path(tempfile.mkdtemp(prefix="edge-bundle-")) / bundle_name
+        return bundle_as_is(path, dest, bundle_name, profiles, version=version, overwrite=overwrite,
+                            threads=threads, chat_template=chat_template, progress=progress)  # fmt: skip
+    llm_source = resolve_llm_source(source)
+    if chat_template is not None:
+        llm_source.chat_template = chat_template
     bundle_name = name or _default_name(llm_source.describe())
     dest = Path(output) if output is not None else Path(tempfile.mkdtemp(prefix="edge-bundle-")) / bundle_name
     return convert_language_model(

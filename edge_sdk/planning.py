@@ -25,16 +25,22 @@ DEFAULT_CONTEXTS = (512, 1024, 2048, 4096)
 Labelled = tuple[Mapping[str, np.ndarray], np.ndarray | None]
 
 
+MODULE_PREFIX = "module:"  # a plan of a torch module in memory names it by its class: 'module:Net'
+
+
 def _is_language_model(model: str) -> bool:
     from converters.resolve import is_language_model
 
-    return is_language_model(model)
+    return not model.startswith(MODULE_PREFIX) and is_language_model(model)
 
 
 def _no_channels_to_remove(model: str) -> bool:
-    """A file, or a transformer whose channels torch-pruning cannot remove without retraining its attention."""
+    """A file, or a transformer whose channels torch-pruning cannot remove without retraining its attention
+    (a torch module in memory has channels to remove)."""
     from converters.resolve import SourceType, source_type
 
+    if model.startswith(MODULE_PREFIX):
+        return False
     return source_type(model) in (SourceType.ONNX, SourceType.TFLITE, SourceType.HF_ENCODER)
 
 
@@ -117,14 +123,17 @@ def run_plan(
     train_data: Labelled | None = None,
     calibration: Mapping[str, np.ndarray] | None = None,
     progress: ProgressCallback | None = None,
+    module: Any = None,
+    example_inputs: Mapping[str, np.ndarray] | None = None,
 ) -> Plan:
     """Convert and measure every candidate of `request` that can fit; the result ranks them. The candidate
-    bundles are kept in `workdir` when given, else made in a temporary directory removed afterwards."""
+    bundles are kept in `workdir` when given, else made in a temporary directory removed afterwards.
+    `module`: an in-memory torch module planned instead of loading `request.model` (then only its name)."""
     if workdir is None:  # the plan holds no path into them: a default workdir would only fill /tmp
         with tempfile.TemporaryDirectory(prefix="edge-plan-") as tmp:
             return run_plan(
                 request, workdir=tmp, eval_data=eval_data, train_data=train_data, calibration=calibration,
-                progress=progress,
+                progress=progress, module=module, example_inputs=example_inputs,
             )  # fmt: skip
     from converters.pipeline import ConvertOptions
     from converters.plan import plan_language_model, plan_tensor_model
@@ -143,7 +152,7 @@ def run_plan(
         source_file = Path(path) if path is not None and Path(path).suffix == ".gguf" else None
         llm_options = ConvertOptions(name=_default_name(llm.describe()), task=Task.TEXT_GENERATION)
         return plan_language_model(llm, request, profile, llm_options, work, source_file=source_file, progress=progress)
-    source = resolve_source(request.model, None)
+    source = resolve_source(module if module is not None else request.model, example_inputs)
     module = getattr(source, "module", None)
     evaluation = eval_data or eval_data_of(module)
     training = train_data or eval_data_of(module, "train_data")
@@ -159,11 +168,40 @@ def run_plan(
     return plan_tensor_model(source, request, profile, options, work, host=host, progress=progress)
 
 
-def plan(model: str | Path, profile: str | Path, **options: Any) -> Plan:
-    """make_request(...) then run_plan(...): keyword options of both are accepted."""
-    run_keys = {"workdir", "eval_data", "train_data", "calibration", "progress"}
-    request = make_request(model, profile, **{k: v for k, v in options.items() if k not in run_keys})
-    return run_plan(request, **{k: v for k, v in options.items() if k in run_keys})
+def plan(
+    model: Any,
+    profile: str | Path,
+    *,
+    objective: str | Objective = "latency",
+    max_accuracy_drop: float = 0.01,
+    backends: str | Sequence[str | Backend] | None = None,
+    quantize: str | Sequence[str | QuantScheme] | None = None,
+    prune: str | Sequence[float] | None = None,
+    contexts: str | Sequence[int] | None = None,
+    eval_data: Labelled | None = None,
+    calibration: Mapping[str, np.ndarray] | None = None,
+    train_data: Labelled | None = None,
+    example_inputs: Mapping[str, np.ndarray] | None = None,
+    workdir: str | Path | None = None,
+    progress: ProgressCallback | None = None,
+) -> Plan:
+    """Rank backend × quantization × pruning (× context) for `profile` by `objective`.
+
+    `model`: 'zoo:digits-cnn', 'file.py:factory', a .onnx, an LLM ('zoo:smollm2', a .gguf, a HF directory), or a
+    torch module in memory (with `example_inputs`, or its own `example_inputs()`). Candidates are judged on
+    `eval_data` (inputs, labels or None; default: the model's `eval_data()`), int8-static calibrates on
+    `calibration`, recovery after pruning trains on `train_data` (default: the model's `train_data()`).
+    """
+    in_memory = not isinstance(model, str | Path)
+    name = f"{MODULE_PREFIX}{type(model).__name__}" if in_memory else model
+    request = make_request(
+        name, profile, objective=objective, max_accuracy_drop=max_accuracy_drop, backends=backends,
+        quantize=quantize, prune=prune, contexts=contexts,
+    )  # fmt: skip
+    return run_plan(
+        request, workdir=workdir, eval_data=eval_data, train_data=train_data, calibration=calibration,
+        progress=progress, module=model if in_memory else None, example_inputs=example_inputs,
+    )  # fmt: skip
 
 
 def load_plan(path: str | Path) -> Plan:
@@ -185,6 +223,12 @@ def convert_best(plan_: Plan, output: str | Path, *, overwrite: bool = False) ->
     from edge_sdk.api import convert, convert_llm
 
     best, request = plan_.best(), plan_.request
+    if request.model.startswith(MODULE_PREFIX):
+        raise ConfigError(
+            f"this plan is of a module in memory ({request.model}); convert its best entry with "
+            f"edge_sdk.convert(module, backend={best.backend.value!r}, quantize={best.quantization.value!r}, "
+            f"prune={best.prune})"
+        )
     if request.contexts:
         return convert_llm(
             request.model, quantize=[best.quantization], profile=request.profile, output=output, overwrite=overwrite

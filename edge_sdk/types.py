@@ -32,6 +32,15 @@ class Backend(StrEnum):
     TFLITE = "tflite"
 
 
+class CalibrationMethod(StrEnum):
+    """How static int8 turns calibration activations into ranges: their extremes, a percentile of them, or the
+    range that loses least information (KL divergence of the histogram)."""
+
+    MINMAX = "minmax"
+    ENTROPY = "entropy"
+    PERCENTILE = "percentile"
+
+
 class QuantScheme(StrEnum):
     """How weights (and maybe activations) are stored. Which backend takes which is the exporter's call."""
 

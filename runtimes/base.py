@@ -26,6 +26,7 @@ class SessionOptions:
 
     threads: int | None = None
     context: int | None = None
+    chat_template: str | None = None  # a language model's chat template, instead of the one the bundle carries
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,15 @@ def _raise_exception(message: str) -> None:
     raise TemplateError(message)
 
 
+CHAT_TEMPLATE_FILE = "chat_template.jinja"
+
+
+def check_chat_template(template: str) -> str:
+    """Refuse, before anything is written, a template that does not render a short conversation in the sandbox."""
+    render_chat_template(template, [{"role": "user", "content": "Hello"}], bos_token="<s>", eos_token="</s>")
+    return template
+
+
 def render_chat_template(template: str, messages: Sequence[Mapping[str, str]], **variables: Any) -> str:
     """Render a model's chat template in jinja2's immutable sandbox; an escape attempt raises BundleError."""
     env = ImmutableSandboxedEnvironment(undefined=_RefuseUnsafe, trim_blocks=True, lstrip_blocks=True)
@@ -117,6 +126,10 @@ class LlamaSession(Session):
             raise RuntimeFailure(f"llama.cpp could not load {model_path.name!r}: {exc}") from exc
         self._embedder: Any = None
         self.last_stats: GenerationStats | None = None
+        beside = model_path.parent / CHAT_TEMPLATE_FILE  # given at convert time to a GGUF bundled as it is
+        self._chat_template: str | None = options.chat_template or (
+            beside.read_text(encoding="utf-8") if beside.is_file() else None
+        )
 
     @property
     def metadata(self) -> dict[str, str]:
@@ -190,9 +203,12 @@ class LlamaSession(Session):
         return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
     def render_chat(self, messages: Sequence[Mapping[str, str]]) -> str:
-        template = self._llm.metadata.get("tokenizer.chat_template")
+        template = self._chat_template or self._llm.metadata.get("tokenizer.chat_template")
         if not template:
-            raise UnsupportedOperationError(f"{self._path.name} carries no chat template; use generate(prompt)")
+            raise UnsupportedOperationError(
+                f"{self._path.name} carries no chat template; use generate(prompt), or give one "
+                "(convert/serve --chat-template FILE)"
+            )
         for i, m in enumerate(messages):
             if not isinstance(m, Mapping) or "role" not in m or "content" not in m:
                 raise InputError(f"message {i} must be a mapping with 'role' and 'content'; got {m!r}")

@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from converters.gguf.model import WRITER_KEYS, KeyValue, LlmModel
+from converters.gguf.model import SUPPORTED_ARCHITECTURES, WRITER_KEYS, KeyValue, LlmModel
 from converters.gguf.source_base import LlmSource
 from device_profiles.gguf_header import read_gguf_header
 from edge_sdk.bundle.files import sha256_file
-from edge_sdk.errors import BundleError, ModelSourceError
+from edge_sdk.errors import BundleError, ModelSourceError, choices
 
 GGUF_MAGIC = b"GGUF"
 # The smallest encodings of one key/value pair and one tensor description: anything claiming more entries than
@@ -43,15 +43,53 @@ def check_header(path: Path) -> tuple[int, int, int]:
     return version, tensors, kvs
 
 
+def header_of(path: Path) -> dict[str, Any]:
+    """The key/values of a GGUF header (arrays as their length), read in milliseconds, refusing a hostile one:
+    every claimed length is bounded by the file's size first (gguf's reader loops over whatever count it reads)."""
+    check_header(path)
+    try:
+        return read_gguf_header(path)
+    except BundleError as exc:
+        raise ModelSourceError(str(exc)) from None
+
+
+def check_architecture(path: Path) -> str:
+    """The architecture of a GGUF, refused from its header alone when the converter cannot re-quantize it."""
+    arch = str(header_of(path).get("general.architecture", "<missing>"))
+    if arch not in SUPPORTED_ARCHITECTURES:
+        raise ModelSourceError(
+            f"{path.name!r} is a {arch!r} GGUF; re-quantizing supports {choices(SUPPORTED_ARCHITECTURES)}. "
+            "To bundle it as it is (any architecture llama.cpp loads): -q as-is"
+        )
+    return arch
+
+
+UNQUANTIZED_FILE_TYPES = {0, 1, 32}  # f32, f16, bf16 (llama.cpp's LLAMA_FTYPE)
+
+
+def requantize_note(path: Path) -> str | None:
+    """What a user should know before re-quantizing an already quantized GGUF, or None for a float one."""
+    from device_profiles.gguf_header import FILE_TYPES, header_int
+
+    try:
+        file_type = header_int(header_of(path), "general.file_type", 0)
+    except BundleError as exc:  # a string or a float where the type should be
+        raise ModelSourceError(str(exc)) from None
+    if file_type in UNQUANTIZED_FILE_TYPES:
+        return None
+    kind = FILE_TYPES.get(file_type, f"file type {file_type}").upper()
+    return (
+        f"{path.name} is already quantized ({kind}): its variants are made from the dequantized {kind} weights, "
+        f"and the reference they are measured against is {kind} too. Re-quantizing loses more quality (the KL "
+        f"column says how much); a higher precision than {kind} is for format, not quality."
+    )
+
+
 def read_gguf(path: Path) -> Any:
     """A gguf.GGUFReader over `path` after the header check, with every tensor's data inside the file."""
     import gguf
 
-    check_header(path)
-    try:  # every claimed length bounded by the file's size first: gguf's reader loops over whatever count it reads
-        read_gguf_header(path)
-    except BundleError as exc:
-        raise ModelSourceError(str(exc)) from None
+    check_architecture(path)  # the header first: bounded reads, and an architecture we cannot convert refused
     try:
         reader = gguf.GGUFReader(path)
     except Exception as exc:  # the reader raises ValueError, IndexError, ... on a damaged file
@@ -109,7 +147,7 @@ class GgufFileSource(LlmSource):
 
     def load(self) -> LlmModel:
         if self._model is None:
-            self._model = model_from_reader(self._reader)
+            self._model = self.with_chat_template(model_from_reader(self._reader))
         return self._model
 
     def digest(self) -> str:

@@ -9,7 +9,7 @@ import numpy as np
 
 from edge_sdk.errors import ModelSourceError, choices
 
-SUPPORTED_ARCHITECTURES = ("llama",)
+SUPPORTED_ARCHITECTURES = ("llama", "smollm3", "qwen2", "qwen3", "gemma2", "gemma3", "phi3")
 # Keys the writer always sets itself; a source's copies of them are dropped.
 WRITER_KEYS = ("general.architecture", "general.file_type", "general.quantization_version")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from converters.gguf.gguf_source import GgufFileSource
-from converters.gguf.hf_source import HfLlamaSource
+from converters.gguf.hf_source import HfSource
 from converters.gguf.source_base import LlmSource
 from edge_sdk.errors import ConfigError
 
@@ -24,8 +24,19 @@ def resolve_llm_source(model: Any) -> LlmSource:
         path = Path(model)
         if path.suffix == ".gguf" or path.is_file():
             return GgufFileSource(path)
-        return HfLlamaSource(path)
+        return HfSource(path)
     raise ConfigError(
         f"cannot convert a {type(model).__name__} to GGUF; give 'zoo:smollm2', a .gguf file or a Hugging Face "
         "LLaMA directory (transformers: model.save_pretrained(dir) and tokenizer.save_pretrained(dir))"
     )
+
+
+def gguf_path_of(model: Any) -> Path:
+    """The .gguf file a user's argument names ('zoo:smollm2' or a path), for bundling it as it is."""
+    if str(model) == "zoo:smollm2":
+        from converters.gguf.zoo import smollm2_gguf_path
+
+        return smollm2_gguf_path()
+    if isinstance(model, str | Path) and (Path(model).suffix == ".gguf" or Path(model).is_file()):
+        return Path(model)
+    raise ConfigError(f"'-q as-is' bundles a .gguf file as it is; {str(model)!r} is not a .gguf file")

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from converters.gguf.model import LlmModel
+from converters.gguf.model import KeyValue, LlmModel
 from converters.sources import ModelSource
 from edge_sdk.errors import UnsupportedOperationError
 from edge_sdk.types import TensorSpec
@@ -17,6 +17,15 @@ class LlmSource(ModelSource):
     """LLM sources have no tensor inputs: their variants are measured on text (converters.gguf.logits_verifier)."""
 
     example_inputs: dict[str, np.ndarray] = {}  # noqa: RUF012 - shared empty mapping, never mutated
+    chat_template: str | None = None  # given by the user: replaces the model's own (tokenizer.chat_template)
+
+    def with_chat_template(self, model: LlmModel) -> LlmModel:
+        """`model` with the user's chat template written into its metadata, when one was given."""
+        if self.chat_template is not None:
+            import gguf
+
+            model.metadata["tokenizer.chat_template"] = KeyValue(self.chat_template, gguf.GGUFValueType.STRING)
+        return model
 
     @abstractmethod
     def load(self) -> LlmModel:

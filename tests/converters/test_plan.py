@@ -193,3 +193,37 @@ def test_an_llm_quantization_clearly_too_big_is_not_converted(tmp_path):
     assert all(c.status == "does-not-fit" and c.size_bytes is None for c in plan.candidates)
     assert "budget 256.0 MB" in plan.candidates[0].reasons[0]
     assert not (tmp_path / "w" / "llm").exists()  # nothing was converted
+
+
+def test_a_module_in_memory_is_planned_on_the_users_evaluation_data(tmp_path):
+    from converters.zoo_text import outlier_classifier
+
+    model = outlier_classifier()
+    inputs, labels = model.eval_data()
+    # Labels that contradict the model: a plan judged on them, not on synthesized inputs, must say accuracy 0.
+    plan = edge_sdk.plan(
+        model, "rpi5", backends="onnx", quantize="none", prune="0", eval_data=(inputs, 1 - labels),
+        workdir=tmp_path / "work",
+    )  # fmt: skip
+    (candidate,) = plan.candidates
+    assert plan.request.model == "module:SequenceClassifier"
+    assert candidate.status == "ranked" and candidate.accuracy == 0.0
+    with pytest.raises(ConfigError, match="module in memory"):
+        edge_sdk.planning.convert_best(plan, tmp_path / "out")
+
+
+def test_plan_cli_takes_eval_data_and_announces_the_candidates(tmp_path, digits):
+    import json
+
+    import numpy as np
+
+    data = tmp_path / "eval.npz"
+    np.savez(data, input=digits.test_x, labels=(digits.test_y + 1) % 10)  # every label wrong
+    out = tmp_path / "plan.json"
+    result = invoke(
+        "plan", "zoo:digits-cnn", "-p", "rpi5", "-b", "onnx", "-q", "none", "--prune", "0", "--eval", str(data),
+        "--json", str(out),
+    )  # fmt: skip
+    assert "planning 1 candidate for zoo:digits-cnn on rpi5" in result.output
+    (candidate,) = json.loads(out.read_text())["candidates"]
+    assert candidate["accuracy"] < 0.05  # judged on the given labels, not the model's own eval_data()

@@ -29,6 +29,25 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(EXIT_FAILED) from None
 
 
+MAX_TEMPLATE_BYTES = 1024 * 1024
+
+
+def read_chat_template(path: Path) -> str:
+    """A --chat-template file, refused unless it renders a short conversation in the chat sandbox."""
+    from edge_sdk.errors import ConfigError
+    from runtimes.llama_cpp_adapter import check_chat_template
+
+    if not path.is_file():
+        raise ConfigError(f"chat template file {str(path)!r} does not exist")
+    if path.stat().st_size > MAX_TEMPLATE_BYTES:
+        raise ConfigError(f"chat template file {str(path)!r} is over {MAX_TEMPLATE_BYTES} bytes")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"chat template file {str(path)!r} is not UTF-8 text: {exc}") from None
+    return check_chat_template(text)
+
+
 def load_npz(path: Path, what: str) -> dict[str, np.ndarray]:
     from edge_sdk.errors import ConfigError
 

@@ -8,7 +8,7 @@ import numpy as np
 import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from edge_sdk.apps.cli.common import console, load_npz, user_errors
+from edge_sdk.apps.cli.common import console, load_npz, read_chat_template, user_errors
 from edge_sdk.apps.cli.tables import variant_table
 from edge_sdk.errors import ConfigError
 from edge_sdk.types import Backend, QuantScheme, Task, parse_shape
@@ -29,6 +29,7 @@ _AUTO_DECIDES = (
     "sparsity",
     "train",
     "calibration",
+    "calibration_method",
     "eval_set",
     "input_shape",
     "example",
@@ -61,7 +62,8 @@ def convert_cmd(
         "none",
         "--quantize",
         "-q",
-        help=f"Quantization(s), comma-separated; each makes one variant per backend: {SCHEMES}.",
+        help=f"Quantization(s), comma-separated; each makes one variant per backend: {SCHEMES}. "
+        "With --backend gguf and a .gguf: 'as-is' bundles the file unchanged (any architecture llama.cpp loads).",
     ),
     profile: list[str] = typer.Option(
         [], "--profile", "-p", help="Device profile id (see `edge-sdk profiles list`) or a YAML file; repeatable."
@@ -86,6 +88,12 @@ def convert_cmd(
     calibration: Path | None = typer.Option(
         None, "--calibration", help=".npz of calibration inputs for int8-static (default: the example inputs)."
     ),
+    calibration_method: str | None = typer.Option(
+        None,
+        "--calibration-method",
+        help="How int8-static sets activation ranges: minmax, entropy or percentile "
+        "(default per model kind: percentile for transformers, minmax otherwise).",
+    ),
     eval_set: Path | None = typer.Option(
         None,
         "--eval",
@@ -94,7 +102,10 @@ def convert_cmd(
     name: str | None = typer.Option(None, "--name", help="Bundle name (default: from the model)."),
     version: str = typer.Option("1.0.0", "--version", help="Bundle version, MAJOR.MINOR.PATCH."),
     max_accuracy_drop: float | None = typer.Option(
-        None, "--max-accuracy-drop", help="Allowed absolute drop of accuracy/top-1 agreement (default per scheme)."
+        None,
+        "--max-accuracy-drop",
+        help="Allowed absolute drop of accuracy/top-1 agreement (default per scheme). With int8, a variant that "
+        "misses it keeps its most sensitive layers in float until it meets it (named in the recipe).",
     ),
     allow_failed: bool = typer.Option(
         False, "--allow-failed", help="Keep variants outside tolerance (marked failed) instead of refusing."
@@ -132,6 +143,9 @@ def convert_cmd(
         None, "--plan", help="With --auto: take the top entry of this plan (from `edge-sdk plan --json`)."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle at --output."),
+    chat_template: Path | None = typer.Option(
+        None, "--chat-template", help="Jinja chat template file for a language model, stored in the bundle."
+    ),
 ) -> None:
     """Convert a model into a bundle: export, quantize, run and measure each variant, check fit, write."""
     import edge_sdk
@@ -147,6 +161,8 @@ def convert_cmd(
             convert_auto(model, profile, output, objective, max_accuracy_drop, overwrite, plan_file)
         return
     with user_errors():
+        template = read_chat_template(chat_template) if chat_template is not None else None
+        _note_requantization(model, backend, quantize)
         examples = _examples(input_shape, example)
         labels = None
         eval_inputs = None
@@ -186,6 +202,7 @@ def convert_cmd(
                 name=name,
                 version=version,
                 calibration=load_npz(calibration, "calibration") if calibration else None,
+                calibration_method=calibration_method,
                 eval_data=(eval_inputs, labels) if eval_inputs is not None else None,
                 max_accuracy_drop=max_accuracy_drop,
                 allow_failed=allow_failed,
@@ -195,6 +212,7 @@ def convert_cmd(
                 train_data=train_data,
                 overwrite=overwrite,
                 progress=show,
+                chat_template=template,
             )
     console.print(variant_table(bundle))
     console.print(f"[green]wrote[/] {bundle.root} ({bundle.name} {bundle.manifest.version})")
@@ -235,3 +253,18 @@ def _refuse_ignored(ctx: typer.Context, names: tuple[str, ...], decided_by: str)
         raise ConfigError(
             f"{decided_by} chooses these itself; leave out {', '.join(given)} (or convert without --auto)"
         )
+
+
+def _note_requantization(model: str, backend: str | None, quantize: str) -> None:
+    """Say so when the GGUF being converted is already quantized (SmolLM2's packaged file is Q4_1)."""
+    # No --backend: a .gguf or zoo:smollm2 becomes gguf by default (converters.resolve).
+    if (backend is not None and "gguf" not in backend.lower()) or quantize.strip().lower() == "as-is":
+        return
+    if model != "zoo:smollm2" and not model.endswith(".gguf"):
+        return
+    from converters.gguf.gguf_source import requantize_note
+    from converters.gguf.resolve import gguf_path_of
+
+    note = requantize_note(gguf_path_of(model))
+    if note:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from edge_sdk.apps.cli.common import console, err_console, human_bytes, user_errors
@@ -43,12 +44,27 @@ def plan_cmd(
     json_out: Path | None = typer.Option(None, "--json", help="Write the plan here (it can be made again)."),
     from_json: Path | None = typer.Option(None, "--from", help="Make the plan of this plan file again."),
     workdir: Path | None = typer.Option(None, "--workdir", help="Keep the candidate bundles here."),
+    eval_set: Path | None = typer.Option(
+        None,
+        "--eval",
+        help=".npz of evaluation inputs the candidates are judged on; an array 'labels' adds accuracy. "
+        "Default: the model's own eval_data(), else its example inputs.",
+    ),
+    calibration: Path | None = typer.Option(
+        None, "--calibration", help=".npz of calibration inputs for int8-static (default: the example inputs)."
+    ),
 ) -> None:
     """Enumerate backend × quantization × pruning ratio (× context length for LLMs), drop what cannot fit the
     profile, convert and measure the accuracy of what can, and print a ranked table. Exits 1 if none qualifies."""
+    from edge_sdk.apps.cli.common import load_npz
     from edge_sdk.planning import load_plan, make_request
 
     with user_errors():
+        evaluation = None
+        if eval_set is not None:
+            eval_inputs = load_npz(eval_set, "evaluation")
+            evaluation = (eval_inputs, eval_inputs.pop("labels", None))
+        calibration_data = load_npz(calibration, "calibration") if calibration is not None else None
         if from_json is not None:
             request = load_plan(from_json).request
         elif model is None or profile is None:
@@ -58,26 +74,34 @@ def plan_cmd(
                 model, profile, objective=objective, max_accuracy_drop=parse_share(max_accuracy_drop),
                 backends=backend, quantize=quantize, prune=prune, contexts=context,
             )  # fmt: skip
-        result = run_with_progress(request, workdir)
+        count = len(request.backends) * len(request.quantizations) * len(request.prune) * max(1, len(request.contexts))
+        console.print(f"planning {count} candidate{'s' * (count != 1)} for {request.model} on {request.profile}")
+        result = run_with_progress(request, workdir, evaluation, calibration_data)
     show_plan(result, json_out)
     if not result.ranked():
         with user_errors():
             result.best()  # raises with every candidate's reason
 
 
-def run_with_progress(request: PlanRequest, workdir: Path | None) -> Plan:
+def run_with_progress(
+    request: PlanRequest,
+    workdir: Path | None,
+    eval_data: tuple[dict[str, np.ndarray], np.ndarray | None] | None = None,
+    calibration: dict[str, np.ndarray] | None = None,
+) -> Plan:
+    """The plan with a progress bar; the ETA comes from the candidates done so far."""
     from edge_sdk.planning import run_plan
 
     with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console,
-        transient=True,
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), TextColumn("ETA"),
+        TimeRemainingColumn(), console=console, transient=True,
     ) as bar:  # fmt: skip
         task = bar.add_task("planning", total=None)
 
         def show(step: Step) -> None:
             bar.update(task, description=step.text(), completed=step.done, total=step.total or None)
 
-        return run_plan(request, workdir=workdir, progress=show)
+        return run_plan(request, workdir=workdir, eval_data=eval_data, calibration=calibration, progress=show)
 
 
 def show_plan(result: Plan, json_out: Path | None) -> None:

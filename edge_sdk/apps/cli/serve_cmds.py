@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from edge_sdk.apps.cli.common import user_errors
+from edge_sdk.apps.cli.common import read_chat_template, user_errors
 from edge_sdk.errors import ConfigError, choices
 
 if TYPE_CHECKING:
@@ -57,6 +57,9 @@ def serve_cmd(
         [],
         "--variant",
         help="Serve this variant instead of the best for the device: ID (every bundle served) or MODEL=ID; repeatable.",
+    ),
+    chat_template: Path | None = typer.Option(
+        None, "--chat-template", help="Jinja chat template file used for every language model served."
     ),
     cloud_url: str | None = typer.Option(
         None,
@@ -139,6 +142,7 @@ def serve_cmd(
             context=context,
             profile=profile,
             variants=_pinned_variants(source, variant, profile),
+            chat_template=read_chat_template(chat_template) if chat_template is not None else None,
             cloud_url=cloud_url,
             cloud_api_key=read_cloud_key(cloud_key_file) if cloud_key_file else None,
             slo_ms=slo_ms,

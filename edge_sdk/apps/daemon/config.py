@@ -35,6 +35,7 @@ class DaemonConfig(BaseModel):
     # the detected host); `variants` pins some: model name -> variant id ("*": every model).
     profile: str | None = None
     variants: dict[str, str] = Field(default_factory=dict)
+    chat_template: str | None = Field(default=None, repr=False, description="for every LLM: replaces the bundle's")
 
     # --- hybrid routing: the cloud target and when to use it (cloud_sync.router) ---
     cloud_url: str | None = Field(default=None, pattern=r"^https?://", description="None: everything stays local")

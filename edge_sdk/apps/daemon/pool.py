@@ -232,7 +232,9 @@ class ModelPool:
     def _session_options(self) -> SessionOptions:
         from runtimes import SessionOptions
 
-        return SessionOptions(threads=self.config.threads, context=self.config.context)
+        return SessionOptions(
+            threads=self.config.threads, context=self.config.context, chat_template=self.config.chat_template
+        )
 
     def fits_now(self, name: str, size: int) -> bool:
         """Whether `size` bytes fit the budget beside the models that cannot be evicted now (in use), and the
