@@ -27,14 +27,12 @@ def measure_onnx(bundle: edge_sdk.Bundle, variant_id: str, batch: int, rounds: i
     import onnxruntime as ort
 
     from converters.zoo import digits_data
-    from runtimes.onnxruntime_adapter import X64_QUANT_PRECISION
+    from runtimes.onnxruntime_adapter import session_options
 
     x = {"input": digits_data().test_x[:batch]}
     variant = bundle.variant(variant_id)
     session = edge_sdk.load(bundle, variant_id, threads=1)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads, so.inter_op_num_threads = 1, 1
-    so.add_session_config_entry(*X64_QUANT_PRECISION)  # the same int8 path the SDK's sessions take on x86
+    so = session_options(threads=1)  # the options every SDK session takes (exact int8 on x86), nothing more
     direct = ort.InferenceSession(str(bundle.path_of(variant.files[0])), so, providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(session.run(x)["output"], direct.run(["output"], x)[0])  # same work on both sides
     sdk, raw = interleaved(lambda: session.run(x), lambda: direct.run(["output"], x), rounds, calls)
