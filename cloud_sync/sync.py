@@ -6,6 +6,10 @@ later run), checked against the registry's sha256, then installed through Bundle
 file digest (and the signature with `trust`), runs the caller's check, and activates atomically. Equal is
 skipped; lower is refused, naming both versions. A newer version already installed here but not active (the
 operator rolled back from it) is held back: sync does not undo a rollback; a version newer still is taken.
+
+Under a staged rollout the registry lists a version only to the devices its stage includes; when the rollout
+aborts, the registry names the version withdrawn and a device running it rolls back to its previous version
+(kept installed, as `edge-sdk rollback` does).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ class Outcome(Enum):
     INSTALLED = "installed"
     UP_TO_DATE = "up to date"
     HELD = "held back"  # installed here but rolled back from: not re-activated by a sync
+    ROLLED_BACK = "rolled back"  # the active version was withdrawn by an aborted rollout
     REFUSED = "refused"
 
 
@@ -55,6 +60,13 @@ class Download:
     path: Path
     received: int  # bytes that came over the network in this run
     resumed_from: int  # bytes already on disk when this run started
+
+
+@dataclass(frozen=True)
+class Withdrawn:
+    name: str
+    version: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -98,8 +110,14 @@ class RegistryClient:
         self.close()
 
     def list(self, name: str | None = None) -> list[RegistryEntry]:
+        return self.listing(name)[0]
+
+    def listing(self, name: str | None = None) -> tuple[builtins.list[RegistryEntry], builtins.list[Withdrawn]]:
+        """The entries this caller may take, and the versions withdrawn from it (aborted rollouts)."""
         response = self._request("GET", REGISTRY_PREFIX, params={"name": name} if name else None)
-        return [RegistryEntry(**item) for item in response.json()["data"]]
+        body = response.json()
+        withdrawn = [Withdrawn(w["name"], w["version"], w.get("reason", "")) for w in body.get("withdrawn", [])]
+        return [RegistryEntry(**item) for item in body["data"]], withdrawn
 
     def publish(
         self, bundle_file: Path, *, progress: Callable[[int], None] | None = None
@@ -263,12 +281,19 @@ def sync(
     if version is not None and len(names) != 1:
         raise RegistryError("a version can be asked for only together with exactly one model name")
     with _one_sync_at_a_time(store.root / DOWNLOADS):
-        entries = client.list(names[0] if len(names) == 1 else None)
-        wanted = list(names) or sorted({e.name for e in entries})
+        entries, withdrawn = client.listing(names[0] if len(names) == 1 else None)
         installed = {m.name: m for m in store.list()}
+        pulled = {w.name for w in withdrawn if w.name in installed and installed[w.name].active == w.version}
+        wanted = list(names) or sorted({e.name for e in entries} | pulled)
         reports = []
         for name in wanted:
-            entry, model = pick(entries, name, version), installed.get(name)
+            model = installed.get(name)
+            active = model.active if model is not None else None
+            gone = next((w for w in withdrawn if (w.name, w.version) == (name, active)), None)
+            if gone is not None and model is not None:
+                reports.append(_roll_back(store, model, gone))
+                continue
+            entry = pick(entries, name, version)
             if version is None and model is not None and _rolled_back_from(entry.version, model):
                 detail = (
                     f"{name} {entry.version} is installed here but not active (rolled back to {model.active}): "
@@ -279,6 +304,19 @@ def sync(
             before = model.active if model else None
             reports.append(_sync_one(client, store, entry, before, trust, check, progress))
         return reports
+
+
+def _roll_back(store: BundleStore, model: InstalledModel, gone: Withdrawn) -> SyncReport:
+    """The active version was withdrawn: back to the previous one, which stays installed for this."""
+    if model.previous is None:
+        detail = (
+            f"{model.name} {gone.version} was withdrawn ({gone.reason}), but no earlier version is installed here "
+            "to roll back to: it stays active"
+        )
+        return SyncReport(model.name, gone.version, model.active, model.active, Outcome.REFUSED, detail)
+    after = store.rollback(model.name)
+    detail = f"{model.name} {gone.version} was withdrawn ({gone.reason}): rolled back to {after.active}"
+    return SyncReport(model.name, gone.version, model.active, after.active, Outcome.ROLLED_BACK, detail)
 
 
 def _rolled_back_from(version: str, model: InstalledModel) -> bool:

@@ -36,7 +36,9 @@ def _bar() -> Progress:
 def serve_cmd(
     bundles: list[Path] = typer.Argument(None, help="Bundle directories or .edgebundle files the gateway serves."),
     store: Path | None = typer.Option(None, "--store", help="Also serve the active versions of an install store."),
-    device_keys: Path = typer.Option(..., "--device-keys", help="File of '<device-id> <key>' lines."),
+    device_keys: Path = typer.Option(
+        ..., "--device-keys", help="File of '<device-id> <key> [groups=a,b]' lines (groups: for staged rollouts)."
+    ),
     publisher_keys: Path | None = typer.Option(
         None, "--publisher-keys", help="File of '<id> <key>' lines allowed to publish bundles (none: nobody may)."
     ),
@@ -79,7 +81,7 @@ def serve_cmd(
     from edge_sdk.apps.daemon.pool import BundleSource, DirectorySource
     from edge_sdk.apps.daemon.server import read_cloud_key, run
     from edge_sdk.apps.gateway.app import GatewayConfig, build_gateway
-    from edge_sdk.apps.gateway.devices import read_key_file
+    from edge_sdk.apps.gateway.devices import read_device_groups, read_key_file
     from edge_sdk.bundle.signing import load_trusted
 
     with user_errors():
@@ -96,6 +98,7 @@ def serve_cmd(
             raise ConfigError(f"--upstream must be the http:// or https:// URL of an OpenAI server, got {upstream!r}")
         config = GatewayConfig(
             devices=read_key_file(device_keys),
+            groups=read_device_groups(device_keys),
             publishers=read_key_file(publisher_keys, what="publisher key file") if publisher_keys else {},
             registry_dir=registry,
             telemetry_db=telemetry_db,
@@ -192,6 +195,7 @@ def sync_cmd(
             Outcome.INSTALLED: "green",
             Outcome.UP_TO_DATE: "dim",
             Outcome.HELD: "yellow",
+            Outcome.ROLLED_BACK: "yellow",
             Outcome.REFUSED: "red",
         }[r.outcome]
         fetched = ""

@@ -13,6 +13,7 @@ from edge_sdk.apps.cli.flash_cmd import flash_cmd
 from edge_sdk.apps.cli.keys_cmds import bundle_app, keys_app
 from edge_sdk.apps.cli.plan_cmd import plan_cmd
 from edge_sdk.apps.cli.profiles import profiles_app
+from edge_sdk.apps.cli.rollout_cmds import devices_app, rollout_cmd, rollouts_app
 from edge_sdk.apps.cli.serve_cmds import daemon_app, serve_cmd
 from edge_sdk.apps.cli.store_cmds import install_cmd, models_cmd, rollback_cmd
 
@@ -41,6 +42,9 @@ app.add_typer(daemon_app, name="daemon")
 app.add_typer(keys_app, name="keys")
 app.add_typer(bundle_app, name="bundle")
 app.command("sync")(sync_cmd)
+cloud_app.command("rollout")(rollout_cmd)
+cloud_app.add_typer(rollouts_app, name="rollouts")
+cloud_app.add_typer(devices_app, name="devices")
 app.add_typer(cloud_app, name="cloud")
 
 

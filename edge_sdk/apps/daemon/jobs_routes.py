@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,7 +93,7 @@ def open_jobs(config: DaemonConfig) -> Jobs | None:
     return Jobs(queue, config.cloud_url)
 
 
-def _start(jobs: Jobs, pool: ModelPool, config: DaemonConfig, metrics: Metrics) -> None:
+def _start(jobs: Jobs, pool: ModelPool, config: DaemonConfig, metrics: Metrics, ready: Callable[[], bool]) -> None:
     policy = DeliveryPolicy(
         concurrency=config.delivery_concurrency,
         base_backoff_s=min(0.5, config.delivery_max_backoff_s),
@@ -104,7 +104,7 @@ def _start(jobs: Jobs, pool: ModelPool, config: DaemonConfig, metrics: Metrics) 
     )
     jobs.delivery.start()
     if config.telemetry_interval_s > 0:
-        jobs.telemetry = asyncio.create_task(telemetry_loop(jobs.queue, jobs.delivery, pool, config, metrics))
+        jobs.telemetry = asyncio.create_task(telemetry_loop(jobs.queue, jobs.delivery, pool, config, metrics, ready))
 
 
 async def _stop(jobs: Jobs) -> None:
@@ -131,7 +131,7 @@ def add_jobs_routes(app: FastAPI, pool: ModelPool, config: DaemonConfig) -> None
     @contextlib.asynccontextmanager
     async def lifespan(a: FastAPI) -> AsyncIterator[Any]:
         if jobs is not None:
-            _start(jobs, pool, config, metrics)
+            _start(jobs, pool, config, metrics, lambda: bool(getattr(a.state, "ready", True)))
         try:
             async with inner(a) as state:
                 yield state

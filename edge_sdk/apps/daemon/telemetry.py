@@ -11,6 +11,7 @@ import logging
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from cloud_sync.delivery import DeliveryLoop
@@ -24,11 +25,16 @@ TELEMETRY_ENDPOINT = "/v1/telemetry"
 log = logging.getLogger("edge_sdk.telemetry")
 
 
-def snapshot(queue: OfflineQueue, pool: ModelPool, metrics: Metrics) -> dict[str, Any]:
-    """Counters (requests, route decisions, deliveries, ...), model versions, queue states."""
+def snapshot(queue: OfflineQueue, pool: ModelPool, metrics: Metrics, ready: bool = True) -> dict[str, Any]:
+    """Counters (requests, route decisions, deliveries, ...), model versions, readiness, queue states.
+
+    A staged rollout at the gateway judges a device's health from these: the versions, `ready`, and the
+    request, 5xx and cloud-route counters (cloud_sync/rollouts.py).
+    """
     return {
         "at": time.time(),
         "host": socket.gethostname(),
+        "ready": ready,
         "models": {name: pool.source.current_version(name) for name in pool.source.names()},
         "loaded": sorted(m.name for m in pool.loaded()),
         "counters": metrics.counters(),
@@ -36,8 +42,10 @@ def snapshot(queue: OfflineQueue, pool: ModelPool, metrics: Metrics) -> dict[str
     }
 
 
-def enqueue_snapshot(queue: OfflineQueue, pool: ModelPool, metrics: Metrics, device_id: str | None) -> bool:
-    body = {"device": device_id, "items": [snapshot(queue, pool, metrics)]}
+def enqueue_snapshot(
+    queue: OfflineQueue, pool: ModelPool, metrics: Metrics, device_id: str | None, ready: bool = True
+) -> bool:
+    body = {"device": device_id, "items": [snapshot(queue, pool, metrics, ready)]}
     try:
         queue.enqueue(ItemKind.TELEMETRY, TELEMETRY_ENDPOINT, body, idempotency_key=f"telemetry-{uuid.uuid4().hex}")
     except QueueFullError:
@@ -48,12 +56,17 @@ def enqueue_snapshot(queue: OfflineQueue, pool: ModelPool, metrics: Metrics, dev
 
 
 async def telemetry_loop(
-    queue: OfflineQueue, delivery: DeliveryLoop, pool: ModelPool, config: DaemonConfig, metrics: Metrics
+    queue: OfflineQueue,
+    delivery: DeliveryLoop,
+    pool: ModelPool,
+    config: DaemonConfig,
+    metrics: Metrics,
+    ready: Callable[[], bool] = lambda: True,
 ) -> None:
     while True:
         await asyncio.sleep(config.telemetry_interval_s)
         try:
-            if await asyncio.to_thread(enqueue_snapshot, queue, pool, metrics, config.device_id):
+            if await asyncio.to_thread(enqueue_snapshot, queue, pool, metrics, config.device_id, ready()):
                 delivery.wake()
         except Exception as exc:  # a full disk, a broken bundle source: this snapshot is lost, the next one tries
             metrics.inc("edge_telemetry_snapshots_total", outcome="failed")

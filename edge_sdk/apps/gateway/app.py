@@ -3,7 +3,8 @@
     DeviceAuth                    every request but health: a device or publisher key, or 401
     └── IdempotentExceptUploads   a POST with Idempotency-Key runs once per device; a repeat gets the stored
         │                         response (cloud_sync.idempotency); registry uploads pass (streamed to disk)
-        ├── the gateway's routes  /v1/registry/bundles... (publish, list, Range download), /v1/telemetry
+        ├── the gateway's routes  /v1/registry/bundles... (publish, list, Range download), /v1/telemetry,
+        │                         /v1/rollouts and /v1/devices (staged rollouts, device groups)
         └── the device daemon     the gateway's own bundles, /v1/models, /metrics, health; its cloud is the
                                   upstream engine, so a model not served here is forwarded there (SSE too,
                                   with the cloud client's retries and breaker; X-Edge-Route says which)
@@ -14,8 +15,11 @@ another OpenAI-compatible server.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -24,14 +28,17 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cloud_sync.idempotency import IdempotencyMiddleware, IdempotencyStore
 from cloud_sync.registry import Registry
+from cloud_sync.rollouts import Rollouts
 from cloud_sync.telemetry import TelemetryStore
 from edge_sdk.apps.daemon.config import DaemonConfig, daemon_config
 from edge_sdk.apps.daemon.pool import BundleSource
 from edge_sdk.apps.daemon.server import build
 from edge_sdk.apps.gateway.devices import PUBLISHER, DeviceAuth, caller_of
 from edge_sdk.apps.gateway.registry_routes import PREFIX, add_registry_routes
+from edge_sdk.apps.gateway.rollout_routes import add_rollout_routes, evaluate
 from edge_sdk.apps.gateway.telemetry_routes import add_telemetry_routes
 from edge_sdk.bundle.signing import TrustedKey
+from edge_sdk.metrics import Metrics
 
 
 class GatewayConfig(BaseModel):
@@ -39,9 +46,13 @@ class GatewayConfig(BaseModel):
 
     devices: dict[str, str] = Field(min_length=1, description="device key -> device id")
     publishers: dict[str, str] = Field(default_factory=dict, description="publisher key -> publisher id")
+    groups: dict[str, tuple[str, ...]] = Field(default_factory=dict, description="device id -> its groups")
     registry_dir: Path
     telemetry_db: Path | None = None  # None: <registry_dir>/telemetry.sqlite3
     idempotency_db: Path | None = None  # None: <registry_dir>/idempotency.sqlite3
+    rollouts_db: Path | None = None  # None: <registry_dir>/rollouts.sqlite3
+    rollout_interval_s: float = Field(default=15.0, gt=0)  # how often running rollouts take their due decisions
+    clock: Callable[[], float] = time.time  # rollouts' clock: tests walk through stage waits with their own
     trust: tuple[TrustedKey, ...] = ()  # non-empty: the registry accepts only bundles signed by these keys
     upstream_url: str | None = None
     upstream_api_key: str | None = None
@@ -65,25 +76,35 @@ def build_gateway(source: BundleSource, config: GatewayConfig) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        ticker = asyncio.create_task(_tick(rollouts, pool.metrics, config.rollout_interval_s))
         yield  # a mounted app's own shutdown hooks do not run: close what the daemon opened here
+        ticker.cancel()
         await daemon.state.hybrid.aclose()
         telemetry.close()
         idempotency.close()
+        rollouts.close()
 
     app = FastAPI(title="edge-sdk cloud gateway", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state = daemon.state  # one state: the pool the server closes, `ready` that SIGTERM turns off
     app.exception_handlers.update(daemon.exception_handlers)  # the daemon's errors: OpenAI shape, 400 not 422
 
     registry = Registry(config.registry_dir, trust=config.trust or None)
+    telemetry = TelemetryStore(config.telemetry_db or config.registry_dir / "telemetry.sqlite3")
+    rollouts = Rollouts(
+        config.rollouts_db or config.registry_dir / "rollouts.sqlite3",
+        groups={device: config.groups.get(device, ()) for device in config.devices.values()},
+        clock=config.clock,
+    )
+    add_telemetry_routes(app, telemetry, pool.metrics, rollouts)
+    add_rollout_routes(app, rollouts, registry, pool.metrics)
     add_registry_routes(
         app,
         registry,
         may_publish=lambda request: (caller := caller_of(request.scope)) is not None and caller.role == PUBLISHER,
         max_upload_bytes=config.max_upload_bytes,
+        rollouts=rollouts,
     )
-    telemetry = TelemetryStore(config.telemetry_db or config.registry_dir / "telemetry.sqlite3")
-    add_telemetry_routes(app, telemetry, pool.metrics)
-    app.state.registry, app.state.telemetry = registry, telemetry
+    app.state.registry, app.state.telemetry, app.state.rollouts = registry, telemetry, rollouts
 
     app.mount("", daemon)  # everything the routes above do not take
     idempotency = IdempotencyStore(
@@ -91,9 +112,21 @@ def build_gateway(source: BundleSource, config: GatewayConfig) -> FastAPI:
     )
     app.add_middleware(IdempotentExceptUploads, store=idempotency)
     # added last, so outermost: idempotency keys on the device it authenticated, and a refusal never gets in
-    app.add_middleware(DeviceAuth, devices=config.devices, publishers=config.publishers, metrics=pool.metrics)
+    app.add_middleware(
+        DeviceAuth, devices=config.devices, publishers=config.publishers, metrics=pool.metrics, seen=rollouts
+    )
 
     return app
+
+
+async def _tick(rollouts: Rollouts, metrics: Metrics, interval_s: float) -> None:
+    """Take rollouts' due decisions (a stage wait running out) even when no device calls."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await evaluate(rollouts, metrics)
+        except Exception as exc:  # a locked or full database: the next tick tries again
+            logging.getLogger("edge_sdk.rollout").warning("rollout evaluation failed: %s", exc)
 
 
 class IdempotentExceptUploads:

@@ -1,9 +1,12 @@
 """HTTP routes of the bundle registry: publish (raw body, streamed to disk), list, download with Range.
 
 POST /v1/registry/bundles                    body: the .edgebundle bytes  -> 201 new | 200 already there
-GET  /v1/registry/bundles[?name=M]           -> {"object": "list", "data": [entry, ...]}
+GET  /v1/registry/bundles[?name=M]           -> {"object": "list", "data": [entry, ...], "withdrawn": [...]}
 GET  /v1/registry/bundles/{name}/{version}   -> the file; Range (206, Content-Range; 416 past the end),
                                                 If-Range, ETag "<sha256>", Repr-Digest sha-256=:<b64>:
+
+With rollouts, a device sees (and may download) a version under rollout only while a rollout offers it to
+that device; `withdrawn` names the versions of aborted rollouts of its groups, which its sync rolls back from.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 
 from cloud_sync.registry import REGISTRY_PREFIX, Registry
+from cloud_sync.rollouts import Rollouts
+from edge_sdk.apps.gateway.devices import DEVICE, caller_of
 from edge_sdk.errors import PublishConflictError, RegistryError
 
 PREFIX = REGISTRY_PREFIX
@@ -49,8 +54,19 @@ async def _receive_to(request: Request, path: Path, limit: int) -> int | None:
     return size
 
 
+def _device(request: Request) -> str | None:
+    """The calling device's id; None for publishers and unauthenticated calls (they see everything)."""
+    caller = caller_of(request.scope)
+    return caller.id if caller is not None and caller.role == DEVICE else None
+
+
 def add_registry_routes(
-    app: FastAPI, registry: Registry, *, may_publish: Callable[[Request], bool], max_upload_bytes: int
+    app: FastAPI,
+    registry: Registry,
+    *,
+    may_publish: Callable[[Request], bool],
+    max_upload_bytes: int,
+    rollouts: Rollouts | None = None,
 ) -> None:
     @app.post(PREFIX)
     async def publish(request: Request) -> JSONResponse:
@@ -88,16 +104,27 @@ def add_registry_routes(
         return JSONResponse(entry.to_json(), status_code=201 if new else 200)
 
     @app.get(PREFIX)
-    async def listing(name: str | None = None) -> dict[str, Any]:
+    async def listing(request: Request, name: str | None = None) -> dict[str, Any]:
         entries = await asyncio.to_thread(registry.list, name)
-        return {"object": "list", "data": [e.to_json() for e in entries]}
+        device = _device(request)
+        if rollouts is None or device is None:
+            return {"object": "list", "data": [e.to_json() for e in entries], "withdrawn": []}
+        seen = await asyncio.to_thread(rollouts.listing, device, [(e.name, e.version) for e in entries])
+        shown = [e.to_json() for e in entries if (e.name, e.version) not in seen.hidden]
+        return {"object": "list", "data": shown, "withdrawn": list(seen.withdrawn)}
 
     @app.get(PREFIX + "/{name}/{version}", response_model=None)
-    async def download(name: str, version: str) -> FileResponse | JSONResponse:
+    async def download(name: str, version: str, request: Request) -> FileResponse | JSONResponse:
         try:
             entry = registry.entry(name, version)
         except RegistryError as exc:
             return _error(str(exc), "not_found_error", 404)
+        device = _device(request)
+        if rollouts is not None and device is not None:
+            if not await asyncio.to_thread(rollouts.offered, device, name, version):
+                message = f"{name} {version} is under a staged rollout that does not include device {device!r} yet"
+                return _error(message, "not_found_error", 404)
+            await asyncio.to_thread(rollouts.given, device, name, version)
         path = registry.path_of(name, version)
         if not path.is_file():
             message = f"{name} {version} is in the registry's index but its file {str(path)!r} is missing"

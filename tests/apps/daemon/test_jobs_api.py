@@ -111,6 +111,10 @@ def test_without_a_queue_or_a_cloud_jobs_get_503(serve_bundles, tmp_path):
     assert no_cloud.status_code == 503 and "--cloud-url" in no_cloud.text
 
 
+def _batches(cloud: str) -> list[dict]:
+    return httpx.get(f"{cloud}/telemetry").json()
+
+
 def test_jobs_and_telemetry_reach_the_cloud_and_results_come_back(serve_bundles, tmp_path):
     receiver = make_app(tmp_path / "idem.sqlite")
     with serving(receiver) as cloud:
@@ -121,14 +125,15 @@ def test_jobs_and_telemetry_reach_the_cloud_and_results_come_back(serve_bundles,
             while (state := httpx.get(f"{url}/v1/jobs/{created['id']}").json())["state"] != "done":
                 assert time.monotonic() < deadline, state
                 time.sleep(0.05)
-            while not httpx.get(f"{cloud}/telemetry").json():
+            # a snapshot taken after the job was queued (under load the first one may come before it)
+            while not any("edge_jobs_total" in i["counters"] for b in _batches(cloud) for i in b["items"]):
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
             metrics = httpx.get(f"{url}/metrics").text
         telemetry = httpx.get(f"{cloud}/telemetry").json()
     assert state["result"] == {"object": "chat.completion", "key": "k-1", "model": "smollm2", "n": 1}
     assert state["attempts"] == 1 and state["status_code"] == 200 and state["error"] is None
-    first = telemetry[0]
+    first = next(b for b in telemetry if "edge_jobs_total" in b["items"][0]["counters"])
     assert first["device"] == "pi-7" and len(first["items"]) == 1
     snapshot = first["items"][0]
     assert {"at", "models", "counters", "queue"} <= set(snapshot)
