@@ -11,12 +11,13 @@ import numpy as np
 
 from edge_sdk import registry
 from edge_sdk.bundle import AccuracyReport, Bundle
-from edge_sdk.errors import BundleError, ConfigError
+from edge_sdk.errors import BundleError, ConfigError, StoreError
 from edge_sdk.types import Backend, CalibrationMethod, QuantScheme, Task, parse_enum
 
 if TYPE_CHECKING:
     from converters.progress import ProgressCallback
     from converters.sources import ModelSource
+    from edge_sdk.store import InstalledModel
     from runtimes import Session
 
 
@@ -209,6 +210,48 @@ def check_golden(bundle: str | Path | Bundle, variant: str | None = None) -> Acc
         reference_name=f"{chosen.id} as measured at conversion",
         task=opened.manifest.task,
     )
+
+
+def install(
+    bundle: str | Path | Bundle,
+    store: str | Path,
+    *,
+    activate: bool = True,
+    check: bool = True,
+    allow_failed: bool = False,
+    allow_downgrade: bool = False,
+    trust: Sequence[str | Path] | None = None,
+    variant: str | None = None,
+) -> InstalledModel:
+    """Install a bundle into a device store as `edge-sdk install` does: verify it (and with `trust` its
+    signature), re-run every variant's golden set here (`check`), add it as a new version and activate it
+    atomically. A variant that failed its gate at conversion, or its golden set here, refuses the install
+    (StoreError naming it) unless `allow_failed` (the first) or `check=False` (both)."""
+    from edge_sdk.bundle.signing import load_trusted
+    from edge_sdk.store import BundleStore
+
+    source = bundle.root if isinstance(bundle, Bundle) else Path(bundle)
+    keys = [load_trusted(Path(p)) for p in trust] if trust else None
+    gate = (lambda b: _golden_gate(b, allow_failed=allow_failed)) if check else None
+    return BundleStore(store).install(
+        source, activate=activate, check=gate, allow_downgrade=allow_downgrade, trust=keys, variant=variant
+    )
+
+
+def _golden_gate(bundle: Bundle, *, allow_failed: bool) -> bool:
+    from converters.verify import summary
+
+    for v in bundle.variants:
+        if v.accuracy is not None and not v.accuracy.passed:
+            if allow_failed:
+                continue
+            raise StoreError(f"{bundle.name} variant {v.id} FAILED at conversion: {summary(v.accuracy)}")
+        if v.golden_outputs is None or bundle.manifest.golden is None:
+            continue  # a language model's quality was measured at conversion
+        report = check_golden(bundle, v.id)
+        if not report.passed:
+            raise StoreError(f"{bundle.name} variant {v.id} fails its golden set here: {summary(report)}")
+    return True
 
 
 def resolve_llm_source(model: Any) -> Any:
