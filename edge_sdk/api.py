@@ -78,7 +78,7 @@ def convert(
     model's input holds samples where its symbolic dims do not. `output` defaults to a new temporary directory.
     `eval_data` is (inputs, labels or None);
     without it the model's own `eval_data()` is used if it has one, else the example inputs (then no task
-    accuracy is measured).
+    accuracy is measured) — or, for a model file that came without example inputs, the calibration inputs.
     `prune` removes that share of channels (torch-pruning) and recovers by distillation on `train_data` (default:
     the model's own `train_data()`); `sparsity` zeroes that share of weights and records that it buys nothing.
     int8 follows a recipe for the model's kind (transformers: only MatMul/Gemm quantized); `calibration_method`
@@ -128,6 +128,10 @@ def convert(
         from converters.sources import eval_data_of
 
         eval_data = eval_data_of(getattr(source, "module", None))
+    if eval_data is None and calibration is not None and getattr(source, "examples_are_stand_ins", False):
+        # The model came without data and its examples are seeded noise: judge it on the real samples given
+        # for calibration, not on noise that no calibration represents.
+        eval_data = (calibration, None)
     eval_inputs, eval_labels = (dict(eval_data[0]), eval_data[1]) if eval_data else (None, None)
     train = None
     if prune:
