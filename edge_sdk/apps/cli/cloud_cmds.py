@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TransferSpeedColumn
 
 from edge_sdk.apps.cli.common import EXIT_FAILED, console, err_console, user_errors
+from edge_sdk.apps.cli.options import on_command_line
 from edge_sdk.apps.cli.serve_options import CLOUD_SERVE
 from edge_sdk.apps.cli.store_cmds import STORE_OPT, _announce, _golden_check
 from edge_sdk.errors import ConfigError
@@ -36,6 +37,7 @@ def _bar() -> Progress:
 @cloud_app.command("serve")
 @CLOUD_SERVE.command
 def serve_cmd(
+    ctx: typer.Context,
     bundles: list[Path] = typer.Argument(None, help="Bundle directories or .edgebundle files the gateway serves."),
     **given: Any,
 ) -> None:
@@ -52,6 +54,8 @@ def serve_cmd(
 
     with user_errors():
         store: Path | None = given["store"]
+        if bundles and store and not on_command_line(ctx, "store"):
+            store = None  # bundle paths on the command line win over EDGE_SDK_STORE or a config file's store
         if bundles and store:
             raise ConfigError("give bundle paths or --store DIR, not both")
         source: BundleSource

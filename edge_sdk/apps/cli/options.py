@@ -226,6 +226,12 @@ class OptionTable:
         return self._by_name[name]
 
 
+def on_command_line(ctx: typer.Context, name: str) -> bool:
+    """Whether the option `name` was given as a flag (not from the environment, a config file or its default)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"
+
+
 def read_config_file(path: Path, table: OptionTable) -> dict[str, Any]:
     """A TOML file's options as {parameter name: value}; unknown keys refused naming the valid ones. Relative
     paths are taken from the file's directory (a service's working directory is /)."""

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from edge_sdk.apps.cli.common import user_errors
+from edge_sdk.apps.cli.options import on_command_line
 from edge_sdk.apps.cli.serve_options import SERVE
 from edge_sdk.errors import ConfigError, choices
 
@@ -40,7 +41,7 @@ def serve_cmd(
     from edge_sdk.apps.daemon.server import serve
 
     with user_errors():
-        source, config = daemon_settings(bundles, given, store_given=_on_command_line(ctx, "store"))
+        source, config = daemon_settings(bundles, given, store_given=on_command_line(ctx, "store"))
     typer.echo(f"serving {', '.join(source.names())} on http://{config.host}:{config.port}", err=True)
     # The daemon's own log lines (a route per request, the breaker's moves) beside uvicorn's.
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
@@ -73,11 +74,6 @@ def daemon_settings(
     settings["variants"] = _pinned_variants(source, given["variant"], given["profile"])
     settings.update(queue_options(store, given["queue_path"], given["no_queue"]))
     return source, daemon_config(**settings)
-
-
-def _on_command_line(ctx: typer.Context, name: str) -> bool:
-    source = ctx.get_parameter_source(name)
-    return source is not None and source.name == "COMMANDLINE"
 
 
 def _pinned_variants(source: BundleSource, given: list[str], profile: str | None) -> dict[str, str]:

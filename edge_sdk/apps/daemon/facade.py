@@ -8,11 +8,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_sdk.apps.daemon.config import DaemonConfig, daemon_config
 from edge_sdk.apps.daemon.loaded import BundleSource, DirectorySource
 from edge_sdk.errors import ConfigError, RuntimeFailure
+
+if TYPE_CHECKING:
+    from edge_sdk.bundle import Bundle
 
 START_TIMEOUT_S = 60.0
 
@@ -50,7 +53,7 @@ class RunningDaemon:
 
 
 def serve(
-    *bundles: str | Path,
+    *bundles: str | Path | Bundle,
     store: str | Path | None = None,
     background: bool = False,
     **options: Any,
@@ -81,5 +84,7 @@ def serve(
 
 
 def _flat(items: Sequence[Any]) -> list[Any]:
-    """Bundle objects (with a `root`) or paths."""
-    return [getattr(b, "root", b) for b in items]
+    """Bundle objects or paths -> paths."""
+    from edge_sdk.bundle import Bundle
+
+    return [b.root if isinstance(b, Bundle) else b for b in items]
