@@ -1,4 +1,4 @@
-"""`edge-sdk serve` and `edge-sdk daemon unit`: run the device daemon, or install it as a service."""
+"""`edge-sdk serve`, `daemon config`, `daemon unit`: run the device daemon, configure it, install it as a service."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from edge_sdk.apps.daemon.config import DaemonConfig
     from edge_sdk.apps.daemon.pool import BundleSource
 
-daemon_app = typer.Typer(help="Install the daemon as a system service.", no_args_is_help=True)
+daemon_app = typer.Typer(help="The daemon's config file, and the daemon as a system service.", no_args_is_help=True)
 
 
 @SERVE.command
