@@ -1,8 +1,17 @@
 """The options of `edge-sdk serve` and `edge-sdk cloud serve`: one line per flag (options.py says how a line
 becomes a flag, a config-file key and a config field). A default lives only in DaemonConfig / GatewayConfig.
 
-To add a flag: add the field (with its default) to the config model, then one `Opt("--flag", "field", "help")`
-line below; `--help`, the config file, `daemon config` and the defaults test follow."""
+To add a flag:
+1. the field, with its default, in DaemonConfig (edge_sdk/apps/daemon/config.py) or GatewayConfig
+   (edge_sdk/apps/gateway/config.py); an enum type gives a choice flag, `list[str]` a repeatable one;
+2. one line below: `Opt("--log-level", "log_level", "Help text.")` in SERVE, and for the gateway
+   `Opt("--log-level", "daemon.log_level", "Help text.")` in CLOUD_SERVE (a daemon field inside GatewayConfig);
+   `env="EDGE_SDK_..."` when it is a common one; `unit=MiB` when the flag counts in other units than the field;
+   `type=..., default=..., to_field=fn` when the flag is a file whose contents are the field (key files);
+   `field=None` (with type and default) for a value the command uses itself, read from `given["name"]`;
+3. the command reads it from the config it builds (`config.log_level`);
+4. regenerate tests/data/surface (EDGE_SDK_UPDATE_SURFACE=1); tests/apps/cli/test_config.py checks the default.
+`--help`, the `--config` file key (the flag without '--'), `--print-config` and `daemon config` follow."""
 
 from __future__ import annotations
 
