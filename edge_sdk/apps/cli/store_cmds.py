@@ -111,8 +111,10 @@ def rm_cmd(
     """Remove a model with all its versions, or one version of it. The active version cannot be removed alone:
     activate another first (or remove the whole model). A daemon serving the store answers 404 for a removed
     model from its next request."""
-    name, _, version = target.partition("@")
+    name, at, version = target.partition("@")
     with user_errors():
+        if at and not version:
+            raise StoreError(f"{target!r} names no version: give NAME@VERSION, or NAME to remove every version")
         opened = BundleStore(_store(ctx, store))
         if version:
             freed = opened.size_bytes(name, version)

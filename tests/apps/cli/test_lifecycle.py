@@ -66,6 +66,7 @@ def test_rm_of_a_model_removes_every_version(four_versions):
     assert "versions 1.0.0, 1.1.0, 1.2.0, 1.3.0" in result.output
     assert BundleStore(four_versions).list() == []
     again = invoke("models", "rm", "digits-cnn", "--store", four_versions)
+    assert "names no version" in invoke("models", "rm", "digits-cnn@", "--store", four_versions).output
     assert again.exit_code == 1 and "no model 'digits-cnn' is installed" in again.output
 
 
