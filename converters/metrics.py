@@ -203,7 +203,8 @@ def advice(report: AccuracyReport) -> str:
         tips.append("raise the allowed drop (--max-accuracy-drop)")
     if any(name not in _DECISION_METRICS for name in failing):
         tips.append(
-            "use a milder quantization (-q none or fp16) or give representative calibration data (--calibration); "
+            "use a milder quantization (-q none or fp16) or give representative calibration and evaluation data "
+            "(--calibration, --eval); "
             "if these metrics do not fit what the model outputs, say its task (--task classification, embedding, "
             "regression)"
         )

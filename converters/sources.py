@@ -136,6 +136,7 @@ class OnnxFileSource(ModelSource):
     batch_axes: dict[str, int] = field(default_factory=dict)
     static_inputs: tuple[str, ...] = ()
     kind: str = field(default="onnx", init=False)
+    examples_are_stand_ins: bool = field(default=False, init=False)  # seeded noise: no data came with the model
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
@@ -143,6 +144,7 @@ class OnnxFileSource(ModelSource):
         self.inputs = declare_axes(inputs, self.batch_axes, self.static_inputs)
         if not self.example_inputs:
             self.example_inputs = _synthesize(self.inputs)
+            self.examples_are_stand_ins = True
         check_examples(self.example_inputs, self.inputs)
         self._session: Any = None
 

@@ -23,6 +23,9 @@ _LAZY = {
     "load": "edge_sdk.api",
     "open_bundle": "edge_sdk.api",
     "check_golden": "edge_sdk.api",
+    "install": "edge_sdk.api",
+    # the daemon is an app; the facade layer may not import it, so `serve` lives with it (README "Layout")
+    "serve": "edge_sdk.apps.daemon.facade",
     "fit": "edge_sdk.fitting",
     "plan": "edge_sdk.planning",
     "Bundle": "edge_sdk.bundle",
@@ -34,7 +37,8 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from edge_sdk.api import check_golden, convert, convert_llm, load, open_bundle
+    from edge_sdk.api import check_golden, convert, convert_llm, install, load, open_bundle
+    from edge_sdk.apps.daemon.facade import serve
     from edge_sdk.bundle import Bundle
     from edge_sdk.errors import EdgeSDKError
     from edge_sdk.fitting import fit
@@ -67,7 +71,9 @@ __all__ = [
     "convert",
     "convert_llm",
     "fit",
+    "install",
     "load",
     "open_bundle",
     "plan",
+    "serve",
 ]

@@ -11,12 +11,13 @@ import numpy as np
 
 from edge_sdk import registry
 from edge_sdk.bundle import AccuracyReport, Bundle
-from edge_sdk.errors import BundleError, ConfigError
+from edge_sdk.errors import BundleError, ConfigError, StoreError
 from edge_sdk.types import Backend, CalibrationMethod, QuantScheme, Task, parse_enum
 
 if TYPE_CHECKING:
     from converters.progress import ProgressCallback
     from converters.sources import ModelSource
+    from edge_sdk.store import InstalledModel
     from runtimes import Session
 
 
@@ -77,7 +78,7 @@ def convert(
     model's input holds samples where its symbolic dims do not. `output` defaults to a new temporary directory.
     `eval_data` is (inputs, labels or None);
     without it the model's own `eval_data()` is used if it has one, else the example inputs (then no task
-    accuracy is measured).
+    accuracy is measured) — or, for a model file that came without example inputs, the calibration inputs.
     `prune` removes that share of channels (torch-pruning) and recovers by distillation on `train_data` (default:
     the model's own `train_data()`); `sparsity` zeroes that share of weights and records that it buys nothing.
     int8 follows a recipe for the model's kind (transformers: only MatMul/Gemm quantized); `calibration_method`
@@ -127,6 +128,10 @@ def convert(
         from converters.sources import eval_data_of
 
         eval_data = eval_data_of(getattr(source, "module", None))
+    if eval_data is None and calibration is not None and getattr(source, "examples_are_stand_ins", False):
+        # The model came without data and its examples are seeded noise: judge it on the real samples given
+        # for calibration, not on noise that no calibration represents.
+        eval_data = (calibration, None)
     eval_inputs, eval_labels = (dict(eval_data[0]), eval_data[1]) if eval_data else (None, None)
     train = None
     if prune:
@@ -209,6 +214,48 @@ def check_golden(bundle: str | Path | Bundle, variant: str | None = None) -> Acc
         reference_name=f"{chosen.id} as measured at conversion",
         task=opened.manifest.task,
     )
+
+
+def install(
+    bundle: str | Path | Bundle,
+    store: str | Path,
+    *,
+    activate: bool = True,
+    check: bool = True,
+    allow_failed: bool = False,
+    allow_downgrade: bool = False,
+    trust: Sequence[str | Path] | None = None,
+    variant: str | None = None,
+) -> InstalledModel:
+    """Install a bundle into a device store as `edge-sdk install` does: verify it (and with `trust` its
+    signature), re-run every variant's golden set here (`check`), add it as a new version and activate it
+    atomically. A variant that failed its gate at conversion, or its golden set here, refuses the install
+    (StoreError naming it) unless `allow_failed` (the first) or `check=False` (both)."""
+    from edge_sdk.bundle.signing import load_trusted
+    from edge_sdk.store import BundleStore
+
+    source = bundle.root if isinstance(bundle, Bundle) else Path(bundle)
+    keys = [load_trusted(Path(p)) for p in trust] if trust else None
+    gate = (lambda b: _golden_gate(b, allow_failed=allow_failed)) if check else None
+    return BundleStore(store).install(
+        source, activate=activate, check=gate, allow_downgrade=allow_downgrade, trust=keys, variant=variant
+    )
+
+
+def _golden_gate(bundle: Bundle, *, allow_failed: bool) -> bool:
+    from converters.verify import summary
+
+    for v in bundle.variants:
+        if v.accuracy is not None and not v.accuracy.passed:
+            if allow_failed:
+                continue
+            raise StoreError(f"{bundle.name} variant {v.id} FAILED at conversion: {summary(v.accuracy)}")
+        if v.golden_outputs is None or bundle.manifest.golden is None:
+            continue  # a language model's quality was measured at conversion
+        report = check_golden(bundle, v.id)
+        if not report.passed:
+            raise StoreError(f"{bundle.name} variant {v.id} fails its golden set here: {summary(report)}")
+    return True
 
 
 def resolve_llm_source(model: Any) -> Any:

@@ -211,6 +211,42 @@ class BundleStore:
                 return None
             return self._describe(name)
 
+    def remove_model(self, name: str) -> tuple[str, ...]:
+        """Delete a model with every version, the active one too (a daemon serving the store then answers 404
+        for it); returns the versions removed."""
+        with self._locked():
+            model = self._model_dir(name)
+            versions = self._versions(name)
+            trash = Path(tempfile.mkdtemp(prefix="remove-", dir=self._staging))
+            os.rename(model, trash / name)  # one rename: the model is there or gone, never half
+            fsync_dir(self._models)
+            shutil.rmtree(trash, ignore_errors=True)
+            return versions
+
+    def collectable(self, keep: int) -> builtins.list[tuple[str, str]]:
+        """(name, version) pairs `gc(keep)` would remove: all but each model's `keep` newest versions, never the
+        active or the previous one."""
+        if keep < 0:
+            raise StoreError(f"keep must be 0 or more versions, got {keep}")
+        found = []
+        for m in self.list():
+            kept = set(m.versions[len(m.versions) - keep :] if keep else ()) | {m.active, m.previous}
+            found += [(m.name, v) for v in m.versions if v not in kept]
+        return found
+
+    def gc(self, keep: int) -> builtins.list[tuple[str, str]]:
+        """Remove old versions: all but each model's `keep` newest, never the active or previous one."""
+        removed = []
+        for name, version in self.collectable(keep):
+            with contextlib.suppress(StoreError):  # activated by someone else meanwhile: kept
+                self.remove(name, version)
+                removed.append((name, version))
+        return removed
+
+    def size_bytes(self, name: str, version: str) -> int:
+        """Bytes a version takes on disk (its files)."""
+        return sum(p.stat().st_size for p in self._version_dir(name, version).rglob("*") if p.is_file())
+
     def recover(self) -> None:
         """Delete what an interrupted writer left: staging directories and half-made symlinks.
 

@@ -31,6 +31,25 @@ def _link(root: Path, which: str) -> str:
     return os.readlink(root / "models" / NAME / which)
 
 
+def test_gc_never_removes_the_active_or_previous_and_remove_model_takes_all(bundles, tmp_path):
+    store = BundleStore(tmp_path / "store")
+    for version in ("1.0.0", "1.1.0", "2.0.0"):
+        store.install(bundles[version])
+    store.activate(NAME, "1.0.0")  # active 1.0.0, previous 2.0.0: the newest and the oldest are both kept
+    assert store.collectable(0) == [(NAME, "1.1.0")]
+    assert store.collectable(1) == [(NAME, "1.1.0")] and store.collectable(2) == []
+    with pytest.raises(StoreError, match="keep must be 0 or more"):
+        store.collectable(-1)
+    assert store.gc(0) == [(NAME, "1.1.0")]
+    assert store.list() == [InstalledModel(NAME, "1.0.0", "2.0.0", ("1.0.0", "2.0.0"))]
+    assert store.size_bytes(NAME, "1.0.0") > 0
+    assert store.remove_model(NAME) == ("1.0.0", "2.0.0")
+    assert store.list() == [] and not (tmp_path / "store" / "models" / NAME).exists()
+    assert list((tmp_path / "store" / ".staging").iterdir()) == []  # nothing left behind
+    with pytest.raises(StoreError, match=f"no model '{NAME}' is installed"):
+        store.remove_model(NAME)
+
+
 def test_install_list_activate_rollback_remove(bundles, tmp_path):
     root = tmp_path / "store"
     store = BundleStore(root)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TransferSpeedColumn
 
 from edge_sdk.apps.cli.common import EXIT_FAILED, console, err_console, user_errors
+from edge_sdk.apps.cli.options import on_command_line
+from edge_sdk.apps.cli.serve_options import CLOUD_SERVE
 from edge_sdk.apps.cli.store_cmds import STORE_OPT, _announce, _golden_check
 from edge_sdk.errors import ConfigError
 
@@ -33,58 +35,28 @@ def _bar() -> Progress:
 
 
 @cloud_app.command("serve")
+@CLOUD_SERVE.command
 def serve_cmd(
+    ctx: typer.Context,
     bundles: list[Path] = typer.Argument(None, help="Bundle directories or .edgebundle files the gateway serves."),
-    store: Path | None = typer.Option(None, "--store", help="Also serve the active versions of an install store."),
-    device_keys: Path = typer.Option(
-        ..., "--device-keys", help="File of '<device-id> <key> [groups=a,b]' lines (groups: for staged rollouts)."
-    ),
-    publisher_keys: Path | None = typer.Option(
-        None, "--publisher-keys", help="File of '<id> <key>' lines allowed to publish bundles (none: nobody may)."
-    ),
-    registry: Path = typer.Option(..., "--registry", help="Directory of published bundles (created if missing)."),
-    trust: list[Path] = typer.Option([], "--trust", help="Accept only bundles signed by these keys; repeatable."),
-    upstream: str | None = typer.Option(
-        None, "--upstream", help="OpenAI-compatible server (vLLM, llama.cpp server, ...) for models not served here."
-    ),
-    upstream_key_file: Path | None = typer.Option(None, "--upstream-key-file", help="The upstream's API key."),
-    upstream_timeout: float = typer.Option(
-        300.0,
-        "--upstream-timeout",
-        help="Seconds to wait for the upstream, per try (failures before the first "
-        "byte are retried with backoff; a circuit breaker opens when it keeps failing).",
-    ),
-    telemetry_db: Path | None = typer.Option(
-        None, "--telemetry-db", help="SQLite file for device telemetry (default: <registry>/telemetry.sqlite3)."
-    ),
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (use 0.0.0.0 behind TLS for devices)."),
-    port: int = typer.Option(8090, "--port"),
-    max_upload_mb: float = typer.Option(8192.0, "--max-upload-mb", help="Larger published bundles get 413."),
-    concurrency: int = typer.Option(2, "--concurrency", help="Requests running at once per own model."),
-    idempotency_lease: float = typer.Option(
-        300.0,
-        "--idempotency-lease",
-        help="Seconds an unrenewed in-progress Idempotency-Key of a receiver on another host is kept before a "
-        "retry takes it over (one left by a dead process of this host is taken over at once).",
-    ),
-    context: int | None = typer.Option(
-        None,
-        "--context",
-        help="Own language models' context in tokens (default 2048): a gateway can serve longer "
-        "prompts than its devices.",
-    ),
+    **given: Any,
 ) -> None:
     """Run the cloud gateway: devices authenticate with their own key; OpenAI requests are answered from the
     gateway's bundles or passed to --upstream; /v1/telemetry is stored; /v1/registry/bundles publishes, lists
-    and serves bundles (HTTP Range, sha256 ETag) for `edge-sdk sync`."""
+    and serves bundles (HTTP Range, sha256 ETag) for `edge-sdk sync`.
+
+    Every option may also come from a --config TOML file, named as its flag (device-keys = "devices.txt")."""
     from edge_sdk.apps.daemon.config import daemon_config
     from edge_sdk.apps.daemon.pool import BundleSource, DirectorySource
-    from edge_sdk.apps.daemon.server import read_cloud_key, run
-    from edge_sdk.apps.gateway.app import GatewayConfig, build_gateway
-    from edge_sdk.apps.gateway.devices import read_device_groups, read_key_file
-    from edge_sdk.bundle.signing import load_trusted
+    from edge_sdk.apps.daemon.server import run
+    from edge_sdk.apps.gateway.app import build_gateway
+    from edge_sdk.apps.gateway.config import gateway_config
+    from edge_sdk.apps.gateway.devices import read_device_groups
 
     with user_errors():
+        store: Path | None = given["store"]
+        if bundles and store and not on_command_line(ctx, "store"):
+            store = None  # bundle paths on the command line win over EDGE_SDK_STORE or a config file's store
         if bundles and store:
             raise ConfigError("give bundle paths or --store DIR, not both")
         source: BundleSource
@@ -94,30 +66,23 @@ def serve_cmd(
             source = StoreSource(store)
         else:
             source = DirectorySource(list(bundles or []))
+        upstream = given["upstream"]
         if upstream is not None and not upstream.startswith(("http://", "https://")):
             raise ConfigError(f"--upstream must be the http:// or https:// URL of an OpenAI server, got {upstream!r}")
-        config = GatewayConfig(
-            devices=read_key_file(device_keys),
-            groups=read_device_groups(device_keys),
-            publishers=read_key_file(publisher_keys, what="publisher key file") if publisher_keys else {},
-            registry_dir=registry,
-            telemetry_db=telemetry_db,
-            trust=tuple(load_trusted(p) for p in trust),
-            upstream_url=upstream,
-            upstream_api_key=read_cloud_key(upstream_key_file) if upstream_key_file else None,
-            upstream_timeout_s=upstream_timeout,
-            max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-            idempotency_lease_s=idempotency_lease,
-            daemon=daemon_config(host=host, port=port, concurrency_per_model=concurrency, context=context),
-        )
+        settings = CLOUD_SERVE.settings(given)
+        settings["groups"] = read_device_groups(given["device_keys"])  # the same file: groups for rollouts
+        settings["daemon"] = daemon_config(**settings.get("daemon", {}))
+        config = gateway_config(**settings)
         gateway = build_gateway(source, config)  # an unusable registry or database is refused before binding
     import logging
 
     # the gateway's per-device request log, beside uvicorn's own
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     own = ", ".join(source.names()) or "none"
+    host, port = config.daemon.host, config.daemon.port
     typer.echo(
-        f"cloud gateway on http://{host}:{port}: own models {own}; upstream {upstream or 'none'}; registry {registry}",
+        f"cloud gateway on http://{host}:{port}: own models {own}; upstream {upstream or 'none'}; "
+        f"registry {config.registry_dir}",
         err=True,
     )
     run(gateway, config.daemon)

@@ -15,7 +15,7 @@ from edge_sdk.apps.cli.plan_cmd import plan_cmd
 from edge_sdk.apps.cli.profiles import profiles_app
 from edge_sdk.apps.cli.rollout_cmds import devices_app, rollout_cmd, rollouts_app
 from edge_sdk.apps.cli.serve_cmds import daemon_app, serve_cmd
-from edge_sdk.apps.cli.store_cmds import install_cmd, models_cmd, rollback_cmd
+from edge_sdk.apps.cli.store_cmds import activate_cmd, install_cmd, models_app, rollback_cmd
 
 app = typer.Typer(
     name="edge-sdk",
@@ -35,7 +35,8 @@ app.command("run")(run_cmd)
 app.command("pack")(pack_cmd)
 app.command("install")(install_cmd)
 app.command("rollback")(rollback_cmd)
-app.command("models")(models_cmd)
+app.command("activate")(activate_cmd)
+app.add_typer(models_app, name="models")
 app.command("flash")(flash_cmd)
 app.command("serve")(serve_cmd)
 app.add_typer(daemon_app, name="daemon")

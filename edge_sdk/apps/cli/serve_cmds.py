@@ -1,105 +1,33 @@
-"""`edge-sdk serve` and `edge-sdk daemon unit`: run the device daemon, or install it as a service."""
+"""`edge-sdk serve`, `daemon config`, `daemon unit`: run the device daemon, configure it, install it as a service."""
 
 from __future__ import annotations
 
+import json
 import logging
 import shlex
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from edge_sdk.apps.cli.common import read_chat_template, user_errors
+from edge_sdk.apps.cli.common import user_errors
+from edge_sdk.apps.cli.options import on_command_line
+from edge_sdk.apps.cli.serve_options import SERVE
 from edge_sdk.errors import ConfigError, choices
 
 if TYPE_CHECKING:
+    from edge_sdk.apps.daemon.config import DaemonConfig
     from edge_sdk.apps.daemon.pool import BundleSource
 
-daemon_app = typer.Typer(help="Install the daemon as a system service.", no_args_is_help=True)
+daemon_app = typer.Typer(help="The daemon's config file, and the daemon as a system service.", no_args_is_help=True)
 
 
+@SERVE.command
 def serve_cmd(
+    ctx: typer.Context,
     bundles: list[Path] = typer.Argument(None, help="Bundle directories or .edgebundle files to serve."),
-    store: Path | None = typer.Option(None, "--store", help="Serve the active versions of an install store."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback unless you mean otherwise)."),
-    port: int = typer.Option(8080, "--port"),
-    api_key_file: Path | None = typer.Option(
-        None, "--api-key-file", help="File of bearer keys, one a line; without it there is no auth."
-    ),
-    concurrency: int = typer.Option(2, "--concurrency", help="Requests running at once per model."),
-    queue: int = typer.Option(8, "--queue", help="Requests waiting per model; beyond: 429 with Retry-After."),
-    max_body_mb: float = typer.Option(8.0, "--max-body-mb", help="Larger request bodies get 413."),
-    timeout: float = typer.Option(120.0, "--timeout", help="Per-request timeout, seconds."),
-    drain_timeout: float = typer.Option(10.0, "--drain-timeout", help="On SIGTERM, seconds to finish in-flight work."),
-    header_timeout: float = typer.Option(
-        10.0, "--header-timeout", help="Seconds for a request's headers to arrive; then the connection closes."
-    ),
-    body_timeout: float = typer.Option(30.0, "--body-timeout", help="Seconds without body data before a 408."),
-    max_connections: int = typer.Option(512, "--max-connections", help="Concurrent connections; beyond: 503."),
-    max_embedding_inputs: int = typer.Option(
-        256, "--max-embedding-inputs", help="Texts per /v1/embeddings request; beyond: 400."
-    ),
-    allow_nonfinite: bool = typer.Option(
-        False, "--allow-nonfinite", help="Pass NaN/Infinity in tensor inputs to the model (default: 422)."
-    ),
-    threads: int | None = typer.Option(None, "--threads", help="Engine threads per model."),
-    context: int | None = typer.Option(
-        None, "--context", help="Language models' context in tokens (default 2048); longer requests go to the cloud."
-    ),
-    profile: str | None = typer.Option(
-        None,
-        "--profile",
-        help="Serve as this device (a profile id or YAML file; default: the detected host): its memory budget, "
-        "and the variant of each bundle that fits it best.",
-    ),
-    variant: list[str] = typer.Option(
-        [],
-        "--variant",
-        help="Serve this variant instead of the best for the device: ID (every bundle served) or MODEL=ID; repeatable.",
-    ),
-    chat_template: Path | None = typer.Option(
-        None, "--chat-template", help="Jinja chat template file used for every language model served."
-    ),
-    cloud_url: str | None = typer.Option(
-        None,
-        "--cloud-url",
-        help="Cloud target for what the device cannot serve: any OpenAI-compatible server "
-        "or `edge-sdk cloud serve`. Without it everything stays local.",
-    ),
-    cloud_key_file: Path | None = typer.Option(None, "--cloud-key-file", help="File holding this device's cloud key."),
-    slo_ms: float | None = typer.Option(
-        None, "--slo-ms", help="Send a request to the cloud when its estimated local queue wait is longer."
-    ),
-    privacy: list[str] = typer.Option(
-        [], "--privacy", help="Never send this model's requests to the cloud (repeatable; 'all' for every model)."
-    ),
-    cloud_timeout: float = typer.Option(60.0, "--cloud-timeout", help="Seconds to wait for the cloud's next byte."),
-    cloud_retries: int = typer.Option(
-        2, "--cloud-retries", help="Retries of a failed cloud call (before its first byte)."
-    ),
-    breaker_failures: int = typer.Option(
-        5, "--breaker-failures", help="Cloud failures in a row that open the breaker."
-    ),
-    breaker_reset: float = typer.Option(30.0, "--breaker-reset", help="Seconds the breaker stays open before a trial."),
-    # Jobs, the offline queue and telemetry (see README "Jobs and the offline queue").
-    queue_path: Path | None = typer.Option(
-        None, "--queue-path", help="The offline queue (SQLite); default <store>/queue.sqlite or ~/.local/state."
-    ),
-    no_queue: bool = typer.Option(False, "--no-queue", help="No offline queue: /v1/jobs answers 503."),
-    queue_max_items: int = typer.Option(10_000, "--queue-max-items", help="Waiting items; beyond, new jobs get 507."),
-    queue_ttl: float = typer.Option(7 * 24 * 3600.0, "--queue-ttl", help="Seconds an item may wait, then expired."),
-    telemetry_policy: str = typer.Option(
-        "drop-oldest", "--telemetry-policy", help="Telemetry when the queue is full: drop-oldest or reject-new."
-    ),
-    telemetry_interval: float = typer.Option(60.0, "--telemetry-interval", help="Seconds between snapshots; 0: off."),
-    delivery_concurrency: int = typer.Option(4, "--delivery-concurrency", help="Deliveries in flight at once."),
-    delivery_max_backoff: float = typer.Option(60.0, "--delivery-max-backoff", help="Longest wait between tries."),
-    device_id: str | None = typer.Option(
-        None,
-        "--device-id",
-        help="Device id sent with telemetry (default: none; the cloud knows the device by its key).",
-    ),
+    **given: Any,
 ) -> None:
     """Serve bundles over HTTP: OpenAI-compatible /v1/chat/completions, /v1/completions, /v1/embeddings,
     /v1/models; /v1/infer/{model} for tensor models; /health/live, /health/ready and /metrics.
@@ -107,68 +35,45 @@ def serve_cmd(
     With --cloud-url each OpenAI request is routed to the device or the cloud; the answer says where and why
     in the X-Edge-Route and X-Edge-Route-Reason headers (callers may send X-Edge-Route: local|cloud|auto).
     POST /v1/jobs queues requests that may wait (durably, in --queue-path) and delivers them to the cloud when
-    it is reachable; GET /v1/jobs/{id} gives the state and result."""
-    from edge_sdk.apps.daemon.config import daemon_config
-    from edge_sdk.apps.daemon.pool import DirectorySource
-    from edge_sdk.apps.daemon.server import read_api_keys, read_cloud_key, serve
+    it is reachable; GET /v1/jobs/{id} gives the state and result.
+
+    Every option may also come from a --config TOML file (`edge-sdk daemon config` prints one with the defaults)."""
+    from edge_sdk.apps.daemon.server import serve
 
     with user_errors():
-        if bool(bundles) == bool(store):
-            raise ConfigError("give bundle paths or --store DIR (one of them)")
-        source: BundleSource
-        if store is not None:
-            from edge_sdk.apps.daemon.store_source import StoreSource
-
-            source = StoreSource(store)
-        else:
-            source = DirectorySource(list(bundles))
-        if cloud_key_file is not None and cloud_url is None:
-            raise ConfigError("--cloud-key-file needs --cloud-url")
-        config = daemon_config(
-            host=host,
-            port=port,
-            api_keys=read_api_keys(api_key_file) if api_key_file else frozenset(),
-            concurrency_per_model=concurrency,
-            queue_per_model=queue,
-            max_body_bytes=int(max_body_mb * 1024 * 1024),
-            request_timeout_s=timeout,
-            drain_timeout_s=drain_timeout,
-            header_timeout_s=header_timeout,
-            body_timeout_s=body_timeout,
-            max_connections=max_connections,
-            max_embedding_inputs=max_embedding_inputs,
-            allow_nonfinite=allow_nonfinite,
-            threads=threads,
-            context=context,
-            profile=profile,
-            variants=_pinned_variants(source, variant, profile),
-            chat_template=read_chat_template(chat_template) if chat_template is not None else None,
-            cloud_url=cloud_url,
-            cloud_api_key=read_cloud_key(cloud_key_file) if cloud_key_file else None,
-            slo_ms=slo_ms,
-            local_only_models=frozenset(privacy),
-            cloud_timeout_s=cloud_timeout,
-            cloud_retries=cloud_retries,
-            breaker_failures=breaker_failures,
-            breaker_reset_s=breaker_reset,
-            **queue_options(
-                store,
-                queue_path,
-                no_queue,
-                queue_max_items=queue_max_items,
-                queue_ttl_s=queue_ttl,
-                queue_telemetry_policy=telemetry_policy,
-                telemetry_interval_s=telemetry_interval,
-                delivery_concurrency=delivery_concurrency,
-                delivery_max_backoff_s=delivery_max_backoff,
-                device_id=device_id,
-            ),
-        )
-    typer.echo(f"serving {', '.join(source.names())} on http://{host}:{port}", err=True)
+        source, config = daemon_settings(bundles, given, store_given=on_command_line(ctx, "store"))
+    typer.echo(f"serving {', '.join(source.names())} on http://{config.host}:{config.port}", err=True)
     # The daemon's own log lines (a route per request, the breaker's moves) beside uvicorn's.
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     with user_errors():
         serve(source, config)
+
+
+def daemon_settings(
+    bundles: list[Path] | None, given: dict[str, Any], *, store_given: bool = True
+) -> tuple[BundleSource, DaemonConfig]:
+    """What `serve` serves, and its DaemonConfig, from the options (command line, environment, config file)."""
+    from edge_sdk.apps.daemon.config import daemon_config
+    from edge_sdk.apps.daemon.pool import DirectorySource
+
+    store: Path | None = given["store"]
+    if bundles and not store_given:
+        store = None  # bundle paths on the command line win over a store from EDGE_SDK_STORE or a config file
+    if bool(bundles) == bool(store):
+        raise ConfigError("give bundle paths or --store DIR (one of them)")
+    source: BundleSource
+    if store is not None:
+        from edge_sdk.apps.daemon.store_source import StoreSource
+
+        source = StoreSource(store)
+    else:
+        source = DirectorySource(list(bundles or []))
+    if given["cloud_key_file"] is not None and given["cloud_url"] is None:
+        raise ConfigError("--cloud-key-file needs --cloud-url")
+    settings = SERVE.settings(given)
+    settings["variants"] = _pinned_variants(source, given["variant"], given["profile"])
+    settings.update(queue_options(store, given["queue_path"], given["no_queue"]))
+    return source, daemon_config(**settings)
 
 
 def _pinned_variants(source: BundleSource, given: list[str], profile: str | None) -> dict[str, str]:
@@ -193,44 +98,51 @@ def _pinned_variants(source: BundleSource, given: list[str], profile: str | None
     return pins
 
 
-def queue_options(store: Path | None, queue_path: Path | None, no_queue: bool, **options: object) -> dict[str, object]:
-    """The DaemonConfig fields of the offline queue: its path by default beside the store."""
-    from cloud_sync.queue import CapPolicy
-
-    policy = options["queue_telemetry_policy"]
-    if policy not in {p.value for p in CapPolicy}:
-        raise ConfigError(f"--telemetry-policy {policy!r} is not one of: {choices(p.value for p in CapPolicy)}")
+def queue_options(store: Path | None, queue_path: Path | None, no_queue: bool) -> dict[str, object]:
+    """The offline queue's path: by default beside the store (None: no queue)."""
     if not no_queue and queue_path is None:
         state = Path.home() / ".local" / "state" / "edge-sdk"
         queue_path = (store if store is not None else state) / "queue.sqlite"
-    return {"queue_path": None if no_queue else queue_path, **options}
+    return {"queue_path": None if no_queue else queue_path}
+
+
+DEFAULT_CONFIG = Path("/etc/edge-sdk/daemon.toml")
+
+
+@daemon_app.command("config")
+def config_cmd(
+    store: Path | None = typer.Option(None, "--store", help="Write this store into the file (uncommented)."),
+) -> None:
+    """Print a config file for `serve --config`: every option, commented, at its default (uncomment to change)."""
+    typer.echo("# edge-sdk serve --config FILE: each key is a flag without '--'; flags and EDGE_SDK_* override.")
+    if store is not None:
+        typer.echo(f"store = {json.dumps(str(store))}")
+    typer.echo(SERVE.toml_template(), nl=False)
 
 
 @daemon_app.command("unit")
 def unit_cmd(
-    store: Path = typer.Option(Path("/var/lib/edge-sdk"), "--store", help="The install store to serve."),
+    config: Path = typer.Option(
+        DEFAULT_CONFIG, "--config", help="The config file the service reads (`edge-sdk daemon config` writes one)."
+    ),
+    store: Path = typer.Option(
+        Path("/var/lib/edge-sdk"), "--store", help="The store it serves, unless the config file names one."
+    ),
     user: str = typer.Option("edge-sdk", "--user", help="Dedicated system user the daemon runs as."),
-    port: int = typer.Option(8080, "--port"),
-    api_key_file: Path = typer.Option(Path("/etc/edge-sdk/api-keys"), "--api-key-file"),
-    drain_timeout: int = typer.Option(10, "--drain-timeout"),
 ) -> None:
-    """Print a systemd unit for the daemon (save as /etc/systemd/system/edge-sdk.service)."""
-    exe = shlex.join(
-        [
-            sys.executable,
-            "-m",
-            "edge_sdk.cli",
-            "serve",
-            "--store",
-            str(store),
-            "--port",
-            str(port),
-            "--api-key-file",
-            str(api_key_file),
-            "--drain-timeout",
-            str(drain_timeout),
-        ]
-    )
+    """Print a systemd unit for the daemon (save as /etc/systemd/system/edge-sdk.service) that runs
+    `edge-sdk serve --config FILE`; on stderr, how to create its user and the files it reads."""
+    from edge_sdk.apps.cli.options import read_config_file
+    from edge_sdk.apps.daemon.config import DaemonConfig
+
+    with user_errors():
+        values = read_config_file(config, SERVE) if config.is_file() else {}
+    store = Path(values.get("store") or store)
+    drain = float(values.get("drain_timeout", DaemonConfig().drain_timeout_s))
+    writable = sorted({str(store), *([str(Path(values["queue_path"]).parent)] if values.get("queue_path") else [])})
+    args = [sys.executable, "-m", "edge_sdk.cli", "serve", "--config", str(config)]
+    if "store" not in values:
+        args += ["--store", str(store)]
     typer.echo(f"""[Unit]
 Description=edge-sdk inference daemon
 After=network-online.target
@@ -240,16 +152,25 @@ Wants=network-online.target
 Type=simple
 User={user}
 Group={user}
-ExecStart={exe}
+ExecStart={shlex.join(args)}
 Restart=on-failure
 RestartSec=2
 # SIGTERM makes the daemon not-ready and drains in-flight requests; give it longer than the drain timeout.
 KillSignal=SIGTERM
-TimeoutStopSec={drain_timeout + 10}
+TimeoutStopSec={int(drain) + 10}
 NoNewPrivileges=true
 ProtectSystem=strict
-ReadWritePaths={store}
+ReadWritePaths={" ".join(writable)}
 PrivateTmp=true
 
 [Install]
 WantedBy=multi-user.target""")
+    missing = "" if config.is_file() else f"  edge-sdk daemon config | sudo tee {config}   # then edit it\n"
+    typer.echo(
+        f"# before `systemctl enable --now edge-sdk`, as root:\n"
+        f"  useradd --system --user-group --home-dir {store} --shell /usr/sbin/nologin {user}\n"
+        f"  install -d -o {user} -g {user} -m 0750 {store}\n"
+        f"  install -d -m 0755 {config.parent}\n{missing}"
+        f"  # key files the config names (api-key-file, cloud-key-file) must be readable by {user}",
+        err=True,
+    )

@@ -1,4 +1,5 @@
-"""`edge-sdk install | rollback | models`: verified bundle versions in a device store, switched atomically."""
+"""`edge-sdk install | activate | rollback | models [rm | gc]`: verified bundle versions in a device store,
+switched atomically."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from edge_sdk.apps.cli.common import console, user_errors
+from edge_sdk.apps.cli.common import console, human_bytes, user_errors
 from edge_sdk.apps.cli.golden import check_golden_sets
 from edge_sdk.bundle import Bundle
 from edge_sdk.errors import BackendUnavailableError, StoreError
@@ -68,8 +69,19 @@ def rollback_cmd(
     console.print(f"[green]rolled back[/] {_describe(model)}", highlight=False)
 
 
-def models_cmd(store: Path = STORE_OPT) -> None:
-    """List the models installed in a store: active, previous and every installed version."""
+models_app = typer.Typer(
+    help="List the models installed in a store; remove a model or a version; remove old versions.",
+    invoke_without_command=True,
+)
+
+
+@models_app.callback()
+def models_cmd(ctx: typer.Context, store: Path = STORE_OPT) -> None:
+    """List the models installed in a store: active, previous and every installed version.
+    `models rm` and `models gc` remove models and versions."""
+    ctx.obj = store
+    if ctx.invoked_subcommand is not None:
+        return
     with user_errors():
         models = BundleStore(store).list()
     if not models:
@@ -81,6 +93,71 @@ def models_cmd(store: Path = STORE_OPT) -> None:
     for m in models:
         table.add_row(m.name, m.active or "[dim]none[/]", m.previous or "", ", ".join(m.versions))
     console.print(table)
+
+
+def _store(ctx: typer.Context, store: Path) -> Path:
+    """A subcommand's --store, else the one given before it (`models --store S rm ...`)."""
+    own = ctx.get_parameter_source("store")
+    given_before = ctx.obj is not None and own is not None and own.name == "DEFAULT"
+    return Path(ctx.obj) if given_before else store
+
+
+@models_app.command("rm")
+def rm_cmd(
+    ctx: typer.Context,
+    target: str = typer.Argument(..., metavar="NAME[@VERSION]", help="A model (every version) or one version."),
+    store: Path = STORE_OPT,
+) -> None:
+    """Remove a model with all its versions, or one version of it. The active version cannot be removed alone:
+    activate another first (or remove the whole model). A daemon serving the store answers 404 for a removed
+    model from its next request."""
+    name, at, version = target.partition("@")
+    with user_errors():
+        if at and not version:
+            raise StoreError(f"{target!r} names no version: give NAME@VERSION, or NAME to remove every version")
+        opened = BundleStore(_store(ctx, store))
+        if version:
+            freed = opened.size_bytes(name, version)
+            left = opened.remove(name, version)
+            console.print(f"[green]removed[/] {name} {version} ({human_bytes(freed)})", highlight=False)
+            if left is not None:
+                console.print(_describe(left), highlight=False)
+        else:
+            versions = opened.remove_model(name)
+            console.print(f"[green]removed[/] {name} (versions {', '.join(versions)})", highlight=False)
+
+
+@models_app.command("gc")
+def gc_cmd(
+    ctx: typer.Context,
+    keep: int = typer.Option(..., "--keep", min=0, help="Versions to keep per model, newest first."),
+    store: Path = STORE_OPT,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be removed; remove nothing."),
+) -> None:
+    """Remove old versions: all but each model's --keep newest. The active and previous versions are always
+    kept (so `rollback` still works)."""
+    with user_errors():
+        opened = BundleStore(_store(ctx, store))
+        found = opened.collectable(keep)
+        sizes = {item: opened.size_bytes(*item) for item in found}
+        removed = found if dry_run else opened.gc(keep)
+    verb = "would remove" if dry_run else "removed"
+    for name, version in removed:
+        console.print(f"{verb} {name} {version} ({human_bytes(sizes[(name, version)])})", highlight=False)
+    total = sum(sizes.get(item, 0) for item in removed)
+    console.print(f"{verb} {len(removed)} version(s), {human_bytes(total)}; kept active and previous", highlight=False)
+
+
+def activate_cmd(
+    name: str = typer.Argument(..., help="The installed model."),
+    version: str = typer.Argument(..., help="The installed version to serve."),
+    store: Path = STORE_OPT,
+) -> None:
+    """Make an installed version the active one (verified again first); the old one becomes previous. A daemon
+    serving the store serves it from the next request; requests in flight finish on the old one."""
+    with user_errors():
+        model = BundleStore(store).activate(name, version)
+    console.print(f"[green]activated[/] {_describe(model)}", highlight=False)
 
 
 def _describe(model: InstalledModel) -> str:

@@ -67,6 +67,24 @@ def _status_for(exc: EdgeSDKError) -> tuple[int, str]:
     return 500, "server_error"
 
 
+class JsonBodies:
+    """Every route here takes JSON: a body sent as a form (curl's `-d` says application/x-www-form-urlencoded) or
+    with no Content-Type is read as the JSON it is, as OpenAI-compatible servers commonly do."""
+
+    FORM = b"application/x-www-form-urlencoded"
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH"):
+            headers = [(k, v) for k, v in scope.get("headers") or [] if k != b"content-type"]
+            given = next((v for k, v in scope.get("headers") or [] if k == b"content-type"), None)
+            if given is None or given.split(b";")[0].strip().lower() == self.FORM:
+                scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+        await self.app(scope, receive, send)
+
+
 class BodyLimit:
     """413 before reading a body over the limit (by Content-Length, or while streaming a chunked body), and 408
     when the client stops sending its body for `timeout_s`: a slow client cannot hold a request open."""
@@ -190,6 +208,7 @@ def create_app(pool: ModelPool, config: DaemonConfig) -> FastAPI:
     app = FastAPI(title="edge-sdk daemon", docs_url=None, redoc_url=None)
     app.state.ready = True
     app.state.pool = pool
+    app.add_middleware(JsonBodies)
     app.add_middleware(BodyLimit, limit=config.max_body_bytes, timeout_s=config.body_timeout_s)
     # outermost: a draining daemon or a full queue answers before anything else runs
     app.add_middleware(Drain, state=app.state, retry_after_s=config.drain_timeout_s or 1.0, api_keys=config.api_keys)

@@ -66,3 +66,23 @@ def daemon_config(**options: Any) -> DaemonConfig:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"invalid daemon settings: {problems}") from None
+
+
+def read_api_keys(path: Path) -> frozenset[str]:
+    """One key a line; blank lines and '#' comments ignored."""
+    if not path.is_file():
+        raise ConfigError(f"API key file {str(path)!r} does not exist")
+    keys = frozenset(
+        line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")
+    )
+    if not keys:
+        raise ConfigError(f"API key file {str(path)!r} holds no key")
+    return keys
+
+
+def read_cloud_key(path: Path) -> str:
+    """This device's key at the cloud: the file's one key (same format as an API key file)."""
+    keys = read_api_keys(path)
+    if len(keys) != 1:
+        raise ConfigError(f"cloud key file {str(path)!r} must hold exactly one key; it holds {len(keys)}")
+    return next(iter(keys))

@@ -72,6 +72,9 @@ class ModelPool:
     def check_known(self, name: str) -> None:
         known = self.source.names()
         if name not in known:
+            if name in self._loaded:  # removed from the store: its memory is freed once its last request is done
+                self._retire(self._loaded.pop(name))
+                self.metrics.set("edge_models_loaded", len(self._loaded))
             raise UnknownModelError(f"model {name!r} is not installed here; installed: {choices(known) or 'none'}")
 
     def refuse_if_full(self, name: str) -> None:

@@ -5,35 +5,19 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
 from edge_sdk.apps.daemon.app import create_app
-from edge_sdk.apps.daemon.config import DaemonConfig
+from edge_sdk.apps.daemon.config import DaemonConfig, read_api_keys, read_cloud_key
 from edge_sdk.apps.daemon.pool import BundleSource, ModelPool
-from edge_sdk.errors import ConfigError
 from edge_sdk.metrics import Metrics
 
+if TYPE_CHECKING:
+    import uvicorn
 
-def read_api_keys(path: Path) -> frozenset[str]:
-    """One key a line; blank lines and '#' comments ignored."""
-    if not path.is_file():
-        raise ConfigError(f"API key file {str(path)!r} does not exist")
-    keys = frozenset(
-        line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")
-    )
-    if not keys:
-        raise ConfigError(f"API key file {str(path)!r} holds no key")
-    return keys
-
-
-def read_cloud_key(path: Path) -> str:
-    """This device's key at the cloud: the file's one key (same format as an API key file)."""
-    keys = read_api_keys(path)
-    if len(keys) != 1:
-        raise ConfigError(f"cloud key file {str(path)!r} must hold exactly one key; it holds {len(keys)}")
-    return next(iter(keys))
+__all__ = ["build", "default_budget", "read_api_keys", "read_cloud_key", "run", "serve", "uvicorn_server"]
 
 
 def default_budget(profile: str | None = None) -> int:
@@ -60,19 +44,7 @@ def serve(source: BundleSource, config: DaemonConfig) -> None:
 def run(app: FastAPI, config: DaemonConfig) -> None:
     """Serve a built app until SIGTERM/SIGINT: not ready at once, new requests get 503 + Retry-After while the
     in-flight ones drain (up to the drain timeout), then the listener closes and the pool with it."""
-    import uvicorn
-
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=config.host,
-            port=config.port,
-            log_level="info",
-            http=header_timeout_protocol(config.header_timeout_s),
-            limit_concurrency=config.max_connections,  # beyond: 503 at once, before the app sees the request
-            timeout_graceful_shutdown=int(config.drain_timeout_s) or None,
-        )
-    )
+    server = uvicorn_server(app, config)
     original = server.handle_exit
 
     def on_signal(sig: int, frame: object) -> None:
@@ -94,6 +66,22 @@ def run(app: FastAPI, config: DaemonConfig) -> None:
         server.run()
     finally:
         app.state.pool.close()
+
+
+def uvicorn_server(app: FastAPI, config: DaemonConfig, log_level: str = "info") -> uvicorn.Server:
+    import uvicorn
+
+    return uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=config.host,
+            port=config.port,
+            log_level=log_level,
+            http=header_timeout_protocol(config.header_timeout_s),
+            limit_concurrency=config.max_connections,  # beyond: 503 at once, before the app sees the request
+            timeout_graceful_shutdown=int(config.drain_timeout_s) or None,
+        )
+    )
 
 
 def header_timeout_protocol(timeout_s: float) -> type:

@@ -18,50 +18,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cloud_sync.idempotency import IdempotencyMiddleware, IdempotencyStore
 from cloud_sync.registry import Registry
 from cloud_sync.rollouts import Rollouts
 from cloud_sync.telemetry import TelemetryStore
-from edge_sdk.apps.daemon.config import DaemonConfig, daemon_config
+from edge_sdk.apps.daemon.config import daemon_config
 from edge_sdk.apps.daemon.pool import BundleSource
 from edge_sdk.apps.daemon.server import build
+from edge_sdk.apps.gateway.config import GatewayConfig
 from edge_sdk.apps.gateway.devices import PUBLISHER, DeviceAuth, caller_of
 from edge_sdk.apps.gateway.registry_routes import PREFIX, add_registry_routes
 from edge_sdk.apps.gateway.rollout_routes import add_rollout_routes, evaluate
 from edge_sdk.apps.gateway.telemetry_routes import add_telemetry_routes
-from edge_sdk.bundle.signing import TrustedKey
 from edge_sdk.metrics import Metrics
-
-
-class GatewayConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
-
-    devices: dict[str, str] = Field(min_length=1, description="device key -> device id")
-    publishers: dict[str, str] = Field(default_factory=dict, description="publisher key -> publisher id")
-    groups: dict[str, tuple[str, ...]] = Field(default_factory=dict, description="device id -> its groups")
-    registry_dir: Path
-    telemetry_db: Path | None = None  # None: <registry_dir>/telemetry.sqlite3
-    idempotency_db: Path | None = None  # None: <registry_dir>/idempotency.sqlite3
-    rollouts_db: Path | None = None  # None: <registry_dir>/rollouts.sqlite3
-    rollout_interval_s: float = Field(default=15.0, gt=0)  # how often running rollouts take their due decisions
-    clock: Callable[[], float] = time.time  # rollouts' clock: tests walk through stage waits with their own
-    trust: tuple[TrustedKey, ...] = ()  # non-empty: the registry accepts only bundles signed by these keys
-    upstream_url: str | None = None
-    upstream_api_key: str | None = None
-    upstream_timeout_s: float = Field(default=300.0, gt=0)  # per try; the daemon's cloud_retries apply
-    max_upload_bytes: int = Field(default=8 * 1024**3, gt=0)
-    # How long an idempotency claim of a receiver on another host may go unrenewed before it is taken over (one of
-    # this host that died is taken over at once).
-    idempotency_lease_s: float = Field(default=300.0, gt=0)
-    daemon: DaemonConfig = DaemonConfig()  # host, port and limits of the OpenAI side (its api_keys stay empty)
 
 
 def build_gateway(source: BundleSource, config: GatewayConfig) -> FastAPI:

@@ -113,11 +113,13 @@ def test_install_models_rollback(onnx_bundle, tmp_path):
     assert again.exit_code == 1 and "error:" in again.output
 
 
-def test_daemon_unit_drains_longer_than_the_timeout():
-    result = invoke("daemon", "unit", "--drain-timeout", "15")
+def test_daemon_unit_drains_longer_than_the_timeout(tmp_path):
+    config = tmp_path / "daemon.toml"
+    config.write_text("drain-timeout = 15\n")
+    result = invoke("daemon", "unit", "--config", str(config))
     assert result.exit_code == 0
     assert "TimeoutStopSec=25" in result.output and "User=edge-sdk" in result.output
-    assert "serve --store /var/lib/edge-sdk" in result.output
+    assert f"serve --config {config} --store /var/lib/edge-sdk" in result.output
 
 
 def test_language_model_backend_is_converted_on_its_own(tmp_path):

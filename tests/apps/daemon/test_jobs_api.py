@@ -60,6 +60,23 @@ def test_the_same_idempotency_key_returns_the_same_job(offline_daemon):
     assert long_key.status_code == 400 and "1 to 255 characters" in long_key.json()["error"]["message"]
 
 
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", None])
+def test_a_json_body_sent_as_curl_d_sends_it_is_a_job(offline_daemon, content_type):
+    """`curl -d '{...}'` says application/x-www-form-urlencoded; other clients send no Content-Type."""
+    import json
+
+    body = json.dumps({"endpoint": "/v1/chat/completions", "body": CHAT}).encode()
+    with httpx.Client() as client:
+        request = client.build_request("POST", f"{offline_daemon}/v1/jobs", content=body)
+        if content_type is None:
+            request.headers.pop("content-type", None)
+        else:
+            request.headers["content-type"] = content_type
+        reply = client.send(request)
+    assert reply.status_code == 202, reply.text
+    assert reply.json()["state"] == "queued"
+
+
 @pytest.mark.parametrize(
     ("payload", "message"),
     [
@@ -145,22 +162,24 @@ def test_jobs_and_telemetry_reach_the_cloud_and_results_come_back(serve_bundles,
 
 
 def test_serve_names_a_bad_telemetry_policy_and_the_valid_ones(tmp_path):
+    import re
+
     from typer.testing import CliRunner
 
     from edge_sdk.apps.cli.main import app
 
     result = CliRunner().invoke(app, ["serve", "--store", str(tmp_path), "--telemetry-policy", "keep-all"])
-    assert result.exit_code == 1
-    assert "'keep-all' is not one of: 'reject-new', 'drop-oldest'" in result.output
+    assert result.exit_code == 2
+    message = re.sub(r"[\s│]+", " ", result.output)
+    assert "'keep-all' is not one of" in message and "'reject-new'" in message and "'drop-oldest'" in message
 
 
 def test_the_queue_lives_beside_the_store_by_default(tmp_path):
     from edge_sdk.apps.cli.serve_cmds import queue_options
 
-    common = dict(queue_telemetry_policy="drop-oldest", device_id=None)
-    assert queue_options(tmp_path, None, False, **common)["queue_path"] == tmp_path / "queue.sqlite"
-    assert queue_options(None, None, False, **common)["queue_path"].parts[-3:] == ("state", "edge-sdk", "queue.sqlite")
-    assert queue_options(tmp_path, None, True, **common)["queue_path"] is None
+    assert queue_options(tmp_path, None, False)["queue_path"] == tmp_path / "queue.sqlite"
+    assert queue_options(None, None, False)["queue_path"].parts[-3:] == ("state", "edge-sdk", "queue.sqlite")
+    assert queue_options(tmp_path, None, True)["queue_path"] is None
 
 
 def test_telemetry_reaches_the_project_gateway(serve_bundles, tmp_path):
