@@ -29,6 +29,7 @@ from edge_sdk.apps.daemon.config import DaemonConfig, daemon_config
 from edge_sdk.apps.daemon.pool import BundleSource
 from edge_sdk.apps.daemon.server import build
 from edge_sdk.apps.gateway.devices import PUBLISHER, DeviceAuth, caller_of
+from edge_sdk.apps.gateway.fleet_routes import PAGE_PATHS, add_fleet_routes
 from edge_sdk.apps.gateway.registry_routes import PREFIX, add_registry_routes
 from edge_sdk.apps.gateway.telemetry_routes import add_telemetry_routes
 from edge_sdk.bundle.signing import TrustedKey
@@ -84,6 +85,7 @@ def build_gateway(source: BundleSource, config: GatewayConfig) -> FastAPI:
     telemetry = TelemetryStore(config.telemetry_db or config.registry_dir / "telemetry.sqlite3")
     add_telemetry_routes(app, telemetry, pool.metrics)
     app.state.registry, app.state.telemetry = registry, telemetry
+    add_fleet_routes(app, telemetry, registry, devices=config.devices, publishers=config.publishers)
 
     app.mount("", daemon)  # everything the routes above do not take
     idempotency = IdempotencyStore(
@@ -91,7 +93,10 @@ def build_gateway(source: BundleSource, config: GatewayConfig) -> FastAPI:
     )
     app.add_middleware(IdempotentExceptUploads, store=idempotency)
     # added last, so outermost: idempotency keys on the device it authenticated, and a refusal never gets in
-    app.add_middleware(DeviceAuth, devices=config.devices, publishers=config.publishers, metrics=pool.metrics)
+    app.add_middleware(
+        DeviceAuth, devices=config.devices, publishers=config.publishers, metrics=pool.metrics,
+        public_paths=("/health/live", "/health/ready", *PAGE_PATHS),  # the fleet page asks for its key itself
+    )  # fmt: skip
 
     return app
 
