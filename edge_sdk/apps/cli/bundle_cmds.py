@@ -30,7 +30,7 @@ def inspect_cmd(
     bundle: Path = BUNDLE_ARG,
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
     html_out: Path | None = typer.Option(
-        None, "--html", help="Write an HTML page here instead: variants, accuracy and the memory breakdown."
+        None, "--html", help="Write an HTML page here: variants, accuracy and the memory breakdown (opens offline)."
     ),
 ) -> None:
     """Show what a bundle holds: variants, tensors, recipes, accuracy reports and fit per profile."""

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from device_profiles.fit import human as size
 from edge_sdk.apps.pages.html import Html, badge, document, esc, join, pairs, paragraph, section, table
-from edge_sdk.apps.pages.svg import PALETTE, Bar, bars, meter
+from edge_sdk.apps.pages.svg import PALETTE, Bar, bars, stacked
 
 if TYPE_CHECKING:
     from edge_sdk.bundle import Bundle, Variant
@@ -119,33 +119,49 @@ def _accuracy(bundle: Bundle) -> Html:
 
 
 def _memory(bundle: Bundle) -> Html:
-    """Each variant's estimated peak, by part, against each target's budget (or on this host, when the bundle
-    was made for no target)."""
-    blocks: list[object] = []
-    for v in bundle.variants:
-        reports = list(v.fit.items())
-        if reports:
-            for pid, r in reports:
-                blocks.append(
-                    _breakdown(f"{v.id} on {pid}", r.breakdown or {"peak": r.estimated_peak_bytes}, r.budget_bytes)
-                )
-        else:
-            parts = _host_estimate(v, bundle)
-            if parts:
-                blocks.append(_breakdown(f"{v.id} (estimate, no target profile)", parts, 0))
-    if not blocks:
-        return section("Memory", paragraph("no memory estimate", muted=True), id="memory")
-    return section("Memory at peak", *blocks, id="memory")
+    """Each variant's estimated peak by part, all on one scale: what a smaller variant saves, and where."""
+    rows = [(label, parts) for v in bundle.variants for label, parts in _breakdowns(v, bundle)]
+    if not rows:
+        return section("Memory at peak", paragraph("no memory estimate", muted=True), id="memory")
+    names = sorted({k for _, parts in rows for k in parts}, key=_part_order)
+    chart = stacked(
+        [(label, [Bar(k, parts[k], size(parts[k]), _colour(k)) for k in sorted(parts, key=_part_order)])
+         for label, parts in rows],
+        total_format=lambda total: size(total),
+    )  # fmt: skip
+    table_rows = [[label, *(size(parts[k]) if k in parts else None for k in names), size(sum(parts.values()))]
+                  for label, parts in rows]  # fmt: skip
+    budgets = {pid: r.budget_bytes for v in bundle.variants for pid, r in v.fit.items()}
+    note = "; ".join(f"{pid}: {size(b)} for models" for pid, b in budgets.items())
+    return section(
+        "Memory at peak",
+        chart,
+        table(["variant", *names, "peak"], table_rows, numeric=range(1, len(names) + 2)),
+        paragraph(f"budgets: {note}" if note else "estimated for this host: the bundle names no target", muted=True),
+        id="memory",
+    )
 
 
-def _breakdown(title: str, parts: dict[str, int], budget: int) -> Html:
-    order = sorted(parts, key=lambda k: (PARTS.index(k) if k in PARTS else len(PARTS), k))
-    segments = [
-        Bar(k, parts[k], size(parts[k]), PART_COLOUR.get(k, PALETTE[i % len(PALETTE)])) for i, k in enumerate(order)
-    ]
-    peak = sum(parts.values())
-    label = f"{title}: {size(peak)}" + (f" of a {size(budget)} budget" if budget else "")
-    return meter(segments, budget or peak, total_text=label, width=720, title=label)
+def _breakdowns(v: Variant, bundle: Bundle) -> list[tuple[str, dict[str, int]]]:
+    """The variant's breakdown per target (targets with the same one share a row), else estimated here."""
+    groups: dict[tuple[tuple[str, int], ...], list[str]] = {}
+    for pid, r in v.fit.items():
+        parts = r.breakdown or {"peak": r.estimated_peak_bytes}
+        groups.setdefault(tuple(sorted(parts.items())), []).append(pid)
+    if not groups:
+        estimate = _host_estimate(v, bundle)
+        return [(f"{v.id} (estimate)", estimate)] if estimate else []
+    if len(groups) == 1:
+        return [(v.id, dict(next(iter(groups))))]
+    return [(f"{v.id} on {', '.join(pids)}", dict(key)) for key, pids in groups.items()]
+
+
+def _part_order(name: str) -> tuple[int, str]:
+    return (PARTS.index(name) if name in PARTS else len(PARTS), name)
+
+
+def _colour(name: str) -> str:
+    return PART_COLOUR.get(name, PALETTE[sum(map(ord, name)) % len(PALETTE)])
 
 
 def _host_estimate(v: Variant, bundle: Bundle) -> dict[str, int]:

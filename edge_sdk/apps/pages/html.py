@@ -28,7 +28,7 @@ header p { margin: 2px 0 0; color: #bcccdc; font-size: 13px; }
 main { padding: 16px 24px 32px; max-width: 1280px; }
 section { background: #fff; border: 1px solid var(--line); border-radius: 6px; padding: 12px 16px; margin: 0 0 16px; }
 section h2 { margin: 0 0 8px; font-size: 16px; font-weight: 600; }
-.grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(380px, 1fr)); gap: 16px; }
+.grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(380px, 1fr)); gap: 16px; margin: 0 0 16px; }
 .grid section { margin: 0; }
 table { border-collapse: collapse; width: 100%; font-size: 13px; }
 th, td { text-align: left; padding: 5px 8px; border-bottom: 1px solid var(--line); vertical-align: top; }

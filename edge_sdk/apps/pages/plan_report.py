@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from device_profiles.fit import human as size
@@ -68,6 +69,7 @@ def plan_chart(plan: Plan) -> Html:
         x_label="file size",
         y_label="decode speed (tokens/s, higher is better)" if llm else "latency per call (ms, lower is better)",
         x_format=lambda v: size(v),
+        x_unit=1024.0 ** min(3, int(math.log(max(p.x for p in points), 1024))) if points else 1.0,
         y_format=lambda v: f"{v:.3g}",
         shade_label="accuracy drop",
         shade_ends=("0", f"{limit:.2%} (the bound)"),
@@ -92,7 +94,7 @@ def _table(plan: Plan) -> Html:
                 size(c.size_bytes) if c.size_bytes else None,
                 size(c.peak_bytes) if c.peak_bytes else None,
                 _speed(c) if (c.latency_ms or c.tokens_per_second) else None,
-                _accuracy(c) if c.accuracy is not None else None,
+                _accuracy(c, named=False) if c.accuracy is not None else None,
                 status,
                 "; ".join(c.reasons) if c.rank is None else "",
             ]
@@ -120,7 +122,8 @@ def _speed(c: Candidate) -> str:
     return f"{c.latency_ms:.3g} ms" if c.latency_ms else "-"
 
 
-def _accuracy(c: Candidate) -> str:
+def _accuracy(c: Candidate, *, named: bool = True) -> str:
     if c.accuracy is None:
         return "accuracy not measured"
-    return f"accuracy {c.accuracy:.4f} (-{(c.accuracy_drop or 0):.2%})"
+    drop = f"-{c.accuracy_drop:.2%}" if c.accuracy_drop else "no drop"
+    return f"{'accuracy ' if named else ''}{c.accuracy:.4f} ({drop})"

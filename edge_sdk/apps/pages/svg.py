@@ -21,6 +21,7 @@ GOOD, MIDDLE, POOR = (26, 152, 80), (230, 160, 0), (215, 48, 39)
 NEUTRAL = "#9aa5b1"
 PALETTE = ("#1f6feb", "#2f9e44", "#e8590c", "#9c36b5", "#0c8599", "#c2255c", "#5c940d", "#862e9c")
 _ids = itertools.count(1)  # gradient ids unique within a page
+TEXT_PX = 7  # about the width of one character of the 11-12 px labels
 
 
 @dataclass(frozen=True)
@@ -56,18 +57,21 @@ def shade_colour(t: float | None) -> str:
 class Axis:
     """A numeric axis: linear, or logarithmic when the values span more than `log_span` (and are positive)."""
 
-    def __init__(self, values: Sequence[float], start: float, end: float, *, log: bool | None = None) -> None:
+    def __init__(
+        self, values: Sequence[float], start: float, end: float, *, log: bool | None = None, unit: float = 1.0
+    ) -> None:
         lo, hi = min(values), max(values)
         self.log = (lo > 0 and hi / lo > 20) if log is None else (log and lo > 0)
+        self.unit = unit  # ticks fall on round numbers of this unit (1024 for KB, ...)
         if self.log:
             a, b = math.log10(lo), math.log10(hi)
             pad = max((b - a) * 0.08, 0.05)
             self.lo, self.hi = 10 ** (a - pad), 10 ** (b + pad)
         else:
+            if lo >= 0:
+                lo = 0.0  # sizes and times from zero: a mark twice as far is twice as much
             pad = (hi - lo) * 0.08 or (abs(hi) * 0.1 or 1.0)
-            self.lo, self.hi = lo - pad, hi + pad
-            if lo >= 0 and self.lo < 0:
-                self.lo = 0.0  # sizes and latencies are never negative: start the axis at zero
+            self.lo, self.hi = (lo if lo == 0.0 else lo - pad), hi + pad
         self.start, self.end = start, end
 
     def at(self, v: float) -> float:
@@ -83,9 +87,10 @@ class Axis:
             steps = (1, 2, 5) if k1 - k0 <= 3 else (1,)
             found = [m * 10.0**k for k in range(k0, k1 + 1) for m in steps]
             return [t for t in found if self.lo <= t <= self.hi]
-        step = nice_step((self.hi - self.lo) / 5)
-        first = math.ceil(self.lo / step) * step
-        return [first + i * step for i in range(int((self.hi - first) / step + 1e-9) + 1)]
+        lo, hi = self.lo / self.unit, self.hi / self.unit
+        step = nice_step((hi - lo) / 5)
+        first = math.ceil(lo / step) * step
+        return [(first + i * step) * self.unit for i in range(int((hi - first) / step + 1e-9) + 1)]
 
 
 def nice_step(raw: float) -> float:
@@ -105,17 +110,20 @@ def scatter(
     y_format: Format,
     shade_label: str = "",
     shade_ends: tuple[str, str] = ("", ""),
-    width: int = 760,
+    width: int = 900,
     height: int = 420,
     log_x: bool | None = None,
     log_y: bool | None = None,
+    x_unit: float = 1.0,
     title: str = "",
 ) -> Html:
-    """Points on two axes, coloured by a third value (legend: `shade_label`, its ends `shade_ends`)."""
+    """Points on two axes, coloured by a third value (legend: `shade_label`, its ends `shade_ends`). Linear axes
+    start at zero; an axis whose values span more than 20× turns logarithmic. `x_unit`: ticks on round numbers of
+    it (1024**2 for MB)."""
     if not points:
         return Html('<p class="muted">nothing to draw: no candidate has both a size and a speed</p>')
     left, right, top, bottom = 78, 24, 28 if title else 12, 70
-    x = Axis([p.x for p in points], left, width - right, log=log_x)
+    x = Axis([p.x for p in points], left, width - right, log=log_x, unit=x_unit)
     y = Axis([p.y for p in points], height - bottom, top, log=log_y)
     out = [_open(width, height, title or f"{y_label} against {x_label}")]
     if title:
@@ -218,7 +226,7 @@ def bars(rows: Sequence[Bar], *, width: int = 560, label_width: int = 200, title
     row_h, top = 24, 26 if title else 4
     height = top + row_h * len(rows) + 4
     scale = max(r.value for r in rows) or 1.0
-    span = width - label_width - 70
+    span = width - label_width - 12 - TEXT_PX * max(len(r.text or _number(r.value)) for r in rows)
     out = [_open(width, height, title or "bar chart")]
     if title:
         out.append(f'<text x="0" y="16" font-size="13" font-weight="600" fill="#1f2933">{esc(title)}</text>')
@@ -227,15 +235,58 @@ def bars(rows: Sequence[Bar], *, width: int = 560, label_width: int = 200, title
         length = max(1.0, span * r.value / scale) if r.value > 0 else 0.0
         tip = esc(f"{r.label}: {r.text or _number(r.value)}" + (f"; {r.note}" if r.note else ""))
         out.append(
-            f"<g><title>{tip}</title>"
-            f'<text x="{label_width - 8}" y="{y0 + 15}" text-anchor="end" font-size="12" fill="#1f2933">'
-            f"{esc(_clip(r.label, label_width))}</text>"
+            f"<g><title>{tip}</title>{_row_label(r.label, label_width, y0)}"
             f'<rect x="{label_width}" y="{y0 + 4}" width="{length:.1f}" height="{row_h - 8}" rx="2" fill="{r.colour}"/>'
             f'<text x="{label_width + length + 6:.1f}" y="{y0 + 15}" font-size="12" fill="#3e4c59">'
             f"{esc(r.text or _number(r.value))}</text></g>"
         )
     out.append("</svg>")
     return Html("".join(out))
+
+
+def stacked(
+    rows: Sequence[tuple[str, Sequence[Bar]]], *, total_format: Format, width: int = 720, label_width: int = 200
+) -> Html:
+    """One bar a row, made of parts, all rows on one scale (comparable); the legend names the parts once."""
+    if not rows:
+        return Html('<p class="muted">nothing to draw</p>')
+    totals = [sum(p.value for p in parts) for _, parts in rows]
+    row_h, scale = 26, max(totals) or 1.0
+    span = width - label_width - 12 - TEXT_PX * max(len(total_format(t)) for t in totals)
+    legend = list(dict.fromkeys((p.label, p.colour) for _, parts in rows for p in parts))
+    per_line = max(1, int(width // 150))
+    height = row_h * len(rows) + 10 + 18 * ((len(legend) + per_line - 1) // per_line)
+    out = [_open(width, height, "stacked bar chart")]
+    for i, ((label, parts), total) in enumerate(zip(rows, totals, strict=True)):
+        y0, x0 = i * row_h, float(label_width)
+        out.append(_row_label(label, label_width, y0))
+        for p in parts:
+            w = span * p.value / scale
+            tip = esc(f"{label}, {p.label}: {p.text or _number(p.value)}")
+            out.append(
+                f'<g><title>{tip}</title><rect x="{x0:.1f}" y="{y0 + 5}" width="{w:.1f}" height="{row_h - 10}" '
+                f'fill="{p.colour}"/></g>'
+            )
+            x0 += w
+        out.append(
+            f'<text x="{x0 + 6:.1f}" y="{y0 + 17}" font-size="12" fill="#3e4c59">{esc(total_format(total))}</text>'
+        )
+    base = row_h * len(rows) + 18
+    for i, (name, colour) in enumerate(legend):
+        lx, ly = (i % per_line) * 150, base + 18 * (i // per_line)
+        out.append(
+            f'<rect x="{lx}" y="{ly - 9}" width="10" height="10" fill="{colour}"/>'
+            f'<text x="{lx + 14}" y="{ly}" font-size="11" fill="#3e4c59">{esc(name)}</text>'
+        )
+    out.append("</svg>")
+    return Html("".join(out))
+
+
+def _row_label(text: str, label_width: int, y0: float) -> str:
+    return (
+        f'<text x="{label_width - 8}" y="{y0 + 15}" text-anchor="end" font-size="12" fill="#1f2933">'
+        f"{esc(_clip(text, label_width))}</text>"
+    )
 
 
 def meter(parts: Sequence[Bar], total: float, *, total_text: str, width: int = 560, title: str = "") -> Html:
