@@ -173,8 +173,6 @@ def report(rows: list[dict]) -> str:
             y_format=lambda v: f"{v:.2g}×",
             shade_label="metric drop",
             shade_ends=("0", f"{DROP_BOUND:.0%} or more"),
-            log_x=False,
-            log_y=False,
         )
         sections.append(section(model, chart))
     headers = ["model", "variant", "size ×", "metric drop", "latency ×", "gate", "float layers"]

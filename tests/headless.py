@@ -1,7 +1,7 @@
 """A real browser for the page tests: Debian's headless chromium, run once per page as a user would open it.
 
-`dom(url)` is the page as the browser built it (after redirects and cookies), `screenshot(url, png)` what a
-person would see. Every host but loopback resolves to nothing, so a page that fetched anything from the
+`dom(url)` is the page as the browser built it (after redirects and cookies); `dom(url, screenshot=png)` also
+keeps what a person would see. Every host but loopback resolves to nothing, so a page that fetched anything from the
 internet (a CDN script, a web font) would show it broken here. A `profile` directory keeps cookies between
 runs, as one browser does between visits.
 """
@@ -45,18 +45,24 @@ class Browser:
             raise AssertionError(f"chromium failed ({done.returncode}) on {url}: {done.stderr[-1500:]}")
         return done
 
-    def dom(self, url: str, *, profile: Path | None = None) -> str:
-        return self._run(url, "--dump-dom", profile=profile).stdout
-
-    def screenshot(
-        self, url: str, path: Path, *, size: tuple[int, int] = (1280, 1600), profile: Path | None = None
-    ) -> Path:
-        path.unlink(missing_ok=True)
-        self._run(
-            url, f"--screenshot={path}", f"--window-size={size[0]},{size[1]}", "--hide-scrollbars", profile=profile
-        )
-        assert path.is_file() and path.stat().st_size > 10_000, f"no screenshot of {url}"
-        return path
+    def dom(
+        self,
+        url: str,
+        *,
+        profile: Path | None = None,
+        screenshot: Path | None = None,
+        size: tuple[int, int] = (1280, 1600),
+    ) -> str:
+        """The page's DOM; with `screenshot`, also a PNG of the window (`size`) from the same visit."""
+        flags = ["--dump-dom"]
+        if screenshot is not None:
+            screenshot.unlink(missing_ok=True)
+            flags += [f"--screenshot={screenshot}", f"--window-size={size[0]},{size[1]}", "--hide-scrollbars"]
+        dom = self._run(url, *flags, profile=profile).stdout
+        if screenshot is not None:
+            assert screenshot.is_file() and screenshot.stat().st_size > 10_000, f"no screenshot of {url}"
+            print(f"screenshot of {url}: {screenshot}")  # shown with -s: look at it
+        return dom
 
 
 def find_chromium() -> str | None:

@@ -24,12 +24,14 @@ from headless import fetches_nothing, section_rows, text_of
 from edge_sdk.apps.daemon.config import DaemonConfig
 from edge_sdk.apps.daemon.pool import DirectorySource
 from edge_sdk.apps.daemon.server import build
+from edge_sdk.apps.gateway.app import GatewayConfig
 from edge_sdk.version import __version__
-
-pytestmark = pytest.mark.slow  # a gateway, a device daemon and chromium
 
 TENSOR = {"dtype": "float32", "shape": [1, 1, 8, 8], "data": [0.0] * 64}
 ELSEWHERE = {"model": "not-on-this-device", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+
+
+slow = pytest.mark.slow  # a gateway, a device daemon and chromium
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +63,10 @@ def fleet(key_files, packed_versions, onnx_bundle, tmp_path_factory):
             device.state.pool.close()
 
 
+@slow
 def test_the_fleet_page_shows_devices_routes_and_the_registry(fleet, browser, tmp_path):
     gateway, variant = fleet
-    dom = browser.dom(f"{gateway}/?key={PUBLISHER_KEY}")
+    dom = browser.dom(f"{gateway}/?key={PUBLISHER_KEY}", screenshot=tmp_path / "fleet.png")
     assert text_of(dom).startswith("edge-sdk fleet") and fetches_nothing(dom)
     devices = {row[0]: row for row in section_rows(dom, "devices")}
     assert set(devices) == {"pi-kitchen", "jetson-garage"}
@@ -76,9 +79,9 @@ def test_the_fleet_page_shows_devices_routes_and_the_registry(fleet, browser, tm
     assert section_rows(dom, "versions") == [["digits-cnn", "1.0.0", "1", "pi-kitchen"]]
     registry = [(r[0], r[1], r[3]) for r in section_rows(dom, "registry")]
     assert registry == [("digits-cnn", "1.0.0", "unsigned"), ("digits-cnn", "1.1.0", "unsigned")]
-    print(f"screenshot: {browser.screenshot(f'{gateway}/?key={PUBLISHER_KEY}', tmp_path / 'fleet.png')}")
 
 
+@slow
 def test_a_device_key_or_a_wrong_key_cannot_open_the_fleet_page(fleet, browser):
     gateway, _ = fleet
     text = text_of(browser.dom(f"{gateway}/?key={DEVICE_KEY}"))
@@ -87,3 +90,30 @@ def test_a_device_key_or_a_wrong_key_cannot_open_the_fleet_page(fleet, browser):
     assert httpx.get(gateway, params={"key": "wrong-key-0123456789"}).status_code == 401
     assert httpx.get(gateway, headers=auth(DEVICE_KEY)).status_code == 401
     assert httpx.get(gateway, headers=auth(PUBLISHER_KEY)).status_code == 200
+
+
+def test_what_a_device_sends_is_shown_as_text_never_as_markup(key_files, tmp_path):
+    """Telemetry is any JSON a device sends: markup in it is escaped, odd shapes are skipped, the page still opens."""
+    with running_gateway(DirectorySource([]), gateway_config(key_files, tmp_path / "registry")) as gateway:
+        hostile = {
+            "host": "<script>alert('host')</script>",
+            "sdk": ["not", "a", "version"],
+            "models": {"<img src=x onerror=alert(1)>": "1.0.0", "fine": None},
+            "counters": {"edge_route_total": [{"labels": {"route": "<b>cloud</b>", "reason": "slo"}, "value": "many"},
+                                              {"labels": "nope"}, 7]},
+            "queue": ["queued"],
+        }  # fmt: skip
+        sent = httpx.post(f"{gateway}/v1/telemetry", json={"items": [hostile]}, headers=auth(DEVICE_KEY))
+        assert sent.status_code == 202
+        page = httpx.get(gateway, headers=auth(PUBLISHER_KEY))
+    assert page.status_code == 200
+    assert "<script>alert" not in page.text and "<img src=x" not in page.text and "<b>cloud" not in page.text
+    assert "&lt;script&gt;alert(&#x27;host&#x27;)&lt;/script&gt;" in page.text
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page.text
+
+
+def test_a_gateway_without_publisher_keys_says_who_could_open_the_page(key_files, tmp_path):
+    config = GatewayConfig(devices={DEVICE_KEY: "pi-kitchen"}, registry_dir=tmp_path / "registry")
+    with running_gateway(DirectorySource([]), config) as gateway:
+        page = httpx.get(gateway, params={"key": DEVICE_KEY})
+    assert page.status_code == 403 and "start it with --publisher-keys FILE" in page.text

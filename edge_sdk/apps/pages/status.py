@@ -98,7 +98,7 @@ def _models(s: DaemonStatus) -> Html:
     for m in s.models:
         state = badge("loaded", "ok") if m.loaded else badge("not loaded", "info")
         variant = Html(f"<code>{esc(m.variant)}</code>") if m.variant else badge("none", "bad")
-        memory = size(m.bytes) if m.bytes else None
+        memory = (size(m.bytes) if m.loaded else f"{size(m.bytes)} once loaded") if m.bytes else None
         rows.append(
             [
                 Html(f"<strong>{esc(m.name)}</strong>"),

@@ -88,7 +88,7 @@ class Axis:
             found = [m * 10.0**k for k in range(k0, k1 + 1) for m in steps]
             return [t for t in found if self.lo <= t <= self.hi]
         lo, hi = self.lo / self.unit, self.hi / self.unit
-        step = nice_step((hi - lo) / 5)
+        step = nice_step((hi - lo) / 7)  # 4 to 8 ticks
         first = math.ceil(lo / step) * step
         return [(first + i * step) * self.unit for i in range(int((hi - first) / step + 1e-9) + 1)]
 

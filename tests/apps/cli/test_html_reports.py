@@ -38,7 +38,7 @@ def plan_page(tmp_path_factory):
 
 
 def test_the_plan_report_opens_offline_with_its_chart_and_ranked_table(plan_page, browser, tmp_path):
-    dom = browser.dom(plan_page.as_uri())
+    dom = browser.dom(plan_page.as_uri(), screenshot=tmp_path / "plan.png", size=(1280, 1100))
     text = text_of(dom)
     assert text.startswith("plan for zoo:digits-cnn on rpi4") and "ranked by size" in text and fetches_nothing(dom)
     rows = section_rows(dom, "ranked")
@@ -53,15 +53,13 @@ def test_the_plan_report_opens_offline_with_its_chart_and_ranked_table(plan_page
         size, speed = row[6], row[8].removesuffix(" ms")
         assert re.search(rf"<title>{re.escape(row[1])}: file size {re.escape(size)}, latency per call \(ms, lower is "
                          rf"better\) {re.escape(speed)}", chart), row  # fmt: skip
-    shot = browser.screenshot(plan_page.as_uri(), tmp_path / "plan.png", size=(1280, 1100))
-    print(f"screenshot: {shot}")
 
 
 def test_inspect_html_shows_variants_accuracy_and_memory(onnx_bundle, browser, tmp_path):
     page = tmp_path / "bundle.html"
     result = invoke("inspect", str(onnx_bundle.root), "--html", str(page))
     assert result.exit_code == 0, result.output
-    dom = browser.dom(page.as_uri())
+    dom = browser.dom(page.as_uri(), screenshot=tmp_path / "bundle.png")
     text = text_of(dom)
     assert text.startswith(f"digits-cnn {onnx_bundle.manifest.version}") and fetches_nothing(dom)
     rows = {row[0]: row for row in section_rows(dom, "variants")}
@@ -81,7 +79,6 @@ def test_inspect_html_shows_variants_accuracy_and_memory(onnx_bundle, browser, t
         for part, size in report.breakdown.items():  # and drawn: one bar piece each, its size on hover
             assert f"<title>{variant}, {part}: {human(size)}</title>" in memory
     assert svg_of(dom, "accuracy").count("<rect") >= len(rows)
-    print(f"screenshot: {browser.screenshot(page.as_uri(), tmp_path / 'bundle.png')}")
 
 
 def test_a_report_into_a_directory_is_a_clear_error(onnx_bundle, tmp_path):

@@ -9,7 +9,7 @@ from headless import fetches_nothing, section_rows, text_of
 
 from edge_sdk.apps.daemon.pool import DirectorySource
 
-pytestmark = pytest.mark.slow  # a real daemon serving SmolLM2 and chromium, started for each page
+slow = pytest.mark.slow  # a real daemon serving SmolLM2, and chromium started for each page
 
 KEY = "status-page-key-0123456789"
 TENSOR = {"dtype": "float32", "shape": [1, 1, 8, 8], "data": [0.0] * 64}
@@ -39,9 +39,11 @@ def busy_daemon(serve_bundles, smollm2_served_bundle, onnx_bundle):
         yield url, models
 
 
+@slow
 def test_the_page_shows_models_variants_routes_and_errors(busy_daemon, browser, tmp_path):
     url, models = busy_daemon
-    dom = browser.dom(f"{url}/?key={KEY}")  # the key once: a cookie, and on to the page
+    # the key once: a cookie, and on to the page
+    dom = browser.dom(f"{url}/?key={KEY}", screenshot=tmp_path / "status.png")
     text = text_of(dom)
     assert text.startswith("edge-sdk on ") and "ready" in text
     rows = {row[0]: row for row in section_rows(dom, "models")}
@@ -61,10 +63,9 @@ def test_the_page_shows_models_variants_routes_and_errors(busy_daemon, browser, 
     assert "missing or wrong API key" in errors[0][4] and "none is configured" in errors[1][4]
     assert "budget for models" in text and "no cloud" in text and "refreshes every 5 s" in text
     assert 'http-equiv="refresh"' in dom and fetches_nothing(dom)
-    shot = browser.screenshot(f"{url}/?key={KEY}", tmp_path / "status.png")
-    print(f"screenshot: {shot}")
 
 
+@slow
 def test_a_wrong_or_missing_key_gets_the_form_and_nothing_else(busy_daemon, browser):
     url, _ = busy_daemon
     for address, problem in ((f"{url}/?key=not-the-key", "wrong key"), (f"{url}/", None)):
@@ -75,6 +76,7 @@ def test_a_wrong_or_missing_key_gets_the_form_and_nothing_else(busy_daemon, brow
     assert httpx.get(f"{url}/").status_code == 401
 
 
+@slow
 def test_the_key_is_kept_in_a_cookie_that_is_not_the_key(busy_daemon, browser, tmp_path):
     url, _ = busy_daemon
     profile = tmp_path / "one-browser"
@@ -90,3 +92,12 @@ def test_the_key_is_kept_in_a_cookie_that_is_not_the_key(busy_daemon, browser, t
     assert httpx.get(f"{url}/v1/models", cookies={name: cookie}).status_code == 401
     assert httpx.get(f"{url}/", cookies={name: KEY}).status_code == 401
     assert httpx.get(f"{url}/", headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
+
+
+def test_without_api_keys_the_page_is_open_and_shows_a_model_not_loaded_yet(tensor_daemon, onnx_bundle):
+    page = httpx.get(f"{tensor_daemon}/", timeout=60)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    row = next(r for r in section_rows(page.text, "models") if r[0] == "digits-cnn")
+    assert row[1] == onnx_bundle.manifest.version and row[2] in {v.id for v in onnx_bundle.variants}
+    assert row[4] in ("loaded", "not loaded") and (row[4] == "loaded" or row[5].endswith("once loaded"))
+    assert httpx.post(f"{tensor_daemon}/", data={"key": "anything"}).status_code == 303  # nothing to sign in to
