@@ -3,7 +3,7 @@
 `dom(url)` is the page as the browser built it (after redirects and cookies); `dom(url, screenshot=png)` also
 keeps what a person would see. Every host but loopback resolves to nothing, so a page that fetched anything from the
 internet (a CDN script, a web font) would show it broken here. A `profile` directory keeps cookies between
-runs, as one browser does between visits.
+runs, as one browser does between visits. EDGE_SDK_SCREENSHOTS=DIR keeps a copy of every screenshot there.
 """
 
 from __future__ import annotations
@@ -61,6 +61,10 @@ class Browser:
         dom = self._run(url, *flags, profile=profile).stdout
         if screenshot is not None:
             assert screenshot.is_file() and screenshot.stat().st_size > 10_000, f"no screenshot of {url}"
+            keep = os.environ.get("EDGE_SDK_SCREENSHOTS")  # a directory that outlives pytest's temporary ones
+            if keep:
+                Path(keep).mkdir(parents=True, exist_ok=True)
+                screenshot = Path(shutil.copy(screenshot, Path(keep) / screenshot.name))
             print(f"screenshot of {url}: {screenshot}")  # shown with -s: look at it
         return dom
 

@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edge_sdk.apps.daemon.config import DaemonConfig
 from edge_sdk.apps.daemon.pool import ModelPool
-from edge_sdk.apps.pages.keys import PageKeys
+from edge_sdk.apps.pages.keys import PageKeys, redact_keys_in_access_log
 from edge_sdk.apps.pages.status import DaemonStatus, ModelStatus, RecentError, status_page
 from edge_sdk.errors import EdgeSDKError
 from edge_sdk.version import __version__
@@ -36,25 +36,33 @@ class RecordErrors:
         self.app, self.recent = app, recent
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"] in PAGE_PATHS:  # the sign-in form is not an error
             await self.app(scope, receive, send)
             return
-        status, body = 0, b""
+        status, body, noted = 0, b"", False
+
+        def note() -> None:
+            nonlocal noted
+            if status >= 400 and not noted:
+                noted = True
+                self.recent.append(
+                    RecentError(time.time(), status, f"{scope['method']} {scope['path']}", _message(body))
+                )
 
         async def watch(message: Message) -> None:
             nonlocal status, body
             if message["type"] == "http.response.start":
                 status = message["status"]
-            elif message["type"] == "http.response.body" and status >= 400 and len(body) < _BODY_PEEK:
-                body += message.get("body", b"")[:_BODY_PEEK]
+            elif message["type"] == "http.response.body" and status >= 400:
+                body += message.get("body", b"")[: _BODY_PEEK - len(body)]
+                if not message.get("more_body", False):
+                    note()  # as it is sent: an app may return later than its answer leaves (keep-alive)
             await send(message)
 
         try:
             await self.app(scope, receive, watch)
         finally:
-            if status >= 400 and scope["path"] not in PAGE_PATHS:  # the sign-in form is not an error
-                request = f"{scope['method']} {scope['path']}"
-                self.recent.append(RecentError(time.time(), status, request, _message(body)))
+            note()  # an error answer cut short is still one
 
 
 def _message(body: bytes) -> str:
@@ -72,6 +80,7 @@ def add_status_routes(app: FastAPI, pool: ModelPool, config: DaemonConfig) -> No
     recent: deque[RecentError] = deque(maxlen=RECENT_ERRORS)
     app.add_middleware(RecordErrors, recent=recent)
     keys = PageKeys("status", config.api_keys)
+    redact_keys_in_access_log()
     started = time.monotonic()
     title = f"edge-sdk on {socket.gethostname()}"
 

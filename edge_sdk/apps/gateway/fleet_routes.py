@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse, Response
 from cloud_sync.registry import Registry
 from cloud_sync.telemetry import TelemetryStore
 from edge_sdk.apps.pages.fleet import BundleView, DeviceView, FleetStatus, fleet_page
-from edge_sdk.apps.pages.keys import PageKeys
+from edge_sdk.apps.pages.keys import PageKeys, redact_keys_in_access_log
 
 PAGE_PATHS = ("/",)  # the page checks its key itself (a cookie or a form): the gateway's DeviceAuth lets it by
 TITLE = "edge-sdk fleet"
@@ -44,6 +44,7 @@ def add_fleet_routes(
         else "the fleet page is for publisher keys, and this gateway has none: start it with --publisher-keys FILE",
     )
     device_ids = sorted(set(devices.values()))
+    redact_keys_in_access_log()
 
     @app.api_route("/", methods=["GET", "POST"], include_in_schema=False, response_model=None)
     async def fleet(request: Request) -> Response:

@@ -42,7 +42,7 @@ dt { color: var(--muted); } dd { margin: 0; }
 .ok { background: #d3f9d8; color: #1b5e20; } .warn { background: #fff3bf; color: #7a5b00; }
 .bad { background: #ffe3e3; color: #a61e1e; } .info { background: #e7f0ff; color: #1c4587; }
 .muted { color: var(--muted); } .small { font-size: 12px; }
-code { font: 12px ui-monospace, "DejaVu Sans Mono", monospace; }
+code { font: 12px ui-monospace, "DejaVu Sans Mono", monospace; white-space: nowrap; }
 form.key { display: flex; gap: 8px; margin-top: 8px; }
 form.key input { flex: 1; max-width: 420px; padding: 6px 8px; font: inherit; border: 1px solid #9fb3c8;
                  border-radius: 4px; }

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
+import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from urllib.parse import parse_qs
@@ -111,6 +113,25 @@ class PageKeys:
             '<button type="submit">Open</button></form>'
         )
         return HTMLResponse(document(title, [section("API key", ask, Html(form))], subtitle="sign in"), status)
+
+
+class RedactKeys(logging.Filter):
+    """Hide the value of `key=` in logged request lines: uvicorn's access log writes the query string, and
+    `/?key=K` would leave the API key in the daemon's log."""
+
+    _KEY = re.compile(r"([?&]key=)[^&\s]*")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(isinstance(a, str) and "key=" in a for a in record.args):
+            record.args = tuple(self._KEY.sub(r"\1<hidden>", a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+def redact_keys_in_access_log() -> None:
+    """Once per process: the filter on uvicorn's access logger."""
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactKeys) for f in access.filters):
+        access.addFilter(RedactKeys())
 
 
 async def _form_key(request: Request) -> str:

@@ -182,9 +182,13 @@ def _cloud(s: DaemonStatus) -> Html:
 
 
 def _errors(s: DaemonStatus) -> Html:
-    rows = [[when(e.at), ago(max(0.0, s.now - e.at)), e.status, e.request, e.message] for e in reversed(s.errors)]
+    rows = [
+        [Html(f'<span title="{esc(when(e.at))}">{esc(ago(max(0.0, s.now - e.at)))}</span>'), e.status,
+         Html(f"<code>{esc(e.request)}</code>"), e.message]
+        for e in reversed(s.errors)
+    ]  # fmt: skip
     return section(
         "Recent errors",
-        table(["at", "", "status", "request", "message"], rows, numeric=(2,), empty="no error since the start"),
+        table(["when", "status", "request", "message"], rows, numeric=(1,), empty="no error since the start"),
         id="errors",
     )

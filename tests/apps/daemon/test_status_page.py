@@ -56,11 +56,12 @@ def test_the_page_shows_models_variants_routes_and_errors(busy_daemon, browser, 
     assert routes == {("local", "default"): 2, ("local", "caller"): 1, ("reject", "no_cloud"): 1,
                       ("reject", "invalid"): 1}  # fmt: skip
     errors = section_rows(dom, "errors")
-    assert [(e[2], e[3]) for e in errors[:2]] == [
+    assert [(e[1], e[2]) for e in errors[:2]] == [
         ("401", "POST /v1/chat/completions"),
         ("503", "POST /v1/chat/completions"),
     ]
-    assert "missing or wrong API key" in errors[0][4] and "none is configured" in errors[1][4]
+    assert "missing or wrong API key" in errors[0][3] and "none is configured" in errors[1][3]
+    assert all(e[0].endswith(" s ago") for e in errors)
     assert "budget for models" in text and "no cloud" in text and "refreshes every 5 s" in text
     assert 'http-equiv="refresh"' in dom and fetches_nothing(dom)
 
