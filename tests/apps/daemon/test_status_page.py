@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from gateway_helpers import free_port  # tests/cloud_sync is on sys.path (tests/conftest.py)
 from headless import fetches_nothing, section_rows, text_of
 
 from edge_sdk.apps.daemon.pool import DirectorySource
@@ -102,3 +103,18 @@ def test_without_api_keys_the_page_is_open_and_shows_a_model_not_loaded_yet(tens
     assert row[1] == onnx_bundle.manifest.version and row[2] in {v.id for v in onnx_bundle.variants}
     assert row[4] in ("loaded", "not loaded") and (row[4] == "loaded" or row[5].endswith("once loaded"))
     assert httpx.post(f"{tensor_daemon}/", data={"key": "anything"}).status_code == 303  # nothing to sign in to
+
+
+def test_a_failing_cloud_shows_as_an_open_breaker_with_the_routes_it_cost(serve_bundles, tmp_path):
+    dead_cloud = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    options = dict(cloud_url=dead_cloud, cloud_retries=0, breaker_failures=1, queue_path=tmp_path / "q.sqlite")
+    with serve_bundles(DirectorySource([]), **options, telemetry_interval_s=0) as url:
+        ask = {"model": "elsewhere", "messages": [{"role": "user", "content": "hi"}]}
+        assert httpx.post(f"{url}/v1/chat/completions", json=ask, timeout=30).status_code == 502  # the cloud is gone
+        assert httpx.post(f"{url}/v1/chat/completions", json=ask, timeout=30).status_code == 503  # and now fails fast
+        page = httpx.get(f"{url}/", timeout=30).text
+    text = text_of(page)
+    assert f"target {dead_cloud} circuit breaker open" in text and "Offline queue queued 0" in text
+    routes = {(r[0], r[1]): r[2] for r in section_rows(page, "routes")}
+    assert routes == {("cloud", "not_installed"): "1", ("reject", "breaker_open"): "1"}
+    assert [e[1] for e in section_rows(page, "errors")] == ["503", "502"]
