@@ -34,7 +34,7 @@ def digest(key: str) -> str:
 
 @dataclass(frozen=True)
 class PageKeys:
-    """Who may see a page: `allowed` keys; `refused` keys are known but not for this page (say so)."""
+    """Who may see a page: the `allowed` keys; `refused_why` says why another known key (a device's) may not."""
 
     kind: str  # "status", "fleet": part of the cookie's name
     allowed: Collection[str]
