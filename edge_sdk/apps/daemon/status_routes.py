@@ -26,6 +26,8 @@ from edge_sdk.version import __version__
 
 PAGE_PATHS = ("/",)  # they check the API key themselves: a browser sends it as a cookie or a form
 RECENT_ERRORS = 20
+# Not errors to an operator: the sign-in form's 401, a readiness probe's 503 while loading (probes come often).
+QUIET_PATHS = (*PAGE_PATHS, "/health/live", "/health/ready")
 _BODY_PEEK = 2048
 
 
@@ -36,7 +38,7 @@ class RecordErrors:
         self.app, self.recent = app, recent
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PAGE_PATHS:  # the sign-in form is not an error
+        if scope["type"] != "http" or scope["path"] in QUIET_PATHS:
             await self.app(scope, receive, send)
             return
         status, body, noted = 0, b"", False

@@ -85,3 +85,22 @@ def test_a_report_into_a_directory_is_a_clear_error(onnx_bundle, tmp_path):
     result = invoke("inspect", str(onnx_bundle.root), "--html", str(tmp_path))
     assert result.exit_code == 1
     assert "it is a directory; give a file name" in " ".join(result.output.split())
+
+
+def test_a_plan_where_nothing_fits_still_writes_its_report_saying_why(tmp_path):
+    board = tmp_path / "board.yaml"  # 256 MB for models: SmolLM2 in f16 cannot fit, so nothing is converted
+    board.write_text(
+        "id: small-board\nname: small\nclass: sbc\n"
+        "cpu: {arch: aarch64, model: A53, cores: 4, max_freq_ghz: 1.2, features: [neon], source: t}\n"
+        "memory: {total_mb: 512, budget_mb: 256, bandwidth_gbps: 2.0, source: t}\n"
+        "storage: {kind: sd, size_gb: 8, source: t}\nos: {name: Linux, version: '6'}\n"
+        "power: {typical_w: 2, max_w: 5, source: t}\nbackends: {gguf: {}}\n"
+    )
+    page = tmp_path / "plan.html"
+    result = invoke("plan", "zoo:smollm2", "-p", str(board), "-q", "f16", "--context", "2048", "--html", str(page))
+    assert result.exit_code == 1 and page.is_file()
+    html = page.read_text()
+    rows = section_rows(html, "ranked")
+    assert [(r[1], r[10]) for r in rows] == [("gguf-fp16@ctx2048", "does not fit")]
+    assert "budget 256.0 MB" in rows[0][11] and "none qualifies" in text_of(html)
+    assert "nothing to draw" in html  # no candidate was measured: no chart of guesses
