@@ -6,7 +6,8 @@ Models: the digits CNN (ONNX Runtime: fp16, int8-dynamic, int8-static; accuracy 
 outlier-channel transformer classifier of converters.zoo_text (int8 all layers and accuracy-aware int8, judged
 on its evaluation data), and SmolLM2-135M through llama.cpp (q8_0, q4_0; 1 - top-1 agreement with f32).
 Latencies are medians of interleaved calls (variant, fp32, variant, ...) on one thread. Writes
-benchmarks/results/quant_fidelity.json and prints one table.
+benchmarks/results/quant_fidelity.json, prints one table, and draws it in benchmarks/results/quant_fidelity.html
+(one size × latency × metric drop chart per model: the plan report's chart code).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from _timing import interleaved  # benchmarks/ is on sys.path when run as a scri
 import edge_sdk
 
 RESULTS = Path(__file__).parent / "results"
+DROP_BOUND = 0.01  # the plan's default bound on the accuracy drop: the chart's red end
 
 
 def _drop(variant: Any) -> float | None:
@@ -137,6 +139,59 @@ def main() -> None:
         ) + "\n"
     )  # fmt: skip
     print(f"wrote {out}")
+    page = RESULTS / "quant_fidelity.html"
+    page.write_text(report(rows), encoding="utf-8")
+    print(f"wrote {page}")
+
+
+def report(rows: list[dict]) -> str:
+    """One chart per model (size × latency × metric drop, against its float variant), drawn with the code the
+    plan report uses, and the table: a page that opens offline."""
+    from edge_sdk.apps.pages.html import document, section, table
+    from edge_sdk.apps.pages.svg import Point, scatter
+
+    sections = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == model]
+        points = [
+            Point(
+                r["size_ratio"],
+                r["latency_ratio"],
+                r["variant"],
+                None if r["metric_drop"] is None else min(1.0, max(0.0, r["metric_drop"]) / DROP_BOUND),
+                note=f"metric drop {r['metric_drop']}"
+                + (f"; float layers {r['float_layers']}" if r["float_layers"] else ""),
+                hollow=not r["passed"],
+            )
+            for r in mine
+        ]
+        chart = scatter(
+            points,
+            x_label="size vs fp32 (×)",
+            y_label="latency vs fp32 (×, lower is better)",
+            x_format=lambda v: f"{v:.2g}×",
+            y_format=lambda v: f"{v:.2g}×",
+            shade_label="metric drop",
+            shade_ends=("0", f"{DROP_BOUND:.0%} or more"),
+        )
+        sections.append(section(model, chart))
+    headers = ["model", "variant", "size ×", "metric drop", "latency ×", "gate", "float layers"]
+    body = [
+        [
+            r["model"],
+            r["variant"],
+            r["size_ratio"],
+            r["metric_drop"],
+            r["latency_ratio"],
+            "passed" if r["passed"] else "FAILED",
+            r["float_layers"],
+        ]
+        for r in rows
+    ]
+    sections.append(section("All variants", table(headers, body, numeric=(2, 3, 4))))
+    return document(
+        "What each quantization costs and buys", sections, subtitle=platform.processor() or platform.machine()
+    )
 
 
 if __name__ == "__main__":

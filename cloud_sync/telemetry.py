@@ -87,6 +87,20 @@ class TelemetryStore:
             rows = self._db.execute("SELECT item FROM items WHERE device = ? ORDER BY rowid", (device,)).fetchall()
         return [json.loads(r[0]) for r in rows]
 
+    def latest(self) -> list[tuple[str, int, float, dict[str, Any]]]:
+        """Per device that reported: (device, items stored, when the last arrived, the last item)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT device, COUNT(*), MAX(received_at), MAX(rowid) FROM items GROUP BY device ORDER BY device"
+            ).fetchall()
+            last = {
+                rowid: item
+                for rowid, item in self._db.execute(
+                    f"SELECT rowid, item FROM items WHERE rowid IN ({','.join('?' * len(rows))})", [r[3] for r in rows]
+                )
+            }
+        return [(device, int(n), float(at), json.loads(last[rowid])) for device, n, at, rowid in rows]
+
     def close(self) -> None:
         with self._lock:
             self._db.close()

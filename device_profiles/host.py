@@ -226,3 +226,12 @@ def available_memory_bytes() -> int:
     _, available_mb = _meminfo_mb()
     room_mb = _cgroup_room_mb()
     return (available_mb if room_mb is None else min(available_mb, room_mb)) * 1024 * 1024
+
+
+def process_resident_bytes() -> int | None:
+    """This process's resident memory now (VmRSS), or None where /proc does not say."""
+    try:
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmRSS:"))
+    except (OSError, StopIteration, ValueError):
+        return None

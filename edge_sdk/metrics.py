@@ -55,6 +55,11 @@ class Metrics:
                 for name, series in sorted(self._counters.items())
             }
 
+    def series(self, name: str) -> list[tuple[dict[str, str], float]]:
+        """One counter's series: (labels, value) pairs."""
+        with self._lock:
+            return [(dict(k), v) for k, v in sorted(self._counters.get(name, {}).items())]
+
     def render(self) -> str:
         lines: list[str] = []
         with self._lock:

@@ -12,6 +12,7 @@ import pytest
 # The cloud played in tests (receiver_app, gateway_helpers) lives in tests/cloud_sync; the daemon's and the
 # flasher's tests use it too, whichever folder pytest collects first.
 sys.path.insert(0, str(Path(__file__).parent / "cloud_sync"))
+sys.path.insert(0, str(Path(__file__).parent))  # helpers beside this file: system_packages, headless
 
 # The CLI's rich consoles read the width once, at import: make it wide enough for the tables under test.
 os.environ.setdefault("COLUMNS", "200")
@@ -175,3 +176,16 @@ def llama_server(tmp_path_factory):
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
+
+
+# --- a real headless browser for the pages (daemon status, gateway fleet, plan and bundle reports) ---
+
+
+@pytest.fixture(scope="session")
+def browser(tmp_path_factory):
+    """Debian's chromium, installed when missing (skipped where it cannot be; under CI=true a failure)."""
+    from headless import Browser, find_chromium
+    from system_packages import ensure_package
+
+    ensure_package(lambda: find_chromium() is not None, "chromium", "the page tests need a real browser")
+    return Browser(find_chromium(), tmp_path_factory.mktemp("chromium"))

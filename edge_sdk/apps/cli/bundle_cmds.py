@@ -9,7 +9,15 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from edge_sdk.apps.cli.common import EXIT_FAILED, console, err_console, human_bytes, load_npz, user_errors
+from edge_sdk.apps.cli.common import (
+    EXIT_FAILED,
+    console,
+    err_console,
+    human_bytes,
+    load_npz,
+    user_errors,
+    write_page,
+)
 from edge_sdk.apps.cli.convert import variant_table
 from edge_sdk.apps.cli.golden import check_golden_sets
 from edge_sdk.bundle import Bundle
@@ -21,10 +29,19 @@ BUNDLE_ARG = typer.Argument(..., help="A bundle directory or .edgebundle file.")
 def inspect_cmd(
     bundle: Path = BUNDLE_ARG,
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+    html_out: Path | None = typer.Option(
+        None, "--html", help="Write an HTML page here: variants, accuracy and the memory breakdown (opens offline)."
+    ),
 ) -> None:
     """Show what a bundle holds: variants, tensors, recipes, accuracy reports and fit per profile."""
     with user_errors():
         opened = Bundle.open(bundle)
+        if html_out is not None:
+            from edge_sdk.apps.pages.bundle_report import bundle_report
+
+            write_page(html_out, bundle_report(opened))
+            if not as_json:
+                return
     m = opened.manifest
     if as_json:
         typer.echo(m.model_dump_json(indent=2))

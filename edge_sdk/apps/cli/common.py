@@ -64,3 +64,19 @@ def human_bytes(n: int) -> str:
     from device_profiles.fit import human  # one formatter for the CLI and the fit reasons it shows
 
     return human(n)
+
+
+def write_page(path: Path, page: str) -> None:
+    """Write an HTML report (whole or not at all: a reader never sees half a page) and say where."""
+    from edge_sdk.errors import ConfigError
+
+    if path.is_dir():
+        raise ConfigError(f"cannot write the HTML report to {str(path)!r}: it is a directory; give a file name")
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        partial.write_text(page, encoding="utf-8")
+        partial.replace(path)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise ConfigError(f"cannot write the HTML report to {str(path)!r}: {exc.strerror}") from None
+    console.print(f"[green]wrote[/] {escape(str(path))}")

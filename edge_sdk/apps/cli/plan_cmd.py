@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from edge_sdk.apps.cli.common import console, err_console, human_bytes, user_errors
+from edge_sdk.apps.cli.common import console, err_console, human_bytes, user_errors, write_page
 from edge_sdk.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -42,6 +42,9 @@ def plan_cmd(
     prune: str | None = typer.Option(None, "--prune", help="Pruning ratios to try (default: 0,0.25,0.5)."),
     context: str | None = typer.Option(None, "--context", help="LLM context lengths (default: 512,1024,2048,4096)."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the plan here (it can be made again)."),
+    html_out: Path | None = typer.Option(
+        None, "--html", help="Write an HTML report here: a size × speed × accuracy chart and the ranked table."
+    ),
     from_json: Path | None = typer.Option(None, "--from", help="Make the plan of this plan file again."),
     workdir: Path | None = typer.Option(None, "--workdir", help="Keep the candidate bundles here."),
     eval_set: Path | None = typer.Option(
@@ -78,6 +81,11 @@ def plan_cmd(
         console.print(f"planning {count} candidate{'s' * (count != 1)} for {request.model} on {request.profile}")
         result = run_with_progress(request, workdir, evaluation, calibration_data)
     show_plan(result, json_out)
+    if html_out is not None:  # also when nothing qualifies: the report says why
+        from edge_sdk.apps.pages.plan_report import plan_report
+
+        with user_errors():
+            write_page(html_out, plan_report(result))
     if not result.ranked():
         with user_errors():
             result.best()  # raises with every candidate's reason

@@ -19,6 +19,7 @@ from edge_sdk.apps.daemon.gone import CLIENT_GONE, client_gone
 from edge_sdk.apps.daemon.jobs_routes import add_jobs_routes
 from edge_sdk.apps.daemon.openai_routes import add_openai_routes
 from edge_sdk.apps.daemon.pool import ModelPool
+from edge_sdk.apps.daemon.status_routes import PAGE_PATHS, add_status_routes
 from edge_sdk.apps.daemon.tensors import InferRequest, to_arrays, to_json
 from edge_sdk.apps.daemon.text_routes import add_text_routes
 from edge_sdk.errors import (
@@ -216,7 +217,7 @@ def create_app(pool: ModelPool, config: DaemonConfig) -> FastAPI:
     @app.middleware("http")
     async def auth_and_measure(request: Request, call_next: Any) -> Response:
         path = request.url.path
-        if config.api_keys and path not in PUBLIC_PATHS:
+        if config.api_keys and path not in PUBLIC_PATHS and path not in PAGE_PATHS:  # pages ask for the key
             header = request.headers.get("authorization", "")
             token = header[7:] if header.lower().startswith("bearer ") else ""
             if token not in config.api_keys:
@@ -305,6 +306,7 @@ def create_app(pool: ModelPool, config: DaemonConfig) -> FastAPI:
     add_openai_routes(app, pool, config)
     add_text_routes(app, pool, config)
     add_jobs_routes(app, pool, config)
+    add_status_routes(app, pool, config)
     return app
 
 
@@ -340,11 +342,10 @@ def explain_validation(errors: Sequence[Any]) -> tuple[str, str | None]:
 
 
 def _memory_gauges(metrics: Metrics, pool: ModelPool) -> None:
-    try:
-        with open("/proc/self/status") as fh:
-            rss = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmRSS:"))
+    from device_profiles.host import process_resident_bytes
+
+    rss = process_resident_bytes()
+    if rss is not None:
         metrics.set("edge_process_resident_bytes", rss)
-    except (OSError, StopIteration):
-        pass
     metrics.set("edge_models_loaded", len(pool.loaded()))
     metrics.set("edge_models_loaded_bytes", sum(m.bytes for m in pool.loaded()))

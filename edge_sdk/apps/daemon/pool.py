@@ -256,6 +256,11 @@ class ModelPool:
         extra = model.session.instance_bytes(purpose)
         return not extra or self.fits_now(model.name, model.bytes + extra)
 
+    def queue_state(self, name: str) -> tuple[int, int]:
+        """(running, waiting): `name`'s requests in the engine and in its queue now."""
+        gate = self._gates.get(name)
+        return (gate.running, gate.waiting) if gate is not None else (0, 0)
+
     def estimated_wait_s(self, name: str) -> float:
         """Queue wait a new request would meet: the requests ahead of it × recent service time / slots."""
         gate = self._gates.get(name)

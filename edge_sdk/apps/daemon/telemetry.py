@@ -20,23 +20,25 @@ from edge_sdk.apps.daemon.config import DaemonConfig
 from edge_sdk.apps.daemon.pool import ModelPool
 from edge_sdk.errors import QueueFullError
 from edge_sdk.metrics import Metrics
+from edge_sdk.version import __version__
 
 TELEMETRY_ENDPOINT = "/v1/telemetry"
 log = logging.getLogger("edge_sdk.telemetry")
 
 
 def snapshot(queue: OfflineQueue, pool: ModelPool, metrics: Metrics, ready: bool = True) -> dict[str, Any]:
-    """Counters (requests, route decisions, deliveries, ...), model versions, readiness, queue states.
-
-    A staged rollout at the gateway judges a device's health from these: the versions, `ready`, and the
-    request, 5xx and cloud-route counters (cloud_sync/rollouts.py).
-    """
+    """Counters (requests, route decisions, deliveries, ...), model versions and variants loaded, readiness, queue
+    states, the SDK's version: what the gateway's fleet page shows of this device. A staged rollout at the gateway
+    judges a device's health from the versions, `ready`, and the request, 5xx and cloud-route counters
+    (cloud_sync/rollouts.py)."""
     return {
         "at": time.time(),
         "host": socket.gethostname(),
+        "sdk": __version__,
         "ready": ready,
         "models": {name: pool.source.current_version(name) for name in pool.source.names()},
         "loaded": sorted(m.name for m in pool.loaded()),
+        "variants": {m.name: m.variant.id for m in pool.loaded()},
         "counters": metrics.counters(),
         "queue": queue.counts(),
     }

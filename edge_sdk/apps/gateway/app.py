@@ -32,6 +32,7 @@ from edge_sdk.apps.daemon.pool import BundleSource
 from edge_sdk.apps.daemon.server import build
 from edge_sdk.apps.gateway.config import GatewayConfig
 from edge_sdk.apps.gateway.devices import PUBLISHER, DeviceAuth, caller_of
+from edge_sdk.apps.gateway.fleet_routes import PAGE_PATHS, add_fleet_routes
 from edge_sdk.apps.gateway.registry_routes import PREFIX, add_registry_routes
 from edge_sdk.apps.gateway.rollout_routes import add_rollout_routes, evaluate
 from edge_sdk.apps.gateway.telemetry_routes import add_telemetry_routes
@@ -79,6 +80,7 @@ def build_gateway(source: BundleSource, config: GatewayConfig) -> FastAPI:
         rollouts=rollouts,
     )
     app.state.registry, app.state.telemetry, app.state.rollouts = registry, telemetry, rollouts
+    add_fleet_routes(app, telemetry, registry, devices=config.devices, publishers=config.publishers)
 
     app.mount("", daemon)  # everything the routes above do not take
     idempotency = IdempotencyStore(
@@ -87,8 +89,9 @@ def build_gateway(source: BundleSource, config: GatewayConfig) -> FastAPI:
     app.add_middleware(IdempotentExceptUploads, store=idempotency)
     # added last, so outermost: idempotency keys on the device it authenticated, and a refusal never gets in
     app.add_middleware(
-        DeviceAuth, devices=config.devices, publishers=config.publishers, metrics=pool.metrics, seen=rollouts
-    )
+        DeviceAuth, devices=config.devices, publishers=config.publishers, metrics=pool.metrics, seen=rollouts,
+        public_paths=("/health/live", "/health/ready", *PAGE_PATHS),  # the fleet page asks for its key itself
+    )  # fmt: skip
 
     return app
 

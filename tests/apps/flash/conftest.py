@@ -1,19 +1,18 @@
 """A real OpenSSH server on loopback that plays the board, and signed bundle versions to flash onto it.
 
 The "board" is this machine: the remote command is this interpreter running this checkout's edge-sdk.
-sshd comes from Debian's openssh-server, installed here when missing (as root or with password-less sudo,
-with apt); else the tests skip.
+sshd comes from Debian's openssh-server, installed here when missing (tests/system_packages.py: as root or with
+password-less sudo, with apt); else the tests skip (fail under CI=true).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
+from system_packages import ensure_package  # tests/ is on sys.path (tests/conftest.py)
 
 from edge_sdk.apps.flash import FlashOptions
 from edge_sdk.apps.flash.loopback import SSHD, LoopbackSSHD, free_port, start_sshd
@@ -22,32 +21,8 @@ from edge_sdk.bundle.signing import generate_keypair, write_signature
 from edge_sdk.errors import DeviceError
 
 
-def _as_root() -> list[str] | None:
-    """How to run apt-get: directly as root, through password-less sudo (CI runners), or not at all."""
-    if os.geteuid() == 0:
-        return []
-    if shutil.which("sudo") and subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode == 0:
-        return ["sudo", "-n", "env", "DEBIAN_FRONTEND=noninteractive"]
-    return None
-
-
 def _ensure_sshd() -> None:
-    if SSHD.exists():
-        return
-    root = _as_root()
-    if root is None or not shutil.which("apt-get"):
-        why = "needs OpenSSH's /usr/sbin/sshd: run `apt-get install openssh-server` as root"
-        if os.environ.get("CI"):
-            pytest.fail(why)  # CI must run the flash tests, never skip them quietly
-        pytest.skip(why)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = [*root, "apt-get", "install", "-y", "-q", "--no-install-recommends", "openssh-server"]
-    done = subprocess.run(install, capture_output=True, text=True, env=env, timeout=900)
-    if done.returncode != 0:  # a fresh machine may have no package lists yet
-        subprocess.run([*root, "apt-get", "update", "-q"], capture_output=True, env=env, timeout=900)
-        done = subprocess.run(install, capture_output=True, text=True, env=env, timeout=900)
-    if not SSHD.exists():
-        pytest.fail(f"installing openssh-server failed: {done.stderr[-800:]}")
+    ensure_package(SSHD.exists, "openssh-server", "needs OpenSSH's /usr/sbin/sshd")
 
 
 class Board(LoopbackSSHD):
