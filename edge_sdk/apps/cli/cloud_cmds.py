@@ -7,14 +7,25 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TransferSpeedColumn
+from rich.progress import BarColumn, Progress, TaskID
 
-from edge_sdk.apps.cli.common import EXIT_FAILED, console, err_console, user_errors
+from edge_sdk.apps.cli.common import (
+    EXIT_FAILED,
+    console,
+    err_console,
+    human_lines_to_stderr,
+    json_option,
+    print_json,
+    transfer_columns,
+    user_errors,
+)
+from edge_sdk.apps.cli.serve_cmds import LOG_FORMAT_OPT, LOG_LEVEL_OPT
 from edge_sdk.apps.cli.store_cmds import STORE_OPT, _announce, _golden_check
 from edge_sdk.errors import ConfigError
 
 if TYPE_CHECKING:
     from cloud_sync.registry import RegistryEntry
+    from cloud_sync.sync import SyncReport
 
 cloud_app = typer.Typer(
     help="The cloud side: a gateway devices forward to, with a bundle registry they pull updates from.",
@@ -27,7 +38,7 @@ TRUST_HELP = "Public key (PEM) bundles must be signed by; repeatable. Unsigned b
 
 def _bar() -> Progress:
     return Progress(
-        "[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+        "[progress.description]{task.description}", BarColumn(), *transfer_columns(),
         console=console, transient=True,
     )  # fmt: skip
 
@@ -71,6 +82,8 @@ def serve_cmd(
         help="Own language models' context in tokens (default 2048): a gateway can serve longer "
         "prompts than its devices.",
     ),
+    log_level: str = LOG_LEVEL_OPT,
+    log_format: str = LOG_FORMAT_OPT,
 ) -> None:
     """Run the cloud gateway: devices authenticate with their own key; OpenAI requests are answered from the
     gateway's bundles or passed to --upstream; /v1/telemetry is stored; /v1/registry/bundles publishes, lists
@@ -105,13 +118,16 @@ def serve_cmd(
             upstream_timeout_s=upstream_timeout,
             max_upload_bytes=int(max_upload_mb * 1024 * 1024),
             idempotency_lease_s=idempotency_lease,
-            daemon=daemon_config(host=host, port=port, concurrency_per_model=concurrency, context=context),
+            daemon=daemon_config(
+                host=host,
+                port=port,
+                concurrency_per_model=concurrency,
+                context=context,
+                log_level=log_level.lower(),
+                log_format=log_format.lower(),
+            ),
         )
         gateway = build_gateway(source, config)  # an unusable registry or database is refused before binding
-    import logging
-
-    # the gateway's per-device request log, beside uvicorn's own
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     own = ", ".join(source.names()) or "none"
     typer.echo(
         f"cloud gateway on http://{host}:{port}: own models {own}; upstream {upstream or 'none'}; registry {registry}",
@@ -154,6 +170,7 @@ def sync_cmd(
     version: str | None = typer.Option(None, "--version", help="Install this version of the one --name model."),
     no_check: bool = typer.Option(False, "--no-check", help="Skip re-running golden sets (digests still checked)."),
     attempts: int = typer.Option(4, "--attempts", help="Tries per download; each resumes where the last stopped."),
+    as_json: bool = json_option(),
 ) -> None:
     """Pull newer bundle versions from a gateway's registry into a device store: download (resuming a cut
     download with HTTP Range), check the sha256, verify and install atomically as `edge-sdk install` does.
@@ -163,7 +180,7 @@ def sync_cmd(
     from edge_sdk.bundle.signing import load_trusted
     from edge_sdk.store import BundleStore
 
-    with user_errors():
+    with user_errors(), human_lines_to_stderr(as_json):
         keys = [load_trusted(p) for p in trust] if trust else None
         opened = BundleStore(store)
         with (
@@ -187,6 +204,12 @@ def sync_cmd(
                 check=_announce if no_check else _golden_check,
                 progress=progress,
             )
+    refused = any(r.outcome is Outcome.REFUSED for r in reports)
+    if as_json:
+        print_json({"from": source, "store": str(store), "reports": [_report_json(r) for r in reports]})
+        if refused:
+            raise typer.Exit(EXIT_FAILED)
+        return
     for r in reports:
         colour = {
             Outcome.INSTALLED: "green",
@@ -202,5 +225,20 @@ def sync_cmd(
         (err_console if r.outcome is Outcome.REFUSED else console).print(line, highlight=False)
     if not reports:
         console.print(f"the registry at {source} has nothing to sync", highlight=False)
-    if any(r.outcome is Outcome.REFUSED for r in reports):
+    if refused:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _report_json(r: SyncReport) -> dict[str, object]:
+    """One model of `sync --json`: what the registry offered, the active version before and after, why."""
+    download = r.download
+    return {
+        "name": r.name,
+        "offered": r.offered,
+        "active_before": r.active_before,
+        "active_after": r.active_after,
+        "outcome": r.outcome.value,
+        "detail": r.detail,
+        "downloaded_bytes": download.received if download else None,
+        "resumed_from": download.resumed_from if download else None,
+    }

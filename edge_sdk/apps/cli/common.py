@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import typer
@@ -60,7 +61,65 @@ def load_npz(path: Path, what: str) -> dict[str, np.ndarray]:
         raise ConfigError(f"{what} file {str(path)!r} is not a readable .npz of arrays: {exc}") from None
 
 
+def parse_share(text: str, option: str = "--max-accuracy-drop") -> float:
+    """A share written as a percentage or a fraction, the same in every command: '1%' -> 0.01, '0.01' -> 0.01."""
+    from edge_sdk.errors import ConfigError
+
+    raw = text.strip()
+    try:
+        share = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise ConfigError(f"{option} {text!r} is not a share; write it as 1% or 0.01") from None
+    if not 0 <= share <= 1:
+        raise ConfigError(f"{option} {text!r} is outside 0..1 (0%..100%)")
+    return share
+
+
 def human_bytes(n: int) -> str:
     from device_profiles.fit import human  # one formatter for the CLI and the fit reasons it shows
 
     return human(n)
+
+
+JSON_OPT_HELP = "Print the result as one JSON document on stdout (shape: README, 'JSON output'); nothing else there."
+
+
+def json_option(help_text: str = JSON_OPT_HELP) -> Any:
+    return typer.Option(False, "--json", help=help_text)
+
+
+def print_json(document: object) -> None:
+    """The one JSON document a `--json` command prints: indented, UTF-8, nothing else on stdout."""
+    import json
+
+    typer.echo(json.dumps(document, indent=2, ensure_ascii=False, default=str))
+
+
+def transfer_columns() -> tuple[Any, ...]:
+    """Bytes done / total and speed for a progress bar, in the binary units every other output uses."""
+    from rich.progress import DownloadColumn, ProgressColumn, Task
+    from rich.text import Text
+
+    class BinarySpeedColumn(ProgressColumn):  # rich's TransferSpeedColumn is decimal (kB/s) only
+        def render(self, task: Task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text("?" if speed is None else f"{human_bytes(int(speed))}/s", style="progress.data.speed")
+
+    return DownloadColumn(binary_units=True), BinarySpeedColumn()
+
+
+@contextlib.contextmanager
+def human_lines_to_stderr(enabled: bool = True) -> Iterator[None]:
+    """With --json: what the command would tell a person (progress, golden checks) goes to stderr, so stdout
+    holds the JSON document only."""
+    import sys
+
+    if not enabled:
+        yield
+        return
+    previous = console.file
+    console.file = sys.stderr
+    try:
+        yield
+    finally:
+        console.file = previous

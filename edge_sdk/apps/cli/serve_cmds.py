@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import shlex
 import sys
 from pathlib import Path
@@ -15,6 +14,16 @@ from edge_sdk.errors import ConfigError, choices
 
 if TYPE_CHECKING:
     from edge_sdk.apps.daemon.pool import BundleSource
+
+LOG_LEVEL_OPT = typer.Option(
+    "info", "--log-level", help="Least severe log lines shown: debug, info, warning or error.", metavar="LEVEL"
+)
+LOG_FORMAT_OPT = typer.Option(
+    "text",
+    "--log-format",
+    help="text, or json: one object a line (time, level, logger, message and the event's fields) for collectors.",
+    metavar="FORMAT",
+)
 
 daemon_app = typer.Typer(help="Install the daemon as a system service.", no_args_is_help=True)
 
@@ -100,6 +109,8 @@ def serve_cmd(
         "--device-id",
         help="Device id sent with telemetry (default: none; the cloud knows the device by its key).",
     ),
+    log_level: str = LOG_LEVEL_OPT,
+    log_format: str = LOG_FORMAT_OPT,
 ) -> None:
     """Serve bundles over HTTP: OpenAI-compatible /v1/chat/completions, /v1/completions, /v1/embeddings,
     /v1/models; /v1/infer/{model} for tensor models; /health/live, /health/ready and /metrics.
@@ -163,10 +174,10 @@ def serve_cmd(
                 delivery_max_backoff_s=delivery_max_backoff,
                 device_id=device_id,
             ),
+            log_level=log_level.lower(),
+            log_format=log_format.lower(),
         )
     typer.echo(f"serving {', '.join(source.names())} on http://{host}:{port}", err=True)
-    # The daemon's own log lines (a route per request, the breaker's moves) beside uvicorn's.
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     with user_errors():
         serve(source, config)
 

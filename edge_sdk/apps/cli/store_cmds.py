@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich import box
 from rich.table import Table
 
-from edge_sdk.apps.cli.common import console, user_errors
+from edge_sdk.apps.cli.common import console, json_option, print_json, user_errors
 from edge_sdk.apps.cli.golden import check_golden_sets
+from edge_sdk.apps.cli.tables import add_id_column
 from edge_sdk.bundle import Bundle
 from edge_sdk.errors import BackendUnavailableError, StoreError
 from edge_sdk.store import BundleStore, InstalledModel
@@ -68,19 +70,27 @@ def rollback_cmd(
     console.print(f"[green]rolled back[/] {_describe(model)}", highlight=False)
 
 
-def models_cmd(store: Path = STORE_OPT) -> None:
+def models_cmd(store: Path = STORE_OPT, as_json: bool = json_option()) -> None:
     """List the models installed in a store: active, previous and every installed version."""
     with user_errors():
         models = BundleStore(store).list()
+    if as_json:
+        print_json({"store": str(store), "models": [_model_json(m) for m in models]})
+        return
     if not models:
         console.print(f"no models installed in {store}", highlight=False)
         return
-    table = Table(title=f"models in {store}")
-    for column in ("model", "active", "previous", "versions"):
-        table.add_column(column)
+    table = Table(title=f"models in {store}", box=box.SIMPLE_HEAVY, pad_edge=False)
+    add_id_column(table, "model", (m.name for m in models))
+    for column in ("active", "previous", "versions"):
+        table.add_column(column, overflow="fold")
     for m in models:
         table.add_row(m.name, m.active or "[dim]none[/]", m.previous or "", ", ".join(m.versions))
     console.print(table)
+
+
+def _model_json(m: InstalledModel) -> dict[str, object]:
+    return {"name": m.name, "active": m.active, "previous": m.previous, "versions": list(m.versions)}
 
 
 def _describe(model: InstalledModel) -> str:

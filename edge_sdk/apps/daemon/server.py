@@ -62,12 +62,16 @@ def run(app: FastAPI, config: DaemonConfig) -> None:
     in-flight ones drain (up to the drain timeout), then the listener closes and the pool with it."""
     import uvicorn
 
+    from edge_sdk.apps.daemon.logs import configure_logging
+
+    configure_logging(config.log_level, config.log_format)
     server = uvicorn.Server(
         uvicorn.Config(
             app,
             host=config.host,
             port=config.port,
-            log_level="info",
+            log_config=None,  # configure_logging's handler and format, for uvicorn's lines too
+            log_level=config.log_level,
             http=header_timeout_protocol(config.header_timeout_s),
             limit_concurrency=config.max_connections,  # beyond: 503 at once, before the app sees the request
             timeout_graceful_shutdown=int(config.drain_timeout_s) or None,
