@@ -88,7 +88,7 @@ def convert(
         >>> bundle = edge_sdk.convert("zoo:digits-cnn", backend="onnx", quantize=["none", "int8-static"],
         ...                           profile="rpi4", output="digits.bundle")
         >>> bundle.variants[1]
-        Variant('onnx-int8-static', onnx, int8, 0.04 MiB, gate passed, rpi4: fits)
+        Variant('onnx-int8-static', onnx, int8-static, 0.05 MiB, gate passed, rpi4: fits)
     """
     from converters.pipeline import ConvertOptions
     from converters.pipeline import convert as run_pipeline

@@ -114,7 +114,7 @@ class Variant(_Strict):
         gate = "no gate" if self.accuracy is None else ("gate passed" if self.accuracy.passed else "gate FAILED")
         fits = ", ".join(f"{p}: {'fits' if r.fits else 'no'}" for p, r in self.fit.items())
         return (
-            f"Variant({self.id!r}, {self.backend.value}, {self.recipe.precision}, "
+            f"Variant({self.id!r}, {self.backend.value}, {self.recipe.quantization.value}, "
             f"{self.size_bytes / 1024 / 1024:.2f} MiB, {gate}{', ' + fits if fits else ''})"
         )
 

@@ -117,9 +117,17 @@ def human_lines_to_stderr(enabled: bool = True) -> Iterator[None]:
     if not enabled:
         yield
         return
-    previous = console.file
+    # rich's `file` falls back to whatever sys.stdout is at each print; restore that fallback, not today's stdout
+    previous = console._file
     console.file = sys.stderr
     try:
         yield
     finally:
-        console.file = previous
+        console._file = previous
+
+
+def complete_profile(incomplete: str) -> list[str]:
+    """Shell completion of a profile id (a YAML path completes as a file name in the shell)."""
+    from device_profiles.loader import profile_ids
+
+    return [p for p in profile_ids() if p.startswith(incomplete)]

@@ -8,7 +8,7 @@ import numpy as np
 import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from edge_sdk.apps.cli.common import console, load_npz, parse_share, read_chat_template, user_errors
+from edge_sdk.apps.cli.common import complete_profile, console, load_npz, parse_share, read_chat_template, user_errors
 from edge_sdk.apps.cli.tables import variant_table
 from edge_sdk.errors import ConfigError
 from edge_sdk.types import Backend, QuantScheme, Task, parse_shape
@@ -66,7 +66,11 @@ def convert_cmd(
         "With --backend gguf and a .gguf: 'as-is' bundles the file unchanged (any architecture llama.cpp loads).",
     ),
     profile: list[str] = typer.Option(
-        [], "--profile", "-p", help="Device profile id (see `edge-sdk profiles list`) or a YAML file; repeatable."
+        [],
+        "--profile",
+        "-p",
+        help="Device profile id (see `edge-sdk profiles list`) or a YAML file; repeatable.",
+        autocompletion=complete_profile,
     ),
     output: Path = typer.Option(..., "--output", "-o", help="Directory to write the bundle to."),
     input_shape: str | None = typer.Option(

@@ -10,7 +10,14 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from edge_sdk.apps.cli.common import EXIT_FAILED, console, human_bytes, json_option, user_errors
+from edge_sdk.apps.cli.common import (
+    EXIT_FAILED,
+    complete_profile,
+    console,
+    human_bytes,
+    json_option,
+    user_errors,
+)
 from edge_sdk.apps.cli.tables import add_id_column
 from edge_sdk.bundle import FitReport
 
@@ -18,7 +25,11 @@ from edge_sdk.bundle import FitReport
 def fit_cmd(
     bundle: Path = typer.Argument(..., help="A bundle directory or .edgebundle file."),
     profile: str = typer.Option(
-        ..., "--profile", "-p", help="Device profile id (see `edge-sdk profiles list`) or a YAML file."
+        ...,
+        "--profile",
+        "-p",
+        help="Device profile id (see `edge-sdk profiles list`) or a YAML file.",
+        autocompletion=complete_profile,
     ),
     context: int | None = typer.Option(
         None, "--context", help="LLM context length to budget the KV cache for (default: the runtime's, 2048)."

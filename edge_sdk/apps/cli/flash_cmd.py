@@ -14,6 +14,7 @@ from rich.table import Table
 
 from edge_sdk.apps.cli.common import (
     EXIT_FAILED,
+    complete_profile,
     console,
     err_console,
     human_bytes,
@@ -40,10 +41,14 @@ def flash_cmd(
         None, "--targets", help="A file of targets, one `URL [PROFILE]` a line (# comments)."
     ),
     profile: str | None = typer.Option(
-        None, "--profile", "-p", help="Device profile (id or YAML) of the --to targets, for the fit check."
+        None,
+        "--profile",
+        "-p",
+        help="Device profile (id or YAML) of the --to targets, for the fit check.",
+        autocompletion=complete_profile,
     ),
     activate: bool = typer.Option(False, "--activate", help="Make the new version the active one on the device."),
-    identity: Path | None = typer.Option(None, "--identity", "-i", help="SSH private key (default: agent, ~/.ssh)."),
+    identity: Path | None = typer.Option(None, "--identity", help="SSH private key (default: agent, ~/.ssh)."),
     known_hosts: Path | None = typer.Option(
         None, "--known-hosts", help="known_hosts file to check boards against (default ~/.ssh/known_hosts)."
     ),

@@ -62,4 +62,4 @@ tidy(app)
 
 
 def main() -> None:
-    app()
+    app(prog_name="edge-sdk")  # also under `python -m edge_sdk.cli`: one name in usage lines and completion

@@ -12,7 +12,15 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from edge_sdk.apps.cli.common import console, err_console, human_bytes, json_option, parse_share, user_errors
+from edge_sdk.apps.cli.common import (
+    complete_profile,
+    console,
+    err_console,
+    human_bytes,
+    json_option,
+    parse_share,
+    user_errors,
+)
 from edge_sdk.apps.cli.tables import add_id_column
 from edge_sdk.errors import ConfigError
 
@@ -27,7 +35,9 @@ def plan_cmd(
     model: str | None = typer.Argument(
         None, help="'zoo:digits-cnn', 'file.py:factory', a .onnx, or for LLMs 'zoo:smollm2', a .gguf, a HF directory."
     ),
-    profile: str | None = typer.Option(None, "--profile", "-p", help="Device profile id or YAML file."),
+    profile: str | None = typer.Option(
+        None, "--profile", "-p", help="Device profile id or YAML file.", autocompletion=complete_profile
+    ),
     objective: str = typer.Option("latency", "--objective", help="Rank by: latency, size or accuracy."),
     max_accuracy_drop: str = typer.Option(
         "1%", "--max-accuracy-drop", help="Largest allowed drop of accuracy (LLMs: of top-1 agreement): 1% or 0.01."

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from device_profiles.loader import load_profile, profile_ids
 from device_profiles.schema import DeviceProfile
-from edge_sdk.apps.cli.common import json_option, print_json
+from edge_sdk.apps.cli.common import complete_profile, json_option, print_json
 from edge_sdk.errors import EdgeSDKError
 
 EXIT_BAD_PROFILE = 2
@@ -164,7 +164,9 @@ def _backends_table(p: DeviceProfile) -> Table:
 
 @profiles_app.command("show")
 def show_cmd(
-    profile: str = typer.Argument(help="A profile id (see `edge-sdk profiles list`) or the path of a YAML file."),
+    profile: str = typer.Argument(
+        help="A profile id (see `edge-sdk profiles list`) or the path of a YAML file.", autocompletion=complete_profile
+    ),
     as_json: bool = json_option(),
 ) -> None:
     """Every section of one profile, with the datasheet or measurement each number comes from."""
