@@ -89,10 +89,23 @@ def json_option(help_text: str = JSON_OPT_HELP) -> Any:
 
 
 def print_json(document: object) -> None:
-    """The one JSON document a `--json` command prints: indented, UTF-8, nothing else on stdout."""
+    """The one JSON document a `--json` command prints: indented, UTF-8, nothing else on stdout. NaN and
+    infinities (a model's outputs may hold them) become null: JSON has no such numbers."""
     import json
 
-    typer.echo(json.dumps(document, indent=2, ensure_ascii=False, default=str))
+    typer.echo(json.dumps(_finite(document), indent=2, ensure_ascii=False, default=str, allow_nan=False))
+
+
+def _finite(value: object) -> object:
+    import math
+
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def transfer_columns() -> tuple[Any, ...]:

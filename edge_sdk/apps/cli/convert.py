@@ -114,12 +114,10 @@ def convert_cmd(
     allow_failed: bool = typer.Option(
         False, "--allow-failed", help="Keep variants outside tolerance (marked failed) instead of refusing."
     ),
-    min_delegated: float | None = typer.Option(
+    min_delegated: str | None = typer.Option(
         None,
         "--min-delegated",
-        min=0.0,
-        max=1.0,
-        help="ExecuTorch: fail unless at least this share of compute runs in the XNNPACK delegate (e.g. 0.9).",
+        help="ExecuTorch: fail unless at least this share of compute runs in the XNNPACK delegate: 90% or 0.9.",
     ),
     prune: float = typer.Option(
         0.0,
@@ -157,6 +155,7 @@ def convert_cmd(
 
     with user_errors():
         drop = parse_share(max_accuracy_drop) if max_accuracy_drop is not None else None
+        delegated = parse_share(min_delegated, "--min-delegated") if min_delegated is not None else None
     if auto:
         from edge_sdk.apps.cli.plan_cmd import convert_auto
 
@@ -212,7 +211,7 @@ def convert_cmd(
                 eval_data=(eval_inputs, labels) if eval_inputs is not None else None,
                 max_accuracy_drop=drop,
                 allow_failed=allow_failed,
-                min_delegated=min_delegated,
+                min_delegated=delegated,
                 prune=prune,
                 sparsity=sparsity,
                 train_data=train_data,

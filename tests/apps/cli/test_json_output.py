@@ -132,3 +132,22 @@ def test_convert_and_plan_take_the_accuracy_drop_in_the_same_syntax(command, tmp
         app, [*command, "zoo:digits-cnn", "-p", "rpi4", "-o", str(tmp_path / "b"), "--max-accuracy-drop", "150%"]
     )
     assert over.exit_code == 1 and "outside 0..1" in over.output
+
+
+def test_shares_take_a_percentage_or_a_fraction_everywhere(tmp_path: Path):
+    from edge_sdk.apps.cli.common import parse_share
+
+    assert parse_share("1%") == parse_share("0.01") == pytest.approx(0.01)
+    assert parse_share("90%", "--min-delegated") == pytest.approx(0.9)
+    over = runner.invoke(
+        app, ["convert", "zoo:digits-cnn", "-b", "executorch", "-o", str(tmp_path / "b"), "--min-delegated", "120%"]
+    )
+    assert over.exit_code == 1 and "--min-delegated '120%' is outside 0..1" in over.output
+
+
+def test_json_has_no_nan(capsys):
+    """A model's outputs may hold NaN or infinity; JSON has no such numbers, so they are null."""
+    from edge_sdk.apps.cli.common import print_json
+
+    print_json({"values": [1.5, float("nan"), float("-inf")], "mean": float("nan")})
+    assert json.loads(capsys.readouterr().out) == {"values": [1.5, None, None], "mean": None}
