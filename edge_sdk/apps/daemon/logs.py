@@ -15,8 +15,6 @@ from typing import Any, Literal
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["text", "json"]
-LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")
-LOG_FORMATS: tuple[str, ...] = ("text", "json")
 
 TEXT_FORMAT = "%(levelname)s:     %(name)s: %(message)s"  # beside uvicorn's own "INFO:     ..." lines
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "taskName"}
