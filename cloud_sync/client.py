@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import logging
 import random
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -20,6 +21,8 @@ import httpx
 
 from cloud_sync.breaker import CircuitBreaker
 from edge_sdk.errors import CloudResponseError, CloudUnavailableError, ConfigError
+
+log = logging.getLogger("edge_sdk.cloud")
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 CONNECT_TIMEOUT_S = 5.0
@@ -197,13 +200,26 @@ class CloudClient:
     async def _wait_or_give_up(self, path: str, attempt: int, failure: _Retryable) -> None:
         policy = self.retry
         asked = failure.retry_after_s
+        fields = {"event": "cloud_attempt", "url": f"{self.base_url}{path}", "attempt": attempt, "error": failure.why}
         if attempt >= policy.attempts or (asked is not None and asked > policy.max_retry_after_s):
             tries = f"{attempt} attempt{'s' if attempt > 1 else ''}"
+            log.warning(
+                "cloud call to %s%s failed on attempt %d, giving up: %s",
+                *(self.base_url, path, attempt, failure.why),
+                extra={**fields, "outcome": "gave_up"},
+            )
             raise CloudUnavailableError(
                 f"the cloud at {self.base_url}{path} did not answer after {tries}: {failure.why}",
                 retry_after_s=asked,
             )
-        await asyncio.sleep(max(policy.backoff(attempt - 1), asked or 0.0))
+        delay = max(policy.backoff(attempt - 1), asked or 0.0)
+        fields |= {"outcome": "retry", "retry_in_s": round(delay, 3)}
+        log.warning(
+            "cloud call to %s%s failed on attempt %d, retrying in %.1f s: %s",
+            *(self.base_url, path, attempt, delay, failure.why),
+            extra=fields,
+        )
+        await asyncio.sleep(delay)
 
 
 def _status_failure(response: httpx.Response) -> _Retryable:

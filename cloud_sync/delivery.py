@@ -214,7 +214,48 @@ class DeliveryLoop:
         return Outcome(item.id, ItemState.QUEUED, status, error=error, delay_s=self._paused_until - now)
 
     def _count(self, item: QueueItem, outcome: Outcome) -> None:
+        """The metric and one log line per delivery attempt (a failure says why and when it is tried again)."""
+        retry = "retry" if outcome.status is not None else "unreachable"
+        name = {ItemState.DONE: "done", ItemState.FAILED: "failed"}.get(outcome.state, retry)
         if self.metrics is not None:
-            retry = "retry" if outcome.status is not None else "unreachable"
-            name = {ItemState.DONE: "done", ItemState.FAILED: "failed"}.get(outcome.state, retry)
             self.metrics.inc("edge_queue_deliveries_total", kind=item.kind.value, outcome=name)
+        fields: dict[str, object] = {
+            "event": "delivery",
+            "item": item.id,
+            "kind": item.kind.value,
+            "endpoint": item.endpoint,
+            "attempt": item.attempts,
+            "outcome": name,
+            "status": outcome.status,
+        }
+        if outcome.state is ItemState.DONE:
+            log.info(
+                "delivered %s %s on attempt %d (HTTP %s)",
+                item.kind.value,
+                item.id,
+                item.attempts,
+                outcome.status,
+                extra=fields,
+            )
+            return
+        fields["error"] = outcome.error
+        if outcome.state is ItemState.FAILED:
+            log.error(
+                "delivery of %s %s failed for good on attempt %d: %s",
+                item.kind.value,
+                item.id,
+                item.attempts,
+                outcome.error,
+                extra=fields,
+            )
+            return
+        fields["retry_in_s"] = round(outcome.delay_s, 3)
+        log.warning(
+            "delivery of %s %s failed on attempt %d, retrying in %.1f s: %s",
+            item.kind.value,
+            item.id,
+            item.attempts,
+            outcome.delay_s,
+            outcome.error,
+            extra=fields,
+        )

@@ -253,6 +253,33 @@ class OfflineQueue:
             raise UnknownItemError(f"no job or telemetry item with id {item_id!r} in this queue")
         return _item(row)
 
+    def list_items(
+        self,
+        kind: ItemKind,
+        *,
+        states: frozenset[ItemState] | None = None,
+        limit: int = 20,
+        after: str | None = None,
+    ) -> tuple[list[QueueItem], bool]:
+        """Items of one kind, newest first, optionally only in `states`; `after` is the id of the last item of the
+        previous page. Returns (page, whether more follow). An unknown `after` raises UnknownItemError."""
+        where, args = ["kind = ?"], [ItemKind(kind).value]
+        if states:
+            where.append(f"state IN ({','.join('?' * len(states))})")
+            args += sorted(s.value for s in states)
+        with self._mutex:
+            if after is not None:
+                row = self._db.execute("SELECT seq FROM items WHERE id = ?", (after,)).fetchone()
+                if row is None:
+                    raise UnknownItemError(f"no item with id {after!r} in this queue to page after")
+                where.append("seq < ?")
+                args.append(row[0])
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM items WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?",
+                (*args, limit + 1),
+            ).fetchall()
+        return [_item(r) for r in rows[:limit]], len(rows) > limit
+
     def counts(self) -> dict[str, int]:
         """Items per state (every state listed, zeros included)."""
         with self._mutex:

@@ -70,12 +70,24 @@ class Candidate(_Frozen):
     accuracy_drop: float | None = None
     rank: int | None = None
 
+    def __repr__(self) -> str:
+        where = f"rank {self.rank}" if self.rank is not None else f"{self.status}: {'; '.join(self.reasons)[:80]}"
+        size = f", {self.size_bytes / 1024 / 1024:.2f} MiB" if self.size_bytes else ""
+        accuracy = f", accuracy {self.accuracy:.4f}" if self.accuracy is not None else ""
+        return f"Candidate({self.id!r}, {where}{size}{accuracy})"
+
 
 class Plan(_Frozen):
     request: PlanRequest
     profile_id: str = ""
     created_by: str = f"edge-sdk {__version__}"
     candidates: tuple[Candidate, ...]
+
+    def __repr__(self) -> str:
+        ranked = self.ranked()
+        best = f"best {ranked[0].id!r}" if ranked else "none qualifies"
+        r = self.request
+        return f"<Plan for {r.model} on {r.profile} by {r.objective.value}: {len(self.candidates)} candidates, {best}>"
 
     def ranked(self) -> list[Candidate]:
         return sorted((c for c in self.candidates if c.rank is not None), key=lambda c: c.rank or 0)

@@ -36,7 +36,8 @@ _PART_NAMES = {
 
 
 def human(n: float) -> str:
-    for unit, size in (("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
+    """Bytes in binary units, labelled as such (1 MiB = 1024² bytes): the one convention of every output."""
+    for unit, size in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
         if abs(n) >= size:
             return f"{n / size:.1f} {unit}"
     return f"{n:.0f} B"

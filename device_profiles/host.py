@@ -115,7 +115,7 @@ def _cpu_model(arch: str, info: dict[str, str]) -> str:
 
 
 def _meminfo_mb() -> tuple[int, int]:
-    """(MemTotal, MemAvailable) in MB, from /proc/meminfo or sysconf."""
+    """(MemTotal, MemAvailable) in MiB, from /proc/meminfo or sysconf."""
     kb: dict[str, int] = {}
     for line in (_read("/proc/meminfo") or "").splitlines():
         key, _, rest = line.partition(":")
@@ -204,7 +204,7 @@ def detect_host() -> DeviceProfile:
                 budget_mb=max(int(usable_mb * BUDGET_SHARE), 1),
                 bandwidth_gbps=max(bandwidth, 0.1),
                 source="detected from /proc/meminfo (budget = 70% of MemAvailable, capped by the cgroup memory "
-                "limit) and a single-thread numpy copy of 64 MB (read + write, best of a few) on this machine",
+                "limit) and a single-thread numpy copy of 64 MiB (read + write, best of a few) on this machine",
             ),
             "storage": Storage(
                 kind="disk", size_gb=disk_gb, source="detected from shutil.disk_usage('/') on this machine"

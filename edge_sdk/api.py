@@ -84,6 +84,12 @@ def convert(
     int8 follows a recipe for the model's kind (transformers: only MatMul/Gemm quantized); `calibration_method`
     (minmax, entropy, percentile) overrides its default for static int8. With `max_accuracy_drop`, an int8
     variant that misses the bound keeps its most sensitive layers in float until it meets it (named in the recipe).
+
+    Example:
+        >>> bundle = edge_sdk.convert("zoo:digits-cnn", backend="onnx", quantize=["none", "int8-static"],
+        ...                           profile="rpi4", output="digits.bundle")
+        >>> bundle.variants[1]
+        Variant('onnx-int8-static', onnx, int8-static, 0.05 MiB, gate passed, rpi4: fits)
     """
     from converters.pipeline import ConvertOptions
     from converters.pipeline import convert as run_pipeline
@@ -170,7 +176,12 @@ def _default_name(description: str) -> str:
 
 
 def open_bundle(bundle: str | Path | Bundle) -> Bundle:
-    """Open and fully verify a bundle (directory or .edgebundle)."""
+    """Open and fully verify a bundle (directory or .edgebundle): digests, sizes, schema, no unknown files.
+
+    Example:
+        >>> edge_sdk.open_bundle("digits.bundle")
+        <Bundle digits-cnn 1.0.0 (classification) at 'digits.bundle': variants onnx-fp32, onnx-int8-static>
+    """
     return bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
 
 
@@ -183,7 +194,12 @@ def load(
 ) -> Session:
     """Load one variant of a bundle with its backend's runtime (the first variant unless named); a bundle that
     carries a tokenizer also takes text (`embed`, `classify`).
-    `context`: a language model's context in tokens (None: the engine's default)."""
+    `context`: a language model's context in tokens (None: the engine's default).
+
+    Example:
+        >>> with edge_sdk.load("digits.bundle", "onnx-int8-static") as session:
+        ...     outputs = session.run({"input": images})  # {"logits": float32 array [n, 10]}
+    """
     from runtimes import SessionOptions, get_runtime
 
     opened = open_bundle(bundle)
@@ -195,7 +211,12 @@ def load(
 
 
 def check_golden(bundle: str | Path | Bundle, variant: str | None = None) -> AccuracyReport:
-    """Re-run the golden inputs here and compare with what the variant produced when it was converted."""
+    """Re-run the golden inputs here and compare with what the variant produced when it was converted.
+
+    Example:
+        >>> edge_sdk.check_golden("digits.bundle", "onnx-int8-static").passed
+        True
+    """
     from converters.verify import DEVICE_TOLERANCE, compare
 
     opened = open_bundle(bundle)
@@ -287,6 +308,11 @@ def convert_llm(
     `source`: 'zoo:smollm2', a .gguf (re-quantized from its dequantized weights), a Hugging Face LLaMA
     directory, or a `transformers` model object together with its `tokenizer` (a transformers tokenizer or a
     `tokenizers.Tokenizer`). `quantize`: GGUF types such as f32, f16, q8_0, q4_0, q4_k_m.
+
+    Example:
+        >>> bundle = edge_sdk.convert_llm("zoo:smollm2", quantize=["q8_0", "q4_0"], profile="rpi4")
+        >>> [v.id for v in bundle.variants]
+        ['gguf-q8_0', 'gguf-q4_0']
     """
     if hasattr(source, "save_pretrained") and hasattr(source, "config"):
         import shutil

@@ -18,7 +18,12 @@ def fit(
     max_latency_ms: float | None = None,
 ) -> dict[str, FitReport]:
     """One FitReport per variant (or the one named). `measure` times tensor variants here, batch 1, for the
-    latency estimate (scaled by the profile's CPU); LLM decode speed comes from the profile's bandwidth."""
+    latency estimate (scaled by the profile's CPU); LLM decode speed comes from the profile's bandwidth.
+
+    Example:
+        >>> edge_sdk.fit("smollm2.bundle", "rpi4", context=4096)["gguf-q4_0"]
+        FitReport(rpi4: fits, peak 181.3 MiB of 2816.0 MiB)
+    """
     from device_profiles import load_profile
     from device_profiles.estimate import ModelFacts
     from device_profiles.fit import check_fit

@@ -71,6 +71,15 @@ class Session(ABC):
     thread_safe: ClassVar[bool] = False
     # Tokens of prompt + generation a language model's session holds; None for tensor models.
     context_length: int | None = None
+    # Which variant this session runs (set by Runtime.load).
+    variant_id: str | None = None
+
+    def __repr__(self) -> str:
+        ports = "; ".join(s.describe() for s in self.inputs) if getattr(self, "inputs", None) else "?"
+        context = f", context {self.context_length}" if self.context_length else ""
+        stats = getattr(self, "stats", None)
+        loaded = f", loaded in {stats.load_seconds:.2f} s" if stats is not None else ""
+        return f"<{type(self).__name__} variant {self.variant_id!r}: {ports}{context}{loaded}>"
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self._run(self.check_inputs(inputs))
@@ -159,6 +168,7 @@ class Runtime(ABC):
         before, start = _peak_rss_bytes(), time.perf_counter()
         session = self._load(variant, root, options or SessionOptions())
         session.stats = LoadStats(time.perf_counter() - start, max(0, _peak_rss_bytes() - before))
+        session.variant_id = variant.id
         return session
 
     @abstractmethod

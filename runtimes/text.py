@@ -37,6 +37,7 @@ class TextSession(Session):
             ) from None
         self.inner = inner
         self.inputs, self.outputs, self.stats = inner.inputs, inner.outputs, inner.stats
+        self.variant_id = inner.variant_id
         self.thread_safe = inner.thread_safe  # type: ignore[misc]  # follows the engine's own answer
         self.task, self.labels, self.max_length = task, tuple(labels), max_length
         self._tokenizer = Tokenizer.from_file(str(tokenizer_json))

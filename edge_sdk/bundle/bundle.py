@@ -58,6 +58,11 @@ class Bundle:
     def name(self) -> str:
         return self.manifest.name
 
+    def __repr__(self) -> str:
+        m = self.manifest
+        ids = ", ".join(v.id for v in m.variants)
+        return f"<Bundle {m.name} {m.version} ({m.task.value}) at {str(self.root)!r}: variants {ids}>"
+
     @property
     def variants(self) -> tuple[Variant, ...]:
         return self.manifest.variants

@@ -59,6 +59,10 @@ class AccuracyReport(_Strict):
     def metric(self, name: str) -> Metric | None:
         return next((m for m in self.metrics if m.name == name), None)
 
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{m.name}={m.value:.4g}{'' if m.passed else '(FAIL)'}" for m in self.metrics)
+        return f"AccuracyReport({'passed' if self.passed else 'FAILED'}, {self.samples} samples: {shown})"
+
 
 class FitReport(_Strict):
     profile: str
@@ -72,6 +76,14 @@ class FitReport(_Strict):
     suggestions: tuple[str, ...] = ()
     predicted_tokens_per_second: float | None = None
     predicted_latency_ms: float | None = None
+
+    def __repr__(self) -> str:
+        mib = 1024 * 1024
+        verdict = "fits" if self.fits else f"does not fit: {'; '.join(self.reasons)[:120]}"
+        return (
+            f"FitReport({self.profile}: {verdict}, peak {self.estimated_peak_bytes / mib:.1f} MiB "
+            f"of {self.budget_bytes / mib:.1f} MiB)"
+        )
 
 
 class RuntimeRequirement(_Strict):
@@ -97,6 +109,14 @@ class Variant(_Strict):
     @property
     def size_bytes(self) -> int:
         return sum(f.size for f in self.files)
+
+    def __repr__(self) -> str:
+        gate = "no gate" if self.accuracy is None else ("gate passed" if self.accuracy.passed else "gate FAILED")
+        fits = ", ".join(f"{p}: {'fits' if r.fits else 'no'}" for p, r in self.fit.items())
+        return (
+            f"Variant({self.id!r}, {self.backend.value}, {self.recipe.quantization.value}, "
+            f"{self.size_bytes / 1024 / 1024:.2f} MiB, {gate}{', ' + fits if fits else ''})"
+        )
 
 
 class Golden(_Strict):

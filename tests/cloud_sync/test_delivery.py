@@ -154,3 +154,34 @@ def test_backoff_grows_is_capped_and_jittered():
     assert all(2.0 <= s <= 4.0 for s in samples[3])
     assert all(4.0 <= s <= 8.0 for s in samples[10])
     assert len(set(samples[10])) > 100
+
+
+def test_every_delivery_attempt_is_logged_with_its_outcome(tmp_path, queue, caplog):
+    """Failed deliveries used to leave no log line: each attempt now logs one, with the fields a collector needs."""
+    refused, _ = queue.enqueue(ItemKind.JOB, CHAT, {"model": "nope", "fail": "bad-request"})
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with caplog.at_level("INFO", logger="cloud_sync.delivery"):
+
+        async def offline_round() -> None:
+            loop = DeliveryLoop(queue, url, policy=FAST)
+            await loop.run_once()  # nothing listens: the attempt fails and is retried later
+            await loop.stop()
+
+        asyncio.run(offline_round())
+        delivered, _ = queue.enqueue(ItemKind.JOB, CHAT, {"model": "m"})
+        app = make_app(tmp_path / "idem.sqlite")
+        with serving(app, port=port):
+            drain(queue, url)
+        app.state.store.close()
+    lines = [r for r in caplog.records if getattr(r, "event", None) == "delivery"]
+    by_outcome = {(r.item, r.outcome): r for r in lines}  # type: ignore[attr-defined]
+    unreachable = by_outcome[(refused.id, "unreachable")]
+    assert unreachable.levelname == "WARNING" and unreachable.attempt == 1  # type: ignore[attr-defined]
+    assert "cloud unreachable: ConnectError" in unreachable.error and unreachable.retry_in_s > 0  # type: ignore[attr-defined]
+    failed = by_outcome[(refused.id, "failed")]
+    assert failed.levelname == "ERROR" and failed.status == 400 and failed.attempt == 2  # type: ignore[attr-defined]
+    assert "does not exist" in failed.getMessage()
+    done = by_outcome[(delivered.id, "done")]
+    assert done.levelname == "INFO" and done.status == 200 and done.endpoint == CHAT  # type: ignore[attr-defined]
+    assert len(lines) == 3  # one line an attempt, no more

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -129,6 +130,17 @@ def test_cli_publish_then_sync_with_golden_check(key_files, registry_gateway, pa
     assert "golden set" in result.output and "FAIL" not in result.output  # re-checked with this machine's engine
     assert f"installed {NAME}: {NAME} {onnx_bundle.manifest.version} installed and active" in result.output
     assert "up to date" in runner.invoke(app, args).output
+
+    # --json: one document on stdout (the golden checks and the progress bar go to stderr)
+    fresh = ["sync", "--from", url, "--store", str(tmp_path / "other"), "--key-file", str(key_files["device"])]
+    as_json = runner.invoke(app, [*fresh, "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    document = json.loads(as_json.stdout)
+    assert document["from"] == url and document["store"] == str(tmp_path / "other")
+    (report,) = document["reports"]
+    assert report["name"] == NAME and report["outcome"] == "installed" and report["active_before"] is None
+    assert report["offered"] == report["active_after"] == onnx_bundle.manifest.version
+    assert report["downloaded_bytes"] > 0 and report["resumed_from"] == 0 and "golden set" in as_json.stderr
 
     unsigned = runner.invoke(app, [*args, "--trust", str(_public_key(tmp_path))])
     assert unsigned.exit_code == 0  # up to date: nothing downloaded, so nothing to refuse

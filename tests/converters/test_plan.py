@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from typer.testing import CliRunner
 
 import edge_sdk
-from converters.plan import Candidate, Objective, candidate_id, rank
+from converters.plan import Candidate, Objective, Plan, candidate_id, rank
 from edge_sdk.apps.cli.main import app
 from edge_sdk.errors import ConfigError, ProfileError
 from edge_sdk.planning import load_plan, make_request, run_plan
@@ -39,7 +41,7 @@ def rpi4_plan(tmp_path_factory):
     out = tmp_path_factory.mktemp("plan") / "plan.json"
     result = invoke(
         "plan", "zoo:digits-cnn", "-p", "rpi4", "--objective", "size", "--max-accuracy-drop", "1%", *SPACE,
-        "--json", str(out),
+        "--output", str(out),
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     return out, result.output
@@ -59,11 +61,14 @@ def test_the_plan_for_digits_on_rpi4_picks_a_variant_within_the_bound(rpi4_plan)
 
 
 def test_the_plan_is_made_again_from_its_json(rpi4_plan, tmp_path):
+    """`--from` replays a plan file; `--json` prints the plan (the plan file's shape) and nothing else on stdout."""
     path, _ = rpi4_plan
-    again = tmp_path / "again.json"
-    result = invoke("plan", "--from", str(path), "--json", str(again))
+    result = invoke("plan", "--from", str(path), "--json")
     assert result.exit_code == 0, result.output
-    first, second = load_plan(path), load_plan(again)
+    document = json.loads(result.stdout)
+    assert {"request", "candidates"} <= set(document)
+    assert {"id", "rank", "status", "size_bytes", "accuracy", "reasons"} <= set(document["candidates"][0])
+    first, second = load_plan(path), Plan.model_validate(document)
     assert first.request == second.request
     key = [(c.id, c.rank, c.size_bytes, c.accuracy) for c in first.candidates]
     assert key == [(c.id, c.rank, c.size_bytes, c.accuracy) for c in second.candidates]
@@ -94,7 +99,7 @@ def test_what_cannot_fit_is_dropped_before_converting(tmp_path):
     plan = run_plan(request, workdir=tmp_path / "work")
     assert {c.status for c in plan.candidates} == {"does-not-fit"}
     assert all(c.size_bytes is None for c in plan.candidates)  # never converted
-    assert "budget 256.0 MB" in plan.candidates[0].reasons[0] and "onnx backend" in plan.candidates[0].reasons[0]
+    assert "budget 256.0 MiB" in plan.candidates[0].reasons[0] and "onnx backend" in plan.candidates[0].reasons[0]
     with pytest.raises(ConfigError, match="no variant of zoo:digits-cnn fits small-board"):
         plan.best()
 
@@ -153,7 +158,7 @@ def test_bad_profile_or_impossible_objective_is_a_clear_message():
     with pytest.raises(ConfigError, match="pruning ratio must be between 0 and 0.9"):
         run_plan(make_request("zoo:digits-cnn", "rpi4", prune="0.95", backends="onnx", quantize="none"))
     result = invoke("plan", "zoo:digits-cnn", "-p", "rpi4", "--max-accuracy-drop", "lots")
-    assert result.exit_code == 1 and "bad accuracy drop 'lots'" in result.output
+    assert result.exit_code == 1 and "--max-accuracy-drop 'lots' is not a share; write it as 1%" in result.output
 
 
 def test_a_language_model_is_planned_by_quantization_and_context(tmp_path):
@@ -191,7 +196,7 @@ def test_an_llm_quantization_clearly_too_big_is_not_converted(tmp_path):
     plan = run_plan(make_request("zoo:smollm2", board, quantize="f16", contexts="2048,8192"), workdir=tmp_path / "w")
     assert [c.id for c in plan.candidates] == ["gguf-fp16@ctx2048", "gguf-fp16@ctx8192"]
     assert all(c.status == "does-not-fit" and c.size_bytes is None for c in plan.candidates)
-    assert "budget 256.0 MB" in plan.candidates[0].reasons[0]
+    assert "budget 256.0 MiB" in plan.candidates[0].reasons[0]
     assert not (tmp_path / "w" / "llm").exists()  # nothing was converted
 
 
@@ -222,7 +227,7 @@ def test_plan_cli_takes_eval_data_and_announces_the_candidates(tmp_path, digits)
     out = tmp_path / "plan.json"
     result = invoke(
         "plan", "zoo:digits-cnn", "-p", "rpi5", "-b", "onnx", "-q", "none", "--prune", "0", "--eval", str(data),
-        "--json", str(out),
+        "--output", str(out),
     )  # fmt: skip
     assert "planning 1 candidate for zoo:digits-cnn on rpi5" in result.output
     (candidate,) = json.loads(out.read_text())["candidates"]

@@ -60,7 +60,7 @@ def test_an_llm_that_does_not_fit_a_small_board_says_why_and_what_to_try(smollm2
     report = edge_sdk.fit(smollm2, board(tmp_path), context=8192)["gguf-q4_1"]
     assert not report.fits
     (reason,) = report.reasons
-    assert "KV cache at context 8192 180.0 MB" in reason and "budget 256.0 MB" in reason
+    assert "KV cache at context 8192 180.0 MiB" in reason and "budget 256.0 MiB" in reason
     assert "try" in reason and any(s.startswith("context ") for s in report.suggestions)
     # the suggestion is right: at the suggested context it fits
     suggested = int(next(s for s in report.suggestions if s.startswith("context ")).split()[1])
@@ -83,7 +83,7 @@ def test_tensor_model_fits_a_small_board_and_not_a_tiny_one(onnx_bundle, tmp_pat
     assert reports["onnx-int8-static"].fits
     assert reports["onnx-int8-static"].predicted_latency_ms is not None  # timed here, scaled to the board
     tiny = edge_sdk.fit(onnx_bundle, board(tmp_path, budget=64), variant="onnx-none", measure=False)["onnx-none"]
-    assert not tiny.fits and "budget 64.0 MB" in tiny.reasons[0] and "engine 35.0 MB" in tiny.reasons[0]
+    assert not tiny.fits and "budget 64.0 MiB" in tiny.reasons[0] and "engine 35.0 MiB" in tiny.reasons[0]
 
 
 def test_a_model_with_a_fixed_batch_is_timed_at_that_batch(tmp_path):

@@ -7,9 +7,18 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TransferSpeedColumn
+from rich.progress import BarColumn, Progress, TaskID
 
-from edge_sdk.apps.cli.common import EXIT_FAILED, console, err_console, user_errors
+from edge_sdk.apps.cli.common import (
+    EXIT_FAILED,
+    console,
+    err_console,
+    human_lines_to_stderr,
+    json_option,
+    print_json,
+    transfer_columns,
+    user_errors,
+)
 from edge_sdk.apps.cli.options import on_command_line
 from edge_sdk.apps.cli.serve_options import CLOUD_SERVE
 from edge_sdk.apps.cli.store_cmds import STORE_OPT, _announce, _golden_check
@@ -17,6 +26,7 @@ from edge_sdk.errors import ConfigError
 
 if TYPE_CHECKING:
     from cloud_sync.registry import RegistryEntry
+    from cloud_sync.sync import SyncReport
 
 cloud_app = typer.Typer(
     help="The cloud side: a gateway devices forward to, with a bundle registry they pull updates from.",
@@ -29,7 +39,7 @@ TRUST_HELP = "Public key (PEM) bundles must be signed by; repeatable. Unsigned b
 
 def _bar() -> Progress:
     return Progress(
-        "[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+        "[progress.description]{task.description}", BarColumn(), *transfer_columns(),
         console=console, transient=True,
     )  # fmt: skip
 
@@ -74,10 +84,6 @@ def serve_cmd(
         settings["daemon"] = daemon_config(**settings.get("daemon", {}))
         config = gateway_config(**settings)
         gateway = build_gateway(source, config)  # an unusable registry or database is refused before binding
-    import logging
-
-    # the gateway's per-device request log, beside uvicorn's own
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     own = ", ".join(source.names()) or "none"
     host, port = config.daemon.host, config.daemon.port
     typer.echo(
@@ -122,6 +128,7 @@ def sync_cmd(
     version: str | None = typer.Option(None, "--version", help="Install this version of the one --name model."),
     no_check: bool = typer.Option(False, "--no-check", help="Skip re-running golden sets (digests still checked)."),
     attempts: int = typer.Option(4, "--attempts", help="Tries per download; each resumes where the last stopped."),
+    as_json: bool = json_option(),
 ) -> None:
     """Pull newer bundle versions from a gateway's registry into a device store: download (resuming a cut
     download with HTTP Range), check the sha256, verify and install atomically as `edge-sdk install` does.
@@ -131,7 +138,7 @@ def sync_cmd(
     from edge_sdk.bundle.signing import load_trusted
     from edge_sdk.store import BundleStore
 
-    with user_errors():
+    with user_errors(), human_lines_to_stderr(as_json):
         keys = [load_trusted(p) for p in trust] if trust else None
         opened = BundleStore(store)
         with (
@@ -155,6 +162,12 @@ def sync_cmd(
                 check=_announce if no_check else _golden_check,
                 progress=progress,
             )
+    refused = any(r.outcome is Outcome.REFUSED for r in reports)
+    if as_json:
+        print_json({"from": source, "store": str(store), "reports": [_report_json(r) for r in reports]})
+        if refused:
+            raise typer.Exit(EXIT_FAILED)
+        return
     for r in reports:
         colour = {
             Outcome.INSTALLED: "green",
@@ -171,5 +184,20 @@ def sync_cmd(
         (err_console if r.outcome is Outcome.REFUSED else console).print(line, highlight=False)
     if not reports:
         console.print(f"the registry at {source} has nothing to sync", highlight=False)
-    if any(r.outcome is Outcome.REFUSED for r in reports):
+    if refused:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _report_json(r: SyncReport) -> dict[str, object]:
+    """One model of `sync --json`: what the registry offered, the active version before and after, why."""
+    download = r.download
+    return {
+        "name": r.name,
+        "offered": r.offered,
+        "active_before": r.active_before,
+        "active_after": r.active_after,
+        "outcome": r.outcome.value,
+        "detail": r.detail,
+        "downloaded_bytes": download.received if download else None,
+        "resumed_from": download.resumed_from if download else None,
+    }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import typer
@@ -60,6 +61,20 @@ def load_npz(path: Path, what: str) -> dict[str, np.ndarray]:
         raise ConfigError(f"{what} file {str(path)!r} is not a readable .npz of arrays: {exc}") from None
 
 
+def parse_share(text: str, option: str = "--max-accuracy-drop") -> float:
+    """A share written as a percentage or a fraction, the same in every command: '1%' -> 0.01, '0.01' -> 0.01."""
+    from edge_sdk.errors import ConfigError
+
+    raw = text.strip()
+    try:
+        share = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise ConfigError(f"{option} {text!r} is not a share; write it as 1% or 0.01") from None
+    if not 0 <= share <= 1:
+        raise ConfigError(f"{option} {text!r} is outside 0..1 (0%..100%)")
+    return share
+
+
 def human_bytes(n: int) -> str:
     from device_profiles.fit import human  # one formatter for the CLI and the fit reasons it shows
 
@@ -79,4 +94,69 @@ def write_page(path: Path, page: str) -> None:
     except OSError as exc:
         partial.unlink(missing_ok=True)
         raise ConfigError(f"cannot write the HTML report to {str(path)!r}: {exc.strerror}") from None
-    console.print(f"[green]wrote[/] {escape(str(path))}")
+    err_console.print(f"[green]wrote[/] {escape(str(path))}")  # stderr: stdout may be a --json document
+
+
+JSON_OPT_HELP = "Print the result as one JSON document on stdout (shape: README, 'JSON output'); nothing else there."
+
+
+def json_option(help_text: str = JSON_OPT_HELP) -> Any:
+    return typer.Option(False, "--json", help=help_text)
+
+
+def print_json(document: object) -> None:
+    """The one JSON document a `--json` command prints: indented, UTF-8, nothing else on stdout. NaN and
+    infinities (a model's outputs may hold them) become null: JSON has no such numbers."""
+    import json
+
+    typer.echo(json.dumps(_finite(document), indent=2, ensure_ascii=False, default=str, allow_nan=False))
+
+
+def _finite(value: object) -> object:
+    import math
+
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def transfer_columns() -> tuple[Any, ...]:
+    """Bytes done / total and speed for a progress bar, in the binary units every other output uses."""
+    from rich.progress import DownloadColumn, ProgressColumn, Task
+    from rich.text import Text
+
+    class BinarySpeedColumn(ProgressColumn):  # rich's TransferSpeedColumn is decimal (kB/s) only
+        def render(self, task: Task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text("?" if speed is None else f"{human_bytes(int(speed))}/s", style="progress.data.speed")
+
+    return DownloadColumn(binary_units=True), BinarySpeedColumn()
+
+
+@contextlib.contextmanager
+def human_lines_to_stderr(enabled: bool = True) -> Iterator[None]:
+    """With --json: what the command would tell a person (progress, golden checks) goes to stderr, so stdout
+    holds the JSON document only."""
+    import sys
+
+    if not enabled:
+        yield
+        return
+    # rich's `file` falls back to whatever sys.stdout is at each print; restore that fallback, not today's stdout
+    previous = console._file
+    console.file = sys.stderr
+    try:
+        yield
+    finally:
+        console._file = previous
+
+
+def complete_profile(incomplete: str) -> list[str]:
+    """Shell completion of a profile id (a YAML path completes as a file name in the shell)."""
+    from device_profiles.loader import profile_ids
+
+    return [p for p in profile_ids() if p.startswith(incomplete)]

@@ -8,7 +8,7 @@ import numpy as np
 import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from edge_sdk.apps.cli.common import console, load_npz, read_chat_template, user_errors
+from edge_sdk.apps.cli.common import complete_profile, console, load_npz, parse_share, read_chat_template, user_errors
 from edge_sdk.apps.cli.tables import variant_table
 from edge_sdk.errors import ConfigError
 from edge_sdk.types import Backend, QuantScheme, Task, parse_shape
@@ -66,7 +66,11 @@ def convert_cmd(
         "With --backend gguf and a .gguf: 'as-is' bundles the file unchanged (any architecture llama.cpp loads).",
     ),
     profile: list[str] = typer.Option(
-        [], "--profile", "-p", help="Device profile id (see `edge-sdk profiles list`) or a YAML file; repeatable."
+        [],
+        "--profile",
+        "-p",
+        help="Device profile id (see `edge-sdk profiles list`) or a YAML file; repeatable.",
+        autocompletion=complete_profile,
     ),
     output: Path = typer.Option(..., "--output", "-o", help="Directory to write the bundle to."),
     input_shape: str | None = typer.Option(
@@ -101,21 +105,19 @@ def convert_cmd(
     ),
     name: str | None = typer.Option(None, "--name", help="Bundle name (default: from the model)."),
     version: str = typer.Option("1.0.0", "--version", help="Bundle version, MAJOR.MINOR.PATCH."),
-    max_accuracy_drop: float | None = typer.Option(
+    max_accuracy_drop: str | None = typer.Option(
         None,
         "--max-accuracy-drop",
-        help="Allowed absolute drop of accuracy/top-1 agreement (default per scheme). With int8, a variant that "
-        "misses it keeps its most sensitive layers in float until it meets it (named in the recipe).",
+        help="Allowed absolute drop of accuracy/top-1 agreement, 1% or 0.01 (default per scheme). With int8, a "
+        "variant that misses it keeps its most sensitive layers in float until it meets it (named in the recipe).",
     ),
     allow_failed: bool = typer.Option(
         False, "--allow-failed", help="Keep variants outside tolerance (marked failed) instead of refusing."
     ),
-    min_delegated: float | None = typer.Option(
+    min_delegated: str | None = typer.Option(
         None,
         "--min-delegated",
-        min=0.0,
-        max=1.0,
-        help="ExecuTorch: fail unless at least this share of compute runs in the XNNPACK delegate (e.g. 0.9).",
+        help="ExecuTorch: fail unless at least this share of compute runs in the XNNPACK delegate: 90% or 0.9.",
     ),
     prune: float = typer.Option(
         0.0,
@@ -140,7 +142,7 @@ def convert_cmd(
     ),
     objective: str = typer.Option("latency", "--objective", help="With --auto: rank by latency, size or accuracy."),
     plan_file: Path | None = typer.Option(
-        None, "--plan", help="With --auto: take the top entry of this plan (from `edge-sdk plan --json`)."
+        None, "--plan", help="With --auto: take the top entry of this plan file (from `edge-sdk plan --output`)."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle at --output."),
     chat_template: Path | None = typer.Option(
@@ -151,6 +153,9 @@ def convert_cmd(
     import edge_sdk
     from converters.progress import Progress as Step
 
+    with user_errors():
+        drop = parse_share(max_accuracy_drop) if max_accuracy_drop is not None else None
+        delegated = parse_share(min_delegated, "--min-delegated") if min_delegated is not None else None
     if auto:
         from edge_sdk.apps.cli.plan_cmd import convert_auto
 
@@ -158,7 +163,7 @@ def convert_cmd(
             _refuse_ignored(
                 ctx, _AUTO_DECIDES + (_PLAN_DECIDES if plan_file else ()), "--plan" if plan_file else "--auto"
             )
-            convert_auto(model, profile, output, objective, max_accuracy_drop, overwrite, plan_file)
+            convert_auto(model, profile, output, objective, drop, overwrite, plan_file)
         return
     with user_errors():
         template = read_chat_template(chat_template) if chat_template is not None else None
@@ -204,9 +209,9 @@ def convert_cmd(
                 calibration=load_npz(calibration, "calibration") if calibration else None,
                 calibration_method=calibration_method,
                 eval_data=(eval_inputs, labels) if eval_inputs is not None else None,
-                max_accuracy_drop=max_accuracy_drop,
+                max_accuracy_drop=drop,
                 allow_failed=allow_failed,
-                min_delegated=min_delegated,
+                min_delegated=delegated,
                 prune=prune,
                 sparsity=sparsity,
                 train_data=train_data,

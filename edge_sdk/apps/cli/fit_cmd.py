@@ -6,28 +6,41 @@ import json
 from pathlib import Path
 
 import typer
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from edge_sdk.apps.cli.common import EXIT_FAILED, console, human_bytes, user_errors
+from edge_sdk.apps.cli.common import (
+    EXIT_FAILED,
+    complete_profile,
+    console,
+    human_bytes,
+    json_option,
+    user_errors,
+)
+from edge_sdk.apps.cli.tables import add_id_column
 from edge_sdk.bundle import FitReport
 
 
 def fit_cmd(
     bundle: Path = typer.Argument(..., help="A bundle directory or .edgebundle file."),
     profile: str = typer.Option(
-        ..., "--profile", "-p", help="Device profile id (see `edge-sdk profiles list`) or a YAML file."
+        ...,
+        "--profile",
+        "-p",
+        help="Device profile id (see `edge-sdk profiles list`) or a YAML file.",
+        autocompletion=complete_profile,
     ),
     context: int | None = typer.Option(
         None, "--context", help="LLM context length to budget the KV cache for (default: the runtime's, 2048)."
     ),
-    variant: str | None = typer.Option(None, "--variant", "-v", help="Check one variant (default: all)."),
+    variant: str | None = typer.Option(None, "--variant", help="Check one variant (default: all)."),
     min_tps: float | None = typer.Option(None, "--min-tokens-per-second", help="Refuse LLMs predicted slower."),
     max_latency_ms: float | None = typer.Option(None, "--max-latency-ms", help="Refuse models predicted slower."),
     measure: bool = typer.Option(
         True, "--measure/--no-measure", help="Time tensor variants here (batch 1) to predict their latency there."
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print the reports as JSON."),
+    as_json: bool = json_option("Print {variant id: fit report} as JSON on stdout (shape: README, 'JSON output')."),
 ) -> None:
     """Predict peak memory (weights + KV cache + activations + the engine) and speed of each variant on a
     device, and say for each that does not fit why, with numbers and what to try. Exits 1 when none fits."""
@@ -56,11 +69,14 @@ def fit_cmd(
 
 def fit_table(reports: dict[str, FitReport]) -> Table:
     first = next(iter(reports.values()))
-    table = Table(title=f"fit on {first.profile} (budget {human_bytes(first.budget_bytes)})")
-    for col in ("variant", "fits", "peak memory", "made of", "speed"):
-        table.add_column(col)
+    table = Table(
+        title=f"fit on {first.profile} (budget {human_bytes(first.budget_bytes)})", box=box.SIMPLE_HEAVY, pad_edge=False
+    )
+    add_id_column(table, "variant", reports)
+    for col in ("fits", "peak memory", "made of", "speed"):
+        table.add_column(col, overflow="fold")
     for variant_id, r in reports.items():
-        parts = " + ".join(
+        parts = "\n+ ".join(
             f"{k.replace('_', ' ')} {human_bytes(v)}" for k, v in sorted(r.breakdown.items(), key=lambda kv: -kv[1])
         )
         if r.predicted_tokens_per_second is not None:

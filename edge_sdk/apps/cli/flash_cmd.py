@@ -9,14 +9,27 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TransferSpeedColumn
+from rich.progress import BarColumn, Progress, ProgressColumn, TaskID, TextColumn
 from rich.table import Table
 
-from edge_sdk.apps.cli.common import EXIT_FAILED, console, err_console, human_bytes, user_errors
+from edge_sdk.apps.cli.common import (
+    EXIT_FAILED,
+    complete_profile,
+    console,
+    err_console,
+    human_bytes,
+    json_option,
+    print_json,
+    transfer_columns,
+    user_errors,
+)
 from edge_sdk.errors import ConfigError
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from edge_sdk.apps.flash import FlashOptions, FlashResult, Release, Stage, Target, TargetPlan
+    from edge_sdk.bundle import FitReport
 
 
 def flash_cmd(
@@ -28,10 +41,14 @@ def flash_cmd(
         None, "--targets", help="A file of targets, one `URL [PROFILE]` a line (# comments)."
     ),
     profile: str | None = typer.Option(
-        None, "--profile", "-p", help="Device profile (id or YAML) of the --to targets, for the fit check."
+        None,
+        "--profile",
+        "-p",
+        help="Device profile (id or YAML) of the --to targets, for the fit check.",
+        autocompletion=complete_profile,
     ),
     activate: bool = typer.Option(False, "--activate", help="Make the new version the active one on the device."),
-    identity: Path | None = typer.Option(None, "--identity", "-i", help="SSH private key (default: agent, ~/.ssh)."),
+    identity: Path | None = typer.Option(None, "--identity", help="SSH private key (default: agent, ~/.ssh)."),
     known_hosts: Path | None = typer.Option(
         None, "--known-hosts", help="known_hosts file to check boards against (default ~/.ssh/known_hosts)."
     ),
@@ -66,12 +83,14 @@ def flash_cmd(
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Print what would happen, with the fit check; change nothing."
     ),
+    as_json: bool = json_option(),
 ) -> None:
     """Copy a bundle onto boards (resuming an interrupted copy), verify it there (digests, signature, golden set),
     install it into the device's store as a new version, and optionally activate it and check the daemon's
     health, rolling back when that fails. Boards are flashed in parallel; a summary says what worked where."""
     from edge_sdk.apps.flash import FlashOptions, parse_target, plan_target, prepare, read_targets, survey
 
+    shown_on = err_console if as_json else console  # with --json, stdout holds the JSON only
     with user_errors(), tempfile.TemporaryDirectory(prefix="edge-flash-") as work:
         targets = [parse_target(url, profile) for url in to]
         if targets_file is not None:
@@ -96,21 +115,21 @@ def flash_cmd(
             allow_downgrade=allow_downgrade,
             parallel=parallel,
         )
-        with console.status(f"verifying {bundle}"):
+        with shown_on.status(f"verifying {bundle}"):
             release = prepare(bundle, Path(work), trust)
         m = release.manifest
         signed = f", signature checked against {len(trust)} key(s)" if trust else ""
-        console.print(
+        shown_on.print(
             f"{m.name} {m.version}: {len(m.variants)} variant(s), {human_bytes(release.size)}, "
             f"sha256 {release.sha256[:16]}…{signed}",
             highlight=False,
         )
         if dry_run:
             trusted = len(trust) + len(device_trust)
-            with console.status("asking the boards what they hold (read only)"):
+            with shown_on.status("asking the boards what they hold (read only)"):
                 boards = survey(release, targets, options)
-            for target, board in zip(targets, boards, strict=True):
-                plan = plan_target(
+            plans = [
+                plan_target(
                     release.bundle,
                     target,
                     activate=activate,
@@ -118,30 +137,42 @@ def flash_cmd(
                     trusted=trusted,
                     device_check=not no_device_check,
                 )
+                for target in targets
+            ]
+            if as_json:
+                print_json(_release_json(release, dry_run=True) | {"targets": list(map(_plan_json, plans, boards))})
+                return
+            for plan, board in zip(plans, boards, strict=True):
                 _print_plan(plan, board)
             console.print("[dim]dry run: nothing was copied or changed[/]")
             return
         try:
-            results = _flash_with_progress(release, targets, options)
+            results = _flash_with_progress(release, targets, options, shown_on)
         except KeyboardInterrupt:
             err_console.print("cancelled: nothing half-installed; partial copies stay and the next flash resumes them")
             raise typer.Exit(130) from None
-    _print_summary(results)
+    if as_json:
+        failed = sum(not r.ok for r in results)
+        summary = {"flashed": len(results) - failed, "failed": failed, "results": [_result_json(r) for r in results]}
+        print_json(_release_json(release, dry_run=False) | summary)
+    else:
+        _print_summary(results)
     if not all(r.ok for r in results):
         raise typer.Exit(EXIT_FAILED)
 
 
-def _flash_with_progress(release: Release, targets: Sequence[Target], options: FlashOptions) -> list[FlashResult]:
+def _flash_with_progress(
+    release: Release, targets: Sequence[Target], options: FlashOptions, shown_on: Console
+) -> list[FlashResult]:
     from edge_sdk.apps.flash import flash_many
 
-    columns = (
+    columns: tuple[ProgressColumn, ...] = (
         TextColumn("{task.fields[label]}"),
         TextColumn("[cyan]{task.fields[stage]:>7}"),
         BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
+        *transfer_columns(),
     )
-    with Progress(*columns, console=console, transient=False) as progress:
+    with Progress(*columns, console=shown_on, transient=False) as progress:
         tasks: dict[str, TaskID] = {
             t.label: progress.add_task("", total=release.size, label=escape(t.label), stage="waiting") for t in targets
         }
@@ -150,6 +181,44 @@ def _flash_with_progress(release: Release, targets: Sequence[Target], options: F
             progress.update(tasks[target.label], completed=done, total=total, stage=stage.value)
 
         return flash_many(release, targets, options, on_event)
+
+
+def _release_json(release: Release, *, dry_run: bool) -> dict[str, object]:
+    m = release.manifest
+    bundle = {"name": m.name, "version": m.version, "variants": [v.id for v in m.variants]}
+    return {"bundle": bundle | {"size_bytes": release.size, "sha256": release.sha256}, "dry_run": dry_run}
+
+
+def _fit_json(variant_id: str, report: FitReport) -> dict[str, object]:
+    return {"variant": variant_id} | report.model_dump(
+        mode="json", include={"fits", "estimated_peak_bytes", "budget_bytes", "reasons"}
+    )
+
+
+def _plan_json(plan: TargetPlan, board: list[str]) -> dict[str, object]:
+    """One target of `flash --dry-run --json`: what the board holds, the steps, the fit of each variant."""
+    fit = [_fit_json(variant_id, report) for variant_id, report in plan.fit]
+    return {
+        "target": plan.target.label,
+        "profile": plan.target.profile,
+        "board": board,
+        "steps": list(plan.steps),
+        "fit": fit,
+        "fits": plan.fits,
+    }
+
+
+def _result_json(r: FlashResult) -> dict[str, object]:
+    return {
+        "target": r.target.label,
+        "ok": r.ok,
+        "stage": r.stage.value,
+        "message": r.message,
+        "sent_bytes": r.sent_bytes,
+        "total_bytes": r.total_bytes,
+        "active": r.active,
+        "log": list(r.log),
+    }
 
 
 def _print_plan(plan: TargetPlan, board: list[str]) -> None:
@@ -163,8 +232,7 @@ def _print_plan(plan: TargetPlan, board: list[str]) -> None:
         console.print("  fit: [dim]no profile for this target (give one with --profile or in the targets file)[/]")
         return
     for variant_id, report in plan.fit:
-        mb = 1024 * 1024
-        size = f"{report.estimated_peak_bytes / mb:.1f} MB of {report.budget_bytes / mb:.0f} MB"
+        size = f"{human_bytes(report.estimated_peak_bytes)} of {human_bytes(report.budget_bytes)}"
         verdict = "[green]fits[/]" if report.fits else f"[red]does not fit[/]: {escape('; '.join(report.reasons))}"
         console.print(f"  fit {variant_id}: {verdict} ({size})", highlight=False)
     if not plan.fits:

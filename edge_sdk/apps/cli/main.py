@@ -10,6 +10,7 @@ from edge_sdk.apps.cli.cloud_cmds import cloud_app, sync_cmd
 from edge_sdk.apps.cli.convert import convert_cmd
 from edge_sdk.apps.cli.fit_cmd import fit_cmd
 from edge_sdk.apps.cli.flash_cmd import flash_cmd
+from edge_sdk.apps.cli.helptext import tidy
 from edge_sdk.apps.cli.keys_cmds import bundle_app, keys_app
 from edge_sdk.apps.cli.plan_cmd import plan_cmd
 from edge_sdk.apps.cli.profiles import profiles_app
@@ -22,7 +23,7 @@ app = typer.Typer(
     help="Take a trained model onto small devices: convert it for a device profile into a verified bundle, "
     "inspect and verify bundles, and run them with the engine they were built for.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
 )
 app.add_typer(profiles_app, name="profiles", help="List and show device profiles (Raspberry Pi, Jetson, phones, host).")
@@ -62,5 +63,8 @@ def _root(
     """Root options."""
 
 
+tidy(app)
+
+
 def main() -> None:
-    app()
+    app(prog_name="edge-sdk")  # also under `python -m edge_sdk.cli`: one name in usage lines and completion

@@ -7,41 +7,51 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import typer
+from rich import box
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from edge_sdk.apps.cli.common import console, err_console, human_bytes, user_errors, write_page
+from edge_sdk.apps.cli.common import (
+    complete_profile,
+    console,
+    err_console,
+    human_bytes,
+    json_option,
+    parse_share,
+    human_lines_to_stderr,
+    user_errors,
+    write_page,
+)
+from edge_sdk.apps.cli.tables import add_id_column
 from edge_sdk.errors import ConfigError
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from converters.plan import Plan, PlanRequest
     from converters.progress import Progress as Step
-
-
-def parse_share(text: str) -> float:
-    """'1%' -> 0.01, '0.01' -> 0.01."""
-    raw = text.strip()
-    try:
-        return float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
-    except ValueError:
-        raise ConfigError(f"bad accuracy drop {text!r}; write it as 1% or 0.01") from None
 
 
 def plan_cmd(
     model: str | None = typer.Argument(
         None, help="'zoo:digits-cnn', 'file.py:factory', a .onnx, or for LLMs 'zoo:smollm2', a .gguf, a HF directory."
     ),
-    profile: str | None = typer.Option(None, "--profile", "-p", help="Device profile id or YAML file."),
+    profile: str | None = typer.Option(
+        None, "--profile", "-p", help="Device profile id or YAML file.", autocompletion=complete_profile
+    ),
     objective: str = typer.Option("latency", "--objective", help="Rank by: latency, size or accuracy."),
     max_accuracy_drop: str = typer.Option(
-        "1%", "--max-accuracy-drop", help="Largest allowed drop of accuracy (LLMs: of top-1 agreement), e.g. 1%."
+        "1%", "--max-accuracy-drop", help="Largest allowed drop of accuracy (LLMs: of top-1 agreement): 1% or 0.01."
     ),
     backend: str | None = typer.Option(None, "--backend", "-b", help="Backends to try (default: onnx,executorch)."),
     quantize: str | None = typer.Option(None, "--quantize", "-q", help="Quantizations to try (default: all)."),
     prune: str | None = typer.Option(None, "--prune", help="Pruning ratios to try (default: 0,0.25,0.5)."),
     context: str | None = typer.Option(None, "--context", help="LLM context lengths (default: 512,1024,2048,4096)."),
-    json_out: Path | None = typer.Option(None, "--json", help="Write the plan here (it can be made again)."),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Write the plan file here (`--from` and `convert --auto --plan` read it)."
+    ),
+    as_json: bool = json_option("Print the plan (the plan file's JSON) on stdout instead of the table."),
     html_out: Path | None = typer.Option(
         None, "--html", help="Write an HTML report here: a size × speed × accuracy chart and the ranked table."
     ),
@@ -78,13 +88,19 @@ def plan_cmd(
                 backends=backend, quantize=quantize, prune=prune, contexts=context,
             )  # fmt: skip
         count = len(request.backends) * len(request.quantizations) * len(request.prune) * max(1, len(request.contexts))
-        console.print(f"planning {count} candidate{'s' * (count != 1)} for {request.model} on {request.profile}")
-        result = run_with_progress(request, workdir, evaluation, calibration_data)
-    show_plan(result, json_out)
+        shown_on = err_console if as_json else console  # with --json, stdout holds the JSON only
+        shown_on.print(f"planning {count} candidate{'s' * (count != 1)} for {request.model} on {request.profile}")
+        result = run_with_progress(request, workdir, evaluation, calibration_data, shown_on=shown_on)
+    if as_json:
+        typer.echo(result.model_dump_json(indent=2))
+        if output is not None:
+            output.write_text(result.model_dump_json(indent=2), encoding="utf-8")
+    else:
+        show_plan(result, output)
     if html_out is not None:  # also when nothing qualifies: the report says why
         from edge_sdk.apps.pages.plan_report import plan_report
 
-        with user_errors():
+        with human_lines_to_stderr(as_json), user_errors():
             write_page(html_out, plan_report(result))
     if not result.ranked():
         with user_errors():
@@ -96,13 +112,14 @@ def run_with_progress(
     workdir: Path | None,
     eval_data: tuple[dict[str, np.ndarray], np.ndarray | None] | None = None,
     calibration: dict[str, np.ndarray] | None = None,
+    shown_on: Console | None = None,
 ) -> Plan:
     """The plan with a progress bar; the ETA comes from the candidates done so far."""
     from edge_sdk.planning import run_plan
 
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), TextColumn("ETA"),
-        TimeRemainingColumn(), console=console, transient=True,
+        TimeRemainingColumn(), console=shown_on or console, transient=True,
     ) as bar:  # fmt: skip
         task = bar.add_task("planning", total=None)
 
@@ -112,21 +129,25 @@ def run_with_progress(
         return run_plan(request, workdir=workdir, eval_data=eval_data, calibration=calibration, progress=show)
 
 
-def show_plan(result: Plan, json_out: Path | None) -> None:
+def show_plan(result: Plan, plan_file: Path | None) -> None:
     console.print(plan_table(result))
-    if json_out is not None:
-        json_out.write_text(result.model_dump_json(indent=2), encoding="utf-8")
-        console.print(f"[green]wrote[/] {json_out}")
+    if plan_file is not None:
+        plan_file.write_text(result.model_dump_json(indent=2), encoding="utf-8")
+        console.print(f"[green]wrote[/] {plan_file}")
 
 
 def plan_table(result: Plan) -> Table:
     r = result.request
     table = Table(
-        title=f"plan for {r.model} on {r.profile}: by {r.objective.value}, accuracy drop ≤ {r.max_accuracy_drop:.2%}"
+        title=f"plan for {r.model} on {r.profile}: by {r.objective.value}, accuracy drop ≤ {r.max_accuracy_drop:.2%}",
+        box=box.SIMPLE_HEAVY,
+        pad_edge=False,
     )
-    for col in ("rank", "candidate", "size", "peak memory", "speed", "accuracy", "why not"):
-        table.add_column(col)
     order = sorted(result.candidates, key=lambda c: (c.rank is None, c.rank or 0, c.status, c.id))
+    table.add_column("rank", no_wrap=True)
+    add_id_column(table, "candidate", (c.id for c in order))
+    for col in ("size", "peak memory", "speed", "accuracy", "why not"):
+        table.add_column(col, overflow="fold")
     for c in order:
         speed = (
             f"{c.tokens_per_second:.1f} tok/s"

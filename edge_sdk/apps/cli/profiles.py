@@ -13,6 +13,7 @@ from rich.table import Table
 
 from device_profiles.loader import load_profile, profile_ids
 from device_profiles.schema import DeviceProfile
+from edge_sdk.apps.cli.common import complete_profile, json_option, print_json
 from edge_sdk.errors import EdgeSDKError
 
 EXIT_BAD_PROFILE = 2
@@ -35,7 +36,7 @@ def _load(ref: str) -> DeviceProfile:
 
 
 def _gb(mb: int, unit: bool = True) -> str:
-    return f"{mb / 1024:.1f}".removesuffix(".0") + (" GB" if unit else "")
+    return f"{mb / 1024:.1f}".removesuffix(".0") + (" GiB" if unit else "")
 
 
 def _num(value: float) -> str:
@@ -64,8 +65,8 @@ _LIST_COLUMNS: list[tuple[str, Callable[[DeviceProfile], str], bool, bool]] = [
     ("class", lambda p: p.device_class.value, False, False),
     ("CPU", lambda p: escape(p.cpu.model), False, True),
     ("cores", lambda p: str(p.cpu.cores), True, False),
-    ("RAM\nGB", lambda p: _gb(p.memory.total_mb, unit=False), True, False),
-    ("model\nbudget\nGB", lambda p: _gb(p.memory.budget_mb, unit=False), True, False),
+    ("RAM\nGiB", lambda p: _gb(p.memory.total_mb, unit=False), True, False),
+    ("model\nbudget\nGiB", lambda p: _gb(p.memory.budget_mb, unit=False), True, False),
     ("bandwidth\nGB/s", lambda p: _num(p.memory.bandwidth_gbps), True, False),
     ("accelerators", _accelerators_short, False, True),
     ("backends", _backends_short, False, False),
@@ -74,9 +75,12 @@ WIDE_TERMINAL = 120  # below this, name/CPU/accelerators wrap into unreadable sl
 
 
 @profiles_app.command("list")
-def list_cmd() -> None:
+def list_cmd(as_json: bool = json_option()) -> None:
     """One row a profile: CPU, memory and the model budget, accelerators, backends. 'host' is measured now."""
     profiles = [_load(profile_id) for profile_id in profile_ids()]
+    if as_json:
+        print_json({"profiles": [p.model_dump(mode="json") for p in profiles]})
+        return
     wide = console.width >= WIDE_TERMINAL
     columns = [c for c in _LIST_COLUMNS if wide or not c[3]]
     table = Table(title="Device profiles", box=box.SIMPLE_HEAVY, pad_edge=False)
@@ -119,8 +123,8 @@ def _views(p: DeviceProfile) -> list[Table]:
         _section(
             "Memory",
             [
-                ("total", f"{_gb(mem.total_mb)} ({mem.total_mb} MB)"),
-                ("model budget", f"{_gb(mem.budget_mb)} ({mem.budget_mb} MB)"),
+                ("total", f"{_gb(mem.total_mb)} ({mem.total_mb} MiB)"),
+                ("model budget", f"{_gb(mem.budget_mb)} ({mem.budget_mb} MiB)"),
                 ("bandwidth", f"{_num(mem.bandwidth_gbps)} GB/s"),
             ],
             mem.source,
@@ -160,9 +164,15 @@ def _backends_table(p: DeviceProfile) -> Table:
 
 @profiles_app.command("show")
 def show_cmd(
-    profile: str = typer.Argument(help="A profile id (see `edge-sdk profiles list`) or the path of a YAML file."),
+    profile: str = typer.Argument(
+        help="A profile id (see `edge-sdk profiles list`) or the path of a YAML file.", autocompletion=complete_profile
+    ),
+    as_json: bool = json_option(),
 ) -> None:
     """Every section of one profile, with the datasheet or measurement each number comes from."""
     p = _load(profile)
+    if as_json:
+        print_json(p.model_dump(mode="json"))
+        return
     title = f"[bold]{escape(p.name)}[/]  id [cyan]{escape(p.id)}[/]  class {p.device_class.value}"
     console.print(Panel(Group(*_views(p), _backends_table(p)), title=title, title_align="left"))

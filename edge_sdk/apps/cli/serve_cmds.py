@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import shlex
 import sys
 from pathlib import Path
@@ -43,8 +42,6 @@ def serve_cmd(
     with user_errors():
         source, config = daemon_settings(bundles, given, store_given=on_command_line(ctx, "store"))
     typer.echo(f"serving {', '.join(source.names())} on http://{config.host}:{config.port}", err=True)
-    # The daemon's own log lines (a route per request, the breaker's moves) beside uvicorn's.
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     with user_errors():
         serve(source, config)
 

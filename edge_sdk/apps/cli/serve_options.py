@@ -91,6 +91,9 @@ SERVE = OptionTable(
         Opt("--telemetry-interval", "telemetry_interval_s", "Seconds between snapshots; 0: off."),
         Opt("--delivery-concurrency", "delivery_concurrency", "Deliveries in flight at once."),
         Opt("--delivery-max-backoff", "delivery_max_backoff_s", "Longest wait between tries."),
+        Opt("--log-level", "log_level", "Least severe log lines shown: debug, info, warning or error.", type=str),
+        Opt("--log-format", "log_format", "text, or json: one object a line (time, level, logger, message and the "
+            "event's fields) for collectors.", type=str),
         Opt("--device-id", "device_id",
             "Device id sent with telemetry (default: none; the cloud knows the device by its key)."),
     ],
@@ -128,5 +131,9 @@ CLOUD_SERVE = OptionTable(
             "host is taken over at once)."),
         Opt("--context", "daemon.context", "Own language models' context in tokens (default 2048): a gateway can "
             "serve longer prompts than its devices."),
+        Opt("--log-level", "daemon.log_level", "Least severe log lines shown: debug, info, warning or error.",
+            type=str),
+        Opt("--log-format", "daemon.log_format", "text, or json: one object a line (time, level, logger, message and "
+            "the event's fields) for collectors.", type=str),
     ],
 )  # fmt: skip

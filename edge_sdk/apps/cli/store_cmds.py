@@ -6,10 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich import box
 from rich.table import Table
 
-from edge_sdk.apps.cli.common import console, human_bytes, user_errors
+from edge_sdk.apps.cli.common import console, human_bytes, json_option, print_json, user_errors
 from edge_sdk.apps.cli.golden import check_golden_sets
+from edge_sdk.apps.cli.tables import add_id_column
 from edge_sdk.bundle import Bundle
 from edge_sdk.errors import BackendUnavailableError, StoreError
 from edge_sdk.store import BundleStore, InstalledModel
@@ -76,7 +78,7 @@ models_app = typer.Typer(
 
 
 @models_app.callback()
-def models_cmd(ctx: typer.Context, store: Path = STORE_OPT) -> None:
+def models_cmd(ctx: typer.Context, store: Path = STORE_OPT, as_json: bool = json_option()) -> None:
     """List the models installed in a store: active, previous and every installed version.
     `models rm` and `models gc` remove models and versions."""
     ctx.obj = store
@@ -84,12 +86,16 @@ def models_cmd(ctx: typer.Context, store: Path = STORE_OPT) -> None:
         return
     with user_errors():
         models = BundleStore(store).list()
+    if as_json:
+        print_json({"store": str(store), "models": [_model_json(m) for m in models]})
+        return
     if not models:
         console.print(f"no models installed in {store}", highlight=False)
         return
-    table = Table(title=f"models in {store}")
-    for column in ("model", "active", "previous", "versions"):
-        table.add_column(column)
+    table = Table(title=f"models in {store}", box=box.SIMPLE_HEAVY, pad_edge=False)
+    add_id_column(table, "model", (m.name for m in models))
+    for column in ("active", "previous", "versions"):
+        table.add_column(column, overflow="fold")
     for m in models:
         table.add_row(m.name, m.active or "[dim]none[/]", m.previous or "", ", ".join(m.versions))
     console.print(table)
@@ -158,6 +164,10 @@ def activate_cmd(
     with user_errors():
         model = BundleStore(store).activate(name, version)
     console.print(f"[green]activated[/] {_describe(model)}", highlight=False)
+
+
+def _model_json(m: InstalledModel) -> dict[str, object]:
+    return {"name": m.name, "active": m.active, "previous": m.previous, "versions": list(m.versions)}
 
 
 def _describe(model: InstalledModel) -> str:

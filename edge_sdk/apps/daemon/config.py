@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cloud_sync.queue import CapPolicy
+from edge_sdk.apps.daemon.logs import LogFormat, LogLevel
 from edge_sdk.errors import ConfigError
 
 
@@ -57,6 +58,10 @@ class DaemonConfig(BaseModel):
     delivery_max_backoff_s: float = Field(default=60.0, gt=0)
     telemetry_interval_s: float = Field(default=60.0, ge=0)  # 0: no telemetry
     device_id: str | None = Field(default=None, min_length=1)  # None: the cloud knows the device by its key
+
+    # Logs (daemon/logs.py): one line per route decision and per delivery attempt; json for log collectors.
+    log_level: LogLevel = "info"
+    log_format: LogFormat = "text"
 
 
 def daemon_config(**options: Any) -> DaemonConfig:

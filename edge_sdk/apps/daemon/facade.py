@@ -28,7 +28,7 @@ class RunningDaemon:
 
         self.config = config
         self.app = build(source, config)
-        self._server = uvicorn_server(self.app, config, log_level="warning")
+        self._server = uvicorn_server(self.app, config.model_copy(update={"log_level": "warning"}))
         self._thread = threading.Thread(target=self._server.run, name="edge-sdk-daemon", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + START_TIMEOUT_S

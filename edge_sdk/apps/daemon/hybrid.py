@@ -233,9 +233,11 @@ class Hybrid:
         response.headers[ROUTE_HEADER] = tag.route.value
         response.headers[REASON_HEADER] = tag.reason.value
         self.metrics.inc("edge_route_total", route=tag.route.value, reason=tag.reason.value)
+        fields: dict[str, object] = {"event": "route", "route": tag.route.value, "reason": tag.reason.value}
+        fields |= {"model": tag.model, "status": response.status_code, "path": request.url.path, "detail": tag.detail}
         log.info(
             "route=%s reason=%s model=%s status=%d: %s",
-            tag.route.value, tag.reason.value, tag.model, response.status_code, tag.detail,
+            tag.route.value, tag.reason.value, tag.model, response.status_code, tag.detail, extra=fields,
         )  # fmt: skip
 
     async def aclose(self) -> None:
@@ -247,7 +249,8 @@ class Hybrid:
 
     def _moved(self, old: BreakerState, new: BreakerState) -> None:
         self.metrics.set("edge_cloud_breaker_state", BREAKER_LEVEL[new])
-        log.warning("cloud circuit breaker %s -> %s", old.value, new.value)
+        fields = {"event": "breaker", "from_state": old.value, "to_state": new.value}
+        log.warning("cloud circuit breaker %s -> %s", old.value, new.value, extra=fields)
 
 
 async def _first_byte(result: Any) -> Any:

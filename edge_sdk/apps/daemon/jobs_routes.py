@@ -1,4 +1,5 @@
-"""`POST /v1/jobs`, `GET /v1/jobs/{id}`: OpenAI requests that may wait, queued durably and sent to the cloud.
+"""`POST /v1/jobs`, `GET /v1/jobs` (a page), `GET /v1/jobs/{id}`: OpenAI requests that may wait, queued durably
+and sent to the cloud.
 
 A job is acknowledged (202) only once it is on disk; the delivery loop sends it when the cloud is
 reachable, with its idempotency key, and the result is kept for `GET /v1/jobs/{id}`. The queue is opened
@@ -21,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cloud_sync.delivery import DeliveryLoop, DeliveryPolicy
 from cloud_sync.idempotency import MAX_KEY_LENGTH
-from cloud_sync.queue import ItemKind, OfflineQueue
+from cloud_sync.queue import ItemKind, ItemState, OfflineQueue
 from cloud_sync.router import PrivacyPolicy
 from edge_sdk.apps.daemon.config import DaemonConfig
 from edge_sdk.apps.daemon.openai_schema import ChatRequest, CompletionRequest, EmbeddingRequest
@@ -79,6 +80,19 @@ def _unavailable(config: DaemonConfig) -> str:
     if config.cloud_url is None:
         return "jobs are delivered to the cloud and this daemon has none: start it with --cloud-url"
     return "no offline queue is configured: start the daemon with --queue-path"
+
+
+DEFAULT_PAGE, MAX_PAGE = 20, 100
+
+
+def _states(given: list[str]) -> tuple[frozenset[ItemState] | None, str | None]:
+    """The `state` filters of GET /v1/jobs, repeated or comma-separated; (None, None) for every state."""
+    names = [n.strip() for text in given for n in text.split(",") if n.strip()]
+    valid = {s.value for s in ItemState}
+    unknown = [n for n in names if n not in valid]
+    if unknown:
+        return None, f"state {unknown[0]!r} is not one of: {choices(sorted(valid))}"
+    return (frozenset(ItemState(n) for n in names) or None), None
 
 
 def open_jobs(config: DaemonConfig) -> Jobs | None:
@@ -176,6 +190,35 @@ def add_jobs_routes(app: FastAPI, pool: ModelPool, config: DaemonConfig) -> None
             jobs.delivery.wake()
         return JSONResponse(
             item.public(), status_code=202 if created else 200, headers={"Location": f"/v1/jobs/{item.id}"}
+        )
+
+    @app.get("/v1/jobs")
+    async def listing(request: Request) -> JSONResponse:
+        """`?state=queued&state=failed` (or `state=queued,failed`), `?limit=1..100` (20), `?after=<job id>`."""
+        if jobs is None:
+            return _error(503, _unavailable(config), "no_queue")
+        query = request.query_params
+        states, problem = _states(query.getlist("state"))
+        limit = query.get("limit", str(DEFAULT_PAGE))
+        if problem is None and not (limit.isdigit() and 1 <= int(limit) <= MAX_PAGE):
+            problem = f"limit must be an integer from 1 to {MAX_PAGE}, got {limit!r}"
+        if problem is not None:
+            return _error(400, problem, "invalid_query")
+        try:
+            page, more = await asyncio.to_thread(
+                jobs.queue.list_items, ItemKind.JOB, states=states, limit=int(limit), after=query.get("after")
+            )
+        except UnknownItemError:
+            return _error(400, f"after={query.get('after')!r} is not a job id of this device", "invalid_query")
+        data = [item.public() for item in page]
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": data,
+                "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None,
+                "has_more": more,
+            }
         )
 
     @app.get("/v1/jobs/{job_id}")

@@ -44,6 +44,9 @@ def serve(source: BundleSource, config: DaemonConfig) -> None:
 def run(app: FastAPI, config: DaemonConfig) -> None:
     """Serve a built app until SIGTERM/SIGINT: not ready at once, new requests get 503 + Retry-After while the
     in-flight ones drain (up to the drain timeout), then the listener closes and the pool with it."""
+    from edge_sdk.apps.daemon.logs import configure_logging
+
+    configure_logging(config.log_level, config.log_format)
     server = uvicorn_server(app, config)
     original = server.handle_exit
 
@@ -68,7 +71,7 @@ def run(app: FastAPI, config: DaemonConfig) -> None:
         app.state.pool.close()
 
 
-def uvicorn_server(app: FastAPI, config: DaemonConfig, log_level: str = "info") -> uvicorn.Server:
+def uvicorn_server(app: FastAPI, config: DaemonConfig) -> uvicorn.Server:
     import uvicorn
 
     return uvicorn.Server(
@@ -76,7 +79,8 @@ def uvicorn_server(app: FastAPI, config: DaemonConfig, log_level: str = "info") 
             app,
             host=config.host,
             port=config.port,
-            log_level=log_level,
+            log_config=None,  # configure_logging's handler and format (`run`), for uvicorn's lines too
+            log_level=config.log_level,
             http=header_timeout_protocol(config.header_timeout_s),
             limit_concurrency=config.max_connections,  # beyond: 503 at once, before the app sees the request
             timeout_graceful_shutdown=int(config.drain_timeout_s) or None,

@@ -170,4 +170,12 @@ class DeviceAuth:
                 scope["path"],
                 status,
                 time.monotonic() - start,
+                extra={
+                    "event": "request",
+                    "device": caller.id,
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "seconds": round(time.monotonic() - start, 4),
+                },
             )

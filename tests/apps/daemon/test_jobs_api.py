@@ -202,3 +202,26 @@ def test_telemetry_reaches_the_project_gateway(serve_bundles, tmp_path):
     gateway.state.pool.close()
     assert 'edge_queue_deliveries_total{kind="telemetry",outcome="done"}' in metrics
     assert 'outcome="failed"' not in metrics  # the gateway accepted every snapshot (device named by its key)
+
+
+def test_jobs_are_listed_newest_first_filtered_by_state_and_paged(offline_daemon):
+    ids = [job(offline_daemon, body={**CHAT, "max_tokens": n}).json()["id"] for n in (1, 2, 3)]
+    first = httpx.get(f"{offline_daemon}/v1/jobs", params={"limit": 2})
+    assert first.status_code == 200, first.text
+    page = first.json()
+    assert page["object"] == "list" and page["has_more"] is True
+    assert [j["id"] for j in page["data"]] == ids[:0:-1]  # newest first
+    assert (page["first_id"], page["last_id"]) == (ids[2], ids[1])
+    rest = httpx.get(f"{offline_daemon}/v1/jobs", params={"limit": 2, "after": page["last_id"]}).json()
+    assert [j["id"] for j in rest["data"]] == [ids[0]] and rest["has_more"] is False
+    pending = httpx.get(f"{offline_daemon}/v1/jobs?state=queued,delivering").json()["data"]
+    assert sorted(j["id"] for j in pending) == sorted(ids)  # the cloud is down: all still pending
+    assert httpx.get(f"{offline_daemon}/v1/jobs", params={"state": "done"}).json()["data"] == []
+    for query, message in [
+        ({"state": "finished"}, "state 'finished' is not one of: 'delivering', 'done'"),
+        ({"limit": 0}, "limit must be an integer from 1 to 100"),
+        ({"limit": "many"}, "limit must be an integer from 1 to 100"),
+        ({"after": "job_nope"}, "after='job_nope' is not a job id of this device"),
+    ]:
+        bad = httpx.get(f"{offline_daemon}/v1/jobs", params=query)
+        assert bad.status_code == 400 and message in bad.json()["error"]["message"], bad.text

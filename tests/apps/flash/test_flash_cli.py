@@ -99,7 +99,7 @@ def test_no_variant_fitting_the_boards_profile_stops_before_connecting(releases,
     target = parse_target(f"dir://{tmp_path / 'store'}", str(tiny_profile))
     result = flash_one(release, target, _no_ssh_options(activate=True))
     assert not result.ok and result.stage is Stage.PLAN
-    assert "no variant of digits-cnn fits" in result.message and "budget 16.0 MB" in result.message
+    assert "no variant of digits-cnn fits" in result.message and "budget 16.0 MiB" in result.message
     assert not (tmp_path / "store").exists()
 
     card = parse_target(f"dir://{tmp_path / 'card'}")
