@@ -17,9 +17,9 @@ from edge_sdk.apps.cli.common import (
     console,
     err_console,
     human_bytes,
+    human_lines_to_stderr,
     json_option,
     parse_share,
-    human_lines_to_stderr,
     user_errors,
     write_page,
 )
