@@ -52,8 +52,8 @@ def _tidy_params(params: list[Any]) -> list[Any]:
         if param.param_type_name == "argument":
             if param.metavar is None:
                 param.metavar = (param.name or "value").upper()
-                kind = _placeholder(param) + ("..." if param.nargs != 1 else "")
-                param.display_type_rich = lambda ctx, kind=kind: kind  # not typer's <list[Path]>
+            kind = _placeholder(param) + ("..." if param.nargs != 1 else "")
+            param.display_type_rich = lambda ctx, kind=kind: kind  # not typer's <list[Path]>, nor <str>
         elif param.metavar is None:
             param.metavar = _placeholder(param)
     return params
