@@ -54,6 +54,14 @@ def serve_cmd(
         help="Seconds to wait for the upstream, per try (failures before the first "
         "byte are retried with backoff; a circuit breaker opens when it keeps failing).",
     ),
+    database_url: str | None = typer.Option(
+        None,
+        "--database-url",
+        envvar="EDGE_SDK_DATABASE_URL",
+        help="postgresql://user:password@host/db: every piece of gateway state (telemetry, idempotency, registry "
+        "index, rollouts) in PostgreSQL, so several replicas serve one fleet (bundle files stay in --registry, "
+        "which every replica mounts). Default: SQLite files in --registry.",
+    ),
     telemetry_db: Path | None = typer.Option(
         None, "--telemetry-db", help="SQLite file for device telemetry (default: <registry>/telemetry.sqlite3)."
     ),
@@ -101,6 +109,7 @@ def serve_cmd(
             groups=read_device_groups(device_keys),
             publishers=read_key_file(publisher_keys, what="publisher key file") if publisher_keys else {},
             registry_dir=registry,
+            database_url=database_url,
             telemetry_db=telemetry_db,
             trust=tuple(load_trusted(p) for p in trust),
             upstream_url=upstream,
