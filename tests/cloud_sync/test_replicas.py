@@ -62,7 +62,9 @@ def test_replicas_share_state_and_a_killed_one_loses_and_duplicates_nothing(
         again = publish(replicas[1], packed_versions["1.0.0"])
         assert again.status_code == 200  # already there, whichever replica is asked
 
-        ids = [queue.enqueue(ItemKind.JOB, "/v1/chat/completions", {**BODY, "user": f"job-{i}"})[0].id for i in range(JOBS)]
+        ids = [
+            queue.enqueue(ItemKind.JOB, "/v1/chat/completions", {**BODY, "user": f"job-{i}"})[0].id for i in range(JOBS)
+        ]
         policy = DeliveryPolicy(concurrency=4, base_backoff_s=0.1, max_backoff_s=1.0, timeout_s=30, idle_poll_s=0.1)
         done = threading.Event()
 
