@@ -9,64 +9,23 @@ Streams are retried only until their first byte: after that the bytes are someon
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
-import random
-import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from cloud_sync import http
 from cloud_sync.breaker import CircuitBreaker
+from cloud_sync.http import CONNECT_TIMEOUT_S
+from cloud_sync.retry import RETRY_STATUSES, RetryPolicy, parse_retry_after
 from edge_sdk.errors import CloudResponseError, CloudUnavailableError, ConfigError
+
+__all__ = ["RETRY_STATUSES", "CloudClient", "RetryPolicy", "parse_retry_after"]  # the policy lives in retry.py
 
 log = logging.getLogger("edge_sdk.cloud")
 
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-CONNECT_TIMEOUT_S = 5.0
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=CONNECT_TIMEOUT_S)
-
-
-@dataclass(frozen=True, kw_only=True)
-class RetryPolicy:
-    """`attempts` counts the first try. Delay before retry n (0-based) is base·multiplier^n, capped, with jitter:
-    a random share `jitter` of it is taken off, so devices that failed together do not retry together."""
-
-    attempts: int = 3
-    base_delay_s: float = 0.2
-    multiplier: float = 2.0
-    max_delay_s: float = 10.0
-    jitter: float = 0.5
-    max_retry_after_s: float = 30.0  # a longer Retry-After is not waited for here: the error carries it
-
-    def __post_init__(self) -> None:
-        if self.attempts < 1:
-            raise ConfigError(f"attempts must be at least 1 (the first try), got {self.attempts}")
-        if self.base_delay_s < 0 or self.max_delay_s < 0 or self.max_retry_after_s < 0:
-            raise ConfigError("retry delays must be >= 0")
-        if not 0 <= self.jitter <= 1:
-            raise ConfigError(f"jitter must be in [0, 1], got {self.jitter}")
-
-    def backoff(self, retry: int) -> float:
-        delay = min(self.max_delay_s, self.base_delay_s * self.multiplier**retry)
-        return delay * (1 - self.jitter * random.random())
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header: delta-seconds or an HTTP date; None when absent or unreadable."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))  # the standard says whole seconds; some servers send fractions
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 class _Retryable(Exception):
@@ -93,12 +52,7 @@ class CloudClient:
         self.base_url = base_url.rstrip("/")
         self.retry = retry or RetryPolicy()
         self.breaker = breaker
-        headers = {"User-Agent": "edge-sdk"}
-        if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
-        if not isinstance(timeout, httpx.Timeout):  # seconds to wait for the next byte; an offline link fails sooner
-            timeout = httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT_S))
-        self._http = httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=timeout, transport=transport)
+        self._http = http.async_client(self.base_url, api_key=api_key, timeout_s=timeout, transport=transport)
 
     async def post_json(self, path: str, body: Any, *, headers: Mapping[str, str] | None = None) -> httpx.Response:
         """POST `body` as JSON. Returns the response (2xx, or a 4xx retrying cannot fix, for the caller to read).

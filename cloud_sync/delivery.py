@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -27,8 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from cloud_sync.client import parse_retry_after
+from cloud_sync import http
 from cloud_sync.queue import ItemState, OfflineQueue, Outcome, QueueItem
+from cloud_sync.retry import RetryPolicy, parse_retry_after
 
 if TYPE_CHECKING:
     from edge_sdk.metrics import Metrics
@@ -48,11 +48,15 @@ class DeliveryPolicy:
     idle_poll_s: float = 5.0  # longest sleep when nothing is due (new items wake the loop at once)
     expire_every_s: float = 5.0
 
+    def retry(self) -> RetryPolicy:
+        # retries live on disk (one HTTP attempt per try): only the delays come from the policy
+        return RetryPolicy(base_delay_s=self.base_backoff_s, max_delay_s=self.max_backoff_s, jitter=0.5)
+
 
 def backoff_s(attempt: int, policy: DeliveryPolicy) -> float:
-    """Exponential in the attempt number, capped, with "equal jitter" so retries of many items spread out."""
-    ceiling = min(policy.max_backoff_s, policy.base_backoff_s * 2 ** max(attempt - 1, 0))
-    return ceiling / 2 + random.uniform(0, ceiling / 2)
+    """Exponential in the attempt number, capped, with jitter so retries of many items spread out (the one
+    retry policy of cloud_sync, with the delivery's own base and cap)."""
+    return policy.retry().backoff(max(attempt - 1, 0))
 
 
 def _error_text(response: httpx.Response) -> str:
@@ -92,9 +96,8 @@ class DeliveryLoop:
         metrics: Metrics | None = None,
     ) -> None:
         self.queue, self.policy, self.metrics = queue, policy or DeliveryPolicy(), metrics
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.AsyncClient(
-            base_url=cloud_url.rstrip("/"), headers=headers, timeout=self.policy.timeout_s, transport=transport
+        self._client = http.async_client(
+            cloud_url, api_key=api_key, timeout_s=self.policy.timeout_s, transport=transport
         )
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None

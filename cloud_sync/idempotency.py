@@ -3,7 +3,8 @@
 Devices deliver queued work at least once (a device killed mid-request sends it again after restart).
 A receiver mounts `IdempotencyMiddleware` and each (device, key) executes once:
 
-- first time: the request runs; its status, headers and body are stored durably (SQLite, synchronous=FULL)
+- first time: the request runs; its status, headers and body are stored durably (committed to SQLite with
+  synchronous=FULL, or to PostgreSQL)
   before the client sees the end of the response;
 - a repeat with the same body: the stored response, with header `Idempotent-Replayed: true`;
 - a repeat while the first is still running: it waits (up to `wait_s`) and then gets the stored response;
@@ -24,20 +25,22 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import os
 import socket
-import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cloud_sync.database import Database, DatabaseUnavailable, SQLiteDatabase, open_database
 from edge_sdk.errors import ConfigError
 
+log = logging.getLogger("edge_sdk.idempotency")
 HEADER = "idempotency-key"
 REPLAYED = "idempotent-replayed"
 MAX_KEY_LENGTH = 255
@@ -60,90 +63,85 @@ class StoredResponse:
     body: bytes
 
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS responses (
-    device TEXT NOT NULL,
-    key TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    state TEXT NOT NULL,
-    started_at REAL NOT NULL,
-    finished_at REAL,
-    status INTEGER,
-    headers TEXT,
-    body BLOB,
-    PRIMARY KEY (device, key)
-);
-"""
+_SCHEMA = [
+    """
+    CREATE TABLE IF NOT EXISTS responses (
+        device TEXT NOT NULL,
+        key TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        state TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        finished_at REAL,
+        status INTEGER,
+        headers TEXT,
+        body BLOB,
+        owner TEXT,
+        PRIMARY KEY (device, key)
+    )
+    """
+]
 
 
 class IdempotencyStore:
-    """(device, key) → the one response. Safe across threads and processes (SQLite's write lock).
+    """(device, key) → the one response. Safe across threads, processes and gateway replicas.
 
+    `database` is a Database (shared by the gateway's stores, e.g. PostgreSQL) or a SQLite file path.
     A running request renews its claim every `lease_s` / 3; an `in-progress` claim not renewed for `lease_s`
     belongs to a receiver that died mid-request: it is taken over. A claim records its owner (host, pid and the
     process's start time): one whose owner was a process of this host that is gone (a receiver killed and
     restarted) is taken over at once, without waiting out the lease.
     """
 
-    def __init__(self, path: Path, *, lease_s: float = 300.0) -> None:
+    def __init__(self, database: Database | str | Path, *, lease_s: float = 300.0) -> None:
         if lease_s <= 0:
             raise ConfigError(f"lease_s must be > 0, got {lease_s}")
-        self.path, self.lease_s = Path(path), lease_s
+        self.lease_s = lease_s
         self.owner = _this_process()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._mutex = threading.Lock()
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(responses)")}
-        if "owner" not in columns:  # a store written before owners were recorded
-            self._db.execute("ALTER TABLE responses ADD COLUMN owner TEXT")
+        self._owned = not hasattr(database, "transaction")
+        self.db: Database = open_database(database) if self._owned else database  # type: ignore[assignment,arg-type]
+        self.path = Path(self.db.url)
+        if isinstance(self.db, SQLiteDatabase):
+            _add_owner_column(self.db)
+        self.db.migrate("idempotency", _SCHEMA)
 
     def close(self) -> None:
-        with self._mutex:
-            self._db.close()
+        if self._owned:
+            self.db.close()
 
     def begin(self, device: str, key: str, fingerprint: str) -> tuple[Begin, StoredResponse | None]:
         now = time.time()
-        with self._mutex:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                row = db.execute(
-                    "SELECT fingerprint, state, started_at, status, headers, body, owner FROM responses "
-                    "WHERE device = ? AND key = ?",
-                    (device, key),
-                ).fetchone()
-                outcome, stored = Begin.EXECUTE, None
-                if row is None:
-                    db.execute(
-                        "INSERT INTO responses (device, key, fingerprint, state, started_at, owner) "
-                        "VALUES (?, ?, ?, 'in-progress', ?, ?)",
-                        (device, key, fingerprint, now, self.owner),
-                    )
-                elif row[0] != fingerprint:
-                    outcome = Begin.MISMATCH
-                elif row[1] == "done":
-                    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in json.loads(row[4])]
-                    outcome, stored = Begin.REPLAY, StoredResponse(row[3], headers, bytes(row[5]))
-                elif row[2] > now - self.lease_s and _may_be_alive(row[6]):
-                    outcome = Begin.IN_PROGRESS
-                else:  # the claim's receiver died: take it over
-                    db.execute(
-                        "UPDATE responses SET started_at = ?, owner = ? WHERE device = ? AND key = ?",
-                        (now, self.owner, device, key),
-                    )
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+        with self.db.transaction(f"idempotency:{device}:{key}") as tx:
+            rows = tx.execute(
+                "SELECT fingerprint, state, started_at, status, headers, body, owner FROM responses "
+                "WHERE device = ? AND key = ?",
+                (device, key),
+            )
+            row = rows[0] if rows else None
+            outcome, stored = Begin.EXECUTE, None
+            if row is None:
+                tx.execute(
+                    "INSERT INTO responses (device, key, fingerprint, state, started_at, owner) "
+                    "VALUES (?, ?, ?, 'in-progress', ?, ?)",
+                    (device, key, fingerprint, now, self.owner),
+                )
+            elif row[0] != fingerprint:
+                outcome = Begin.MISMATCH
+            elif row[1] == "done":
+                headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in json.loads(row[4])]
+                outcome, stored = Begin.REPLAY, StoredResponse(row[3], headers, bytes(row[5]))
+            elif row[2] > now - self.lease_s and _may_be_alive(row[6]):
+                outcome = Begin.IN_PROGRESS
+            else:  # the claim's receiver died: take it over
+                tx.execute(
+                    "UPDATE responses SET started_at = ?, owner = ? WHERE device = ? AND key = ?",
+                    (now, self.owner, device, key),
+                )
         return outcome, stored
 
     def finish(self, device: str, key: str, response: StoredResponse) -> None:
         headers = json.dumps([(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers])
-        with self._mutex:
-            self._db.execute(
+        with self.db.transaction() as tx:
+            tx.execute(
                 "UPDATE responses SET state = 'done', finished_at = ?, status = ?, headers = ?, body = ? "
                 "WHERE device = ? AND key = ?",
                 (time.time(), response.status, headers, response.body, device, key),
@@ -151,22 +149,28 @@ class IdempotencyStore:
 
     def renew(self, device: str, key: str) -> None:
         """The request holding this claim is still running: its lease starts again."""
-        with self._mutex:
-            self._db.execute(
+        with self.db.transaction() as tx:
+            tx.execute(
                 "UPDATE responses SET started_at = ? WHERE device = ? AND key = ? AND state = 'in-progress'",
                 (time.time(), device, key),
             )
 
     def release(self, device: str, key: str) -> None:
         """Forget an in-progress claim whose request did not complete, so a retry executes."""
-        with self._mutex:
-            self._db.execute(
-                "DELETE FROM responses WHERE device = ? AND key = ? AND state = 'in-progress'", (device, key)
-            )
+        with self.db.transaction() as tx:
+            tx.execute("DELETE FROM responses WHERE device = ? AND key = ? AND state = 'in-progress'", (device, key))
 
     def count(self) -> int:
-        with self._mutex:
-            return int(self._db.execute("SELECT COUNT(*) FROM responses WHERE state = 'done'").fetchone()[0])
+        with self.db.transaction() as tx:
+            return int(tx.execute("SELECT COUNT(*) FROM responses WHERE state = 'done'")[0][0])
+
+
+def _add_owner_column(db: SQLiteDatabase) -> None:
+    """A SQLite store written before owners were recorded (and before schema versions) gains the column."""
+    with db.transaction() as tx:
+        columns = {row[1] for row in tx.execute("PRAGMA table_info(responses)")}
+        if columns and "owner" not in columns:
+            tx.execute("ALTER TABLE responses ADD COLUMN owner TEXT")
 
 
 def _start_time(pid: int) -> str | None:
@@ -239,7 +243,11 @@ class IdempotencyMiddleware:
         fingerprint = hashlib.sha256(b"%s %s\n%s" % (scope["method"].encode(), scope["path"].encode(), body))
         deadline = time.monotonic() + self.wait_s
         while True:
-            outcome, stored = await asyncio.to_thread(self.store.begin, device, key, fingerprint.hexdigest())
+            try:
+                outcome, stored = await asyncio.to_thread(self.store.begin, device, key, fingerprint.hexdigest())
+            except DatabaseUnavailable as exc:  # nothing was executed: the device's retry runs it later
+                await _json(send, 503, str(exc), retry_after=5)
+                return
             if outcome is not Begin.IN_PROGRESS or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(0.05)
@@ -303,13 +311,30 @@ class IdempotencyMiddleware:
             renewing.cancel()
         status = int(start.get("status", 500))
         if status >= 500 or status in _NOT_STORED or not start:
-            await asyncio.to_thread(self.store.release, device, key)
+            await self._until_stored(self.store.release, device, key)
         else:
             headers = [(k.lower(), v) for k, v in start.get("headers", []) if k.lower() not in _SKIP_HEADERS]
             stored = StoredResponse(status, headers, b"".join(chunks))
-            await asyncio.to_thread(self.store.finish, device, key, stored)
+            if not await self._until_stored(self.store.finish, device, key, stored):
+                return  # the response's end is held back: the client sees it cut and retries, never a rerun
         if last is not None:
             await forward(last)
+
+    async def _until_stored(self, write: Callable[..., None], *args: Any) -> bool:
+        """Write through a database outage: the claim is ours for `lease_s`, so the executed answer is kept."""
+        deadline, pause = time.monotonic() + self.store.lease_s, 0.1
+        while True:
+            try:
+                await asyncio.to_thread(write, *args)
+                return True
+            except DatabaseUnavailable as exc:
+                if time.monotonic() + pause > deadline:
+                    log.error(
+                        "idempotency store unavailable for %.0f s; answer not stored: %s", self.store.lease_s, exc
+                    )
+                    return False
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
 
 
 def _header(scope: Scope, name: str) -> str | None:
@@ -339,7 +364,12 @@ async def _send_stored(send: Send, stored: StoredResponse) -> None:
 
 
 async def _json(send: Send, status: int, message: str, retry_after: int | None = None) -> None:
-    code = {400: "invalid_idempotency_key", 409: "idempotency_in_progress", 422: "idempotency_key_reused"}[status]
+    code = {
+        400: "invalid_idempotency_key",
+        409: "idempotency_in_progress",
+        422: "idempotency_key_reused",
+        503: "database_unavailable",
+    }[status]
     body = json.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}})
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if retry_after is not None:

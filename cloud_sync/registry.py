@@ -1,10 +1,13 @@
 """The bundle registry: published `.edgebundle` files side by side, with an index of what each one holds.
 
-    root/
-      index.json                            [{name, version, sha256, size, signed, key_id, published_at}]
+    root/                                   a path every gateway replica mounts
       bundles/<name>/<version>.edgebundle   never modified once renamed in
       .incoming/                            uploads being received and verified
-      .lock                                 flock: one publisher at a time
+      index.sqlite3                         the index, unless the gateway's database (PostgreSQL) holds it
+
+The index ({name, version, sha256, size, signed, key_id, published_at}) lives in the gateway's database, so a
+publish on one replica is listed by all; its write transaction admits one publisher at a time. An `index.json`
+left by an older gateway is imported once.
 
 A bundle is verified completely (digests, file list, schema, and with `trust` its signature) before it is
 accepted. Publishing the same bytes again is a no-op; the same name and version with other bytes is refused,
@@ -15,16 +18,17 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import fcntl
 import json
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
+from cloud_sync.database import Database, Transaction, open_database
 from edge_sdk.bundle import Bundle, archive
 from edge_sdk.bundle.files import sha256_file
 from edge_sdk.bundle.signing import SIGNATURE_NAME, TrustedKey, read_signature
@@ -32,7 +36,6 @@ from edge_sdk.errors import BundleError, PublishConflictError, RegistryError, ch
 from edge_sdk.fsutil import fsync_dir
 from edge_sdk.semver import build_metadata_refusal, version_key
 
-INDEX = "index.json"
 STALE_UPLOAD_S = 3600.0  # an upload untouched this long was abandoned by a process that died
 
 
@@ -57,7 +60,9 @@ class RegistryEntry:
 class Registry:
     """Published bundles under `root`. With `trust`, only bundles signed by one of those keys are accepted."""
 
-    def __init__(self, root: str | Path, *, trust: Sequence[TrustedKey] | None = None) -> None:
+    def __init__(
+        self, root: str | Path, *, trust: Sequence[TrustedKey] | None = None, database: Database | None = None
+    ) -> None:
         self.root = Path(root)
         self.trust = list(trust) if trust else None
         self._bundles = self.root / "bundles"
@@ -71,6 +76,14 @@ class Registry:
             with contextlib.suppress(OSError):
                 if time.time() - stale.stat().st_mtime > STALE_UPLOAD_S:
                     stale.unlink()
+        self._owned = database is None
+        self.db: Database = database if database is not None else open_database(self.root / "index.sqlite3")
+        self.db.migrate("registry", _SCHEMA)
+        self._import_json_index()
+
+    def close(self) -> None:
+        if self._owned:
+            self.db.close()
 
     # ------------------------------------------------------------------------------------------ publish
     def incoming_file(self) -> Path:
@@ -116,9 +129,8 @@ class Registry:
             raise RegistryError(f"refusing to publish {name}: {refusal}")
         sha256, size = sha256_file(upload), upload.stat().st_size
         entry = RegistryEntry(name, version, sha256, size, signature.is_file(), key, time.time())
-        with self._locked():
-            index = self._read_index()
-            old = next((e for e in index if e.name == name and e.version == version), None)
+        with self.db.transaction(_LOCK) as tx:
+            old = self._row(tx, name, version)
             if old is not None:
                 if old.sha256 != sha256:
                     raise PublishConflictError(
@@ -129,7 +141,10 @@ class Registry:
                     self._place(upload, name, version)  # the same bytes again restore a lost file
                 return old, False
             self._place(upload, name, version)
-            self._write_index([*index, entry])  # after the file: an indexed version always has its bytes
+            tx.execute(  # after the file: an indexed version always has its bytes
+                "INSERT INTO registry_entries VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (name, version, sha256, size, int(entry.signed), key, entry.published_at),
+            )
         return entry, True
 
     def _place(self, upload: Path, name: str, version: str) -> None:
@@ -143,16 +158,21 @@ class Registry:
     # ------------------------------------------------------------------------------------------ read
     def list(self, name: str | None = None) -> builtins.list[RegistryEntry]:
         """Published entries (of one model when `name` is given), by name then oldest version first."""
-        entries = [e for e in self._read_index() if name is None or e.name == name]
+        with self.db.transaction() as tx:
+            if name is None:
+                rows = tx.execute(f"SELECT {_COLUMNS} FROM registry_entries")
+            else:
+                rows = tx.execute(f"SELECT {_COLUMNS} FROM registry_entries WHERE name = ?", (name,))
+        entries = [_entry(row) for row in rows]
         return sorted(entries, key=lambda e: (e.name, version_key(e.version)))
 
     def entry(self, name: str, version: str) -> RegistryEntry:
-        index = self._read_index()
-        found = next((e for e in index if e.name == name and e.version == version), None)
+        with self.db.transaction() as tx:
+            found = self._row(tx, name, version)
         if found is None:
             versions = [e.version for e in self.list(name)]
             if not versions:
-                names = sorted({e.name for e in index})
+                names = sorted({e.name for e in self.list()})
                 raise RegistryError(f"no model {name!r} is published; published: {choices(names) or 'none'}")
             raise RegistryError(f"{name!r} has no published version {version!r}; published: {choices(versions)}")
         return found
@@ -163,29 +183,39 @@ class Registry:
         return self._bundles / name / f"{version}{archive.SUFFIX}"
 
     # ------------------------------------------------------------------------------------------ internals
-    def _read_index(self) -> builtins.list[RegistryEntry]:  # `list` is a method here
-        path = self.root / INDEX
+    def _row(self, tx: Transaction, name: str, version: str) -> RegistryEntry | None:
+        rows = tx.execute(f"SELECT {_COLUMNS} FROM registry_entries WHERE name = ? AND version = ?", (name, version))
+        return _entry(rows[0]) if rows else None
+
+    def _import_json_index(self) -> None:
+        """An index.json of an older gateway: its entries into the database, once; the file is kept as .imported."""
+        path = self.root / "index.json"
         if not path.is_file():
-            return []
+            return
         try:
-            return [RegistryEntry(**item) for item in json.loads(path.read_text())]
+            entries = [RegistryEntry(**item) for item in json.loads(path.read_text())]
         except (ValueError, TypeError) as exc:
             raise RegistryError(f"registry index {str(path)!r} is unreadable: {exc}") from None
+        with self.db.transaction(_LOCK) as tx:
+            for e in entries:
+                tx.execute(
+                    "INSERT INTO registry_entries VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name, version) DO NOTHING",
+                    (e.name, e.version, e.sha256, e.size, int(e.signed), e.key_id, e.published_at),
+                )
+        os.replace(path, path.with_name("index.json.imported"))
 
-    def _write_index(self, entries: builtins.list[RegistryEntry]) -> None:
-        tmp = self.root / f"{INDEX}.tmp-{os.getpid()}"
-        with tmp.open("w") as fh:
-            json.dump([e.to_json() for e in entries], fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.root / INDEX)  # readers see the old index or the new one, never half of one
-        fsync_dir(self.root)
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+_LOCK = "registry"  # one publisher at a time, across gateway replicas
+_COLUMNS = "name, version, sha256, size, signed, key_id, published_at"
+_SCHEMA = [
+    """
+    CREATE TABLE IF NOT EXISTS registry_entries (
+        name TEXT NOT NULL, version TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL,
+        signed INTEGER NOT NULL, key_id TEXT, published_at REAL NOT NULL, PRIMARY KEY (name, version))
+    """
+]
+
+
+def _entry(row: tuple[Any, ...]) -> RegistryEntry:
+    name, version, sha256, size, signed, key_id, published_at = row
+    return RegistryEntry(name, version, sha256, int(size), bool(signed), key_id, float(published_at))

@@ -12,27 +12,26 @@ when it cannot be met any more (or the wait is over), the rollout aborts, the ve
 group, and devices running it roll back on their next sync. Every decision is stored and returned, so the
 gateway logs and counts it.
 
-The state lives in SQLite beside the registry; the decision rules are pure functions over plain data.
+The state lives in the gateway's database (SQLite beside the registry, or PostgreSQL); the decision rules are
+pure functions over plain data.
 """
 
 from __future__ import annotations
 
 import builtins
-import contextlib
 import hashlib
 import itertools
 import json
 import math
-import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from edge_sdk.errors import ConfigError, RegistryError, choices
+from cloud_sync.database import Database, Transaction, open_database
+from edge_sdk.errors import RegistryError, choices
 
 Clock = Callable[[], float]
 
@@ -295,19 +294,23 @@ def counters_of(item: Mapping[str, Any]) -> tuple[float, float, float]:
 
 
 # ---------------------------------------------------------------------------------------------- the store
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS devices (id TEXT PRIMARY KEY, groups TEXT, last_seen REAL);
-CREATE TABLE IF NOT EXISTS given (
-    device TEXT NOT NULL, model TEXT NOT NULL, version TEXT NOT NULL, at REAL NOT NULL,
-    PRIMARY KEY (device, model, version));
-CREATE TABLE IF NOT EXISTS reports (
-    device TEXT NOT NULL, model TEXT NOT NULL, version TEXT NOT NULL, first_at REAL NOT NULL, last_at REAL NOT NULL,
-    ready INTEGER NOT NULL, base TEXT NOT NULL, last TEXT NOT NULL, PRIMARY KEY (device, model, version));
-CREATE TABLE IF NOT EXISTS rollouts (id INTEGER PRIMARY KEY AUTOINCREMENT, record TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS decisions (
-    rollout INTEGER NOT NULL, at REAL NOT NULL, action TEXT NOT NULL, stage_percent INTEGER NOT NULL,
-    reason TEXT NOT NULL);
-"""
+_SCHEMA = [
+    """
+    CREATE TABLE IF NOT EXISTS devices (id TEXT PRIMARY KEY, groups TEXT, last_seen REAL);
+    CREATE TABLE IF NOT EXISTS given (
+        device TEXT NOT NULL, model TEXT NOT NULL, version TEXT NOT NULL, at REAL NOT NULL,
+        PRIMARY KEY (device, model, version));
+    CREATE TABLE IF NOT EXISTS reports (
+        device TEXT NOT NULL, model TEXT NOT NULL, version TEXT NOT NULL, first_at REAL NOT NULL,
+        last_at REAL NOT NULL, ready INTEGER NOT NULL, base TEXT NOT NULL, last TEXT NOT NULL,
+        PRIMARY KEY (device, model, version));
+    CREATE TABLE IF NOT EXISTS rollouts (id INTEGER PRIMARY KEY AUTOINCREMENT, record TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS decisions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, rollout INTEGER NOT NULL, at REAL NOT NULL, action TEXT NOT NULL,
+        stage_percent INTEGER NOT NULL, reason TEXT NOT NULL)
+    """
+]
+_LOCK = "rollouts"  # one writer of rollout state at a time, across gateway replicas
 
 
 class Rollouts:
@@ -319,59 +322,40 @@ class Rollouts:
 
     def __init__(
         self,
-        path: str | Path,
+        database: Database | str | Path,
         *,
         groups: Mapping[str, Sequence[str]],
         clock: Clock = time.time,
         seen_write_interval_s: float = 30.0,
     ) -> None:
-        self.path, self.clock = Path(path), clock
+        self.clock = clock
         self._groups = {device: tuple(g) for device, g in groups.items()}
         self._seen_interval = seen_write_interval_s
         self._seen_cache: dict[str, float] = {}
-        self._lock = threading.RLock()
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise ConfigError(f"cannot use {str(self.path)!r} as the rollout database: {exc}") from None
+        self._owned = not hasattr(database, "transaction")
+        self.db: Database = open_database(database) if self._owned else database  # type: ignore[assignment,arg-type]
+        self.db.migrate("rollouts", _SCHEMA)
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        if self._owned:
+            self.db.close()
 
     # ------------------------------------------------------------------------------------------ devices
-    def devices(self) -> list[str]:
+    def devices(self) -> builtins.list[str]:
         return sorted(self._groups)
 
     def groups_of(self, device: str) -> tuple[str, ...]:
-        with self._lock:
-            row = self._db.execute("SELECT groups FROM devices WHERE id = ?", (device,)).fetchone()
-        if row is not None and row[0] is not None:
-            return tuple(json.loads(row[0]))
-        return self._groups.get(device, ())
+        with self.db.transaction() as tx:
+            return self._groups_of(tx, device)
 
     def set_groups(self, device: str, groups: Sequence[str]) -> tuple[str, ...]:
         if device not in self._groups:
             raise RolloutNotFoundError(f"no device {device!r}; devices: {choices(self.devices())}")
         clean = tuple(sorted(set(groups)))
-        with self._transaction() as db:
-            db.execute(
-                "INSERT INTO devices (id, groups) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET groups = excluded.groups",
+        with self.db.transaction(_LOCK) as tx:
+            tx.execute(
+                "INSERT INTO devices (id, groups) VALUES (?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET groups = excluded.groups",
                 (device, json.dumps(clean)),
             )
         return clean
@@ -384,22 +368,18 @@ class Rollouts:
         """Record that a device called."""
         now = self.clock()
         self._seen_cache[device] = now
-        with self._transaction() as db:
-            db.execute(
+        with self.db.transaction() as tx:  # a plain upsert: no check-then-write, no lock needed
+            tx.execute(
                 "INSERT INTO devices (id, last_seen) VALUES (?, ?) "
-                "ON CONFLICT(id) DO UPDATE SET last_seen = excluded.last_seen",
+                "ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen",
                 (device, now),
             )
 
-    def last_seen(self) -> dict[str, float]:
-        with self._lock:
-            rows = self._db.execute("SELECT id, last_seen FROM devices WHERE last_seen IS NOT NULL").fetchall()
-        return {device: float(at) for device, at in rows}
-
-    def fleet(self) -> list[dict[str, Any]]:
+    def fleet(self) -> builtins.list[dict[str, Any]]:
         """Every known device with its groups and when it was last seen."""
-        seen = self.last_seen()
-        return [{"id": d, "groups": list(self.groups_of(d)), "last_seen": seen.get(d)} for d in self.devices()]
+        with self.db.transaction() as tx:
+            seen = self._last_seen(tx)
+            return [{"id": d, "groups": list(self._groups_of(tx, d)), "last_seen": seen.get(d)} for d in self.devices()]
 
     # ------------------------------------------------------------------------------------------ rollouts
     def start(self, spec: RolloutSpec, published: Sequence[tuple[str, str]]) -> tuple[Rollout, Decision]:
@@ -413,13 +393,13 @@ class Rollouts:
                 else (f"published models: {choices(sorted({n for n, _ in published})) or 'none'}")
             )
             raise RolloutError(f"{spec.model} {spec.version} is not in the registry; {where}")
-        known_groups = {g for d in self.devices() for g in self.groups_of(d)}
-        if spec.group not in known_groups:
-            groups = choices(sorted(known_groups)) or "none"
-            raise RolloutError(f"no device is in group {spec.group!r}; groups: {groups}")
         now = self.clock()
-        with self._transaction() as db:
-            for other in self._all(db):
+        with self.db.transaction(_LOCK) as tx:
+            known_groups = {g for d in self.devices() for g in self._groups_of(tx, d)}
+            if spec.group not in known_groups:
+                groups = choices(sorted(known_groups)) or "none"
+                raise RolloutError(f"no device is in group {spec.group!r}; groups: {groups}")
+            for other in self._all(tx):
                 if other.state in ACTIVE_STATES and other.spec.model == spec.model and other.spec.group == spec.group:
                     raise RolloutConflictError(
                         f"rollout {other.id} of {spec.model} {other.spec.version} to group {spec.group!r} is "
@@ -427,30 +407,26 @@ class Rollouts:
                     )
             reason = f"opened {spec.stages[0]}% of group {spec.group!r}"
             draft = Rollout(0, spec, RolloutState.RUNNING, 0, now, now, now, reason)
-            cursor = db.execute("INSERT INTO rollouts (record) VALUES (?)", (json.dumps(draft.to_json()),))
-            rollout = replace(draft, id=int(cursor.lastrowid or 0))
-            self._write(db, rollout)
-            decision = self._decided(db, rollout, "start", reason, now)
+            (row,) = tx.execute("INSERT INTO rollouts (record) VALUES (?) RETURNING id", (json.dumps(draft.to_json()),))
+            rollout = replace(draft, id=int(row[0]))
+            self._write(tx, rollout)
+            decision = self._decided(tx, rollout, "start", reason, now)
         return rollout, decision
 
     def get(self, rollout_id: int) -> Rollout:
-        with self._lock:
-            row = self._db.execute("SELECT record FROM rollouts WHERE id = ?", (rollout_id,)).fetchone()
-            if row is None:
-                ids = [r.id for r in self._all(self._db)]
-                raise RolloutNotFoundError(f"no rollout {rollout_id}; rollouts: {choices(ids) or 'none'}")
-        return _from_json(json.loads(row[0]))
+        with self.db.transaction() as tx:
+            return self._get(tx, rollout_id)
 
     def list(self) -> builtins.list[Rollout]:
-        with self._lock:
-            return self._all(self._db)
+        with self.db.transaction() as tx:
+            return self._all(tx)
 
     def decisions(self, rollout_id: int) -> builtins.list[dict[str, Any]]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT at, action, stage_percent, reason FROM decisions WHERE rollout = ? ORDER BY rowid",
+        with self.db.transaction() as tx:
+            rows = tx.execute(
+                "SELECT at, action, stage_percent, reason FROM decisions WHERE rollout = ? ORDER BY id",
                 (rollout_id,),
-            ).fetchall()
+            )
         return [{"at": at, "action": a, "stage_percent": p, "reason": r} for at, a, p, r in rows]
 
     def control(self, rollout_id: int, action: str, reason: str = "") -> tuple[Rollout, Decision]:
@@ -463,8 +439,8 @@ class Rollouts:
         if action not in allowed:
             raise RolloutError(f"unknown action {action!r}; actions: {choices(sorted(allowed))}")
         now = self.clock()
-        with self._transaction() as db:
-            rollout = self.get(rollout_id)
+        with self.db.transaction(_LOCK) as tx:
+            rollout = self._get(tx, rollout_id)
             if rollout.state not in allowed[action]:
                 states = " or ".join(s.value for s in allowed[action])
                 raise RolloutError(
@@ -478,40 +454,40 @@ class Rollouts:
             else:
                 updated = replace(rollout, state=RolloutState.ABORTED, reason=why)
             updated = replace(updated, updated_at=now)
-            self._write(db, updated)
-            decision = self._decided(db, updated, action, why, now)
+            self._write(tx, updated)
+            decision = self._decided(tx, updated, action, why, now)
         return updated, decision
 
     def evaluate(self) -> builtins.list[Decision]:
         """Take the due decision of every running rollout; returns the decisions that changed something."""
         now = self.clock()
         taken = []
-        with self._transaction() as db:
-            for rollout in self._all(db):
+        with self.db.transaction(_LOCK) as tx:
+            for rollout in self._all(tx):
                 if rollout.state is not RolloutState.RUNNING:
                     continue
-                members = self._members(db, rollout, now)
-                reports = self._reports(db, rollout.spec.model, rollout.spec.version)
+                members = self._members(tx, rollout, now)
+                reports = self._reports(tx, rollout.spec.model, rollout.spec.version)
                 action, updated = decide(rollout, members, reports, now)
                 updated = replace(updated, updated_at=now)
-                self._write(db, updated)
+                self._write(tx, updated)
                 if action != "wait":
-                    taken.append(self._decided(db, updated, action, updated.reason, now))
+                    taken.append(self._decided(tx, updated, action, updated.reason, now))
         return taken
 
     # ------------------------------------------------------------------------------------------ what devices see
     def listing(self, device: str, entries: Iterable[tuple[str, str]]) -> Listing:
         """Which of the registry's (name, version) pairs `device` may not see, and what is withdrawn from it."""
         now = self.clock()
-        with self._lock:
-            rollouts = self._all(self._db)
-            groups = set(self.groups_of(device))
+        with self.db.transaction() as tx:
+            rollouts = self._all(tx)
+            groups = set(self._groups_of(tx, device))
             hidden, withdrawn = set(), []
             for name, version in entries:
                 mine = [r for r in rollouts if (r.spec.model, r.spec.version) == (name, version)]
                 if not mine:
                     continue
-                if not any(self._offers(self._db, r, device, groups, now) for r in mine):
+                if not any(self._offers(tx, r, device, groups, now) for r in mine):
                     hidden.add((name, version))
                 for r in mine:
                     if r.state is RolloutState.ABORTED and r.spec.group in groups:
@@ -524,14 +500,17 @@ class Rollouts:
 
     def given(self, device: str, name: str, version: str) -> None:
         """Record a download of a version under rollout: the device is part of that rollout from now on."""
-        with self._transaction() as db:
-            db.execute("INSERT OR IGNORE INTO given VALUES (?, ?, ?, ?)", (device, name, version, self.clock()))
+        with self.db.transaction() as tx:
+            tx.execute(
+                "INSERT INTO given VALUES (?, ?, ?, ?) ON CONFLICT (device, model, version) DO NOTHING",
+                (device, name, version, self.clock()),
+            )
 
     def report(self, device: str, items: Sequence[Mapping[str, Any]]) -> builtins.list[str]:
         """Take a device's telemetry snapshots; returns problems (a version it was not given), not stored."""
         now, problems = self.clock(), []
-        with self._transaction() as db:
-            rollouts = self._all(db)
+        with self.db.transaction(_LOCK) as tx:
+            rollouts = self._all(tx)
             for item in items:
                 models = item.get("models")
                 if not isinstance(models, Mapping):
@@ -542,50 +521,60 @@ class Rollouts:
                     if not isinstance(version, str):
                         continue
                     under = [r for r in rollouts if (r.spec.model, r.spec.version) == (name, version)]
-                    if under and not self._was_given(db, device, name, version):
+                    if under and not self._was_given(tx, device, name, version):
                         problems.append(
                             f"device {device!r} reports {name} {version}, which no rollout gave it "
                             f"(rollout {', '.join(str(r.id) for r in under)}): not counted as healthy"
                         )
                         continue
-                    self._record(db, device, name, version, ready, counts, now)
+                    self._record(tx, device, name, version, ready, counts, now)
         return problems
 
     # ------------------------------------------------------------------------------------------ internals
-    def _offers(self, db: sqlite3.Connection, rollout: Rollout, device: str, groups: set[str], now: float) -> bool:
+    def _groups_of(self, tx: Transaction, device: str) -> tuple[str, ...]:
+        rows = tx.execute("SELECT groups FROM devices WHERE id = ?", (device,))
+        if rows and rows[0][0] is not None:
+            return tuple(json.loads(rows[0][0]))
+        return self._groups.get(device, ())
+
+    def _last_seen(self, tx: Transaction) -> dict[str, float]:
+        rows = tx.execute("SELECT id, last_seen FROM devices WHERE last_seen IS NOT NULL")
+        return {device: float(at) for device, at in rows}
+
+    def _get(self, tx: Transaction, rollout_id: int) -> Rollout:
+        rows = tx.execute("SELECT record FROM rollouts WHERE id = ?", (rollout_id,))
+        if not rows:
+            ids = [r.id for r in self._all(tx)]
+            raise RolloutNotFoundError(f"no rollout {rollout_id}; rollouts: {choices(ids) or 'none'}")
+        return _from_json(json.loads(rows[0][0]))
+
+    def _offers(self, tx: Transaction, rollout: Rollout, device: str, groups: set[str], now: float) -> bool:
         if rollout.spec.group not in groups:
             return False
         if rollout.state is RolloutState.COMPLETED:
             return True
         if rollout.state is RolloutState.ABORTED:
             return False
-        return device in self._members(db, rollout, now)
+        return device in self._members(tx, rollout, now)
 
-    def _members(self, db: sqlite3.Connection, rollout: Rollout, now: float) -> set[str]:
+    def _members(self, tx: Transaction, rollout: Rollout, now: float) -> set[str]:
         spec = rollout.spec
-        in_group = [d for d in self.devices() if spec.group in self.groups_of(d)]
-        seen = self.last_seen()
+        in_group = [d for d in self.devices() if spec.group in self._groups_of(tx, d)]
+        seen = self._last_seen(tx)
         recent = [d for d in in_group if now - seen.get(d, -math.inf) <= spec.seen_within_s]
-        given = [
-            d
-            for (d,) in db.execute(
-                "SELECT device FROM given WHERE model = ? AND version = ?", (spec.model, spec.version)
-            ).fetchall()
-            if d in in_group
-        ]
+        rows = tx.execute("SELECT device FROM given WHERE model = ? AND version = ?", (spec.model, spec.version))
+        given = [d for (d,) in rows if d in in_group]
         return stage_members(spec.model, recent, rollout.share, given)
 
-    def _was_given(self, db: sqlite3.Connection, device: str, name: str, version: str) -> bool:
-        row = db.execute(
-            "SELECT 1 FROM given WHERE device = ? AND model = ? AND version = ?", (device, name, version)
-        ).fetchone()
-        return row is not None
+    def _was_given(self, tx: Transaction, device: str, name: str, version: str) -> bool:
+        sql = "SELECT 1 FROM given WHERE device = ? AND model = ? AND version = ?"
+        return bool(tx.execute(sql, (device, name, version)))
 
-    def _reports(self, db: sqlite3.Connection, model: str, version: str) -> dict[str, DeviceReport]:
-        rows = db.execute(
+    def _reports(self, tx: Transaction, model: str, version: str) -> dict[str, DeviceReport]:
+        rows = tx.execute(
             "SELECT device, first_at, last_at, ready, base, last FROM reports WHERE model = ? AND version = ?",
             (model, version),
-        ).fetchall()
+        )
         return {
             device: DeviceReport(device, model, version, first, last_at, bool(ready), _triple(base), _triple(last))
             for device, first, last_at, ready, base, last in rows
@@ -593,7 +582,7 @@ class Rollouts:
 
     def _record(
         self,
-        db: sqlite3.Connection,
+        tx: Transaction,
         device: str,
         name: str,
         version: str,
@@ -601,33 +590,36 @@ class Rollouts:
         counts: tuple[float, float, float],
         now: float,
     ) -> None:
-        row = db.execute(
+        rows = tx.execute(
             "SELECT base, last FROM reports WHERE device = ? AND model = ? AND version = ?", (device, name, version)
-        ).fetchone()
-        if row is not None:
-            base, last = _triple(row[0]), _triple(row[1])
+        )
+        if rows:
+            base, last = _triple(rows[0][0]), _triple(rows[0][1])
         else:  # the first report of this version: count from the device's last report of the one before it
-            before = db.execute(
+            before = tx.execute(
                 "SELECT last FROM reports WHERE device = ? AND model = ? AND version != ? ORDER BY last_at DESC",
                 (device, name, version),
-            ).fetchone()
-            base = last = _triple(before[0]) if before is not None else (0.0, 0.0, 0.0)
+            )
+            base = last = _triple(before[0][0]) if before else (0.0, 0.0, 0.0)
         if any(now_c < last_c for now_c, last_c in zip(counts, last, strict=True)):
             base = (0.0, 0.0, 0.0)  # the daemon restarted: its counters count from zero again
-        db.execute(
-            "INSERT INTO reports VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(device, model, version) DO UPDATE SET "
+        tx.execute(
+            "INSERT INTO reports VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device, model, version) DO UPDATE SET "
             "last_at = excluded.last_at, ready = excluded.ready, base = excluded.base, last = excluded.last",
             (device, name, version, now, now, int(ready), json.dumps(list(base)), json.dumps(list(counts))),
         )
 
-    def _all(self, db: sqlite3.Connection) -> builtins.list[Rollout]:
-        return [_from_json(json.loads(r)) for (r,) in db.execute("SELECT record FROM rollouts ORDER BY id")]
+    def _all(self, tx: Transaction) -> builtins.list[Rollout]:
+        return [_from_json(json.loads(r)) for (r,) in tx.execute("SELECT record FROM rollouts ORDER BY id")]
 
-    def _write(self, db: sqlite3.Connection, rollout: Rollout) -> None:
-        db.execute("UPDATE rollouts SET record = ? WHERE id = ?", (json.dumps(rollout.to_json()), rollout.id))
+    def _write(self, tx: Transaction, rollout: Rollout) -> None:
+        tx.execute("UPDATE rollouts SET record = ? WHERE id = ?", (json.dumps(rollout.to_json()), rollout.id))
 
-    def _decided(self, db: sqlite3.Connection, rollout: Rollout, action: str, reason: str, now: float) -> Decision:
-        db.execute("INSERT INTO decisions VALUES (?, ?, ?, ?, ?)", (rollout.id, now, action, rollout.share, reason))
+    def _decided(self, tx: Transaction, rollout: Rollout, action: str, reason: str, now: float) -> Decision:
+        tx.execute(
+            "INSERT INTO decisions (rollout, at, action, stage_percent, reason) VALUES (?, ?, ?, ?, ?)",
+            (rollout.id, now, action, rollout.share, reason),
+        )
         return Decision(rollout.id, rollout.spec.model, rollout.spec.group, action, rollout.share, reason, now)
 
 

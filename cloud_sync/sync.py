@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -24,11 +23,13 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cloud_sync import http
 from cloud_sync.registry import REGISTRY_PREFIX, RegistryEntry
+from cloud_sync.retry import RETRY_STATUSES, RetryPolicy, parse_retry_after
 from edge_sdk.bundle.files import sha256_file
 from edge_sdk.bundle.signing import TrustedKey
 from edge_sdk.errors import BundleError, RegistryError, StoreError, TransferError, choices
-from edge_sdk.fsutil import try_flock
+from edge_sdk.fsutil import file_lock
 from edge_sdk.semver import version_key
 from edge_sdk.store import BundleStore, Check, InstalledModel
 
@@ -36,11 +37,14 @@ if TYPE_CHECKING:
     import httpx
 
 DOWNLOADS = ".downloads"
-BUSY_STATUSES = frozenset({429, 500, 502, 503, 504})  # "not now": a download tries again, resuming
 
 
 class _Busy(TransferError):
-    """The registry (or a proxy before it) answered a download with a status worth another try."""
+    """The registry (or a proxy before it) answered with a status worth another try; maybe when (Retry-After)."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 Progress = Callable[[RegistryEntry, int], None]  # (what, bytes of it on disk so far)
@@ -93,12 +97,10 @@ class RegistryClient:
         backoff_s: float = 0.5,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        import httpx
-
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.base_url = base_url.rstrip("/")
-        self.attempts, self.backoff_s = max(1, attempts), backoff_s
-        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, transport=transport)
+        self.attempts = max(1, attempts)
+        self.retry = RetryPolicy(attempts=self.attempts, base_delay_s=backoff_s, max_delay_s=30.0)
+        self._http = http.sync_client(self.base_url, api_key=api_key, timeout_s=timeout, transport=transport)
 
     def close(self) -> None:
         self._http.close()
@@ -163,7 +165,7 @@ class RegistryClient:
             except (httpx.TransportError, _Busy) as exc:
                 last_error = str(exc) if isinstance(exc, _Busy) else f"{type(exc).__name__}: {exc}"
                 if attempt + 1 < self.attempts:
-                    time.sleep(self.backoff_s * 2**attempt)
+                    time.sleep(self.retry.delay(attempt, exc.retry_after_s if isinstance(exc, _Busy) else None))
         else:
             on_disk = dest.stat().st_size if dest.exists() else 0
             raise TransferError(
@@ -190,10 +192,10 @@ class RegistryClient:
                 have, mode = 0, "wb"  # the server ignored the Range (or the file changed): start over
             else:
                 response.read()
-                busy = response.status_code in BUSY_STATUSES
-                raise (_Busy if busy else TransferError)(
-                    f"GET {self.base_url}{url} answered {response.status_code}: {_message(response)}"
-                )
+                problem = f"GET {self.base_url}{url} answered {response.status_code}: {_message(response)}"
+                if response.status_code in RETRY_STATUSES:
+                    raise _Busy(problem, parse_retry_after(response.headers.get("retry-after")))
+                raise TransferError(problem)
             etag = response.headers.get("etag", "").strip('"')
             if etag and etag != entry.sha256:
                 raise RegistryError(
@@ -215,11 +217,14 @@ class RegistryClient:
         for attempt in range(tries):
             try:
                 response = self._http.request(method, url, **kwargs)
-                break
             except httpx.TransportError as exc:
                 if attempt + 1 == tries:
                     raise TransferError(f"cannot reach the registry at {self.base_url}: {exc}") from None
-                time.sleep(self.backoff_s * 2**attempt)
+                time.sleep(self.retry.delay(attempt))
+                continue
+            if response.status_code not in RETRY_STATUSES or attempt + 1 == tries:
+                break
+            time.sleep(self.retry.delay(attempt, parse_retry_after(response.headers.get("retry-after"))))
         if response.status_code >= 400:
             problem = f"{method} {self.base_url}{url} answered {response.status_code}: {_message(response)}"
             # the registry refused this request (conflict, invalid bundle, ...) vs. could not serve it now
@@ -327,13 +332,10 @@ def _rolled_back_from(version: str, model: InstalledModel) -> bool:
 def _one_sync_at_a_time(downloads: Path) -> Iterator[None]:
     """Two syncs appending to the same partial file would corrupt it: the second one is refused at once."""
     downloads.mkdir(parents=True, exist_ok=True)
-    fd = os.open(downloads / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        if not try_flock(fd):
+    with file_lock(downloads / ".lock", wait_s=None) as acquired:
+        if not acquired:
             raise StoreError(f"another sync is downloading into {str(downloads)!r}; try again when it ends")
         yield
-    finally:
-        os.close(fd)
 
 
 def _sync_one(

@@ -1,4 +1,4 @@
-"""Telemetry the gateway receives from devices: stored durably in SQLite, countable per device.
+"""Telemetry the gateway receives from devices: stored durably (SQLite or PostgreSQL), countable per device.
 
 A batch whose Idempotency-Key was already stored for that device is acknowledged again but not stored twice.
 The gateway's routes over this store are in `edge_sdk.apps.gateway.telemetry_routes`.
@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cloud_sync.database import Database, open_database
 from edge_sdk.errors import ConfigError
 
 MAX_ITEMS = 10_000
@@ -27,64 +27,59 @@ class TelemetryBatch(BaseModel):
     items: list[dict[str, Any]] = Field(max_length=MAX_ITEMS)
 
 
-class TelemetryStore:
-    """Batches and their items; every write is committed with synchronous=FULL before it is acknowledged."""
+_SCHEMA = [
+    """
+    CREATE TABLE IF NOT EXISTS batches (
+        device TEXT NOT NULL, key TEXT NOT NULL, received_at REAL NOT NULL, items INTEGER NOT NULL,
+        PRIMARY KEY (device, key));
+    CREATE TABLE IF NOT EXISTS items (device TEXT NOT NULL, received_at REAL NOT NULL, item TEXT NOT NULL);
+    CREATE INDEX IF NOT EXISTS items_device ON items (device)
+    """,
+    # 2: an item's place in its batch, so every database returns a device's items in the order sent
+    "ALTER TABLE items ADD COLUMN seq INTEGER",
+]
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._lock = threading.Lock()
+
+class TelemetryStore:
+    """Batches and their items in the gateway's database; every write is committed before it is acknowledged.
+
+    `database` is a Database (shared by the gateway's stores, e.g. PostgreSQL) or a SQLite file path.
+    """
+
+    def __init__(self, database: Database | str | Path) -> None:
+        self._owned = not hasattr(database, "transaction")
+        self.db: Database = open_database(database) if self._owned else database  # type: ignore[assignment,arg-type]
+        self.path = Path(self.db.url)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(
-                """
-                CREATE TABLE IF NOT EXISTS batches (
-                    device TEXT NOT NULL, key TEXT NOT NULL, received_at REAL NOT NULL, items INTEGER NOT NULL,
-                    PRIMARY KEY (device, key));
-                CREATE TABLE IF NOT EXISTS items (
-                    device TEXT NOT NULL, received_at REAL NOT NULL, item TEXT NOT NULL);
-                CREATE INDEX IF NOT EXISTS items_device ON items (device);
-                """
-            )
+            self.db.migrate("telemetry", _SCHEMA)
         except sqlite3.Error as exc:
-            raise ConfigError(f"cannot use {str(self.path)!r} as the telemetry database: {exc}") from None
+            raise ConfigError(f"cannot use {self.db.url!r} as the telemetry database: {exc}") from None
 
     def record(self, device: str, items: list[dict[str, Any]], key: str | None) -> bool:
         """Store a batch; False (and nothing stored) when `key` was seen for this device before."""
         now = time.time()
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                if key is not None:
-                    seen = self._db.execute(
-                        "SELECT 1 FROM batches WHERE device = ? AND key = ?", (device, key)
-                    ).fetchone()
-                    if seen:
-                        self._db.execute("ROLLBACK")
-                        return False
-                    self._db.execute("INSERT INTO batches VALUES (?, ?, ?, ?)", (device, key, now, len(items)))
-                self._db.executemany(
-                    "INSERT INTO items VALUES (?, ?, ?)", [(device, now, json.dumps(item)) for item in items]
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self.db.transaction("telemetry") as tx:
+            if key is not None:
+                if tx.execute("SELECT 1 FROM batches WHERE device = ? AND key = ?", (device, key)):
+                    return False
+                tx.execute("INSERT INTO batches VALUES (?, ?, ?, ?)", (device, key, now, len(items)))
+            tx.executemany(
+                "INSERT INTO items (device, received_at, item, seq) VALUES (?, ?, ?, ?)",
+                [(device, now, json.dumps(item), seq) for seq, item in enumerate(items)],
+            )
         return True
 
     def count(self, device: str | None = None) -> int:
-        with self._lock:
+        with self.db.transaction() as tx:
             if device is None:
-                row = self._db.execute("SELECT COUNT(*) FROM items").fetchone()
+                rows = tx.execute("SELECT COUNT(*) FROM items")
             else:
-                row = self._db.execute("SELECT COUNT(*) FROM items WHERE device = ?", (device,)).fetchone()
-        return int(row[0])
+                rows = tx.execute("SELECT COUNT(*) FROM items WHERE device = ?", (device,))
+        return int(rows[0][0])
 
     def items(self, device: str) -> list[dict[str, Any]]:
-        with self._lock:
-            rows = self._db.execute("SELECT item FROM items WHERE device = ? ORDER BY rowid", (device,)).fetchall()
+        with self.db.transaction() as tx:
+            rows = tx.execute("SELECT item FROM items WHERE device = ? ORDER BY received_at, seq", (device,))
         return [json.loads(r[0]) for r in rows]
 
     def latest(self) -> list[tuple[str, int, float, dict[str, Any]]]:
@@ -102,5 +97,5 @@ class TelemetryStore:
         return [(device, int(n), float(at), json.loads(last[rowid])) for device, n, at, rowid in rows]
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        if self._owned:
+            self.db.close()

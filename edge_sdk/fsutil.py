@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -37,3 +40,21 @@ def try_flock(fd: int) -> bool:
     except BlockingIOError:
         return False
     return True
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, *, wait_s: float | None, busy: Callable[[], Exception] | None = None) -> Iterator[bool]:
+    """Hold an exclusive flock on `path` (created if missing) for the block; yields whether it was taken.
+
+    `wait_s` None: do not wait (yields False when another process holds it). Otherwise wait up to `wait_s`, then
+    raise `busy()`. The kernel drops the lock when the descriptor closes, also when the process is SIGKILLed."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + (wait_s or 0.0)
+        while not (acquired := try_flock(fd)) and wait_s is not None:
+            if time.monotonic() >= deadline:
+                raise (busy() if busy is not None else TimeoutError(f"{str(path)!r} stayed locked for {wait_s:g} s"))
+            time.sleep(0.05)
+        yield acquired
+    finally:
+        os.close(fd)

@@ -24,7 +24,6 @@ import os
 import shutil
 import signal
 import tempfile
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from edge_sdk.bundle import Bundle, archive
 from edge_sdk.bundle.manifest import MANIFEST_NAME
 from edge_sdk.bundle.signing import TrustedKey, check_signature, load_trusted
 from edge_sdk.errors import BundleError, StoreError, choices
-from edge_sdk.fsutil import fsync_dir, fsync_tree, try_flock
+from edge_sdk.fsutil import file_lock, fsync_dir, fsync_tree
 from edge_sdk.semver import build_metadata_refusal, version_key
 
 CURRENT = "current"
@@ -412,16 +411,12 @@ class BundleStore:
     @contextlib.contextmanager
     def _locked(self, *, wait: bool = True) -> Iterator[bool]:
         """Hold the store's flock; yields False at once instead of waiting when `wait` is False."""
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            deadline = time.monotonic() + self.lock_timeout
-            while not (acquired := try_flock(fd)) and wait:
-                if time.monotonic() >= deadline:
-                    raise StoreError(
-                        f"store {str(self.root)!r} is busy: another install, activation or rollback has held "
-                        f"{str(self._lock_path)!r} for over {self.lock_timeout:g} s; try again when it finishes"
-                    )
-                time.sleep(0.05)
+
+        def busy() -> StoreError:
+            return StoreError(
+                f"store {str(self.root)!r} is busy: another install, activation or rollback has held "
+                f"{str(self._lock_path)!r} for over {self.lock_timeout:g} s; try again when it finishes"
+            )
+
+        with file_lock(self._lock_path, wait_s=self.lock_timeout if wait else None, busy=busy) as acquired:
             yield acquired
-        finally:
-            os.close(fd)  # closing the descriptor releases the flock, also when the process dies

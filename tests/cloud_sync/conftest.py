@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from gateway_helpers import DEVICE_KEY, OTHER_KEY, PUBLISHER_KEY, VERSIONS, gateway_config, running_gateway
+from postgres_server import PostgresServer
 
 from edge_sdk.apps.daemon.pool import DirectorySource
 from edge_sdk.bundle import Bundle
@@ -43,7 +44,25 @@ def packed_versions(onnx_bundle, tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture
-def registry_gateway(key_files, tmp_path) -> Iterator[str]:
-    """A gateway with an empty registry of its own, no own bundles and no upstream."""
-    with running_gateway(DirectorySource([]), gateway_config(key_files, tmp_path / "registry")) as url:
+def registry_gateway(key_files, tmp_path, database_url) -> Iterator[str]:
+    """A gateway with an empty registry of its own, no own bundles and no upstream (state: SQLite, PostgreSQL)."""
+    config = gateway_config(key_files, tmp_path / "registry", database_url=database_url)
+    with running_gateway(DirectorySource([]), config) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL cluster for the whole run (its databases are made per test)."""
+    server = PostgresServer()
+    server.start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request) -> str | None:
+    """The gateway's state in SQLite files (None) or in a fresh PostgreSQL database: tests run on both."""
+    if request.param == "sqlite":
+        return None
+    return request.getfixturevalue("postgres").database()

@@ -125,3 +125,61 @@ class CuttingProxy:
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
                 s.close()
+
+
+class Balancer:
+    """A TCP load balancer on loopback: connections go round-robin to the replicas; a replica that refuses the
+    connection (down) is skipped, as a balancer's health check would. A replica that dies mid-request cuts
+    that connection: the client sees the error and retries."""
+
+    def __init__(self, targets: list[str]) -> None:
+        self.targets = [t.removeprefix("http://").split(":") for t in targets]
+        self.picked: list[int] = []
+        self._next = 0
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self._listener.close()
+
+    def _connect(self) -> socket.socket | None:
+        for _ in range(len(self.targets)):
+            with self._lock:
+                index = self._next
+                self._next = (self._next + 1) % len(self.targets)
+            host, port = self.targets[index]
+            try:
+                server = socket.create_connection((host, int(port)), timeout=2)
+            except OSError:
+                continue
+            server.settimeout(None)
+            self.picked.append(index)
+            return server
+        return None
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = self._connect()
+            if server is None:
+                client.close()
+                continue
+            threading.Thread(target=self._pump, args=(client, server), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)

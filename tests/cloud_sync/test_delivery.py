@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 import httpx
@@ -48,7 +49,8 @@ def test_items_queued_while_offline_are_delivered_once_the_cloud_is_back(tmp_pat
     ids = [queue.enqueue(ItemKind.JOB, CHAT, {"model": "m", "i": i})[0].id for i in range(20)]
 
     async def offline_round() -> DeliveryLoop:
-        loop = DeliveryLoop(queue, url, policy=FAST)
+        # a pause longer than a loaded machine's gap between the two rounds below
+        loop = DeliveryLoop(queue, url, policy=dataclasses.replace(FAST, base_backoff_s=2, max_backoff_s=2))
         assert await loop.run_once() == 1  # a probe first
         assert not loop.cloud_reachable
         assert await loop.run_once() == 0  # paused: no walk through every item into a refused connection

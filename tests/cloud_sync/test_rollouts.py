@@ -78,7 +78,7 @@ class Device:
 
 
 @pytest.fixture
-def fleet(tmp_path, packed_versions, key_files):
+def fleet(tmp_path, packed_versions, key_files, database_url):
     """A gateway whose registry has digits 1.0.0 on every device, 10 kitchen devices and 2 in the garage."""
     keys = tmp_path / "devices.txt"
     keys.write_text(
@@ -87,7 +87,12 @@ def fleet(tmp_path, packed_versions, key_files):
     )
     clock = Clock()
     config = gateway_config(key_files, tmp_path / "registry").model_copy(
-        update={"devices": read_key_file(keys), "groups": read_device_groups(keys), "clock": clock}
+        update={
+            "devices": read_key_file(keys),
+            "groups": read_device_groups(keys),
+            "clock": clock,
+            "database_url": database_url,
+        }
     )
     with running_gateway(DirectorySource([]), config) as url:
         assert publish(url, packed_versions["1.0.0"]).status_code == 201

@@ -120,6 +120,10 @@ CLOUD_SERVE = OptionTable(
             type=Path | None, default=None, to_field=read_cloud_key),
         Opt("--upstream-timeout", "upstream_timeout_s", "Seconds to wait for the upstream, per try (failures "
             "before the first byte are retried with backoff; a circuit breaker opens when it keeps failing)."),
+        Opt("--database-url", "database_url", "postgresql://user:password@host/db: every piece of gateway state "
+            "(telemetry, idempotency, registry index, rollouts) in PostgreSQL, so several replicas serve one fleet "
+            "(bundle files stay in --registry, which every replica mounts). Default: SQLite files in --registry.",
+            env="EDGE_SDK_DATABASE_URL"),
         Opt("--telemetry-db", "telemetry_db",
             "SQLite file for device telemetry (default: <registry>/telemetry.sqlite3)."),
         Opt("--host", "daemon.host", "Address to bind (use 0.0.0.0 behind TLS for devices).", env="EDGE_SDK_HOST"),

@@ -20,9 +20,11 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from cloud_sync.database import Database, DatabaseUnavailable, open_database
 from cloud_sync.idempotency import IdempotencyMiddleware, IdempotencyStore
 from cloud_sync.registry import Registry
 from cloud_sync.rollouts import Rollouts
@@ -58,15 +60,24 @@ def build_gateway(source: BundleSource, config: GatewayConfig) -> FastAPI:
         telemetry.close()
         idempotency.close()
         rollouts.close()
+        registry.close()
+        if shared is not None:
+            shared.close()
 
     app = FastAPI(title="edge-sdk cloud gateway", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state = daemon.state  # one state: the pool the server closes, `ready` that SIGTERM turns off
     app.exception_handlers.update(daemon.exception_handlers)  # the daemon's errors: OpenAI shape, 400 not 422
+    app.add_exception_handler(DatabaseUnavailable, _database_unavailable)
 
-    registry = Registry(config.registry_dir, trust=config.trust or None)
-    telemetry = TelemetryStore(config.telemetry_db or config.registry_dir / "telemetry.sqlite3")
+    shared = open_database(config.database_url) if config.database_url else None
+
+    def database(own_file: Path | None, default_name: str) -> Database | Path:
+        return shared if shared is not None else own_file or config.registry_dir / default_name
+
+    registry = Registry(config.registry_dir, trust=config.trust or None, database=shared)
+    telemetry = TelemetryStore(database(config.telemetry_db, "telemetry.sqlite3"))
     rollouts = Rollouts(
-        config.rollouts_db or config.registry_dir / "rollouts.sqlite3",
+        database(config.rollouts_db, "rollouts.sqlite3"),
         groups={device: config.groups.get(device, ()) for device in config.devices.values()},
         clock=config.clock,
     )
@@ -84,7 +95,7 @@ def build_gateway(source: BundleSource, config: GatewayConfig) -> FastAPI:
 
     app.mount("", daemon)  # everything the routes above do not take
     idempotency = IdempotencyStore(
-        config.idempotency_db or config.registry_dir / "idempotency.sqlite3", lease_s=config.idempotency_lease_s
+        database(config.idempotency_db, "idempotency.sqlite3"), lease_s=config.idempotency_lease_s
     )
     app.add_middleware(IdempotentExceptUploads, store=idempotency)
     # added last, so outermost: idempotency keys on the device it authenticated, and a refusal never gets in
@@ -94,6 +105,12 @@ def build_gateway(source: BundleSource, config: GatewayConfig) -> FastAPI:
     )  # fmt: skip
 
     return app
+
+
+async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    """PostgreSQL is down or unreachable: "try again" (devices' clients and queues retry), nothing half-done."""
+    body = {"error": {"message": str(exc), "type": "server_error", "param": None, "code": "database_unavailable"}}
+    return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
 
 
 async def _tick(rollouts: Rollouts, metrics: Metrics, interval_s: float) -> None:

@@ -23,6 +23,8 @@ class GatewayConfig(BaseModel):
     publishers: dict[str, str] = Field(default_factory=dict, description="publisher key -> publisher id")
     groups: dict[str, tuple[str, ...]] = Field(default_factory=dict, description="device id -> its groups")
     registry_dir: Path
+    # PostgreSQL (postgresql://...) for every piece of gateway state, shared by replicas; None: SQLite files
+    database_url: str | None = None
     telemetry_db: Path | None = None  # None: <registry_dir>/telemetry.sqlite3
     idempotency_db: Path | None = None  # None: <registry_dir>/idempotency.sqlite3
     rollouts_db: Path | None = None  # None: <registry_dir>/rollouts.sqlite3
