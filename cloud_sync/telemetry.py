@@ -84,17 +84,17 @@ class TelemetryStore:
 
     def latest(self) -> list[tuple[str, int, float, dict[str, Any]]]:
         """Per device that reported: (device, items stored, when the last arrived, the last item)."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT device, COUNT(*), MAX(received_at), MAX(rowid) FROM items GROUP BY device ORDER BY device"
-            ).fetchall()
-            last = {
-                rowid: item
-                for rowid, item in self._db.execute(
-                    f"SELECT rowid, item FROM items WHERE rowid IN ({','.join('?' * len(rows))})", [r[3] for r in rows]
-                )
-            }
-        return [(device, int(n), float(at), json.loads(last[rowid])) for device, n, at, rowid in rows]
+        out = []
+        with self.db.transaction() as tx:
+            for device, n, at in tx.execute(
+                "SELECT device, COUNT(*), MAX(received_at) FROM items GROUP BY device ORDER BY device"
+            ):
+                (item,) = tx.execute(
+                    "SELECT item FROM items WHERE device = ? ORDER BY received_at DESC, COALESCE(seq, 0) DESC LIMIT 1",
+                    (device,),
+                )[0]
+                out.append((device, int(n), float(at), json.loads(item)))
+        return out
 
     def close(self) -> None:
         if self._owned:
