@@ -273,23 +273,28 @@ def _duration(seconds: float) -> str:
 
 
 def counters_of(item: Mapping[str, Any]) -> tuple[float, float, float]:
-    """(requests, 5xx errors, cloud fallbacks) from a daemon telemetry snapshot's counters."""
+    """(requests, 5xx errors, cloud fallbacks) from a daemon telemetry snapshot's counters; a device may send
+    anything, so what is not shaped as the daemon sends it counts as nothing."""
     counters = item.get("counters") or {}
 
-    def series(name: str) -> list[Mapping[str, Any]]:
+    def series(name: str) -> list[tuple[Mapping[str, Any], float]]:
         value = counters.get(name) if isinstance(counters, Mapping) else None
-        return [s for s in value if isinstance(s, Mapping)] if isinstance(value, list) else []
+        out = []
+        for s in value if isinstance(value, list) else []:
+            labels = s.get("labels") if isinstance(s, Mapping) else None
+            number = s.get("value") if isinstance(s, Mapping) else None
+            if isinstance(labels, Mapping) and isinstance(number, int | float) and math.isfinite(number):
+                out.append((labels, float(number)))
+        return out
 
     requests = errors = fallbacks = 0.0
-    for s in series("edge_route_total"):
-        labels, value = s.get("labels") or {}, float(s.get("value") or 0)
+    for labels, value in series("edge_route_total"):
         requests += value
         if labels.get("route") == "cloud" and labels.get("reason") != "caller":
             fallbacks += value
-    for s in series("edge_requests_total"):
-        labels = s.get("labels") or {}
+    for labels, value in series("edge_requests_total"):
         if str(labels.get("status", "")).startswith("5"):
-            errors += float(s.get("value") or 0)
+            errors += value
     return requests, errors, fallbacks
 
 

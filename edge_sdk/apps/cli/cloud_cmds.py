@@ -20,6 +20,7 @@ from edge_sdk.apps.cli.common import (
     user_errors,
 )
 from edge_sdk.apps.cli.options import on_command_line
+from edge_sdk.apps.cli.serve_cmds import announce_start
 from edge_sdk.apps.cli.serve_options import CLOUD_SERVE
 from edge_sdk.apps.cli.store_cmds import STORE_OPT, _announce, _golden_check
 from edge_sdk.errors import ConfigError
@@ -86,10 +87,10 @@ def serve_cmd(
         gateway = build_gateway(source, config)  # an unusable registry or database is refused before binding
     own = ", ".join(source.names()) or "none"
     host, port = config.daemon.host, config.daemon.port
-    typer.echo(
-        f"cloud gateway on http://{host}:{port}: own models {own}; upstream {upstream or 'none'}; "
-        f"registry {config.registry_dir}",
-        err=True,
+    announce_start(
+        "cloud gateway on http://%s:%s: own models %s; upstream %s; registry %s",
+        *(host, port, own, upstream or "none", config.registry_dir),
+        config=config.daemon,
     )
     run(gateway, config.daemon)
 

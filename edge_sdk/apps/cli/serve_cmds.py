@@ -41,7 +41,7 @@ def serve_cmd(
 
     with user_errors():
         source, config = daemon_settings(bundles, given, store_given=on_command_line(ctx, "store"))
-    typer.echo(f"serving {', '.join(source.names())} on http://{config.host}:{config.port}", err=True)
+    announce_start("serving %s on http://%s:%s", ", ".join(source.names()), config.host, config.port, config=config)
     with user_errors():
         serve(source, config)
 
@@ -171,3 +171,14 @@ WantedBy=multi-user.target""")
         f"  # key files the config names (api-key-file, cloud-key-file) must be readable by {user}",
         err=True,
     )
+
+
+def announce_start(message: str, *args: object, config: DaemonConfig) -> None:
+    """The first line a server prints, as a log line in the format asked for (so `--log-format json | jq` reads
+    every line)."""
+    import logging
+
+    from edge_sdk.apps.daemon.logs import configure_logging
+
+    configure_logging(config.log_level, config.log_format)
+    logging.getLogger("edge_sdk.daemon").warning(message, *args)  # shown at every --log-level

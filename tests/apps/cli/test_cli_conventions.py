@@ -55,8 +55,12 @@ def test_shell_completion_offers_commands_and_profile_ids():
     assert complete("edge-sdk pro") == ["profiles"]
     assert complete("edge-sdk profiles show rp") == ["rpi4", "rpi5"]
     assert "jetson-orin-nano" in complete("edge-sdk fit b.edgebundle -p j")
-    script = CliRunner().invoke(app, ["--show-completion", "bash"], env={"SHELL": "/bin/bash"})
-    assert "_EDGE_SDK_COMPLETE" in script.output
+    # a process of its own: typer's shell detection keeps state that other in-process CLI tests disturb
+    script = subprocess.run(
+        [sys.executable, "-m", "edge_sdk.cli", "--show-completion", "bash"],
+        env={**os.environ, "SHELL": "/bin/bash"}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert "_EDGE_SDK_COMPLETE" in script.stdout
 
 
 def test_bundles_variants_reports_and_sessions_have_readable_reprs(onnx_bundle):

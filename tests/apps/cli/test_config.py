@@ -58,7 +58,7 @@ def test_help_defaults_are_the_config_models(path, table, model):
 def test_serve_help_shows_the_model_defaults():
     out = re.sub(r"\s+", " ", invoke("serve", "--help").output)
     d = DaemonConfig()
-    assert f"--port <int> Port to bind. [env var: EDGE_SDK_PORT] [default: {d.port}]" in out
+    assert f"--port INTEGER Port to bind. [env var: EDGE_SDK_PORT] [default: {d.port}]" in out
     assert f"[default: {d.max_body_bytes / 1024 / 1024}]" in out  # --max-body-mb, in MiB
     assert f"[default: {d.queue_ttl_s}]" in out and "--config" in out and "EDGE_SDK_STORE" in out
 

@@ -102,5 +102,5 @@ def test_a_plan_where_nothing_fits_still_writes_its_report_saying_why(tmp_path):
     html = page.read_text()
     rows = section_rows(html, "ranked")
     assert [(r[1], r[10]) for r in rows] == [("gguf-fp16@ctx2048", "does not fit")]
-    assert "budget 256.0 MB" in rows[0][11] and "none qualifies" in text_of(html)
+    assert "budget 256.0 MiB" in rows[0][11] and "none qualifies" in text_of(html)
     assert "nothing to draw" in html  # no candidate was measured: no chart of guesses
