@@ -70,6 +70,9 @@ class RequantSource(LlmSource):
             f"{self.path.name} ({self.arch}) is re-quantized by llama.cpp; its weights are not loaded in Python"
         )
 
+    def requantize_warning(self) -> str | None:
+        return self.warning
+
     def reference_file(self, workdir: Path) -> tuple[Path, str]:
         return self.path, f"as it is ({self.precision})"
 
@@ -102,7 +105,7 @@ class LlamaQuantizeExporter(Exporter):
         scheme, dest = request.quantization, request.workdir / "model.gguf"
         llama_quantize(source.path, dest, llama_ftype(scheme), allow_requantize=True)
         options = {"quantizer": "llama.cpp", "arch": source.arch, "requantized_from": source.precision}
-        if source.warning is not None:
+        if source.warning is not None:  # already quantized: re-quantizing loses quality, measured below
             options["warning"] = source.warning
         recipe = Recipe(quantization=scheme, precision=gguf_type(scheme).precision, options=options)
         files = with_template_beside({"model.gguf": dest}, source.chat_template, request.workdir)

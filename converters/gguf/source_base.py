@@ -40,6 +40,10 @@ class LlmSource(ModelSource):
 
         return write_gguf(self.load(), workdir / "reference-f32.gguf", QuantScheme.F32), "at float32"
 
+    def requantize_warning(self) -> str | None:
+        """What re-quantizing this source costs when it is already quantized (a GGUF), else None."""
+        return None
+
     def reference(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise UnsupportedOperationError(
             f"{self.describe()} is a language model: it is measured on text by convert_llm, not on tensors"
