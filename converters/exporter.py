@@ -50,6 +50,11 @@ class Exporter(ABC):
     @abstractmethod
     def export(self, request: ExportRequest) -> ExportResult: ...
 
+    def label(self, quantization: QuantScheme) -> str:
+        """What the variant id calls this quantization ('gguf-<label>'): the scheme's own name unless the
+        exporter knows better (a GGUF kept as it is, whose file type has no name here, is 'as-is')."""
+        return quantization.value
+
     def layers(self, request: ExportRequest) -> tuple[str, ...]:
         """The layers `keep_float` may name, most compute first, once `request` has been exported (its workdir
         holds the export). Empty: this exporter cannot mix precisions, so accuracy-aware search does not apply."""

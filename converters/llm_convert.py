@@ -1,6 +1,8 @@
 """convert_llm(): a language model to a bundle of GGUF variants, through the one conversion loop
-(converters.pipeline), each judged by the LogitsVerifier against the source at float32; bundle_as_is(): a GGUF
-as it is ('-q as-is'), through the same loop with an exporter and a verifier of its own (converters.gguf.as_is)."""
+(converters.pipeline), each judged by the LogitsVerifier against the source at float32 (a GGUF of an architecture
+our writer does not know: re-quantized by llama.cpp and judged against the file itself, converters.gguf.requantize);
+bundle_as_is(): a GGUF as it is ('-q as-is'), through the same loop with an exporter and a verifier of its own
+(converters.gguf.as_is)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from pathlib import Path
 from converters.gguf.as_is import AsIsExporter, AsIsSource, AsIsVerifier
 from converters.gguf.evaluate import DEFAULT_EVAL_TOKENS
 from converters.gguf.logits_verifier import LogitsVerifier
+from converters.gguf.requantize import LlamaQuantizeExporter, RequantSource
 from converters.gguf.source_base import LlmSource
 from converters.gguf.writer import parse_gguf_quant
 from converters.pipeline import ConvertOptions, convert
@@ -47,9 +50,12 @@ def convert_llm(
     )
     verifier = LogitsVerifier(eval_text, eval_tokens, tolerance_scale, threads)
     pairs = [(Backend.GGUF, s) for s in schemes]
+    # A GGUF of an architecture our writer does not know is re-quantized by llama.cpp, file to file.
+    exporters = {Backend.GGUF: LlamaQuantizeExporter()} if isinstance(source, RequantSource) else None
     return convert(
-        source, [], [], output, options, overwrite=overwrite, progress=progress, pairs=pairs, verifier=verifier
-    )
+        source, [], [], output, options, overwrite=overwrite, progress=progress, pairs=pairs, verifier=verifier,
+        exporters=exporters,
+    )  # fmt: skip
 
 
 def bundle_as_is(

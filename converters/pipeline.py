@@ -71,9 +71,11 @@ def verifier_for(source: ModelSource, options: ConvertOptions) -> Verifier:
     )
 
 
-def variant_id(backend: Backend, scheme: QuantScheme, suffix: str = "") -> str:
-    """'onnx-int8-static', 'gguf-q4-k-m', 'onnx-none-pruned50': hyphens only, whatever the scheme's spelling."""
-    return f"{backend.value}-{scheme.value.replace('_', '-')}{suffix}"
+def variant_id(backend: Backend, scheme: QuantScheme | str, suffix: str = "") -> str:
+    """'onnx-int8-static', 'gguf-q4-k-m', 'onnx-none-pruned50', 'gguf-as-is': hyphens only, whatever the
+    scheme's spelling (a string is an exporter's own label for its quantization)."""
+    label = scheme.value if isinstance(scheme, QuantScheme) else scheme
+    return f"{backend.value}-{label.replace('_', '-')}{suffix}"
 
 
 def convert(
@@ -122,7 +124,7 @@ def convert(
             writer.set_golden(reference.golden.inputs, reference.golden.outputs, reference.golden.labels)
             _carry_preprocessing(source, writer)
             for i, (backend, scheme) in enumerate(plan):
-                vid = variant_id(backend, scheme, suffix)
+                vid = variant_id(backend, chosen[backend].label(scheme), suffix)
                 workdir = Path(tmp) / vid  # a path of its own: no runtime may mistake it for the last one
                 workdir.mkdir()
                 report(Progress("export", vid, i, len(plan)))

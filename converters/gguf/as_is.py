@@ -73,21 +73,31 @@ class AsIsSource(LlmSource):
         return f"{self.path.name} ({self.arch})"
 
 
+def with_template_beside(files: dict[str, Path], chat_template: str | None, workdir: Path) -> dict[str, Path]:
+    """`files` with the user's chat template beside the GGUF (chat_template.jinja, which the session prefers):
+    for a file whose metadata we do not rewrite."""
+    if chat_template is None:
+        return files
+    template_file = workdir / CHAT_TEMPLATE_FILE
+    template_file.write_text(chat_template, encoding="utf-8")
+    return {**files, CHAT_TEMPLATE_FILE: template_file}
+
+
 class AsIsExporter(Exporter):
     """Hands the source's file over unchanged (with a chat template beside it, when one was given)."""
 
     backend = Backend.GGUF
     quantizations = tuple(QuantScheme)
 
+    def label(self, quantization: QuantScheme) -> str:
+        # NONE is what AsIsSource says of a file type llama.cpp has and we do not name: not "unquantized"
+        return AS_IS if quantization is QuantScheme.NONE else quantization.value
+
     def export(self, request: ExportRequest) -> ExportResult:
         source = request.source
         if not isinstance(source, AsIsSource):
             raise ConfigError(f"'{AS_IS}' bundles a .gguf file; got a {source.kind} source: {source.describe()}")
-        files = {"model.gguf": source.path}
-        if source.chat_template is not None:
-            template_file = request.workdir / CHAT_TEMPLATE_FILE
-            template_file.write_text(source.chat_template, encoding="utf-8")
-            files[CHAT_TEMPLATE_FILE] = template_file
+        files = with_template_beside({"model.gguf": source.path}, source.chat_template, request.workdir)
         recipe = Recipe(
             quantization=source.scheme, precision=source.precision, options={"quantizer": AS_IS, "arch": source.arch}
         )

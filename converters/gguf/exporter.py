@@ -38,5 +38,9 @@ class GgufExporter(Exporter):
         write_gguf(request.source.load(), path, scheme)  # sources load once, however many variants
         spec = gguf_type(scheme)
         engine = "llama.cpp" if spec.llama_ftype else "gguf-py"
-        recipe = Recipe(quantization=scheme, precision=spec.precision, options={"quantizer": engine})
+        options = {"quantizer": engine}
+        warning = request.source.requantize_warning()  # a GGUF that was already quantized: say so in the recipe
+        if warning is not None:
+            options["warning"] = warning
+        recipe = Recipe(quantization=scheme, precision=spec.precision, options=options)
         return ExportResult(files={"model.gguf": path}, inputs=(), outputs=(), recipe=recipe, runtime=_runtime())

@@ -3,8 +3,8 @@
 Tensor names come from gguf-py's `TensorNameMap` (the table llama.cpp's converter uses); this module adds, per
 family, the GGUF architecture, the hyper-parameter keys, the expected shape of every tensor and the few weight
 transforms llama.cpp's `convert_hf_to_gguf.py` (revision 0c1e57098, vendored by llama-cpp-python 0.3.36) applies:
-the rotary permutation of Q/K (llama), +1 on Gemma's norms, Gemma 3's embedding cut to the real vocabulary and the
-Llama 3.x `rope_freqs` table.
+the rotary permutation of Q/K (llama), +1 on Gemma's norms, Gemma 3's embedding cut to the real vocabulary, the
+Llama 3.x `rope_freqs` table and Phi-3's long-context `rope_factors_long`/`rope_factors_short`.
 """
 
 from __future__ import annotations
@@ -71,8 +71,9 @@ def rope_parameters(config: dict[str, Any]) -> dict[str, Any]:
     rope = dict(config.get("rope_parameters") or config.get("rope_scaling") or {})
     if "type" in rope and "rope_type" not in rope:
         rope["rope_type"] = rope["type"]
-    if "rope_theta" not in rope and "rope_theta" in config:
-        rope["rope_theta"] = config["rope_theta"]
+    for key in ("rope_theta", "partial_rotary_factor", "original_max_position_embeddings"):  # as the reference
+        if key not in rope and config.get(key) is not None:
+            rope[key] = config[key]
     return rope
 
 
@@ -253,9 +254,43 @@ def _gemma3(w: Any, c: dict[str, Any], d: Dims, rope: dict[str, Any]) -> None:
     w.add_head_count_kv(c.get("num_key_value_heads", 4))
 
 
+def phi3_rope_dims(rope: dict[str, Any], dims: Dims) -> int:
+    """Rotated dimensions per head: all of them, or Phi-4-mini's `partial_rotary_factor` share."""
+    return int(rope.get("partial_rotary_factor", 1.0) * dims.hidden) // dims.heads
+
+
+def phi3_rope_factors(config: dict[str, Any], dims: Dims) -> dict[str, np.ndarray]:
+    """Phi-3 long-context rope ('longrope'/'su') as the `rope_factors_long`/`rope_factors_short` tensors llama.cpp
+    picks between by context length; {} without long factors."""
+    rope = rope_parameters(config)
+    long, short = rope.get("long_factor"), rope.get("short_factor")
+    if not long:
+        return {}
+    half = phi3_rope_dims(rope, dims) / 2
+    if short is None or len(long) != half or len(short) != half:
+        raise ModelSourceError(
+            f"Phi-3 rope factors must each hold {half:g} values (half the rotated dimensions); config.json has "
+            f"long_factor {len(long)}, short_factor {len(short or [])}"
+        )
+    return {"rope_factors_long.weight": np.asarray(long, dtype=np.float32),
+            "rope_factors_short.weight": np.asarray(short, dtype=np.float32)}  # fmt: skip
+
+
+def _phi3_attn_factor(c: dict[str, Any], rope: dict[str, Any]) -> float | None:
+    """The attention scale llama.cpp applies with long-context factors (None without them)."""
+    if not rope.get("long_factor"):
+        return None
+    kind = str(rope.get("rope_type", "")).lower()
+    scale = c["max_position_embeddings"] / rope["original_max_position_embeddings"]
+    if kind in ("su", "longrope"):
+        return math.sqrt(1 + math.log(scale) / math.log(rope["original_max_position_embeddings"])) if scale > 1 else 1.0
+    if kind == "yarn":
+        return 0.1 * math.log(scale) + 1.0 if scale > 1 else 1.0
+    raise ModelSourceError(f"Phi-3 rope scaling {kind!r} is not supported; supported: 'longrope', 'su', 'yarn'")
+
+
 def _phi3(w: Any, c: dict[str, Any], d: Dims, rope: dict[str, Any]) -> None:
-    if rope.get("long_factor"):
-        raise ModelSourceError("Phi-3 long-context rope ('longrope' factors) is not supported by the GGUF converter")
+    attn_factor = _phi3_attn_factor(c, rope)
     w.add_context_length(c["max_position_embeddings"])
     original = c.get("original_max_position_embeddings", rope.get("original_max_position_embeddings"))
     w.add_rope_scaling_orig_ctx_len(original)
@@ -265,9 +300,11 @@ def _phi3(w: Any, c: dict[str, Any], d: Dims, rope: dict[str, Any]) -> None:
     w.add_head_count(d.heads)
     w.add_head_count_kv(d.kv_heads)
     w.add_layer_norm_rms_eps(c["rms_norm_eps"])
-    w.add_rope_dimension_count(int(rope.get("partial_rotary_factor", 1.0) * d.hidden) // d.heads)
+    w.add_rope_dimension_count(phi3_rope_dims(rope, d))
     w.add_rope_freq_base(rope["rope_theta"])
     w.add_sliding_window(c.get("sliding_window") or 0)
+    if attn_factor is not None:
+        w.add_rope_scaling_attn_factors(attn_factor)
 
 
 _WRITERS: dict[str, Callable[[Any, dict[str, Any], Dims, dict[str, Any]], None]] = {

@@ -150,6 +150,9 @@ class GgufFileSource(LlmSource):
             self._model = self.with_chat_template(model_from_reader(self._reader))
         return self._model
 
+    def requantize_warning(self) -> str | None:
+        return requantize_note(self.path)
+
     def digest(self) -> str:
         return "sha256:" + sha256_file(self.path)
 

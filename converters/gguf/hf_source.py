@@ -18,6 +18,7 @@ from converters.gguf.families import (
     family_of,
     hparam_metadata,
     llama3_rope_factors,
+    phi3_rope_factors,
     rope_parameters,
     transform,
 )
@@ -105,6 +106,8 @@ class HfSource(LlmSource):
         factors = llama3_rope_factors(rope_parameters(self.config), dims)
         if factors is not None:
             ordered = {"rope_freqs.weight": factors, **ordered}
+        if family.arch == "phi3":  # the reference writes its extra tensors first
+            ordered = {**phi3_rope_factors(self.config, dims), **ordered}
         model = LlmModel(family.arch, {**self._metadata, **self._tokenizer, **self._quirks()}, ordered)
         self._model = self.with_chat_template(model)
         return self._model

@@ -9,12 +9,10 @@ from pathlib import Path
 from converters.gguf.evaluate import DEFAULT_EVAL_TOKENS, Logits, compare_logits, evaluation_text, logits_of, tokenize
 from converters.gguf.quality import accuracy_report, summary, tolerance_for
 from converters.gguf.source_base import LlmSource
-from converters.gguf.writer import write_gguf
 from converters.sources import ModelSource
 from converters.verifier import Exported, Golden, Reference, Verdict, Verifier
 from edge_sdk.bundle import AccuracyReport
 from edge_sdk.errors import ConfigError
-from edge_sdk.types import QuantScheme
 
 GOLDEN_TOKENS = 16  # logits of 16 positions: ~3 MB a variant for a 49k vocabulary
 
@@ -27,10 +25,11 @@ class LogitsVerifier(Verifier):
     threads: int | None = None
 
     def prepare(self, source: ModelSource, workdir: Path) -> Reference:
-        """The reference is the source at float32 run by llama.cpp (a GGUF source is dequantized first)."""
+        """The reference is the source at float32 run by llama.cpp (a GGUF source is dequantized first), or the
+        source file itself when llama.cpp re-quantizes it (converters.gguf.requantize)."""
         if not isinstance(source, LlmSource):
             raise ConfigError(f"only a language model is judged on its logits over text; {source.describe()} is not")
-        reference_file = write_gguf(source.load(), workdir / "reference-f32.gguf", QuantScheme.F32)
+        reference_file, as_what = source.reference_file(workdir)
         tokens = tokenize(reference_file, self.eval_text or evaluation_text(), max_tokens=self.eval_tokens)
         logits = logits_of(reference_file, tokens, threads=self.threads)
         golden = tokens[:GOLDEN_TOKENS]  # re-checked on the device by `verify --run` and `install`
@@ -39,7 +38,7 @@ class LogitsVerifier(Verifier):
             golden=Golden(inputs={"tokens": golden}, outputs={"logits": golden_logits}),
             verifier=self,
             logits=logits,
-            name=f"{source.describe()} at float32 in llama.cpp ({len(tokens)} tokens of stdlib docstrings)",
+            name=f"{source.describe()} {as_what} in llama.cpp ({len(tokens)} tokens of stdlib docstrings)",
         )
 
     def refusal(self, variant_id: str, accuracy: AccuracyReport) -> str:

@@ -23,12 +23,24 @@ def resolve_llm_source(model: Any) -> LlmSource:
     if isinstance(model, str | Path):
         path = Path(model)
         if path.suffix == ".gguf" or path.is_file():
-            return GgufFileSource(path)
+            return gguf_source(path)
         return HfSource(path)
     raise ConfigError(
         f"cannot convert a {type(model).__name__} to GGUF; give 'zoo:smollm2', a .gguf file or a Hugging Face "
         "LLaMA directory (transformers: model.save_pretrained(dir) and tokenizer.save_pretrained(dir))"
     )
+
+
+def gguf_source(path: Path) -> LlmSource:
+    """A .gguf our writer re-quantizes (an architecture it knows), else one llama.cpp's quantizer re-quantizes:
+    decided from the header alone."""
+    from converters.gguf.gguf_source import header_of
+    from converters.gguf.model import SUPPORTED_ARCHITECTURES
+    from converters.gguf.requantize import RequantSource
+
+    if header_of(path).get("general.architecture") in SUPPORTED_ARCHITECTURES:
+        return GgufFileSource(path)
+    return RequantSource(path)
 
 
 def gguf_path_of(model: Any) -> Path:

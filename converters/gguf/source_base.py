@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 
@@ -30,6 +31,18 @@ class LlmSource(ModelSource):
     @abstractmethod
     def load(self) -> LlmModel:
         """The model as float32 tensors in GGUF naming, with its GGUF metadata (tokenizer included)."""
+
+    def reference_file(self, workdir: Path) -> tuple[Path, str]:
+        """The GGUF its variants are measured against, and what to call it: the model at float32, written into
+        `workdir` (a source that cannot be loaded here, a GGUF re-quantized by llama.cpp, is its own reference)."""
+        from converters.gguf.writer import write_gguf
+        from edge_sdk.types import QuantScheme
+
+        return write_gguf(self.load(), workdir / "reference-f32.gguf", QuantScheme.F32), "at float32"
+
+    def requantize_warning(self) -> str | None:
+        """What re-quantizing this source costs when it is already quantized (a GGUF), else None."""
+        return None
 
     def reference(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise UnsupportedOperationError(

@@ -121,8 +121,11 @@ def write_gguf(model: LlmModel, path: Path, scheme: QuantScheme) -> Path:
     return path
 
 
-def llama_quantize(src: Path, dest: Path, ftype_name: str, threads: int | None = None) -> Path:
-    """Quantize `src` into `dest` with llama.cpp's own quantizer (K-quants and their mixes)."""
+def llama_quantize(
+    src: Path, dest: Path, ftype_name: str, threads: int | None = None, *, allow_requantize: bool = False
+) -> Path:
+    """Quantize `src` into `dest` with llama.cpp's own quantizer (K-quants and their mixes); `allow_requantize`
+    is `llama-quantize --allow-requantize`: tensors already quantized are dequantized and quantized again."""
     try:
         import llama_cpp
     except ModuleNotFoundError as exc:
@@ -135,6 +138,7 @@ def llama_quantize(src: Path, dest: Path, ftype_name: str, threads: int | None =
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, ftype_name)
     params.nthread = threads or os.cpu_count() or 1
+    params.allow_requantize = allow_requantize
     with quiet_stderr():
         rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dest).encode(), ctypes.byref(params))
     if rc != 0 or not dest.is_file():

@@ -133,6 +133,22 @@ class Family:
     tokenizer_class: str | None = None  # written into tokenizer_config.json
 
 
+def _factors(n: int, low: float, high: float) -> list[float]:
+    """Per-dimension rope factors rising from `low` to `high`, as long-context checkpoints ship them."""
+    return [round(low + (high - low) * i / max(1, n - 1), 4) for i in range(n)]
+
+
+# llama.cpp picks the long factors when its context (padded to 256) exceeds the original one, transformers when the
+# sequence does: with the original context at the full 512 both run the short factors on the tests' sequences, and
+# the long ones are checked byte for byte against the reference converter.
+PHI3_LONG = {"tie_word_embeddings": False, "original_max_position_embeddings": 512,
+             "rope_parameters": {"rope_type": "longrope", "rope_theta": 10000.0, "long_factor": _factors(8, 1.0, 8.0),
+                                 "short_factor": _factors(8, 1.0, 1.5)}}  # fmt: skip
+PHI4_MINI = {"tie_word_embeddings": True, "original_max_position_embeddings": 512,
+             "rope_parameters": {"rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.75,
+                                 "long_factor": _factors(6, 1.0, 8.0),
+                                 "short_factor": _factors(6, 1.0, 1.2)}}  # fmt: skip
+
 FAMILIES = (
     Family("llama", "LlamaConfig", "LlamaForCausalLM", {"tie_word_embeddings": True}),
     Family(
@@ -175,12 +191,19 @@ FAMILIES = (
         {"head_dim": 16, "query_pre_attn_scalar": 16, "initializer_range": 0.02},
     ),
     Family("phi3", "Phi3Config", "Phi3ForCausalLM", {"tie_word_embeddings": True}, tokenizer_class="GPT2Tokenizer"),
+    # Phi-3 long context (128k): 'longrope' factors, one per rotated dimension pair (PHI3_LONG)
+    Family("phi3long", "Phi3Config", "Phi3ForCausalLM", PHI3_LONG, tokenizer_class="GPT2Tokenizer"),
+    # Phi-4-mini: Phi3ForCausalLM rotating 3/4 of each head, tied embeddings, long-context factors
+    Family("phi4_mini", "Phi3Config", "Phi3ForCausalLM", PHI4_MINI, tokenizer_class="GPT2Tokenizer"),
     Family("smollm3", "SmolLM3Config", "SmolLM3ForCausalLM", {"tie_word_embeddings": True}),
 )
 
 
-def build_family(family: Family, dest: Path, tokenizer_dir: dict[str, Path], seed: int = 0) -> Any:
-    """Save a tiny random-weight model of `family` with its tokenizer into `dest`; returns the torch model."""
+def build_family(
+    family: Family, dest: Path, tokenizer_dir: dict[str, Path], seed: int = 0, *, decisive: bool = False
+) -> Any:
+    """Save a tiny random-weight model of `family` with its tokenizer into `dest`; returns the torch model.
+    `decisive`: with a trained model's confident predictions (make_decisive), for quality gates."""
     import torch
     import transformers
 
@@ -195,8 +218,34 @@ def build_family(family: Family, dest: Path, tokenizer_dir: dict[str, Path], see
     config = config_class(vocab_size=vocab, **{**SMALL, **family.overrides})
     torch.manual_seed(seed)
     model = getattr(transformers, family.model_class)(config).eval()
+    if decisive:
+        make_decisive(model)
     model.save_pretrained(dest)
     return model
+
+
+def make_decisive(model: Any) -> None:
+    """Give a random model a trained model's decisive next-token distribution.
+
+    With every weight at `initializer_range` 0.2 the blocks' outputs swamp the residual stream and the logits are
+    Gaussian over 49k tokens: the top two sit a fifth of a standard deviation apart, so rounding any weight flips
+    top-1 (a q4_k_m "agrees" on 53 % of positions) however faithful the file is. Here the blocks are at
+    transformers' default 0.02 and the (tied) embedding at 0.2: the residual stream is mostly the token's own
+    embedding, whose logit leads the others by ~sqrt(hidden) of their standard deviations (8 at hidden 64), so
+    the prediction is clear, as a trained model's is. It is easier to quantize than a trained model: it shows
+    the command works and the gate is applied, not that the gate is tight (README, "Random weights").
+    """
+    import torch
+
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim == 2:
+                p.normal_(0.0, 0.02)
+        embedding = model.get_input_embeddings().weight
+        embedding.normal_(0.0, 0.2)
+        head = model.get_output_embeddings()
+        if head is not None and head.weight.data_ptr() != embedding.data_ptr():
+            head.weight.copy_(embedding)  # an untied head predicts the same way
 
 
 def build_gpt2(dest: Path, tokenizer_dir: Path, seed: int = 0) -> Any:

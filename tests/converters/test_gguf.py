@@ -273,6 +273,7 @@ def test_smollm2_requantized_variants_pass_and_answer_paris(smollm2_bundle):
     for v in variants.values():
         assert v.accuracy is not None and v.accuracy.passed
         assert v.recipe.options["quantizer"] == ("llama.cpp" if v.id == "gguf-q4-k-m" else "gguf-py")
+        assert "already quantized (Q4_1)" in v.recipe.options["warning"]  # returned, not only printed
     kl = {k: v.accuracy.metric("mean_kl").value for k, v in variants.items()}
     assert kl["gguf-q8-0"] < kl["gguf-q4-k-m"] < kl["gguf-q4-0"]
     for variant_id in ("gguf-q8-0", "gguf-q4-k-m"):

@@ -40,7 +40,7 @@ def families(tmp_path_factory) -> dict[str, tuple[Path, object]]:
     sentencepiece_tokenizer(root / "spm")
     tokenizers = {"smollm2": smollm2_tokenizer_dir(), "sentencepiece": root / "spm"}
     # not "tiny-phi3": the directory names the model, and llama.cpp treats a "phi3" name as Phi-3's own vocabulary
-    dirs = {f.name: root / f"tiny-{f.name.replace('phi3', 'phi-mini')}" for f in FAMILIES}
+    dirs = {f.name: root / f"tiny-{f.name.replace('phi3', 'phi-mini').replace('_', '-')}" for f in FAMILIES}
     return {f.name: (dirs[f.name], build_family(f, dirs[f.name], tokenizers)) for f in FAMILIES}
 
 
@@ -226,28 +226,91 @@ def test_a_phi3_name_without_phi3_tokens_is_refused_before_llama_cpp_crashes(fam
         HfSource(directory)
 
 
-# Any GGUF llama.cpp loads: refused from the header for re-quantization, bundled as it is with `-q as-is`.
+# Any GGUF llama.cpp loads: re-quantized by llama.cpp's own quantizer, or bundled as it is with `-q as-is`.
+
+
+def _set_file_type(path: Path, file_type: int) -> None:
+    """Rewrite general.file_type (a uint32) in place: the tensors stay what they are."""
+    data = bytearray(path.read_bytes())
+    key = b"general.file_type"
+    at = data.index(struct.pack("<Q", len(key)) + key) + 8 + len(key)
+    assert struct.unpack_from("<I", data, at)[0] == 4  # GGUF uint32
+    struct.pack_into("<I", data, at + 4, file_type)
+    path.write_bytes(bytes(data))
+
+
+def test_an_architecture_llama_cpp_does_not_know_is_refused_from_the_header(tmp_path):
+    import gguf
+
+    path = tmp_path / "strange.gguf"
+    writer = gguf.GGUFWriter(path, "gpt7")
+    writer.add_tensor("token_embd.weight", np.zeros((64, 32), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    path.write_bytes(path.read_bytes()[:-4096])  # its weights cut short: only the header may be read
+    result = _convert(str(path), "-b", "gguf", "-q", "q4_k_m", "-o", str(tmp_path / "b"))
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "'gpt7' GGUF: the llama.cpp here (0c1e57098) knows no such architecture" in result.output
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.slow  # takes the reference converter (downloaded once)
+def test_llama_cpps_architectures_are_data_from_its_revision():
+    import re
+
+    from llm_families import reference_converter
+
+    from converters.gguf.requantize import llama_cpp_architectures
+
+    constants = (reference_converter() / "gguf-py" / "gguf" / "constants.py").read_text()
+    table = re.search(r"MODEL_ARCH_NAMES: dict\[MODEL_ARCH, str\] = \{(.*?)\n\}", constants, re.S)
+    assert table is not None
+    revision, known = llama_cpp_architectures()
+    assert revision == "0c1e57098" and known == set(re.findall(r':\s*"([^"]+)"', table.group(1)))
 
 
 @pytest.mark.slow
-def test_an_architecture_we_cannot_requantize_is_refused_from_the_header_at_once(reference, tmp_path):
-    import time
+def test_any_architecture_is_requantized_by_llama_cpp_with_a_warning_and_its_measured_kl(reference, tmp_path):
+    import edge_sdk
+    from converters.gguf.quality import tolerance_for
+    from device_profiles.gguf_header import read_gguf_header
+    from edge_sdk.types import QuantScheme
 
-    from typer.testing import CliRunner
+    source = reference["gpt2", "q8_0"]  # an architecture our writer does not know
+    result = _convert(str(source), "-b", "gguf", "-q", "q4_k_m,q4_0", "-o", str(tmp_path / "b"))
+    assert result.exit_code == 0, result.output
+    assert "already quantized (Q8_0)" in " ".join(result.output.split())
+    bundle = edge_sdk.Bundle.open(tmp_path / "b")
+    assert [v.id for v in bundle.variants] == ["gguf-q4-k-m", "gguf-q4-0"]
+    expected = ((QuantScheme.Q4_K_M, 15), (QuantScheme.Q4_0, 2))  # with general.file_type
+    for variant, (scheme, file_type) in zip(bundle.variants, expected, strict=True):
+        options = variant.recipe.options
+        assert (options["quantizer"], options["arch"], options["requantized_from"]) == ("llama.cpp", "gpt2", "q8_0")
+        assert "loses more quality" in options["warning"]
+        accuracy = variant.accuracy
+        assert accuracy is not None and accuracy.passed
+        assert "gpt2-q8_0.gguf (gpt2) as it is (q8_0)" in accuracy.reference
+        kl = accuracy.metric("mean_kl")
+        assert kl is not None and 0 < kl.value <= tolerance_for(scheme).max_kl  # measured, against the source file
+        path = bundle.root / variant.files[0].path
+        assert read_gguf_header(path)["general.file_type"] == file_type and path.stat().st_size < source.stat().st_size
+        assert edge_sdk.check_golden(bundle, variant.id).passed
 
-    from converters.gguf.gguf_source import GgufFileSource
-    from edge_sdk.apps.cli.main import app
-    from edge_sdk.errors import ModelSourceError
 
-    started = time.perf_counter()
-    with pytest.raises(ModelSourceError, match="'gpt2' GGUF; re-quantizing supports"):
-        GgufFileSource(reference["gpt2", "q8_0"])
-    assert time.perf_counter() - started < 1.0  # the header only: a multi-GB file would take as long
-    result = CliRunner().invoke(app, ["convert", str(reference["gpt2", "q8_0"]), "-b", "gguf", "-q", "q4_0",
-                                      "-o", str(tmp_path / "b")])  # fmt: skip
-    assert result.exit_code == 1 and "Traceback" not in result.output
-    assert "'gpt2' GGUF; re-quantizing supports" in result.output and "-q as-is" in result.output
-    assert not (tmp_path / "b").exists()
+@pytest.mark.slow
+def test_a_gguf_whose_file_type_we_do_not_name_is_bundled_as_gguf_as_is(ours, tmp_path):
+    import shutil
+
+    import edge_sdk
+
+    source = shutil.copy(ours["qwen3", "f16"], tmp_path / "odd.gguf")
+    _set_file_type(source, 38)  # a type llama.cpp has (MXFP4) and our table does not name
+    bundle = edge_sdk.convert_llm(source, quantize="as-is", output=tmp_path / "b")
+    (variant,) = bundle.variants
+    assert variant.id == "gguf-as-is" and variant.recipe.precision == "llama.cpp file type 38"
+    assert edge_sdk.check_golden(bundle, variant.id).passed
 
 
 @pytest.mark.slow
@@ -405,3 +468,40 @@ def test_a_chat_template_given_at_serve_time_replaces_the_bundles(ours, tmp_path
     (tmp_path / "evil.jinja").write_text(ESCAPE)
     served = CliRunner().invoke(app, ["serve", str(tmp_path / "b"), "--chat-template", str(tmp_path / "evil.jinja")])
     assert served.exit_code == 1 and "sandbox forbids" in served.output
+
+
+# The user's command, end to end: `edge-sdk convert HF_DIR -b gguf -q f16,q8_0,q4_k_m`, one process per family.
+
+END_TO_END = ("llama", "gemma2", "phi4_mini")  # byte-level BPE, SentencePiece, partial rotary + long rope
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", END_TO_END)
+def test_the_cli_converts_each_family_to_f16_q8_0_q4_k_m_within_the_default_gate(family, tmp_path):
+    import subprocess
+    import sys
+
+    import edge_sdk
+    from converters.gguf.quality import tolerance_for
+    from converters.gguf.writer import parse_gguf_quant
+
+    spec = next(f for f in FAMILIES if f.name == family)
+    tokenizers = {"smollm2": smollm2_tokenizer_dir(), "sentencepiece": tmp_path / "spm"}
+    if spec.tokenizer == "sentencepiece":
+        sentencepiece_tokenizer(tmp_path / "spm")
+    directory = tmp_path / f"tiny-{family.replace('_', '-')}"
+    build_family(spec, directory, tokenizers, decisive=True)  # a trained model's confidence: see make_decisive
+    cli = Path(sys.executable).parent / "edge-sdk"
+    done = subprocess.run([str(cli), "convert", str(directory), "-b", "gguf", "-q", "f16,q8_0,q4_k_m", "-p", "rpi4",
+                           "-o", str(tmp_path / "b")], capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    bundle = edge_sdk.Bundle.open(tmp_path / "b")
+    assert [v.id for v in bundle.variants] == ["gguf-fp16", "gguf-q8-0", "gguf-q4-k-m"]
+    for variant in bundle.variants:  # the default gate, from llama.cpp's published ladder, passed by each
+        accuracy = variant.accuracy
+        assert accuracy is not None and accuracy.passed, (variant.id, accuracy)
+        kl = accuracy.metric("mean_kl")
+        assert kl is not None and kl.value <= tolerance_for(parse_gguf_quant(variant.recipe.quantization)).max_kl
+        assert variant.fit["rpi4"].fits
+    sizes = [(bundle.root / v.files[0].path).stat().st_size for v in bundle.variants]
+    assert sizes[0] > sizes[1] > sizes[2]

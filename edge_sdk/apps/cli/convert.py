@@ -63,7 +63,8 @@ def convert_cmd(
         "--quantize",
         "-q",
         help=f"Quantization(s), comma-separated; each makes one variant per backend: {SCHEMES}. "
-        "With --backend gguf and a .gguf: 'as-is' bundles the file unchanged (any architecture llama.cpp loads).",
+        "With --backend gguf and a .gguf: 'as-is' bundles the file unchanged (any architecture llama.cpp loads); "
+        "a type re-quantizes it (any architecture llama.cpp knows; the loss is measured against the file).",
     ),
     profile: list[str] = typer.Option(
         [],
@@ -272,4 +273,4 @@ def _note_requantization(model: str, backend: str | None, quantize: str) -> None
 
     note = requantize_note(gguf_path_of(model))
     if note:
-        console.print(f"[yellow]note:[/] {note}", highlight=False)
+        console.print(f"[yellow]warning:[/] {note}", highlight=False)
