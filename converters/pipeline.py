@@ -19,6 +19,7 @@ from converters.exporter import Exporter, ExportRequest
 from converters.progress import Progress, ProgressCallback
 from converters.prune import TrainData
 from converters.sources import ModelSource
+from converters.threads import threads_for
 from converters.verifier import Exported, Verifier
 from device_profiles import DeviceProfile
 from device_profiles.estimate import ModelFacts
@@ -122,6 +123,21 @@ def convert(
     for backend, scheme in plan:  # refuse an impossible combination before spending time on any
         chosen[backend].check(scheme)
 
+    with threads_for(getattr(source, "module", None)):
+        return _convert(source, plan, output, options, chosen, overwrite, report, verifier, on_variant)
+
+
+def _convert(
+    source: ModelSource,
+    plan: list[tuple[Backend, QuantScheme]],
+    output: Path,
+    options: ConvertOptions,
+    chosen: dict[Backend, Exporter],
+    overwrite: bool,
+    report: ProgressCallback,
+    verifier: Verifier | None,
+    on_variant: VariantHook | None,
+) -> Bundle:
     export_source, pruned_options, suffix = _pruned(source, options)
     judge = verifier or verifier_for(source, options)
     writer = BundleWriter(
