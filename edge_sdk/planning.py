@@ -199,6 +199,7 @@ def plan(
     example_inputs: Mapping[str, np.ndarray] | None = None,
     workdir: str | Path | None = None,
     progress: ProgressCallback | None = None,
+    save_to: str | Path | None = None,
 ) -> Plan:
     """Rank backend × quantization × pruning (× context) for `profile` by `objective`.
 
@@ -215,7 +216,7 @@ def plan(
     )  # fmt: skip
     return run_plan(
         request, workdir=workdir, eval_data=eval_data, train_data=train_data, calibration=calibration,
-        progress=progress, module=model if in_memory else None, example_inputs=example_inputs,
+        progress=progress, module=model if in_memory else None, example_inputs=example_inputs, save_to=save_to,
     )  # fmt: skip
 
 
