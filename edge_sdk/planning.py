@@ -248,9 +248,11 @@ def resume_plan(
     calibration: Mapping[str, np.ndarray] | None = None,
     progress: ProgressCallback | None = None,
     save_to: str | Path | None = None,
+    module: Any = None,
 ) -> Plan:
     """The plan of a plan file again: its measured candidates replayed as recorded (nothing re-converted, the
-    ranking the same), only those it lists as pending measured now. `save_to` defaults to the file itself."""
+    ranking the same), only those it lists as pending measured now. `save_to` defaults to the file itself.
+    `module`: the torch module in memory a 'module:Name' plan was made of, to measure its pending candidates."""
     from converters.plan import rank
 
     before = load_plan(path)
@@ -259,9 +261,14 @@ def resume_plan(
         if save_to is not None:
             save_plan(replayed, save_to)
         return replayed
+    if before.request.model.startswith(MODULE_PREFIX) and module is None:
+        raise ConfigError(
+            f"{str(path)!r} is a plan of a module in memory ({before.request.model}) with candidates still to "
+            "measure: pass the module, edge_sdk.planning.resume_plan(path, module=model)"
+        )
     return run_plan(
         before.request, workdir=workdir, eval_data=eval_data, calibration=calibration, progress=progress,
-        done=before.candidates, save_to=path if save_to is None else save_to,
+        done=before.candidates, save_to=path if save_to is None else save_to, module=module,
     )  # fmt: skip
 
 
