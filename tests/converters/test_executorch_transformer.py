@@ -6,6 +6,8 @@ float32 ("IndexError: tensors used as indices must be long") so no int8 variant 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -93,6 +95,10 @@ def test_bert_style_encoder_exports_to_executorch_int8_static_and_runs(tmp_path)
     )
     variant = bundle.variant("executorch-int8-static")
     assert variant.accuracy is not None and variant.recipe.options["recipe"] == "quantize Linear modules only"
+    # the encoder's Linear modules (BERT's pooler is not on the path to last_hidden_state, so not exported)
+    linears = sum(isinstance(m, torch.nn.Linear) for name, m in model.named_modules() if ".encoder." in name)
+    delegated = json.loads(variant.recipe.options["delegation"])["delegated"]
+    assert delegated["quantized_decomposed.dequantize_per_channel"] == linears  # every Linear's weights are int8
     inputs = token_batch(8, seed=2)
     with torch.no_grad():
         expected = model(*(torch.from_numpy(inputs[k]) for k in ("input_ids", "attention_mask"))).numpy()
