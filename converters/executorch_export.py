@@ -7,6 +7,7 @@ It is written beside the program as `delegation.json` and summarised in the reci
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import re
@@ -95,6 +96,10 @@ class ExecuTorchExporter(Exporter):
     backend = Backend.EXECUTORCH
     quantizations = tuple(_PRECISION)
 
+    def __init__(self) -> None:
+        # torch.export of the source, by shared directory: every quantization of one conversion starts from it
+        self._exported: dict[Path, tuple[Any, bool, tuple[torch.Tensor, ...]]] = {}
+
     def export(self, request: ExportRequest) -> ExportResult:
         self.check(request.quantization)
         source = request.source
@@ -106,7 +111,7 @@ class ExecuTorchExporter(Exporter):
         if request.min_delegated is not None and not 0.0 <= request.min_delegated <= 1.0:
             raise ConfigError(f"min_delegated must be a share between 0 and 1, got {request.min_delegated!r}")
         with quiet_engine():
-            program, dynamic, args = _export(source)
+            program, dynamic, args = self._base(request, source)
             quantized: dict[str, str] = {}
             if request.quantization is not QuantScheme.NONE:
                 if request.calibration_method is not None:
@@ -149,6 +154,14 @@ class ExecuTorchExporter(Exporter):
             runtime=RuntimeRequirement(package="executorch", version=version("executorch"), extra="executorch"),
             notes=notes,
         )
+
+    def _base(self, request: ExportRequest, source: TorchSource) -> tuple[Any, bool, tuple[torch.Tensor, ...]]:
+        if request.shared is None:
+            return _export(source)
+        if request.shared not in self._exported:
+            self._exported[request.shared] = _export(source)
+        program, dynamic, args = self._exported[request.shared]
+        return copy.deepcopy(program), dynamic, args  # lowering may rewrite the program it is given
 
     def layers(self, request: ExportRequest) -> tuple[str, ...]:
         if request.quantization is QuantScheme.NONE or not isinstance(request.source, TorchSource):

@@ -24,6 +24,13 @@ class ExportRequest:
     min_delegated: float | None = None  # least share of compute an accelerator delegate must take (0..1)
     calibration_method: CalibrationMethod | None = None  # None: the recipe's default for the model's kind
     keep_float: tuple[str, ...] = ()  # layers (as `layers()` names them) to leave unquantized
+    # Where the exporter keeps what every quantization of this source starts from (e.g. the fp32 .onnx), so
+    # one conversion exports the source once per backend; None: the workdir (one export per variant).
+    shared: Path | None = None
+
+    @property
+    def base_dir(self) -> Path:
+        return self.shared if self.shared is not None else self.workdir
 
 
 @dataclass

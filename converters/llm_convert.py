@@ -11,10 +11,11 @@ from pathlib import Path
 
 from converters.gguf.as_is import AsIsExporter, AsIsSource, AsIsVerifier
 from converters.gguf.evaluate import DEFAULT_EVAL_TOKENS
+from converters.gguf.exporter import GgufExporter
 from converters.gguf.logits_verifier import LogitsVerifier
 from converters.gguf.requantize import LlamaQuantizeExporter, RequantSource
 from converters.gguf.source_base import LlmSource
-from converters.gguf.writer import parse_gguf_quant
+from converters.gguf.writer import TensorTypes, parse_gguf_quant
 from converters.pipeline import ConvertOptions, convert
 from converters.progress import ProgressCallback
 from device_profiles import DeviceProfile
@@ -38,20 +39,29 @@ def convert_llm(
     threads: int | None = None,
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
+    tensor_types: TensorTypes = (),
+    max_accuracy_drop: float | None = None,
 ) -> Bundle:
     """One GGUF variant per quantization ('q4_k_m', 'Q8_0', 'f16', ...), each gated on mean KL, top-1 agreement
     and perplexity. A variant outside its tolerance raises AccuracyGateError with the numbers, unless
-    `allow_failed` keeps it as failed."""
+    `allow_failed` keeps it as failed. `tensor_types` ((pattern, type), see writer.parse_tensor_types) give some
+    tensors other types in every variant. `max_accuracy_drop` bounds 1 - top-1 agreement instead of the
+    scheme's default; a variant that misses it keeps its most sensitive layers (token embedding, output layer,
+    blocks) at f16 until it meets it, named in the recipe."""
     schemes = list(dict.fromkeys(parse_gguf_quant(q) for q in quantizations))  # refuses unknown types first
     if not schemes:
         raise ConfigError("nothing to convert: give at least one quantization")
     options = ConvertOptions(
-        name=name, version=version, task=Task.TEXT_GENERATION, profiles=tuple(profiles), allow_failed=allow_failed
-    )
-    verifier = LogitsVerifier(eval_text, eval_tokens, tolerance_scale, threads)
+        name=name, version=version, task=Task.TEXT_GENERATION, profiles=tuple(profiles), allow_failed=allow_failed,
+        max_accuracy_drop=max_accuracy_drop,
+    )  # fmt: skip
+    verifier = LogitsVerifier(eval_text, eval_tokens, tolerance_scale, threads, max_accuracy_drop)
     pairs = [(Backend.GGUF, s) for s in schemes]
     # A GGUF of an architecture our writer does not know is re-quantized by llama.cpp, file to file.
-    exporters = {Backend.GGUF: LlamaQuantizeExporter()} if isinstance(source, RequantSource) else None
+    requant = isinstance(source, RequantSource)
+    if requant and tensor_types:
+        raise ConfigError("--tensor-type needs a model our writer converts; this GGUF is re-quantized by llama.cpp")
+    exporters = {Backend.GGUF: LlamaQuantizeExporter() if requant else GgufExporter(tensor_types)}
     return convert(
         source, [], [], output, options, overwrite=overwrite, progress=progress, pairs=pairs, verifier=verifier,
         exporters=exporters,

@@ -47,6 +47,8 @@ def shortfall(report: AccuracyReport) -> float:
         tol = max(m.tolerance, 1e-9)
         if m.higher_is_better:
             total += max(0.0, (1.0 if m.reference is None else m.reference) - m.value) / tol
+        elif m.reference:  # a bound relative to a reference (perplexity: variant / reference - 1)
+            total += max(0.0, m.value / m.reference - 1.0) / tol
         else:
             total += max(0.0, m.value) / tol
     return total

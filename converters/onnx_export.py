@@ -48,12 +48,12 @@ class OnnxExporter(Exporter):
     def export(self, request: ExportRequest) -> ExportResult:
         self.check(request.quantization)
         source = request.source
-        base = request.workdir / "fp32.onnx"
+        base = request.base_dir / "fp32.onnx"
         if isinstance(source, TorchSource | OnnxFileSource):
             inputs = source.input_specs()
         else:
             raise ModelSourceError(f"the onnx backend cannot read a {source.kind!r} source")
-        if not base.is_file():  # an accuracy-aware search re-quantizes the same export: export it once
+        if not base.is_file():  # every quantization (and accuracy-aware trial) starts from one export
             if isinstance(source, TorchSource):
                 _export_torch(source, base)
             else:
@@ -68,7 +68,7 @@ class OnnxExporter(Exporter):
             options |= {"model_kind": recipe.kind, "recipe": recipe.describe(), "per_channel": "true"}
             if request.quantization is QuantScheme.INT8_STATIC:
                 options["calibration_method"] = method.value
-            plan = _Int8Plan(recipe, request.keep_float, method, request.workdir / f"calibration-{method.value}.json")
+            plan = _Int8Plan(recipe, request.keep_float, method, request.base_dir / f"calibration-{method.value}.json")
             if request.keep_float:
                 options["float_layers"] = ",".join(request.keep_float)
         else:
@@ -88,7 +88,7 @@ class OnnxExporter(Exporter):
         )
 
     def layers(self, request: ExportRequest) -> tuple[str, ...]:
-        base = request.workdir / "fp32.onnx"
+        base = request.base_dir / "fp32.onnx"
         if request.quantization not in _INT8 or not base.is_file():
             return ()
         return tuple(layer.name for layer in sorted(recipe_for(base).layers, key=lambda x: -x.weight_bytes))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -19,12 +19,13 @@ from converters.exporter import Exporter, ExportRequest
 from converters.progress import Progress, ProgressCallback
 from converters.prune import TrainData
 from converters.sources import ModelSource
+from converters.threads import threads_for
 from converters.verifier import Exported, Verifier
 from device_profiles import DeviceProfile
 from device_profiles.estimate import ModelFacts
 from device_profiles.fit import check_fit
 from edge_sdk import registry
-from edge_sdk.bundle import Bundle, BundleWriter, FailedVariant, SourceInfo
+from edge_sdk.bundle import Bundle, BundleWriter, FailedVariant, SourceInfo, Variant
 from edge_sdk.errors import AccuracyGateError, ConfigError, EdgeSDKError
 from edge_sdk.types import Backend, CalibrationMethod, QuantScheme, Task
 from edge_sdk.version import __version__
@@ -46,6 +47,20 @@ class ConvertOptions:
     prune: float = 0.0  # share of channels removed (structured), then recovered by distillation on `train`
     sparsity: float = 0.0  # share of weights zeroed (unstructured): recorded, with what it does not buy
     train: TrainData | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Added:
+    """A variant as the loop adds it to the bundle (its files under `root`), or why it failed: what a caller
+    that judges variants one by one (the planner) needs before the bundle is written."""
+
+    variant: Variant | None
+    root: Path  # the staged bundle: the variant's file paths are relative to it
+    golden_inputs: Mapping[str, np.ndarray]
+    failed: FailedVariant | None = None
+
+
+VariantHook = Callable[[Added], None]
 
 
 def get_exporter(backend: Backend) -> Exporter:
@@ -90,6 +105,7 @@ def convert(
     pairs: Sequence[tuple[Backend, QuantScheme]] | None = None,
     verifier: Verifier | None = None,
     exporters: Mapping[Backend, Exporter] | None = None,
+    on_variant: VariantHook | None = None,
 ) -> Bundle:
     """One variant per backend × quantization (or per (backend, quantization) in `pairs`, when given).
 
@@ -97,8 +113,10 @@ def convert(
     their backends (a GGUF bundled as it is hands its file over unchanged). A variant outside its tolerance raises
     AccuracyGateError with the numbers, unless `options.allow_failed` keeps it, recorded as failed; with it, a
     variant whose export or verification raises is recorded in the manifest's `failed` list and the others kept.
+    Each backend exports the source once for all its quantizations. `on_variant` sees each variant (or failure)
+    as it is added.
     """
-    report = progress or (lambda _p: None)
+    report = progress if progress is not None else (lambda _p: None)
     plan = list(pairs) if pairs is not None else [(b, q) for b in backends for q in quantizations]
     if not plan:
         raise ConfigError("nothing to convert: give at least one backend and one quantization")
@@ -107,6 +125,21 @@ def convert(
     for backend, scheme in plan:  # refuse an impossible combination before spending time on any
         chosen[backend].check(scheme)
 
+    with threads_for(getattr(source, "module", None)):
+        return _convert(source, plan, output, options, chosen, overwrite, report, verifier, on_variant)
+
+
+def _convert(
+    source: ModelSource,
+    plan: list[tuple[Backend, QuantScheme]],
+    output: Path,
+    options: ConvertOptions,
+    chosen: dict[Backend, Exporter],
+    overwrite: bool,
+    report: ProgressCallback,
+    verifier: Verifier | None,
+    on_variant: VariantHook | None,
+) -> Bundle:
     export_source, pruned_options, suffix = _pruned(source, options)
     judge = verifier or verifier_for(source, options)
     writer = BundleWriter(
@@ -123,6 +156,9 @@ def convert(
             reference = judge.prepare(source, Path(tmp) / "reference")  # the unpruned source: what users had
             writer.set_golden(reference.golden.inputs, reference.golden.outputs, reference.golden.labels)
             _carry_preprocessing(source, writer)
+            added = on_variant or (lambda _a: None)
+            for backend in chosen:
+                (Path(tmp) / f"shared-{backend.value}").mkdir()
             for i, (backend, scheme) in enumerate(plan):
                 vid = variant_id(backend, chosen[backend].label(scheme), suffix)
                 workdir = Path(tmp) / vid  # a path of its own: no runtime may mistake it for the last one
@@ -135,6 +171,7 @@ def convert(
                     options.calibration,
                     options.min_delegated,
                     options.calibration_method,
+                    shared=Path(tmp) / f"shared-{backend.value}",
                 )
                 stage = "export"
                 try:
@@ -161,15 +198,16 @@ def convert(
                     if not options.allow_failed:
                         raise
                     # Kept apart from the variants: the bundle says what is missing and why; the others stay.
-                    writer.add_failed(FailedVariant(id=vid, backend=backend, quantization=scheme, stage=stage,
-                                                    error=str(exc)))  # fmt: skip
+                    failure = FailedVariant(id=vid, backend=backend, quantization=scheme, stage=stage, error=str(exc))
+                    writer.add_failed(failure)
+                    added(Added(None, writer.root, reference.golden.inputs, failure))
                     shutil.rmtree(workdir, ignore_errors=True)
                     continue
                 # No accuracy (None): nothing to measure against, as for a file bundled as it is.
                 if verdict.accuracy is not None and not verdict.accuracy.passed and not options.allow_failed:
                     raise AccuracyGateError(judge.refusal(vid, verdict.accuracy))
                 facts = ModelFacts.of_files(backend, scheme, list(result.files.values()), result.inputs, result.outputs)
-                writer.add_variant(
+                variant = writer.add_variant(
                     variant_id=vid,
                     backend=backend,
                     files=result.files,
@@ -182,6 +220,7 @@ def convert(
                     golden_outputs=verdict.golden_outputs,
                 )
                 shutil.rmtree(workdir)  # the bundle writer has its copy; keep the disk free for the next one
+                added(Added(variant, writer.root, reference.golden.inputs))
         report(Progress("write", None, len(plan), len(plan), str(output)))
         return writer.write(output, overwrite=overwrite)
     finally:

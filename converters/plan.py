@@ -7,7 +7,7 @@ A plan is a JSON document holding its own request, so it can be made again (`edg
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
@@ -15,15 +15,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from converters.pipeline import ConvertOptions, convert, get_exporter
+from converters.pipeline import Added, ConvertOptions, convert, get_exporter
 from converters.progress import Progress, ProgressCallback
 from converters.prune import check_ratio, parameter_count, prune_structured
 from converters.sources import ModelSource, TorchSource
 from device_profiles import DeviceProfile
 from device_profiles.estimate import BITS_PER_WEIGHT, ModelFacts
 from device_profiles.fit import check_fit
-from edge_sdk.bundle import AccuracyReport, Bundle, FitReport, Variant
-from edge_sdk.errors import BackendUnavailableError, ConfigError, EdgeSDKError
+from edge_sdk.bundle import AccuracyReport, FitReport, Variant
+from edge_sdk.errors import BackendUnavailableError, BundleError, ConfigError, EdgeSDKError
 from edge_sdk.types import Backend, QuantScheme
 from edge_sdk.version import __version__
 
@@ -82,6 +82,13 @@ class Plan(_Frozen):
     profile_id: str = ""
     created_by: str = f"edge-sdk {__version__}"
     candidates: tuple[Candidate, ...]
+    pending: tuple[str, ...] = Field(
+        default=(), description="candidates not measured yet (an interrupted plan); `plan --from` measures these"
+    )
+
+    @property
+    def complete(self) -> bool:
+        return not self.pending
 
     def __repr__(self) -> str:
         ranked = self.ranked()
@@ -97,12 +104,17 @@ class Plan(_Frozen):
         if not ranked:
             why = "; ".join(f"{c.id}: {c.reasons[0]}" for c in self.candidates if c.reasons)[:2000]
             where = self.profile_id or self.request.profile
+            if self.pending:
+                why = f"{len(self.pending)} candidate(s) not measured yet; " + why
             raise ConfigError(
                 f"no variant of {self.request.model} fits {where} within an accuracy drop of "
                 f"{self.request.max_accuracy_drop:.1%}: {why or 'no candidate'}. Allow a larger drop "
                 "(--max-accuracy-drop), add quantizations or pruning ratios, or choose a bigger device."
             )
         return ranked[0]
+
+
+PlanSink = Callable[[Plan], None]  # receives the plan as it stands after each decision
 
 
 def candidate_id(backend: Backend, scheme: QuantScheme, prune: float = 0.0, context: int | None = None) -> str:
@@ -180,6 +192,46 @@ def judge(
     )
 
 
+class _Recorder:
+    """The candidates decided so far and those still to measure: each decision is kept at once and handed to
+    `checkpoint` (a plan file updated as it goes, so an interrupted plan keeps what it measured)."""
+
+    def __init__(
+        self,
+        request: PlanRequest,
+        profile: DeviceProfile,
+        everything: Sequence[str],
+        done: Sequence[Candidate],
+        checkpoint: PlanSink | None,
+    ) -> None:
+        self.request, self.profile, self.checkpoint = request, profile, checkpoint
+        self.known = {c.id: c for c in done}
+        self.candidates: dict[str, Candidate] = {}
+        self.pending = [i for i in everything if i not in self.known]
+
+    def reuse(self, cid: str) -> bool:
+        """Take a candidate measured before (`plan --from`): True when there was one."""
+        if cid not in self.known:
+            return False
+        self.candidates[cid] = self.known[cid]
+        return True
+
+    def record(self, candidate: Candidate, *, save: bool = True) -> None:
+        self.candidates[candidate.id] = candidate
+        if candidate.id in self.pending:
+            self.pending.remove(candidate.id)
+        if save:
+            self.save()
+
+    def save(self) -> None:
+        if self.checkpoint is not None:
+            self.checkpoint(self.plan())
+
+    def plan(self) -> Plan:
+        ranked = rank(list(self.candidates.values()), self.request.objective)
+        return Plan(request=self.request, profile_id=self.profile.id, candidates=ranked, pending=tuple(self.pending))
+
+
 def plan_tensor_model(
     source: ModelSource,
     request: PlanRequest,
@@ -189,46 +241,61 @@ def plan_tensor_model(
     *,
     host: DeviceProfile | None = None,
     progress: ProgressCallback | None = None,
+    done: Sequence[Candidate] = (),
+    checkpoint: PlanSink | None = None,
 ) -> Plan:
-    """Plan for a tensor model (ONNX Runtime, ExecuTorch, ...); `options` carries eval, calibration, training data."""
+    """Plan for a tensor model (ONNX Runtime, ExecuTorch, ...); `options` carries eval, calibration, training data.
+
+    Each pruning ratio is one conversion (the source pruned and recovered once, exported once per backend, every
+    quantization made from that export). Candidates in `done` (measured before) are taken as they are, never
+    converted again; each new decision goes to `checkpoint` as it is made."""
     from runtimes.measure import host_latency
 
-    report = progress or (lambda _p: None)
+    report = progress if progress is not None else (lambda _p: None)
     for ratio in request.prune:
         check_ratio(ratio)
     if any(request.prune) and not isinstance(source, TorchSource):
         raise ConfigError(f"pruning needs a torch model; {source.describe()} is {source.kind}: plan with --prune 0")
-    candidates: list[Candidate] = []
+    refused: list[Candidate] = []
     pairs: list[tuple[Backend, QuantScheme]] = []
     for backend in request.backends:
         try:
             exporter = get_exporter(backend)
         except EdgeSDKError as exc:
-            candidates += [_refused(backend, q, 0.0, str(exc)) for q in request.quantizations]
+            refused += [_refused(backend, q, 0.0, str(exc)) for q in request.quantizations]
             continue
         for scheme in request.quantizations:
             try:
                 exporter.check(scheme)
                 pairs.append((backend, scheme))
             except ConfigError as exc:
-                candidates.append(_refused(backend, scheme, 0.0, str(exc)))
+                refused.append(_refused(backend, scheme, 0.0, str(exc)))
+    everything = [candidate_id(b, q, r) for r in request.prune for b, q in pairs]
+    rec = _Recorder(request, profile, everything, done, checkpoint)
+    for candidate in refused:
+        if not rec.reuse(candidate.id):
+            rec.record(candidate, save=False)
     # Drop what cannot fit before spending a conversion on it: weights from the parameter count.
     survivors: dict[float, list[tuple[Backend, QuantScheme]]] = {}
     for ratio in request.prune:
+        todo = [(b, q) for b, q in pairs if not rec.reuse(candidate_id(b, q, ratio))]
+        if not todo:
+            continue
         try:
             params = _parameters(source, ratio)
         except (BackendUnavailableError, ConfigError) as exc:  # no torch-pruning, or nothing to remove: the
             # unpruned candidates still count
-            candidates += [_refused(backend, scheme, ratio, str(exc)) for backend, scheme in pairs]
+            for backend, scheme in todo:
+                rec.record(_refused(backend, scheme, ratio, str(exc)), save=False)
             continue
-        for backend, scheme in pairs:
+        for backend, scheme in todo:
             weights = int(params * BITS_PER_WEIGHT.get(scheme, 32) / 8)
             facts = ModelFacts(backend, scheme, weights, source.input_specs())
             fit = check_fit(profile, facts)
             if fit.fits:
                 survivors.setdefault(ratio, []).append((backend, scheme))
             else:
-                candidates.append(
+                rec.record(
                     Candidate(
                         id=candidate_id(backend, scheme, ratio),
                         backend=backend,
@@ -237,27 +304,39 @@ def plan_tensor_model(
                         status="does-not-fit",
                         reasons=fit.reasons,
                         peak_bytes=fit.estimated_peak_bytes,
-                    )
+                    ),
+                    save=False,
                 )
-    total, done = sum(len(v) for v in survivors.values()), 0
+    rec.save()
+    total, done_count = sum(len(v) for v in survivors.values()), 0
     for ratio, group in survivors.items():
-        report(Progress("converting", None, done, total, f"{len(group)} variant(s) pruned {ratio:.0%}"))
+        report(Progress("converting", None, done_count, total, f"{len(group)} variant(s) pruned {ratio:.0%}"))
 
-        def relay(p: Progress, base: int = done, label: str = f"(pruned {ratio:.0%})") -> None:
+        def relay(p: Progress, base: int = done_count, label: str = f"(pruned {ratio:.0%})") -> None:
             report(Progress(p.step, p.variant, base + p.done, total, label))
 
-        bundle: Bundle = convert(
-            source, [], [], workdir / f"pruned{round(ratio * 100)}",
-            _with(options, ratio, profile, request.max_accuracy_drop), overwrite=True, progress=relay, pairs=group,
-        )  # fmt: skip
-        golden = bundle.golden()
-        for variant in bundle.variants:
-            report(Progress("measuring", variant.id, done, total))
-            latency = host_latency(variant, bundle.root, golden.inputs if golden else None) if host else None
-            candidates.append(judge(variant, bundle.root, profile, request, host=host, latency_s=latency))
-            done += 1
+        def measured(added: Added, ratio: float = ratio) -> None:
+            nonlocal done_count
+            if added.failed is not None:
+                f = added.failed
+                rec.record(_refused(f.backend, f.quantization, ratio, f"{f.stage} failed: {f.error}"))
+            elif added.variant is not None:
+                report(Progress("measuring", added.variant.id, done_count, total))
+                latency = host_latency(added.variant, added.root, added.golden_inputs) if host else None
+                rec.record(judge(added.variant, added.root, profile, request, host=host, latency_s=latency))
+            done_count += 1
+
+        try:
+            convert(
+                source, [], [], workdir / f"pruned{round(ratio * 100)}",
+                _with(options, ratio, profile, request.max_accuracy_drop), overwrite=True, progress=relay,
+                pairs=group, on_variant=measured,
+            )  # fmt: skip
+        except BundleError:  # every variant of the group failed: each is recorded with its error
+            if any(candidate_id(b, q, ratio) in rec.pending for b, q in group):
+                raise
     report(Progress("ranking", None, total, total))
-    return Plan(request=request, profile_id=profile.id, candidates=rank(candidates, request.objective))
+    return rec.plan()
 
 
 def plan_language_model(
@@ -269,52 +348,69 @@ def plan_language_model(
     *,
     source_file: Path | None = None,
     progress: ProgressCallback | None = None,
+    done: Sequence[Candidate] = (),
+    checkpoint: PlanSink | None = None,
 ) -> Plan:
     """Plan for an LLM: each quantization converted and measured (KL, top-1, perplexity) once, then judged at
     each context length. The accuracy drop is 1 - top-1 agreement with the unquantized model. With the source's
-    GGUF file, a quantization that fits at no context is dropped before it is converted."""
-    report = progress or (lambda _p: None)
+    GGUF file, a quantization that fits at no context is dropped before it is converted. Candidates in `done`
+    are taken as they are; each new decision goes to `checkpoint`."""
+    report = progress if progress is not None else (lambda _p: None)
     backend = request.backends[0]
-    candidates, schemes = _prefit_llm(source_file, request, profile) if source_file else ([], request.quantizations)
+    contexts = request.contexts
+
+    def ids(scheme: QuantScheme) -> list[str]:
+        return [candidate_id(backend, scheme, 0.0, ctx) for ctx in contexts]
+
+    rec = _Recorder(request, profile, [i for s in request.quantizations for i in ids(s)], done, checkpoint)
+    todo = tuple(s for s in request.quantizations if not all([rec.reuse(i) for i in ids(s)]))
+    dropped, schemes = _prefit_llm(source_file, request, profile, todo) if source_file else ([], todo)
+    for candidate in dropped:
+        rec.record(candidate, save=False)
+    rec.save()
     total = len(schemes)
     if not schemes:
-        return Plan(request=request, profile_id=profile.id, candidates=tuple(candidates))
+        return rec.plan()
 
     def relay(p: Progress) -> None:
         report(Progress(p.step, p.variant, p.done, total))
 
+    def measured(added: Added) -> None:
+        if added.failed is not None:
+            f = added.failed
+            for ctx in contexts:
+                rec.record(_refused(f.backend, f.quantization, 0.0, f"{f.stage} failed: {f.error}", ctx))
+        elif added.variant is not None:
+            for ctx in contexts:
+                rec.record(judge(added.variant, added.root, profile, request, context=ctx))
+
     pairs = [(backend, s) for s in dict.fromkeys(schemes)]
-    bundle: Bundle = convert(
-        source,
-        [],
-        [],
-        workdir / "llm",
-        replace(options, allow_failed=True),
-        overwrite=True,
-        progress=relay,
-        pairs=pairs,
-    )
-    candidates += [
-        judge(variant, bundle.root, profile, request, context=ctx)
-        for variant in bundle.variants
-        for ctx in request.contexts
-    ]
+    try:
+        convert(
+            source, [], [], workdir / "llm", replace(options, allow_failed=True), overwrite=True, progress=relay,
+            pairs=pairs, on_variant=measured,
+        )  # fmt: skip
+    except BundleError:  # every quantization failed: each is recorded with its error
+        if rec.pending:
+            raise
     report(Progress("ranking", None, total, total))
-    return Plan(request=request, profile_id=profile.id, candidates=rank(candidates, request.objective))
+    return rec.plan()
 
 
 def _prefit_llm(
-    source_file: Path, request: PlanRequest, profile: DeviceProfile
+    source_file: Path, request: PlanRequest, profile: DeviceProfile, schemes: Sequence[QuantScheme]
 ) -> tuple[list[Candidate], tuple[QuantScheme, ...]]:
     """Estimate each quantization from the source GGUF (weights scaled by bits per weight): drop what cannot fit."""
     from device_profiles.gguf_header import FILE_TYPES, read_gguf_header
 
     file_type = read_gguf_header(source_file).get("general.file_type", 0)
-    source_scheme = QuantScheme(FILE_TYPES.get(int(file_type), "f32"))
+    # a file type we do not know (or a malformed header value) is estimated as f32: the largest, never too small
+    name = FILE_TYPES.get(file_type, "f32") if isinstance(file_type, int) else "f32"
+    source_scheme = QuantScheme(name) if name in {q.value for q in QuantScheme} else QuantScheme.F32
     facts = ModelFacts.of_files(request.backends[0], source_scheme, [source_file])
     dropped: list[Candidate] = []
     kept = []
-    for scheme in request.quantizations:
+    for scheme in schemes:
         fits = [check_fit(profile, facts.with_quantization(scheme), context=ctx) for ctx in request.contexts]
         if any(_maybe_fits(f, profile) for f in fits):
             kept.append(scheme)
@@ -340,10 +436,10 @@ def _maybe_fits(fit: FitReport, profile: DeviceProfile) -> bool:
     return fit.fits or (memory_only and fit.estimated_peak_bytes <= profile.budget_bytes * PREFIT_MARGIN)
 
 
-def _refused(backend: Backend, scheme: QuantScheme, ratio: float, why: str) -> Candidate:
+def _refused(backend: Backend, scheme: QuantScheme, ratio: float, why: str, context: int | None = None) -> Candidate:
     return Candidate(
-        id=candidate_id(backend, scheme, ratio), backend=backend, quantization=scheme, prune=ratio, status="refused",
-        reasons=(why,),
+        id=candidate_id(backend, scheme, ratio, context), backend=backend, quantization=scheme, prune=ratio,
+        context=context, status="refused", reasons=(why,),
     )  # fmt: skip
 
 

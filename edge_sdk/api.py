@@ -69,6 +69,7 @@ def convert(
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
     chat_template: str | None = None,
+    tensor_types: str | Sequence[str] | None = None,
 ) -> Bundle:
     """Convert a model into a verified bundle: one variant per backend × quantization.
 
@@ -84,6 +85,7 @@ def convert(
     int8 follows a recipe for the model's kind (transformers: only MatMul/Gemm quantized); `calibration_method`
     (minmax, entropy, percentile) overrides its default for static int8. With `max_accuracy_drop`, an int8
     variant that misses the bound keeps its most sensitive layers in float until it meets it (named in the recipe).
+    `tensor_types` (GGUF only): 'output=q8_0,token_embd=f16' gives those tensors other types (see convert_llm).
 
     Example:
         >>> bundle = edge_sdk.convert("zoo:digits-cnn", backend="onnx", quantize=["none", "int8-static"],
@@ -124,7 +126,11 @@ def convert(
             overwrite=overwrite,
             progress=progress,
             chat_template=chat_template,
+            tensor_types=tensor_types,
+            max_accuracy_drop=max_accuracy_drop,
         )
+    if tensor_types:
+        raise ConfigError("--tensor-type sets GGUF tensor types; for other backends use --max-accuracy-drop")
     if chat_template is not None:
         raise ConfigError("a chat template belongs to a language model (--backend gguf), not to a tensor model")
     schemes = [parse_enum(QuantScheme, q, "quantization") for q in _as_list(quantize)]
@@ -302,11 +308,18 @@ def convert_llm(
     progress: ProgressCallback | None = None,
     tokenizer: Any = None,
     chat_template: str | None = None,
+    tensor_types: str | Sequence[str] | None = None,
+    max_accuracy_drop: float | None = None,
 ) -> Bundle:
     """Convert a language model to a bundle of GGUF variants, each gated on KL divergence, top-1 and perplexity.
 
     `source`: 'zoo:smollm2', a .gguf (re-quantized from its dequantized weights), a Hugging Face LLaMA
     directory, or a `transformers` model object together with its `tokenizer` (a transformers tokenizer or a
+    `tokenizers.Tokenizer`). `quantize`: GGUF types such as f32, f16, q8_0, q4_0, q4_k_m. `tensor_types`:
+    'PATTERN=TYPE,...' gives the weights a pattern names (their GGUF name without '.weight', in any block:
+    'output', 'token_embd', 'ffn_down', 'blk\\.0\\..*') another tensor type (f16, q8_0, q6_k, ...), recorded in the
+    recipe as read back from the file. `max_accuracy_drop` bounds 1 - top-1 agreement; a variant that misses it
+    keeps its most sensitive layers at f16 until it meets it.
     `tokenizers.Tokenizer`). `quantize`: GGUF types such as f32, f16, q8_0, q4_0, q4_k_m.
 
     Example:
@@ -331,7 +344,8 @@ def convert_llm(
                 workdir, quantize=quantize, profile=profile, output=output,
                 name=name or _default_name(type(source).__name__), version=version, eval_tokens=eval_tokens,
                 tolerance_scale=tolerance_scale, allow_failed=allow_failed, threads=threads, overwrite=overwrite,
-                progress=progress, chat_template=chat_template,
+                progress=progress, chat_template=chat_template, tensor_types=tensor_types,
+                max_accuracy_drop=max_accuracy_drop,
             )  # fmt: skip
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -341,6 +355,13 @@ def convert_llm(
     from device_profiles import load_profile
 
     profiles = tuple(load_profile(p) for p in _as_list(profile)) if profile is not None else ()
+    from converters.gguf.writer import parse_tensor_types
+
+    rules = parse_tensor_types(tensor_types)  # refused before any work
+    if wants_as_is(quantize) and (rules or max_accuracy_drop is not None):
+        raise ConfigError(
+            "-q as-is bundles the file unchanged: --tensor-type and --max-accuracy-drop need a quantization"
+        )
     if wants_as_is(quantize):  # any GGUF llama.cpp loads, unchanged: golden set and fit report only
         from converters.gguf.resolve import gguf_path_of
 
@@ -367,4 +388,6 @@ def convert_llm(
         threads=threads,
         overwrite=overwrite,
         progress=progress,
+        tensor_types=rules,
+        max_accuracy_drop=max_accuracy_drop,
     )

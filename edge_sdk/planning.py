@@ -15,7 +15,7 @@ from edge_sdk.errors import ConfigError
 from edge_sdk.types import Backend, QuantScheme, Task, parse_enum
 
 if TYPE_CHECKING:
-    from converters.plan import Objective, Plan, PlanRequest
+    from converters.plan import Candidate, Objective, Plan, PlanRequest
     from converters.progress import ProgressCallback
 
 DEFAULT_PRUNE = (0.0, 0.25, 0.5)
@@ -125,15 +125,19 @@ def run_plan(
     progress: ProgressCallback | None = None,
     module: Any = None,
     example_inputs: Mapping[str, np.ndarray] | None = None,
+    done: Sequence[Candidate] = (),
+    save_to: str | Path | None = None,
 ) -> Plan:
     """Convert and measure every candidate of `request` that can fit; the result ranks them. The candidate
     bundles are kept in `workdir` when given, else made in a temporary directory removed afterwards.
-    `module`: an in-memory torch module planned instead of loading `request.model` (then only its name)."""
+    `module`: an in-memory torch module planned instead of loading `request.model` (then only its name).
+    `done`: candidates measured before (a plan file's), taken as they are; `save_to`: a plan file rewritten after
+    each decision, so an interrupted plan keeps what it measured (its `pending` lists what is left)."""
     if workdir is None:  # the plan holds no path into them: a default workdir would only fill /tmp
         with tempfile.TemporaryDirectory(prefix="edge-plan-") as tmp:
             return run_plan(
                 request, workdir=tmp, eval_data=eval_data, train_data=train_data, calibration=calibration,
-                progress=progress, module=module, example_inputs=example_inputs,
+                progress=progress, module=module, example_inputs=example_inputs, done=done, save_to=save_to,
             )  # fmt: skip
     from converters.pipeline import ConvertOptions
     from converters.plan import plan_language_model, plan_tensor_model
@@ -144,6 +148,12 @@ def run_plan(
 
     profile = load_profile(request.profile)
     work = Path(workdir)
+    checkpoint = None
+    if save_to is not None:
+
+        def checkpoint(partial: Plan, file: str | Path = save_to) -> None:
+            save_plan(partial, file)
+
     if request.contexts:
         from edge_sdk.api import resolve_llm_source
 
@@ -151,7 +161,10 @@ def run_plan(
         path = getattr(llm, "path", None)
         source_file = Path(path) if path is not None and Path(path).suffix == ".gguf" else None
         llm_options = ConvertOptions(name=_default_name(llm.describe()), task=Task.TEXT_GENERATION)
-        return plan_language_model(llm, request, profile, llm_options, work, source_file=source_file, progress=progress)
+        return plan_language_model(
+            llm, request, profile, llm_options, work, source_file=source_file, progress=progress, done=done,
+            checkpoint=checkpoint,
+        )  # fmt: skip
     source = resolve_source(module if module is not None else request.model, example_inputs)
     module = getattr(source, "module", None)
     evaluation = eval_data or eval_data_of(module)
@@ -165,7 +178,9 @@ def run_plan(
         train=TrainData(dict(training[0]), training[1]) if training else None,
     )
     host = load_profile("host")
-    return plan_tensor_model(source, request, profile, options, work, host=host, progress=progress)
+    return plan_tensor_model(
+        source, request, profile, options, work, host=host, progress=progress, done=done, checkpoint=checkpoint
+    )
 
 
 def plan(
@@ -184,6 +199,7 @@ def plan(
     example_inputs: Mapping[str, np.ndarray] | None = None,
     workdir: str | Path | None = None,
     progress: ProgressCallback | None = None,
+    save_to: str | Path | None = None,
 ) -> Plan:
     """Rank backend × quantization × pruning (× context) for `profile` by `objective`.
 
@@ -205,7 +221,59 @@ def plan(
     )  # fmt: skip
     return run_plan(
         request, workdir=workdir, eval_data=eval_data, train_data=train_data, calibration=calibration,
-        progress=progress, module=model if in_memory else None, example_inputs=example_inputs,
+        progress=progress, module=model if in_memory else None, example_inputs=example_inputs, save_to=save_to,
+    )  # fmt: skip
+
+
+def scratch_plan_file(request: PlanRequest) -> Path:
+    """Where a plan run without a file of its own keeps its partial results (in the edge-sdk cache)."""
+    from converters.zoo import cache_dir
+
+    name = f"{request.model}-{Path(request.profile).stem}"
+    return cache_dir() / "plans" / ("".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name) + ".json")
+
+
+def save_plan(plan_: Plan, path: str | Path) -> Path:
+    """Write the plan file whole or not at all (a Ctrl-C mid-write leaves the previous one)."""
+    import os
+
+    file = Path(path)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    partial = file.with_name(f".{file.name}.tmp")
+    partial.write_text(plan_.model_dump_json(indent=2), encoding="utf-8")
+    os.replace(partial, file)
+    return file
+
+
+def resume_plan(
+    path: str | Path,
+    *,
+    workdir: str | Path | None = None,
+    eval_data: Labelled | None = None,
+    calibration: Mapping[str, np.ndarray] | None = None,
+    progress: ProgressCallback | None = None,
+    save_to: str | Path | None = None,
+    module: Any = None,
+) -> Plan:
+    """The plan of a plan file again: its measured candidates replayed as recorded (nothing re-converted, the
+    ranking the same), only those it lists as pending measured now. `save_to` defaults to the file itself.
+    `module`: the torch module in memory a 'module:Name' plan was made of, to measure its pending candidates."""
+    from converters.plan import rank
+
+    before = load_plan(path)
+    if before.complete:  # nothing left to measure: no source to load, no conversion, the recorded ranking
+        replayed = before.model_copy(update={"candidates": rank(before.candidates, before.request.objective)})
+        if save_to is not None:
+            save_plan(replayed, save_to)
+        return replayed
+    if before.request.model.startswith(MODULE_PREFIX) and module is None:
+        raise ConfigError(
+            f"{str(path)!r} is a plan of a module in memory ({before.request.model}) with candidates still to "
+            "measure: pass the module, edge_sdk.planning.resume_plan(path, module=model)"
+        )
+    return run_plan(
+        before.request, workdir=workdir, eval_data=eval_data, calibration=calibration, progress=progress,
+        done=before.candidates, save_to=path if save_to is None else save_to, module=module,
     )  # fmt: skip
 
 

@@ -3,7 +3,7 @@ mean KL divergence, top-1 agreement and perplexity (converters.gguf.evaluate / q
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from converters.gguf.evaluate import DEFAULT_EVAL_TOKENS, Logits, compare_logits, evaluation_text, logits_of, tokenize
@@ -23,6 +23,7 @@ class LogitsVerifier(Verifier):
     eval_tokens: int = DEFAULT_EVAL_TOKENS
     tolerance_scale: float = 1.0  # > 1 loosens every quantization's default tolerance, < 1 tightens it
     threads: int | None = None
+    max_top1_drop: float | None = None  # the user's bound on 1 - top-1 agreement, instead of the scheme's
 
     def prepare(self, source: ModelSource, workdir: Path) -> Reference:
         """The reference is the source at float32 run by llama.cpp (a GGUF source is dequantized first), or the
@@ -59,6 +60,8 @@ class LogitsReference(Reference):
         threads = self.verifier.threads
         quality = compare_logits(self.logits, logits_of(gguf_path, self.logits.tokens, threads=threads))
         tolerance = tolerance_for(variant.quantization, self.verifier.tolerance_scale)
+        if self.verifier.max_top1_drop is not None:
+            tolerance = replace(tolerance, max_top1_drop=self.verifier.max_top1_drop)
         accuracy = accuracy_report(quality, tolerance, self.name)
         golden_logits = logits_of(gguf_path, self.golden.inputs["tokens"], threads=threads).logits
         return Verdict(accuracy, {"logits": golden_logits})

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import tempfile
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,17 +83,77 @@ def gguf_type(scheme: QuantScheme) -> GgufType:
         ) from None
 
 
+# Types one tensor can have (a file's scheme such as q4_k_m is a mix of these); the first group gguf-py writes.
+PYTHON_TENSOR_TYPES = ("f32", "f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0")
+TENSOR_TYPES = (*PYTHON_TENSOR_TYPES, "q6_k", "q5_k", "q4_k", "q3_k", "q2_k")
+TensorTypes = tuple[tuple[str, str], ...]  # (pattern, tensor type): the last pattern found in a name decides
+
+
+def parse_tensor_types(value: str | Sequence[str] | Sequence[tuple[str, str]] | None) -> TensorTypes:
+    """'output=q8_0,token_embd=f16' (or a list of such items, or of pairs) -> validated (pattern, type) pairs.
+    A pattern is a regular expression matching a weight's whole GGUF name without '.weight', in any block:
+    'output' is output.weight (not attn_output), 'token_embd' the token embedding, 'ffn_down' every block's,
+    'blk\\.0\\..*' all of block 0, 'blk\\.1\\.attn_v' one tensor."""
+    if value is None:
+        return ()
+    items = [x for part in value.split(",") for x in [part.strip()] if x] if isinstance(value, str) else list(value)
+    rules = []
+    for item in items:
+        pattern, sep, kind = item.rpartition("=") if isinstance(item, str) else (item[0], "=", item[1])
+        pattern, kind = pattern.strip(), kind.strip().lower().replace("fp16", "f16").replace("fp32", "f32")
+        if not sep or not pattern:
+            raise ConfigError(f"tensor type {item!r}: write PATTERN=TYPE, e.g. output=q8_0,token_embd=f16")
+        if kind not in TENSOR_TYPES:
+            raise ConfigError(
+                f"tensor type {kind!r} in {item!r} is not a GGUF tensor type; valid: {choices(TENSOR_TYPES)}"
+            )
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(f"tensor name pattern {pattern!r} is not a regular expression: {exc}") from None
+        rules.append((pattern, kind))
+    return tuple(rules)
+
+
 def _keep_f32(name: str, array: np.ndarray) -> bool:
     return array.ndim < 2 or name.endswith("_norm.weight")
 
 
-def write_gguf(model: LlmModel, path: Path, scheme: QuantScheme) -> Path:
-    """Write `model` to `path` with weights in `scheme` (norms stay float32, as llama.cpp's converter does)."""
+def anchored(pattern: str) -> str:
+    """The pattern as llama.cpp's quantizer searches it (ECMAScript regex): a whole name, in any block."""
+    return rf"^(blk\.[0-9]+\.)?({pattern})\.weight$"
+
+
+def _overridden(name: str, rules: TensorTypes) -> str | None:
+    found = None
+    for pattern, kind in rules:
+        if re.search(anchored(pattern), name):
+            found = kind  # the last rule that names a tensor decides, as in llama.cpp
+    return found
+
+
+def _check_rules(model: LlmModel, rules: TensorTypes) -> None:
+    """Each pattern must name some weight matrix: a typo would otherwise silently change nothing."""
+    names = [n for n, a in model.tensors.items() if not _keep_f32(n, np.asarray(a))]
+    for pattern, _ in rules:
+        if not any(re.search(anchored(pattern), n) for n in names):
+            kinds = sorted({re.sub(r"^blk\.\d+\.", "blk.N.", n).removesuffix(".weight") for n in names})
+            raise ConfigError(
+                f"tensor pattern {pattern!r} matches no weight of this model; its weights: {choices(kinds)}"
+            )
+
+
+def write_gguf(model: LlmModel, path: Path, scheme: QuantScheme, tensor_types: TensorTypes = ()) -> Path:
+    """Write `model` to `path` with weights in `scheme` (norms stay float32, as llama.cpp's converter does);
+    `tensor_types` give some tensors another type (the output layer at q8_0 in a q4_0 file, ...)."""
     spec = gguf_type(scheme)
-    if spec.llama_ftype is not None:
+    _check_rules(model, tensor_types)
+    python_types = all(kind in PYTHON_TENSOR_TYPES for _, kind in tensor_types)
+    if spec.llama_ftype is not None or not python_types:  # llama.cpp's quantizer writes every type
+        ftype = spec.llama_ftype or f"LLAMA_FTYPE_{spec.file_type}"
         with tempfile.TemporaryDirectory(prefix="edge-gguf-") as tmp:
             f32 = write_gguf(model, Path(tmp) / "f32.gguf", QuantScheme.F32)
-            return llama_quantize(f32, path, spec.llama_ftype)
+            return llama_quantize(f32, path, ftype, tensor_types=tensor_types)
     import gguf
 
     assert spec.qtype is not None and spec.file_type is not None  # every non-llama.cpp entry names both
@@ -103,7 +166,9 @@ def write_gguf(model: LlmModel, path: Path, scheme: QuantScheme) -> Path:
             writer.add_key_value(key, kv.value, kv.vtype, sub_type=kv.sub_type)
         for name, array in model.tensors.items():
             data = np.ascontiguousarray(array, dtype=np.float32)
+            kind = None if _keep_f32(name, data) else _overridden(name, tensor_types)
             target = gguf.GGMLQuantizationType.F32 if _keep_f32(name, data) else qtype
+            target = gguf.GGMLQuantizationType[kind.upper()] if kind else target
             block = gguf.GGML_QUANT_SIZES[target][0]
             if data.shape[-1] % block:  # a row that is not whole blocks: llama.cpp falls back too
                 target = gguf.GGMLQuantizationType.F16
@@ -122,10 +187,18 @@ def write_gguf(model: LlmModel, path: Path, scheme: QuantScheme) -> Path:
 
 
 def llama_quantize(
-    src: Path, dest: Path, ftype_name: str, threads: int | None = None, *, allow_requantize: bool = False
+    src: Path,
+    dest: Path,
+    ftype_name: str,
+    threads: int | None = None,
+    *,
+    allow_requantize: bool = False,
+    tensor_types: TensorTypes = (),
 ) -> Path:
     """Quantize `src` into `dest` with llama.cpp's own quantizer (K-quants and their mixes); `allow_requantize`
-    is `llama-quantize --allow-requantize`: tensors already quantized are dequantized and quantized again."""
+    is `llama-quantize --allow-requantize` (tensors already quantized are dequantized and quantized again);
+    `tensor_types` go to its per-tensor overrides (`llama_model_quantize_params.tt_overrides`, a C array ended by a
+    NULL pattern)."""
     try:
         import llama_cpp
     except ModuleNotFoundError as exc:
@@ -139,8 +212,35 @@ def llama_quantize(
     params.ftype = getattr(llama_cpp, ftype_name)
     params.nthread = threads or os.cpu_count() or 1
     params.allow_requantize = allow_requantize
+    if tensor_types:
+        import gguf
+
+        overrides = (llama_cpp.llama_model_tensor_override * (len(tensor_types) + 1))()
+        for slot, (pattern, kind) in zip(overrides, tensor_types, strict=False):
+            slot.pattern, slot.type = anchored(pattern).encode(), int(gguf.GGMLQuantizationType[kind.upper()])
+        params.tt_overrides = ctypes.cast(overrides, ctypes.POINTER(llama_cpp.llama_model_tensor_override))
     with quiet_stderr():
         rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dest).encode(), ctypes.byref(params))
     if rc != 0 or not dest.is_file():
         raise ExportError(f"llama.cpp's quantizer failed with code {rc} turning {src.name!r} into {ftype_name}")
     return dest
+
+
+def tensor_types_of(path: Path) -> dict[str, str]:
+    """Each tensor's type as the file holds it: 'output.weight' -> 'q8_0'."""
+    import gguf
+
+    return {t.name: t.tensor_type.name.lower() for t in gguf.GGUFReader(path).tensors}
+
+
+def describe_tensor_types(types: dict[str, str]) -> dict[str, str]:
+    """What a recipe records: the type of most weight matrices, the count per type, and every weight matrix of
+    another type by name (a mix's exceptions: the output layer kept at q8_0, llama.cpp's q4_k_m's q6_k tensors)."""
+    matrices = {n: t for n, t in types.items() if t != "f32"} or types
+    body = Counter(matrices.values()).most_common(1)[0][0]
+    counts = Counter(types.values())
+    return {
+        "tensor_type_body": body,
+        "tensor_type_counts": ",".join(f"{t}={n}" for t, n in sorted(counts.items())),
+        "tensor_types": ",".join(f"{n}={t}" for n, t in matrices.items() if t != body),
+    }

@@ -54,6 +54,11 @@ class BundleWriter:
         self._failed: list[FailedVariant] = []
         self._state = _State.COLLECTING
 
+    @property
+    def root(self) -> Path:
+        """The staging directory: the added variants' files are here, at the paths their entries name."""
+        return self._stage
+
     def _expect_collecting(self, step: str) -> None:
         if self._state is not _State.COLLECTING:
             raise BundleError(f"cannot {step}: the bundle was already {self._state.value}")

@@ -149,6 +149,12 @@ def convert_cmd(
     chat_template: Path | None = typer.Option(
         None, "--chat-template", help="Jinja chat template file for a language model, stored in the bundle."
     ),
+    tensor_type: list[str] = typer.Option(
+        [],
+        "--tensor-type",
+        help="GGUF: PATTERN=TYPE[,...] gives the weights PATTERN names (GGUF name without .weight, any block: "
+        "output, token_embd, ffn_down, 'blk\\.0\\..*') another type (f16, q8_0, q6_k...), e.g. output=q8_0.",
+    ),
 ) -> None:
     """Convert a model into a bundle: export, quantize, run and measure each variant, check fit, write."""
     import edge_sdk
@@ -219,6 +225,7 @@ def convert_cmd(
                 overwrite=overwrite,
                 progress=show,
                 chat_template=template,
+                tensor_types=[item for text in tensor_type for item in text.split(",") if item.strip()] or None,
             )
     console.print(variant_table(bundle))
     console.print(f"[green]wrote[/] {bundle.root} ({bundle.name} {bundle.manifest.version})")

@@ -49,13 +49,19 @@ def plan_cmd(
     prune: str | None = typer.Option(None, "--prune", help="Pruning ratios to try (default: 0,0.25,0.5)."),
     context: str | None = typer.Option(None, "--context", help="LLM context lengths (default: 512,1024,2048,4096)."),
     output: Path | None = typer.Option(
-        None, "--output", "-o", help="Write the plan file here (`--from` and `convert --auto --plan` read it)."
+        None,
+        "--output",
+        "-o",
+        help="Write the plan file here, updated after each candidate (an interrupted plan keeps them; `--from` and "
+        "`convert --auto --plan` read it).",
     ),
     as_json: bool = json_option("Print the plan (the plan file's JSON) on stdout instead of the table."),
     html_out: Path | None = typer.Option(
         None, "--html", help="Write an HTML report here: a size × speed × accuracy chart and the ranked table."
     ),
-    from_json: Path | None = typer.Option(None, "--from", help="Make the plan of this plan file again."),
+    from_json: Path | None = typer.Option(
+        None, "--from", help="Replay this plan file's measurements; measure only the candidates it has not yet."
+    ),
     workdir: Path | None = typer.Option(None, "--workdir", help="Keep the candidate bundles here."),
     eval_set: Path | None = typer.Option(
         None,
@@ -70,7 +76,7 @@ def plan_cmd(
     """Enumerate backend × quantization × pruning ratio (× context length for LLMs), drop what cannot fit the
     profile, convert and measure the accuracy of what can, and print a ranked table. Exits 1 if none qualifies."""
     from edge_sdk.apps.cli.common import load_npz
-    from edge_sdk.planning import load_plan, make_request
+    from edge_sdk.planning import load_plan, make_request, scratch_plan_file
 
     with user_errors():
         evaluation = None
@@ -90,11 +96,15 @@ def plan_cmd(
         count = len(request.backends) * len(request.quantizations) * len(request.prune) * max(1, len(request.contexts))
         shown_on = err_console if as_json else console  # with --json, stdout holds the JSON only
         shown_on.print(f"planning {count} candidate{'s' * (count != 1)} for {request.model} on {request.profile}")
-        result = run_with_progress(request, workdir, evaluation, calibration_data, shown_on=shown_on)
+        # partial results go to the plan file as they come: --output, else the file replayed, else a scratch file
+        save_to = output or from_json or scratch_plan_file(request)
+        result = run_with_progress(
+            request, workdir, evaluation, calibration_data, shown_on=shown_on, save_to=save_to, resume_from=from_json
+        )
+    if output is None and from_json is None:
+        save_to.unlink(missing_ok=True)  # finished: the scratch file only served an interrupted run
     if as_json:
         typer.echo(result.model_dump_json(indent=2))
-        if output is not None:
-            output.write_text(result.model_dump_json(indent=2), encoding="utf-8")
     else:
         show_plan(result, output)
     if html_out is not None:  # also when nothing qualifies: the report says why
@@ -113,9 +123,13 @@ def run_with_progress(
     eval_data: tuple[dict[str, np.ndarray], np.ndarray | None] | None = None,
     calibration: dict[str, np.ndarray] | None = None,
     shown_on: Console | None = None,
+    *,
+    save_to: Path | None = None,
+    resume_from: Path | None = None,
 ) -> Plan:
-    """The plan with a progress bar; the ETA comes from the candidates done so far."""
-    from edge_sdk.planning import run_plan
+    """The plan with a progress bar; the ETA comes from the candidates done so far. On Ctrl-C, say what was kept
+    in `save_to` and how to go on, and exit 130."""
+    from edge_sdk.planning import resume_plan, run_plan
 
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), TextColumn("ETA"),
@@ -126,7 +140,32 @@ def run_with_progress(
         def show(step: Step) -> None:
             bar.update(task, description=step.text(), completed=step.done, total=step.total or None)
 
-        return run_plan(request, workdir=workdir, eval_data=eval_data, calibration=calibration, progress=show)
+        try:
+            if resume_from is not None:
+                return resume_plan(
+                    resume_from, workdir=workdir, eval_data=eval_data, calibration=calibration, progress=show,
+                    save_to=save_to,
+                )  # fmt: skip
+            return run_plan(
+                request, workdir=workdir, eval_data=eval_data, calibration=calibration, progress=show, save_to=save_to
+            )
+        except KeyboardInterrupt:
+            bar.stop()
+            interrupted(save_to)
+            raise typer.Exit(130) from None
+
+
+def interrupted(save_to: Path | None) -> None:
+    from edge_sdk.planning import load_plan
+
+    if save_to is None or not save_to.is_file():
+        err_console.print("interrupted before any candidate was measured")
+        return
+    kept = load_plan(save_to)
+    err_console.print(
+        f"interrupted: {len(kept.candidates)} candidate(s) decided, {len(kept.pending)} not yet, kept in {save_to}; "
+        f"go on with: edge-sdk plan --from {save_to}"
+    )
 
 
 def show_plan(result: Plan, plan_file: Path | None) -> None:
@@ -189,8 +228,9 @@ def convert_auto(
             raise ConfigError("--auto plans for one device: give exactly one --profile")
         drop = 0.01 if max_accuracy_drop is None else max_accuracy_drop
         request = make_request(model, profile[0], objective=objective, max_accuracy_drop=drop)
-        result = run_with_progress(request, None)
-        show_plan(result, output.with_name(output.name + ".plan.json"))
+        saved = output.with_name(output.name + ".plan.json")
+        result = run_with_progress(request, None, save_to=saved)
+        show_plan(result, saved)
     best = result.best()
     err_console.print(f"converting the top entry: {best.id}")
     bundle = convert_best(result, output, overwrite=overwrite)
