@@ -87,7 +87,7 @@ def test_from_replays_a_finished_plan_without_converting(tiny, tmp_path):
     first = tmp_path / "plan.json"
     result = CliRunner().invoke(
         app, ["plan", tiny, "-p", "rpi5", "-b", "onnx", "-q", SCHEMES, "--prune", "0", "--objective", "latency",
-              "--json", str(first)],
+              "--output", str(first)],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     steps = Steps()
@@ -98,7 +98,7 @@ def test_from_replays_a_finished_plan_without_converting(tiny, tmp_path):
     assert [(c.id, c.rank, c.latency_ms) for c in again.candidates] == [
         (c.id, c.rank, c.latency_ms) for c in before.candidates
     ]
-    replay = CliRunner().invoke(app, ["plan", "--from", str(first), "--json", str(tmp_path / "cli.json")])
+    replay = CliRunner().invoke(app, ["plan", "--from", str(first), "--output", str(tmp_path / "cli.json")])
     assert replay.exit_code == 0, replay.output
     assert json.loads((tmp_path / "cli.json").read_text())["candidates"] == json.loads(first.read_text())["candidates"]
 
