@@ -61,6 +61,19 @@ def serve_cmd(
     chat_template: Path | None = typer.Option(
         None, "--chat-template", help="Jinja chat template file used for every language model served."
     ),
+    prompt_cache_mb: int = typer.Option(
+        64,
+        "--prompt-cache-mb",
+        help="RAM per language model for states of earlier prompts, so a shared prefix "
+        "(a long system prompt) is not evaluated again; 0 evaluates every prompt whole.",
+    ),
+    speculative: str | None = typer.Option(
+        None,
+        "--speculative",
+        help="Speculative decoding: 'prompt-lookup' drafts tokens from the prompt (same "
+        "output; faster when answers quote their input). Default: off.",
+    ),
+    draft_tokens: int = typer.Option(8, "--draft-tokens", help="Most tokens drafted per step with --speculative."),
     cloud_url: str | None = typer.Option(
         None,
         "--cloud-url",
@@ -143,6 +156,9 @@ def serve_cmd(
             profile=profile,
             variants=_pinned_variants(source, variant, profile),
             chat_template=read_chat_template(chat_template) if chat_template is not None else None,
+            prompt_cache_mb=prompt_cache_mb,
+            speculative=speculative,
+            draft_tokens=draft_tokens,
             cloud_url=cloud_url,
             cloud_api_key=read_cloud_key(cloud_key_file) if cloud_key_file else None,
             slo_ms=slo_ms,
