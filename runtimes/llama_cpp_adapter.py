@@ -310,6 +310,8 @@ class LlamaSession(Session):
         n_vocab = self._llm.n_vocab()
         if bad := [t for t in (sampling.logit_bias or {}) if not 0 <= int(t) < n_vocab]:
             raise ConfigError(f"logit_bias names tokens {bad[:5]} outside the vocabulary (0 to {n_vocab - 1})")
+        if not tokens:
+            raise InputError("the prompt is empty: give at least one character")
         if len(tokens) + max_tokens > self._n_ctx:
             raise ContextLengthError(
                 f"prompt of {len(tokens)} tokens + max_tokens {max_tokens} exceeds the context of {self._n_ctx}"

@@ -65,7 +65,7 @@ class PromptStates:
         written = llama_cpp.llama_state_get_data(llm.ctx, buffer, size)
         for older in [k for k in self._states if key[: len(k)] == k]:
             del self._states[older]  # a longer state serves every prefix of it
-        self._states[key] = bytes(buffer)[:written]
+        self._states[key] = ctypes.string_at(buffer, written)  # one copy of what was written
         while sum(len(v) for v in self._states.values()) > self.capacity_bytes:
             self._states.popitem(last=False)
 
