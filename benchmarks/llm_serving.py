@@ -172,6 +172,7 @@ def _system(app: int) -> str:
 
 def _cache(urls: dict[str, str], rounds: int) -> dict:
     """TTFT of questions under two long system prompts, the two conversations interleaved."""
+    print("measuring prompt cache: TTFT on shared system prompts", flush=True)
     questions = ["How long does charging take?", "How many brightness levels are there?", "Which slider sets the "
                  "colour?", "What is the warmest colour temperature?"]  # fmt: skip
     targets = ["daemon", "daemon-nocache", "llama-server"]
@@ -194,6 +195,7 @@ def _cache(urls: dict[str, str], rounds: int) -> dict:
 
 
 def _speculative(urls: dict[str, str], args: argparse.Namespace) -> dict:
+    print("measuring speculative decoding: decode tokens/s", flush=True)
     tasks = {
         "grounded": [{"role": "user", "content": f"{DOCUMENT}\n\nRepeat the text above exactly, word for word."}],
         "free": [{"role": "user", "content": "Write a short story about a lighthouse keeper and a storm."}],
@@ -217,6 +219,7 @@ def _speculative(urls: dict[str, str], args: argparse.Namespace) -> dict:
 
 
 def _structured(url: str, args: argparse.Namespace) -> dict:
+    print("measuring structured output: json_schema vs free text", flush=True)
     ask = [{"role": "user", "content": "Describe Paris as JSON with its city, country and three landmarks."}]
     schema = {"type": "json_schema", "json_schema": {"name": "city", "schema": CITY, "strict": True}}
     free, constrained = [], []
