@@ -45,10 +45,11 @@ class PromptStates:
             n = common_prefix(np.asarray(key, dtype=np.intc), wanted)
             if n > best:
                 best_key, best = key, n
+        restore = self._take(best_key) if best_key is not None else None  # before a save could evict it
         if best_key is not None or reuse < len(held):
             self._save(llm, held)  # its tokens are about to be replaced
-        if best_key is not None:
-            self._load(llm, best_key)
+        if restore is not None:
+            self._load(llm, *restore)
             reuse = best
         return _keep(llm, min(reuse, len(prompt) - 1))
 
@@ -69,11 +70,13 @@ class PromptStates:
         while sum(len(v) for v in self._states.values()) > self.capacity_bytes:
             self._states.popitem(last=False)
 
-    def _load(self, llm: Any, key: tuple[int, ...]) -> None:
+    def _take(self, key: tuple[int, ...]) -> tuple[tuple[int, ...], bytes]:
+        """A state to restore, out of the cache: it is saved again (with what follows) when replaced."""
+        return key, self._states.pop(key)
+
+    def _load(self, llm: Any, key: tuple[int, ...], data: bytes) -> None:
         import llama_cpp
 
-        data = self._states[key]
-        self._states.move_to_end(key)
         buffer = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
         llama_cpp.llama_state_set_data(llm.ctx, buffer, len(data))
         llm.input_ids[: len(key)] = key
