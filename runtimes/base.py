@@ -8,7 +8,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -27,6 +27,25 @@ class SessionOptions:
     threads: int | None = None
     context: int | None = None
     chat_template: str | None = None  # a language model's chat template, instead of the one the bundle carries
+    # Language models: states of recent prompts kept in RAM, so a prompt sharing a prefix with an earlier one
+    # (a long system prompt) evaluates only the rest. 0 turns prompt reuse off: every prompt evaluated whole.
+    prompt_cache_mb: int = 64
+    # Language models: "prompt-lookup" drafts tokens by matching the last tokens against the prompt (n-gram
+    # speculation): same output, faster on answers that quote their input. None: one token per step.
+    speculative: str | None = None
+    draft_tokens: int = 8  # most tokens drafted per step
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutputConstraint:
+    """Output a grammar engine must produce: JSON valid for `schema` (a JSON Schema), between `prefix` and
+    `suffix`. `lazy`: free text until `prefix` appears, constrained from there on (a tool call the model may or
+    may not make). Passed as `constraint=` to generate/chat of sessions whose `supports_grammar` is True."""
+
+    schema: Mapping[str, Any]
+    prefix: str = ""
+    suffix: str = ""
+    lazy: bool = False
 
 
 @dataclass(frozen=True)
@@ -71,6 +90,10 @@ class Session(ABC):
     thread_safe: ClassVar[bool] = False
     # Tokens of prompt + generation a language model's session holds; None for tensor models.
     context_length: int | None = None
+    # Whether generate/chat accept `constraint=` (an OutputConstraint): structured output and tool calls need a
+    # grammar engine; language-model sessions without one leave this False and callers refuse those requests.
+    supports_grammar: ClassVar[bool] = False
+
     # Which variant this session runs (set by Runtime.load).
     variant_id: str | None = None
 

@@ -27,12 +27,14 @@ from edge_sdk.errors import (
     UnsupportedOperationError,
 )
 from edge_sdk.types import Backend, QuantScheme
-from runtimes.base import Runtime, Session, SessionOptions, single_file
+from runtimes.base import OutputConstraint, Runtime, Session, SessionOptions, single_file
+from runtimes.llama_cpp_cache import PromptStates
+from runtimes.llama_cpp_draft import make_drafter
 from runtimes.llama_cpp_stream import MAX_TOP_LOGPROBS, Sampling, StreamEnd, stream_tokens
 
 GENERATE_OPTIONS = (
     "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "presence_penalty", "frequency_penalty",
-    "logit_bias", "logprobs",
+    "logit_bias", "logprobs", "constraint",
 )  # fmt: skip
 # The embeddings instance reads at most one batch of tokens a text (llama-cpp-python truncates to n_batch):
 # a longer context would only hold KV cache it never fills.
@@ -47,6 +49,9 @@ class GenerationStats:
     time_to_first_token_s: float
     total_s: float
     finish_reason: str = "stop"  # "length" when max_tokens cut the answer
+    cached_tokens: int = 0  # prompt tokens reused from earlier requests, not evaluated again
+    drafted_tokens: int = 0  # tokens proposed by speculative drafting
+    accepted_tokens: int = 0  # ...of which the model confirmed these
 
     @property
     def tokens_per_second(self) -> float:
@@ -108,12 +113,17 @@ class LlamaSession(Session):
 
     inputs = ()
     outputs = ()
+    supports_grammar = True
 
     def __init__(
         self, model_path: Path, options: SessionOptions, n_ctx: int = DEFAULT_CONTEXT, facts: ModelFacts | None = None
     ) -> None:
         import llama_cpp
 
+        if options.prompt_cache_mb < 0:
+            raise ConfigError(f"prompt_cache_mb must be >= 0 (0 turns prompt reuse off), got {options.prompt_cache_mb}")
+        self._states = PromptStates(options.prompt_cache_mb * 2**20)
+        self._drafter = make_drafter(options.speculative, options.draft_tokens)
         self._path, self._threads, self._n_ctx = model_path, options.threads, n_ctx
         self._facts = facts or ModelFacts.of_files(Backend.GGUF, QuantScheme.F32, [model_path])
         self.context_length = n_ctx
@@ -134,6 +144,11 @@ class LlamaSession(Session):
     @property
     def metadata(self) -> dict[str, str]:
         return dict(self._llm.metadata)
+
+    @property
+    def template_knows_tool_role(self) -> bool:
+        """Whether the chat template speaks of tools (a `tool` role of its own for tool results)."""
+        return "tool" in (self._chat_template or self._llm.metadata.get("tokenizer.chat_template") or "")
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise UnsupportedOperationError(
@@ -157,6 +172,7 @@ class LlamaSession(Session):
         frequency_penalty: float = 0.0,
         logit_bias: Mapping[int, float] | None = None,
         logprobs: int | None = None,
+        constraint: OutputConstraint | None = None,
         **unknown: object,
     ) -> Iterator[str]:
         """Stream the continuation of `prompt` piece by piece (temperature 0 is greedy). With `logprobs=N`
@@ -166,7 +182,7 @@ class LlamaSession(Session):
             temperature=temperature, top_p=top_p, top_k=top_k, seed=seed, presence_penalty=presence_penalty,
             frequency_penalty=frequency_penalty, logit_bias=dict(logit_bias or {}),
         )  # fmt: skip
-        return self._stream(tokens, max_tokens, sampling, stop, logprobs, unknown)
+        return self._stream(tokens, max_tokens, sampling, stop, logprobs, constraint, unknown)
 
     def chat(
         self,
@@ -182,6 +198,7 @@ class LlamaSession(Session):
         frequency_penalty: float = 0.0,
         logit_bias: Mapping[int, float] | None = None,
         logprobs: int | None = None,
+        constraint: OutputConstraint | None = None,
         **unknown: object,
     ) -> Iterator[str]:
         """Stream the assistant's reply to `messages` ({"role", "content"} dicts) using the model's template."""
@@ -193,7 +210,7 @@ class LlamaSession(Session):
             temperature=temperature, top_p=top_p, top_k=top_k, seed=seed, presence_penalty=presence_penalty,
             frequency_penalty=frequency_penalty, logit_bias=dict(logit_bias or {}),
         )  # fmt: skip
-        return self._stream(tokens, max_tokens, sampling, [*stops, eos], logprobs, unknown)
+        return self._stream(tokens, max_tokens, sampling, [*stops, eos], logprobs, constraint, unknown)
 
     def count_prompt_tokens(self, prompt: str | None = None, messages: Sequence[Mapping[str, str]] = ()) -> int:
         """What generate(prompt) or chat(messages) would feed; only the vocabulary is read, no engine lock needed."""
@@ -282,6 +299,7 @@ class LlamaSession(Session):
         sampling: Sampling,
         stop: str | Sequence[str] | None,
         logprobs: int | None,
+        constraint: OutputConstraint | None,
         unknown: Mapping[str, object],
     ) -> Iterator[str]:
         if unknown:
@@ -292,26 +310,43 @@ class LlamaSession(Session):
         n_vocab = self._llm.n_vocab()
         if bad := [t for t in (sampling.logit_bias or {}) if not 0 <= int(t) < n_vocab]:
             raise ConfigError(f"logit_bias names tokens {bad[:5]} outside the vocabulary (0 to {n_vocab - 1})")
+        if not tokens:
+            raise InputError("the prompt is empty: give at least one character")
         if len(tokens) + max_tokens > self._n_ctx:
             raise ContextLengthError(
                 f"prompt of {len(tokens)} tokens + max_tokens {max_tokens} exceeds the context of {self._n_ctx}"
             )
         stops = [stop] if isinstance(stop, str) else list(stop or [])
-        return self._pieces(tokens, max_tokens, sampling, stops, logprobs)
+        if constraint is not None:
+            from runtimes.llama_cpp_grammar import check_grammar
+
+            check_grammar(self._llm, constraint)  # a schema llama.cpp cannot follow is refused before streaming
+        return self._pieces(tokens, max_tokens, sampling, stops, logprobs, constraint)
 
     def _pieces(
-        self, tokens: list[int], max_tokens: int, sampling: Sampling, stops: list[str], logprobs: int | None
+        self,
+        tokens: list[int],
+        max_tokens: int,
+        sampling: Sampling,
+        stops: list[str],
+        logprobs: int | None,
+        constraint: OutputConstraint | None,
     ) -> Iterator[str]:
         start = time.perf_counter()
         first: float | None = None
         end = StreamEnd()
-        for piece in stream_tokens(self._llm, tokens, max_tokens, sampling, stops, logprobs, end):
+        pieces = stream_tokens(
+            self._llm, tokens, max_tokens, sampling, stops, logprobs, end, constraint=constraint,
+            states=self._states, drafter=self._drafter,
+        )  # fmt: skip
+        for piece in pieces:
             first = first if first is not None else time.perf_counter() - start
             yield piece
         total = time.perf_counter() - start
         self.last_stats = GenerationStats(
-            len(tokens), end.tokens, first if first is not None else total, total, end.finish_reason
-        )
+            len(tokens), end.tokens, first if first is not None else total, total, end.finish_reason,
+            end.cached_tokens, end.drafted, end.accepted,
+        )  # fmt: skip
 
 
 def _check_options(max_tokens: int, temperature: float, top_p: float, top_k: int) -> None:

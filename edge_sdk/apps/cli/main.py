@@ -6,6 +6,7 @@ import typer
 
 from edge_sdk import __version__
 from edge_sdk.apps.cli.bundle_cmds import inspect_cmd, pack_cmd, run_cmd, verify_cmd
+from edge_sdk.apps.cli.chat_cmd import chat_cmd
 from edge_sdk.apps.cli.cloud_cmds import cloud_app, sync_cmd
 from edge_sdk.apps.cli.convert import convert_cmd
 from edge_sdk.apps.cli.fit_cmd import fit_cmd
@@ -33,6 +34,7 @@ app.command("fit")(fit_cmd)
 app.command("plan")(plan_cmd)
 app.command("verify")(verify_cmd)
 app.command("run")(run_cmd)
+app.command("chat")(chat_cmd)
 app.command("pack")(pack_cmd)
 app.command("install")(install_cmd)
 app.command("rollback")(rollback_cmd)

@@ -70,6 +70,11 @@ SERVE = OptionTable(
             "MODEL=ID; repeatable.", type=list[str], default=[]),
         Opt("--chat-template", "chat_template", "Jinja chat template file used for every language model served.",
             type=Path | None, default=None, to_field=read_chat_template),
+        Opt("--prompt-cache-mb", "prompt_cache_mb", "RAM per language model for states of earlier prompts, so a "
+            "shared prefix (a long system prompt) is not evaluated again; 0 evaluates every prompt whole."),
+        Opt("--speculative", "speculative", "Speculative decoding: 'prompt-lookup' drafts tokens from the prompt "
+            "(same output; faster when answers quote their input). Default: off.", type=str | None, default=None),
+        Opt("--draft-tokens", "draft_tokens", "Most tokens drafted per step with --speculative."),
         Opt("--cloud-url", "cloud_url", "Cloud target for what the device cannot serve: any OpenAI-compatible "
             "server or `edge-sdk cloud serve`. Without it everything stays local."),
         Opt("--cloud-key-file", "cloud_api_key", "File holding this device's cloud key.",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -37,6 +37,10 @@ class DaemonConfig(BaseModel):
     profile: str | None = None
     variants: dict[str, str] = Field(default_factory=dict)
     chat_template: str | None = Field(default=None, repr=False, description="for every LLM: replaces the bundle's")
+    # Language models: RAM for states of earlier prompts (0: every prompt evaluated whole) and drafting.
+    prompt_cache_mb: int = Field(default=64, ge=0, description="states of earlier prompts kept per LLM, MiB")
+    speculative: Literal["prompt-lookup"] | None = None
+    draft_tokens: int = Field(default=8, ge=1, le=64, description="most tokens drafted per step")
 
     # --- hybrid routing: the cloud target and when to use it (cloud_sync.router) ---
     cloud_url: str | None = Field(default=None, pattern=r"^https?://", description="None: everything stays local")

@@ -25,6 +25,7 @@ from edge_sdk.apps.daemon.gone import client_gone
 from edge_sdk.apps.daemon.hybrid import Ask, Hybrid
 from edge_sdk.apps.daemon.openai_schema import ChatRequest, CompletionRequest, EmbeddingRequest
 from edge_sdk.apps.daemon.pool import ModelPool
+from edge_sdk.apps.daemon.structured import ToolCallReader, constraint, refuse_without_grammar, template_messages
 from edge_sdk.errors import UnsupportedOperationError
 
 if TYPE_CHECKING:
@@ -50,6 +51,8 @@ class _End:
     finish_reason: str
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int = 0
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 def _runs(req: Request_) -> list[_Run]:
@@ -80,6 +83,8 @@ def _options(req: Request_, run: _Run) -> dict[str, Any]:
         options["logit_bias"] = req.logit_bias
     if req.alternatives() is not None:
         options["logprobs"] = req.alternatives()
+    if isinstance(req, ChatRequest) and (grammar := constraint(req)) is not None:
+        options["constraint"] = grammar
     return options
 
 
@@ -91,16 +96,23 @@ def _events(loaded: LoadedModel, req: Request_) -> Iterator[tuple[int, Any] | _E
         raise UnsupportedOperationError(
             f"model {loaded.name!r} is a {loaded.variant.backend.value} tensor model; use /v1/infer/{{model}}"
         )
+    refuse_without_grammar(loaded.name, loaded.variant.backend.value, session, req)
+    tools = isinstance(req, ChatRequest) and req.calls_tools()
     for run in _runs(req):
         if isinstance(req, ChatRequest):
-            pieces = session.chat(req.template_messages(), **_options(req, run))
+            messages = template_messages(req, bool(getattr(session, "template_knows_tool_role", False)))
+            pieces = session.chat(messages, **_options(req, run))
         else:
             pieces = session.generate(run.prompt, **_options(req, run))
         count = 0
+        reader = ToolCallReader() if tools else None
         try:
             for piece in pieces:
                 count += 1
-                yield run.index, piece
+                if reader is None:
+                    yield run.index, piece
+                elif (shown := reader.feed(piece)) is not None:
+                    yield run.index, shown
         finally:  # stopped early (cancelled, timed out): the engine's generation is closed here, in its thread
             close = getattr(pieces, "close", None)
             if close is not None:
@@ -110,7 +122,14 @@ def _events(loaded: LoadedModel, req: Request_) -> Iterator[tuple[int, Any] | _E
         # An engine that does not say why it stopped: it stopped at the limit, or on its own.
         finish = getattr(stats, "finish_reason", None) or ("length" if completion >= req.token_limit() else "stop")
         prompt_tokens = stats.prompt_tokens if stats is not None and run.counts_prompt else 0
-        yield _End(run.index, finish, prompt_tokens, completion)
+        cached = getattr(stats, "cached_tokens", 0) if run.counts_prompt else 0
+        calls = None
+        if reader is not None:
+            rest, calls = reader.finish()
+            if rest:
+                yield run.index, rest
+            finish = "tool_calls" if calls else finish
+        yield _End(run.index, finish, prompt_tokens, completion, cached, calls)
 
 
 async def _threaded(
@@ -170,6 +189,11 @@ def add_openai_routes(app: FastAPI, pool: ModelPool, config: DaemonConfig) -> No
             ctx = pool.use(req.model, client_gone(request))
             # admission errors (404, 429) surface before the stream starts; the wait for a slot is bounded
             loaded = await asyncio.wait_for(ctx.__aenter__(), timeout=config.request_timeout_s)
+            try:  # refused before the stream starts, so the client gets a 400 rather than a broken stream
+                refuse_without_grammar(loaded.name, loaded.variant.backend.value, loaded.session, req)
+            except BaseException:
+                await ctx.__aexit__(None, None, None)
+                raise
             deadline = time.monotonic() + config.request_timeout_s
             stream = shapes.Stream(head, chat, req.include_usage(), req.alternatives() is not None, echo)
 
@@ -180,8 +204,8 @@ def add_openai_routes(app: FastAPI, pool: ModelPool, config: DaemonConfig) -> No
                     # and the finally below stops the engine thread (a poll per token cost ~5 % of decode speed).
                     async for event in _threaded(loaded, lambda: _events(loaded, req), cancelled):
                         if isinstance(event, _End):
-                            yield stream.end(event.index, event.finish_reason)
-                            stream.count(event.prompt_tokens, event.completion_tokens)
+                            yield stream.end(event.index, event.finish_reason, event.tool_calls)
+                            stream.count(event.prompt_tokens, event.completion_tokens, event.cached_tokens)
                             count += event.completion_tokens
                         else:
                             if first is None:
@@ -207,7 +231,10 @@ def add_openai_routes(app: FastAPI, pool: ModelPool, config: DaemonConfig) -> No
                 start = time.monotonic()
                 async for event in _threaded(loaded, lambda: _events(loaded, req), cancelled):
                     if isinstance(event, _End):
-                        answer.end(event.index, event.finish_reason, event.prompt_tokens, event.completion_tokens)
+                        answer.end(
+                            event.index, event.finish_reason, event.prompt_tokens, event.completion_tokens,
+                            event.cached_tokens, event.tool_calls,
+                        )  # fmt: skip
                     else:
                         answer.piece(*event)
                 return start
@@ -222,7 +249,7 @@ def add_openai_routes(app: FastAPI, pool: ModelPool, config: DaemonConfig) -> No
 
     @app.post("/v1/chat/completions")
     async def chat(body: ChatRequest, request: Request) -> Any:
-        messages = body.template_messages()
+        messages = template_messages(body)  # for the router's token count: the tools described are tokens too
         ask = Ask(body.model, "/v1/chat/completions", body.stream, messages=messages, max_tokens=body.token_limit())
         return await hybrid.serve(request, ask, lambda: complete(body, request))
 

@@ -17,14 +17,11 @@ MAX_COMPLETION_LOGPROBS = 5  # as OpenAI's legacy completions
 
 # Fields that cannot change the output: accepted, ignored (README, "OpenAI fields").
 NO_OP = ("user", "metadata", "store", "parallel_tool_calls", "service_tier", "prompt_cache_key", "safety_identifier")
-# Known fields we do not run. Tools, tool choice and structured output come with grammars (a later release).
-LATER = "is not supported by this daemon yet"
+# Known fields we do not run.
+DEPRECATED_FUNCTIONS = "is OpenAI's deprecated form of tools: send tools and tool_choice instead"
 REFUSED_CHAT = {
-    "tools": LATER,
-    "tool_choice": LATER,
-    "functions": LATER,
-    "function_call": LATER,
-    "response_format": LATER,
+    "functions": DEPRECATED_FUNCTIONS,
+    "function_call": DEPRECATED_FUNCTIONS,
     "audio": "is not supported: the daemon's models produce text only",
     "modalities": "is not supported: the daemon's models produce text only",
     "prediction": "is not supported: no predicted-output decoding here",
@@ -119,22 +116,74 @@ class TextPart(_Strict):
     text: str
 
 
+FUNCTION_NAME = r"^[a-zA-Z0-9_-]{1,64}$"  # as OpenAI
+
+
+class FunctionDefinition(_Strict):
+    name: str = Field(pattern=FUNCTION_NAME)
+    description: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    strict: bool | None = None  # the arguments always follow `parameters` here: a grammar enforces them
+
+
+class Tool(_Strict):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class FunctionName(_Strict):
+    name: str = Field(pattern=FUNCTION_NAME)
+
+
+class NamedToolChoice(_Strict):
+    type: Literal["function"]
+    function: FunctionName
+
+
+class FunctionCall(_Strict):
+    name: str
+    arguments: str
+
+
+class ToolCall(_Strict):
+    id: str
+    type: Literal["function"]
+    function: FunctionCall
+
+
+class JsonSchemaFormat(_Strict):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    name: str = Field(pattern=FUNCTION_NAME)
+    description: str | None = None
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None  # the answer always follows the schema here: a grammar enforces it
+
+
+class ResponseFormat(_Strict):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_with_its_type(self) -> ResponseFormat:
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise ValueError("response_format needs json_schema exactly when its type is 'json_schema'")
+        return self
+
+
 REFUSED_MESSAGE = {
     "name": "is not supported: the model's chat template has no place for a participant's name",
-    "tool_calls": LATER,
-    "tool_call_id": LATER,
-    "function_call": LATER,
+    "function_call": DEPRECATED_FUNCTIONS,
     "refusal": "is not supported in messages sent to the model",
     "audio": "is not supported: the daemon's models produce text only",
 }
 
 
 class ChatMessage(_Strict):
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None
     name: Any = None
-    tool_calls: Any = None
-    tool_call_id: Any = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
     function_call: Any = None
     refusal: Any = None
     audio: Any = None
@@ -155,10 +204,21 @@ class ChatMessage(_Strict):
                 raise ValueError(f"content[{i}] is a {kind!r} part; only 'text' parts are supported")
         return data
 
-    def as_template_input(self) -> dict[str, str]:
-        """What a chat template reads: text parts joined by newlines; 'developer' is OpenAI's new 'system'."""
-        text = self.content if isinstance(self.content, str) else "\n".join(p.text for p in self.content)
-        return {"role": "system" if self.role == "developer" else self.role, "content": text}
+    @model_validator(mode="after")
+    def _fields_of_its_role(self) -> ChatMessage:
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError(f"a {self.role} message needs content (only an assistant's tool call may go without)")
+        if self.tool_calls is not None and self.role != "assistant":
+            raise ValueError("only assistant messages carry tool_calls")
+        if (self.role == "tool") != (self.tool_call_id is not None):
+            raise ValueError("tool messages, and only they, carry tool_call_id: the id of the call they answer")
+        return self
+
+    def text(self) -> str:
+        """Text parts joined by newlines."""
+        if self.content is None:
+            return ""
+        return self.content if isinstance(self.content, str) else "\n".join(p.text for p in self.content)
 
 
 class ChatRequest(_Generation):
@@ -167,11 +227,11 @@ class ChatRequest(_Generation):
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=MAX_CHAT_TOP_LOGPROBS)
     parallel_tool_calls: bool | None = None
-    tools: Any = None
-    tool_choice: Any = None
+    tools: list[Tool] | None = Field(default=None, min_length=1)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     functions: Any = None
     function_call: Any = None
-    response_format: Any = None
+    response_format: ResponseFormat | None = None
     audio: Any = None
     modalities: Any = None
     prediction: Any = None
@@ -190,7 +250,31 @@ class ChatRequest(_Generation):
             raise ValueError("top_logprobs needs logprobs: true")
         if None not in (self.max_tokens, self.max_completion_tokens) and self.max_tokens != self.max_completion_tokens:
             raise ValueError("max_tokens and max_completion_tokens differ; send one (max_tokens is the old name)")
+        names = [t.function.name for t in self.tools or []]
+        if self.tool_choice is not None and not names:
+            raise ValueError("tool_choice needs tools")
+        if len(set(names)) < len(names):
+            raise ValueError(f"tools hold the same function name twice: {names}")
+        named = self.named_function()
+        if named is not None and named not in names:
+            raise ValueError(f"tool_choice names function {named!r}, which is not in tools {names}")
+        if self.calls_tools() and self.response_format is not None and self.response_format.type != "text":
+            raise ValueError(
+                "response_format and tools cannot constrain one answer together; send tool_choice 'none' or drop one"
+            )
         return self
+
+    def choice(self) -> str:
+        """'none', 'auto' or 'required' ('required' for a named function): OpenAI's default is 'auto' with tools."""
+        if isinstance(self.tool_choice, NamedToolChoice):
+            return "required"
+        return self.tool_choice or ("auto" if self.tools else "none")
+
+    def calls_tools(self) -> bool:
+        return bool(self.tools) and self.choice() != "none"
+
+    def named_function(self) -> str | None:
+        return self.tool_choice.function.name if isinstance(self.tool_choice, NamedToolChoice) else None
 
     def token_limit(self) -> int:
         return self.max_completion_tokens or self.max_tokens or DEFAULT_MAX_TOKENS
@@ -198,9 +282,6 @@ class ChatRequest(_Generation):
     def alternatives(self) -> int | None:
         """Alternatives per token to compute (None: no log-probabilities)."""
         return (self.top_logprobs or 0) if self.logprobs else None
-
-    def template_messages(self) -> list[dict[str, str]]:
-        return [m.as_template_input() for m in self.messages]
 
 
 class CompletionRequest(_Generation):

@@ -50,14 +50,24 @@ def text_logprobs(entries: Sequence[Any], offset: int) -> dict[str, Any]:
 class _Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens reused from earlier requests (OpenAI's prompt_tokens_details)
 
-    def add(self, prompt: int, completion: int) -> None:
+    def add(self, prompt: int, completion: int, cached: int = 0) -> None:
         self.prompt_tokens += prompt
         self.completion_tokens += completion
+        self.cached_tokens += cached
 
-    def body(self) -> dict[str, int]:
+    def body(self) -> dict[str, Any]:
         total = self.prompt_tokens + self.completion_tokens
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens, "total_tokens": total}
+        return {
+            "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens, "total_tokens": total,
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
+        }  # fmt: skip
+
+
+def _tool_call_deltas(calls: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Whole calls in one delta each, with the `index` a streamed tool call carries."""
+    return [{"index": i, **call} for i, call in enumerate(calls)]
 
 
 @dataclass
@@ -108,11 +118,15 @@ class Stream:
     def piece(self, index: int, piece: str) -> str:
         return self._start(index) + self._chunk(index, str(piece), None, _entries(piece))
 
-    def end(self, index: int, finish: str) -> str:
-        return self._start(index) + self._chunk(index, None if self.chat else "", finish)
+    def end(self, index: int, finish: str, tool_calls: Sequence[dict[str, Any]] | None = None) -> str:
+        calls = ""
+        if tool_calls:
+            delta = {"tool_calls": _tool_call_deltas(tool_calls)}
+            calls = self._event({"index": index, "delta": delta, "logprobs": None, "finish_reason": None})
+        return self._start(index) + calls + self._chunk(index, None if self.chat else "", finish)
 
-    def count(self, prompt_tokens: int, completion_tokens: int) -> None:
-        self._usage.add(prompt_tokens, completion_tokens)
+    def count(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> None:
+        self._usage.add(prompt_tokens, completion_tokens, cached_tokens)
 
     def usage_and_done(self) -> str:
         last = ""
@@ -137,6 +151,7 @@ class Answer:
     _text: dict[int, list[str]] = field(default_factory=lambda: defaultdict(list))
     _entries: dict[int, list[Any]] = field(default_factory=lambda: defaultdict(list))
     _finish: dict[int, str] = field(default_factory=dict)
+    _calls: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     _usage: _Usage = field(default_factory=_Usage)
 
     @property
@@ -147,9 +162,19 @@ class Answer:
         self._text[index].append(str(piece))
         self._entries[index].extend(_entries(piece))
 
-    def end(self, index: int, finish: str, prompt_tokens: int, completion_tokens: int) -> None:
+    def end(
+        self,
+        index: int,
+        finish: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cached_tokens: int = 0,
+        tool_calls: list[dict[str, Any]] | None = None,
+    ) -> None:
         self._finish[index] = finish
-        self._usage.add(prompt_tokens, completion_tokens)
+        self._usage.add(prompt_tokens, completion_tokens, cached_tokens)
+        if tool_calls:
+            self._calls[index] = tool_calls
 
     def body(self) -> dict[str, Any]:
         choices = []
@@ -158,7 +183,9 @@ class Answer:
             entries = self._entries[index]
             if self.chat:
                 logprobs = chat_logprobs(entries) if self.logprobs else None
-                message = {"role": "assistant", "content": text, "refusal": None}
+                message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+                if index in self._calls:
+                    message.update(content=text or None, tool_calls=self._calls[index])
                 choices.append({"index": index, "message": message, "logprobs": logprobs,
                                 "finish_reason": self._finish[index]})  # fmt: skip
             else:

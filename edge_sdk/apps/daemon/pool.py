@@ -236,8 +236,10 @@ class ModelPool:
         from runtimes import SessionOptions
 
         return SessionOptions(
-            threads=self.config.threads, context=self.config.context, chat_template=self.config.chat_template
-        )
+            threads=self.config.threads, context=self.config.context, chat_template=self.config.chat_template,
+            prompt_cache_mb=self.config.prompt_cache_mb, speculative=self.config.speculative,
+            draft_tokens=self.config.draft_tokens,
+        )  # fmt: skip
 
     def fits_now(self, name: str, size: int) -> bool:
         """Whether `size` bytes fit the budget beside the models that cannot be evicted now (in use), and the

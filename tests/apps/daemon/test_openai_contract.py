@@ -181,12 +181,15 @@ def test_unknown_and_unsupported_fields_are_refused_by_name(client):
     with pytest.raises(openai.BadRequestError, match="unknown field 'frobnicate'") as unknown:
         _chat(client, max_tokens=2, extra_body={"frobnicate": 1})
     assert unknown.value.body["param"] == "frobnicate"
-    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
-    with pytest.raises(openai.BadRequestError, match="tools is not supported") as tools:
-        _chat(client, max_tokens=2, tools=[tool])
-    assert tools.value.body["param"] == "tools"
-    with pytest.raises(openai.BadRequestError, match="response_format is not supported"):
-        _chat(client, max_tokens=2, response_format={"type": "json_object"})
+    function = {"name": "f", "parameters": {"type": "object"}}
+    with pytest.raises(openai.BadRequestError, match="functions is OpenAI's deprecated form of tools") as old:
+        _chat(client, max_tokens=2, functions=[function])
+    assert old.value.body["param"] == "functions"
+    with pytest.raises(openai.BadRequestError, match="tool_choice names function 'g', which is not in tools"):
+        _chat(client, max_tokens=2, tools=[{"type": "function", "function": function}],
+              tool_choice={"type": "function", "function": {"name": "g"}})  # fmt: skip
+    with pytest.raises(openai.BadRequestError, match="needs json_schema exactly when its type is 'json_schema'"):
+        _chat(client, max_tokens=2, response_format={"type": "json_schema"})
     with pytest.raises(openai.BadRequestError, match="suffix is not supported"):
         client.completions.create(model="smollm2", prompt="a", suffix="b", max_tokens=2)
     with pytest.raises(openai.BadRequestError, match="dimensions is not supported"):
