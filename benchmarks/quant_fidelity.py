@@ -12,19 +12,15 @@ benchmarks/results/quant_fidelity.json and prints one table.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _timing import interleaved  # benchmarks/ is on sys.path when run as a script
+from _common import interleaved, write_results  # benchmarks/ is on sys.path when run as a script
 
 import edge_sdk
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def _drop(variant: Any) -> float | None:
@@ -127,16 +123,7 @@ def main() -> None:
             f"{r['model']:<26} {r['variant']:<22} {r['size_ratio']:>7.3f} {drop:>7} {r['latency_ratio']:>9.2f}  "
             f"{'yes' if r['passed'] else 'NO ':<3} {r['float_layers']}"
         )
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "quant_fidelity.json"
-    out.write_text(
-        json.dumps(
-            {"machine": platform.processor() or platform.machine(), "seconds": round(time.perf_counter() - started),
-             "rows": rows},
-            indent=2,
-        ) + "\n"
-    )  # fmt: skip
-    print(f"wrote {out}")
+    write_results("quant_fidelity", {"rows": rows}, started=started)
 
 
 if __name__ == "__main__":

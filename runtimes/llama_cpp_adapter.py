@@ -135,7 +135,7 @@ class LlamaSession(Session):
     def metadata(self) -> dict[str, str]:
         return dict(self._llm.metadata)
 
-    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, inputs: Mapping[str, np.ndarray], *, check: bool = True) -> dict[str, np.ndarray]:
         raise UnsupportedOperationError(
             f"{self._path.name} is a language model: use generate(prompt), chat(messages) or embed(texts), not run()"
         )

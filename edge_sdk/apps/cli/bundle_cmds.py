@@ -4,16 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from edge_sdk.apps.cli.common import EXIT_FAILED, console, err_console, human_bytes, load_npz, user_errors
-from edge_sdk.apps.cli.convert import variant_table
-from edge_sdk.apps.cli.golden import check_golden_sets
-from edge_sdk.bundle import Bundle
-from edge_sdk.types import Task
 
 BUNDLE_ARG = typer.Argument(..., help="A bundle directory or .edgebundle file.")
 
@@ -23,6 +18,9 @@ def inspect_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ) -> None:
     """Show what a bundle holds: variants, tensors, recipes, accuracy reports and fit per profile."""
+    from edge_sdk.apps.cli.tables import variant_table
+    from edge_sdk.bundle import Bundle
+
     with user_errors():
         opened = Bundle.open(bundle)
     m = opened.manifest
@@ -67,6 +65,9 @@ def verify_cmd(
     ),
 ) -> None:
     """Verify digests, sizes, schema and file list (and with --run, the golden set). Exits 1 when invalid."""
+    from edge_sdk.apps.cli.golden import check_golden_sets
+    from edge_sdk.bundle import Bundle
+
     with user_errors():
         opened = Bundle.open(bundle)
         console.print(
@@ -92,7 +93,10 @@ def run_cmd(
     threads: int | None = typer.Option(None, "--threads", help="Engine threads (default: the engine's choice)."),
 ) -> None:
     """Run a bundle on inputs from an .npz and show (or save) the outputs."""
+    import numpy as np
+
     import edge_sdk
+    from edge_sdk.types import Task
 
     with user_errors():
         inputs = load_npz(input_file, "input")
@@ -119,6 +123,8 @@ def pack_cmd(
     output: Path = typer.Option(..., "--output", "-o", help="The .edgebundle file to write."),
 ) -> None:
     """Pack a verified bundle directory into one reproducible .edgebundle file."""
+    from edge_sdk.bundle import Bundle
+
     with user_errors():
         dest = Bundle.open(bundle).pack(output)
     console.print(f"[green]wrote[/] {dest} ({human_bytes(dest.stat().st_size)})")

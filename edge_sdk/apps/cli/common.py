@@ -5,14 +5,19 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from edge_sdk.errors import EdgeSDKError
 
+if TYPE_CHECKING:
+    import numpy as np
+
+# The CLI's modules import numpy, the bundle models and the engines inside the commands that use them, never at
+# the top: `edge-sdk --help` then starts in a fraction of a second (tests/apps/cli/test_cli_startup.py).
 console = Console()
 err_console = Console(stderr=True)
 
@@ -49,6 +54,8 @@ def read_chat_template(path: Path) -> str:
 
 
 def load_npz(path: Path, what: str) -> dict[str, np.ndarray]:
+    import numpy as np
+
     from edge_sdk.errors import ConfigError
 
     if not path.is_file():

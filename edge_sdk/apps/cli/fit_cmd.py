@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from edge_sdk.apps.cli.common import EXIT_FAILED, console, human_bytes, user_errors
-from edge_sdk.bundle import FitReport
+
+if TYPE_CHECKING:
+    from edge_sdk.bundle import FitReport
 
 
 def fit_cmd(

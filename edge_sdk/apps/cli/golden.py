@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.markup import escape
 
 from edge_sdk.apps.cli.common import console
-from edge_sdk.bundle import Bundle
+
+if TYPE_CHECKING:
+    from edge_sdk.bundle import Bundle
 
 
 def check_golden_sets(bundle: Bundle, *, allow_failed: bool = False) -> bool:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -15,6 +14,8 @@ from edge_sdk.apps.cli.common import console, err_console, human_bytes, user_err
 from edge_sdk.errors import ConfigError
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from converters.plan import Plan, PlanRequest
     from converters.progress import Progress as Step
 

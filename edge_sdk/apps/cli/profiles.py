@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 import typer
 from rich import box
@@ -11,9 +12,10 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from device_profiles.loader import load_profile, profile_ids
-from device_profiles.schema import DeviceProfile
 from edge_sdk.errors import EdgeSDKError
+
+if TYPE_CHECKING:
+    from device_profiles.schema import DeviceProfile
 
 EXIT_BAD_PROFILE = 2
 
@@ -26,6 +28,8 @@ err_console = Console(stderr=True)
 
 
 def _load(ref: str) -> DeviceProfile:
+    from device_profiles.loader import load_profile
+
     try:
         return load_profile(ref)
     except EdgeSDKError as exc:
@@ -76,6 +80,8 @@ WIDE_TERMINAL = 120  # below this, name/CPU/accelerators wrap into unreadable sl
 @profiles_app.command("list")
 def list_cmd() -> None:
     """One row a profile: CPU, memory and the model budget, accelerators, backends. 'host' is measured now."""
+    from device_profiles.loader import profile_ids
+
     profiles = [_load(profile_id) for profile_id in profile_ids()]
     wide = console.width >= WIDE_TERMINAL
     columns = [c for c in _LIST_COLUMNS if wide or not c[3]]

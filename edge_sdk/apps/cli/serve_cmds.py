@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import shlex
 import sys
 from pathlib import Path
@@ -60,6 +59,12 @@ def serve_cmd(
     ),
     chat_template: Path | None = typer.Option(
         None, "--chat-template", help="Jinja chat template file used for every language model served."
+    ),
+    preload: bool = typer.Option(
+        True,
+        "--preload/--no-preload",
+        help="Load the served models at start, those that fit the memory budget; /health/ready answers 200 once "
+        "they are loaded. Without: each loads on its first request.",
     ),
     cloud_url: str | None = typer.Option(
         None,
@@ -143,6 +148,7 @@ def serve_cmd(
             profile=profile,
             variants=_pinned_variants(source, variant, profile),
             chat_template=read_chat_template(chat_template) if chat_template is not None else None,
+            preload=preload,
             cloud_url=cloud_url,
             cloud_api_key=read_cloud_key(cloud_key_file) if cloud_key_file else None,
             slo_ms=slo_ms,
@@ -165,6 +171,8 @@ def serve_cmd(
             ),
         )
     typer.echo(f"serving {', '.join(source.names())} on http://{host}:{port}", err=True)
+    import logging
+
     # The daemon's own log lines (a route per request, the breaker's moves) beside uvicorn's.
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     with user_errors():

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
 from edge_sdk.apps.cli.common import console, user_errors
-from edge_sdk.apps.cli.golden import check_golden_sets
-from edge_sdk.bundle import Bundle
 from edge_sdk.errors import BackendUnavailableError, StoreError
-from edge_sdk.store import BundleStore, InstalledModel
+
+if TYPE_CHECKING:
+    from edge_sdk.bundle import Bundle
+    from edge_sdk.store import InstalledModel
 
 STORE_OPT = typer.Option(
     Path("/var/lib/edge-sdk"),
@@ -43,6 +45,7 @@ def install_cmd(
 ) -> None:
     """Verify a bundle, check its golden set here, install it as a new version and activate it atomically."""
     from edge_sdk.bundle.signing import load_trusted
+    from edge_sdk.store import BundleStore
 
     with user_errors():
         keys = [load_trusted(p) for p in trust] if trust else None
@@ -63,6 +66,8 @@ def rollback_cmd(
     store: Path = STORE_OPT,
 ) -> None:
     """Make the previously active version of a model active again (run twice to roll forward)."""
+    from edge_sdk.store import BundleStore
+
     with user_errors():
         model = BundleStore(store).rollback(name)
     console.print(f"[green]rolled back[/] {_describe(model)}", highlight=False)
@@ -70,6 +75,8 @@ def rollback_cmd(
 
 def models_cmd(store: Path = STORE_OPT) -> None:
     """List the models installed in a store: active, previous and every installed version."""
+    from edge_sdk.store import BundleStore
+
     with user_errors():
         models = BundleStore(store).list()
     if not models:
@@ -99,6 +106,8 @@ def _golden_check_allowing_failed(bundle: Bundle) -> bool:
 
 def _golden_check(bundle: Bundle, *, allow_failed: bool = False) -> bool:
     """Every variant must have passed its gate at conversion and reproduce its golden outputs here."""
+    from edge_sdk.apps.cli.golden import check_golden_sets
+
     _announce(bundle)
     try:
         return check_golden_sets(bundle, allow_failed=allow_failed)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.table import Table
 
 from edge_sdk.apps.cli.common import human_bytes
-from edge_sdk.bundle import Bundle
+
+if TYPE_CHECKING:
+    from edge_sdk.bundle import Bundle
 
 
 def variant_table(bundle: Bundle) -> Table:

@@ -36,6 +36,8 @@ class DaemonConfig(BaseModel):
     profile: str | None = None
     variants: dict[str, str] = Field(default_factory=dict)
     chat_template: str | None = Field(default=None, repr=False, description="for every LLM: replaces the bundle's")
+    # Load the served models at start (those that fit the budget and free memory); /health/ready waits for them.
+    preload: bool = Field(default=True, description="load served models at start; ready once they are loaded")
 
     # --- hybrid routing: the cloud target and when to use it (cloud_sync.router) ---
     cloud_url: str | None = Field(default=None, pattern=r"^https?://", description="None: everything stays local")

@@ -265,6 +265,10 @@ class ModelPool:
         self.metrics.set("edge_queue_depth", gate.waiting, model=name)
         self.metrics.set("edge_requests_running", gate.running, model=name)
 
+    async def ensure_loaded(self, name: str) -> LoadedModel:
+        """`name`'s model, loaded now unless it is already (how the daemon preloads at start)."""
+        return await self._ensure_loaded(name)
+
     async def _ensure_loaded(self, name: str) -> LoadedModel:
         lock = self._load_locks.setdefault(name, asyncio.Lock())
         async with lock:
