@@ -13,12 +13,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI
-
-from edge_sdk.apps.daemon.pool import ModelPool
 from edge_sdk.errors import EdgeSDKError
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from edge_sdk.apps.daemon.pool import ModelPool
 
 log = logging.getLogger("edge_sdk.daemon")
 
