@@ -100,9 +100,12 @@ def _sse_pieces(url: str, body: dict) -> Iterator[str]:
         r.raise_for_status()
         for line in r.iter_lines():
             if line.startswith("data: {"):
-                text = json.loads(line[6:])["choices"][0]["text"]
-                if text:
-                    yield text
+                event = json.loads(line[6:])
+                if "error" in event:
+                    raise RuntimeError(f"the daemon's stream failed: {event['error']}")
+                choices = event.get("choices") or [{}]  # the last event may carry only usage
+                if choices[0].get("text"):
+                    yield choices[0]["text"]
 
 
 def tensor_bytes(llm: Any) -> int:
@@ -137,7 +140,8 @@ def bench_variant(bundle: Any, variant_id: str, rounds: int, tokens: int, thread
                 stream = direct.create_completion(prompt, stream=True, **options)
                 rates["direct"].append(_decode_rate(c["choices"][0]["text"] for c in stream))
                 rates["sdk"].append(_decode_rate(session.generate(prompt, **options)))
-                body = {"model": bundle.name, "prompt": prompt, "stream": True, **options}
+                body = {"model": bundle.name, "prompt": prompt, "stream": True, "max_tokens": tokens}
+                body["temperature"] = 0.0  # greedy, as the other two
                 rates["daemon"].append(_decode_rate(_sse_pieces(url, body)))
     finally:
         daemon.terminate()
@@ -158,10 +162,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--bundle", type=Path, help="Reuse this SmolLM2 GGUF bundle (written by an earlier run) instead of converting."
+    )
+    parser.add_argument("--keep", type=Path, help="Write the converted bundle here (to reuse with --bundle).")
     args = parser.parse_args()
     started = time.perf_counter()
 
-    from edge_sdk.api import convert_llm
+    from edge_sdk.api import convert_llm, open_bundle
 
     llc = last_level_cache_bytes()
     cpus = os.cpu_count() or 1
@@ -174,9 +182,11 @@ def main() -> None:
     )
     rows = []
     with tempfile.TemporaryDirectory(prefix="roofline-") as tmp:
-        bundle = convert_llm(
-            "zoo:smollm2", quantize=args.quantize, output=Path(tmp) / "b", allow_failed=True, eval_tokens=64
-        )
+        if args.bundle is not None:
+            bundle = open_bundle(args.bundle)
+        else:
+            out = args.keep or Path(tmp) / "b"
+            bundle = convert_llm("zoo:smollm2", quantize=args.quantize, output=out, allow_failed=True, eval_tokens=64)
         for variant in bundle.manifest.variants:
             row = bench_variant(bundle, variant.id, args.rounds, args.tokens, args.threads)
             row["larger_than_4x_llc"] = row["tensor_bytes"] > 4 * llc

@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from edge_sdk.apps.cli.common import EXIT_FAILED, console, err_console, human_bytes, load_npz, user_errors
 
@@ -18,6 +16,9 @@ def inspect_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ) -> None:
     """Show what a bundle holds: variants, tensors, recipes, accuracy reports and fit per profile."""
+    from rich.markup import escape
+    from rich.table import Table
+
     from edge_sdk.apps.cli.tables import variant_table
     from edge_sdk.bundle import Bundle
 
@@ -94,6 +95,7 @@ def run_cmd(
 ) -> None:
     """Run a bundle on inputs from an .npz and show (or save) the outputs."""
     import numpy as np
+    from rich.markup import escape
 
     import edge_sdk
     from edge_sdk.types import Task

@@ -6,14 +6,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TransferSpeedColumn
 
 from edge_sdk.apps.cli.common import EXIT_FAILED, console, err_console, user_errors
 from edge_sdk.apps.cli.store_cmds import STORE_OPT, _announce, _golden_check
 from edge_sdk.errors import ConfigError
 
 if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
     from cloud_sync.registry import RegistryEntry
 
 cloud_app = typer.Typer(
@@ -26,6 +26,8 @@ TRUST_HELP = "Public key (PEM) bundles must be signed by; repeatable. Unsigned b
 
 
 def _bar() -> Progress:
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
     return Progress(
         "[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
         console=console, transient=True,
@@ -158,6 +160,8 @@ def sync_cmd(
     """Pull newer bundle versions from a gateway's registry into a device store: download (resuming a cut
     download with HTTP Range), check the sha256, verify and install atomically as `edge-sdk install` does.
     An equal version is skipped; a lower one than the active version is refused. Exits 1 if anything was refused."""
+    from rich.markup import escape
+
     from cloud_sync.sync import Outcome, RegistryClient, sync
     from edge_sdk.apps.daemon.server import read_cloud_key
     from edge_sdk.bundle.signing import load_trusted

@@ -5,21 +5,48 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 from edge_sdk.errors import EdgeSDKError
 
 if TYPE_CHECKING:
     import numpy as np
+    from rich.console import Console
 
 # The CLI's modules import numpy, the bundle models and the engines inside the commands that use them, never at
 # the top: `edge-sdk --help` then starts in a fraction of a second (tests/apps/cli/test_cli_startup.py).
-console = Console()
-err_console = Console(stderr=True)
+
+
+class LazyConsole:
+    """A rich Console made when first used: importing rich's console costs about as much as typer itself, and
+    `edge-sdk models` on an empty store, or any command that fails early, should not pay for it."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Console | None = None
+
+    def _real(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real(), name)
+
+    # Dunder methods are looked up on the type, not through __getattr__: rich's Live and Progress use these.
+    def __enter__(self) -> Console:
+        return self._real().__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._real().__exit__(*exc)
+
+
+console = cast("Console", LazyConsole())
+err_console = cast("Console", LazyConsole(stderr=True))
 
 EXIT_FAILED = 1  # the command ran and the answer is "no" (bundle invalid, accuracy gate failed, ...)
 
@@ -30,6 +57,8 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except EdgeSDKError as exc:
+        from rich.markup import escape
+
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(EXIT_FAILED) from None
 

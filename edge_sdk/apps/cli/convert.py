@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from edge_sdk.apps.cli.common import console, load_npz, read_chat_template, user_errors
 from edge_sdk.apps.cli.tables import variant_table
@@ -151,6 +150,8 @@ def convert_cmd(
     ),
 ) -> None:
     """Convert a model into a bundle: export, quantize, run and measure each variant, check fit, write."""
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
     import edge_sdk
     from converters.progress import Progress as Step
 

@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from edge_sdk.apps.cli.common import EXIT_FAILED, console, human_bytes, user_errors
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from edge_sdk.bundle import FitReport
 
 
@@ -34,6 +34,8 @@ def fit_cmd(
 ) -> None:
     """Predict peak memory (weights + KV cache + activations + the engine) and speed of each variant on a
     device, and say for each that does not fit why, with numbers and what to try. Exits 1 when none fits."""
+    from rich.markup import escape
+
     import edge_sdk.fitting
 
     with user_errors():
@@ -58,6 +60,8 @@ def fit_cmd(
 
 
 def fit_table(reports: dict[str, FitReport]) -> Table:
+    from rich.table import Table
+
     first = next(iter(reports.values()))
     table = Table(title=f"fit on {first.profile} (budget {human_bytes(first.budget_bytes)})")
     for col in ("variant", "fits", "peak memory", "made of", "speed"):

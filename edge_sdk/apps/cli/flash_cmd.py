@@ -8,14 +8,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TransferSpeedColumn
-from rich.table import Table
 
 from edge_sdk.apps.cli.common import EXIT_FAILED, console, err_console, human_bytes, user_errors
 from edge_sdk.errors import ConfigError
 
 if TYPE_CHECKING:
+    from rich.progress import TaskID
+
     from edge_sdk.apps.flash import FlashOptions, FlashResult, Release, Stage, Target, TargetPlan
 
 
@@ -132,6 +131,9 @@ def flash_cmd(
 
 
 def _flash_with_progress(release: Release, targets: Sequence[Target], options: FlashOptions) -> list[FlashResult]:
+    from rich.markup import escape
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
     from edge_sdk.apps.flash import flash_many
 
     columns = (
@@ -153,6 +155,8 @@ def _flash_with_progress(release: Release, targets: Sequence[Target], options: F
 
 
 def _print_plan(plan: TargetPlan, board: list[str]) -> None:
+    from rich.markup import escape
+
     target = plan.target
     console.print(f"\n[bold]{escape(target.label)}[/]" + (f" (profile {target.profile})" if target.profile else ""))
     for line in board:
@@ -172,6 +176,9 @@ def _print_plan(plan: TargetPlan, board: list[str]) -> None:
 
 
 def _print_summary(results: Sequence[FlashResult]) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
     table = Table(title="flash summary")
     for column in ("target", "result", "stage", "sent", "active", "detail"):
         table.add_column(column, overflow="fold")

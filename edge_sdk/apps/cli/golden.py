@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rich.markup import escape
-
 from edge_sdk.apps.cli.common import console
 
 if TYPE_CHECKING:
@@ -19,6 +17,8 @@ def check_golden_sets(bundle: Bundle, *, allow_failed: bool = False) -> bool:
     perplexity) are named and skipped rather than failed. A variant whose accuracy gate failed at conversion
     (kept with --allow-failed) fails here too, whatever its golden set says, unless `allow_failed`.
     """
+    from rich.markup import escape
+
     import edge_sdk
     from converters.verify import summary
 

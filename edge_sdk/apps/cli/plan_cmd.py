@@ -6,15 +6,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.markup import escape
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 
 from edge_sdk.apps.cli.common import console, err_console, human_bytes, user_errors
 from edge_sdk.errors import ConfigError
 
 if TYPE_CHECKING:
     import numpy as np
+    from rich.table import Table
 
     from converters.plan import Plan, PlanRequest
     from converters.progress import Progress as Step
@@ -91,6 +89,8 @@ def run_with_progress(
     calibration: dict[str, np.ndarray] | None = None,
 ) -> Plan:
     """The plan with a progress bar; the ETA comes from the candidates done so far."""
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
     from edge_sdk.planning import run_plan
 
     with Progress(
@@ -113,6 +113,9 @@ def show_plan(result: Plan, json_out: Path | None) -> None:
 
 
 def plan_table(result: Plan) -> Table:
+    from rich.markup import escape
+    from rich.table import Table
+
     r = result.request
     table = Table(
         title=f"plan for {r.model} on {r.profile}: by {r.objective.value}, accuracy drop ≤ {r.max_accuracy_drop:.2%}"

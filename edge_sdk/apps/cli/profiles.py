@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import typer
-from rich import box
-from rich.console import Console, Group
-from rich.markup import escape
-from rich.panel import Panel
-from rich.table import Table
 
+from edge_sdk.apps.cli.common import LazyConsole
 from edge_sdk.errors import EdgeSDKError
 
 if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
     from device_profiles.schema import DeviceProfile
 
 EXIT_BAD_PROFILE = 2
@@ -23,8 +22,14 @@ profiles_app = typer.Typer(
     help="List and show device profiles: shipped boards and phones, 'host' (this machine), or your own YAML file.",
     no_args_is_help=True,
 )
-console = Console()
-err_console = Console(stderr=True)
+console = cast("Console", LazyConsole())
+err_console = cast("Console", LazyConsole(stderr=True))
+
+
+def escape(text: str) -> str:
+    from rich.markup import escape as rich_escape  # imported when a profile is shown, not to register commands
+
+    return rich_escape(text)
 
 
 def _load(ref: str) -> DeviceProfile:
@@ -80,6 +85,9 @@ WIDE_TERMINAL = 120  # below this, name/CPU/accelerators wrap into unreadable sl
 @profiles_app.command("list")
 def list_cmd() -> None:
     """One row a profile: CPU, memory and the model budget, accelerators, backends. 'host' is measured now."""
+    from rich import box
+    from rich.table import Table
+
     from device_profiles.loader import profile_ids
 
     profiles = [_load(profile_id) for profile_id in profile_ids()]
@@ -98,6 +106,9 @@ def list_cmd() -> None:
 
 
 def _section(title: str, rows: Iterable[tuple[str, str]], source: str | None = None) -> Table:
+    from rich import box
+    from rich.table import Table
+
     table = Table(title=title, title_justify="left", title_style="bold", show_header=False, box=box.SIMPLE)
     table.add_column(style="cyan", no_wrap=True)
     table.add_column(overflow="fold")
@@ -150,6 +161,9 @@ def _views(p: DeviceProfile) -> list[Table]:
 
 
 def _backends_table(p: DeviceProfile) -> Table:
+    from rich import box
+    from rich.table import Table
+
     table = Table(title="Backends", title_justify="left", title_style="bold", box=box.SIMPLE)
     for name in ("backend", "supported", "runtime", "targets", "notes"):
         table.add_column(name, overflow="fold")
@@ -169,6 +183,9 @@ def show_cmd(
     profile: str = typer.Argument(help="A profile id (see `edge-sdk profiles list`) or the path of a YAML file."),
 ) -> None:
     """Every section of one profile, with the datasheet or measurement each number comes from."""
+    from rich.console import Group
+    from rich.panel import Panel
+
     p = _load(profile)
     title = f"[bold]{escape(p.name)}[/]  id [cyan]{escape(p.id)}[/]  class {p.device_class.value}"
     console.print(Panel(Group(*_views(p), _backends_table(p)), title=title, title_align="left"))

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.table import Table
 
 from edge_sdk.apps.cli.common import console, user_errors
 from edge_sdk.errors import BackendUnavailableError, StoreError
@@ -80,8 +79,10 @@ def models_cmd(store: Path = STORE_OPT) -> None:
     with user_errors():
         models = BundleStore(store).list()
     if not models:
-        console.print(f"no models installed in {store}", highlight=False)
+        typer.echo(f"no models installed in {store}")  # plain text: no need to start rich for it
         return
+    from rich.table import Table
+
     table = Table(title=f"models in {store}")
     for column in ("model", "active", "previous", "versions"):
         table.add_column(column)

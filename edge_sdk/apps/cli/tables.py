@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rich.table import Table
-
 from edge_sdk.apps.cli.common import human_bytes
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from edge_sdk.bundle import Bundle
 
 
 def variant_table(bundle: Bundle) -> Table:
     """One row per variant: size, precision, measured accuracy, and fit per profile."""
+    from rich.table import Table
+
     table = Table(title=f"{bundle.name} {bundle.manifest.version} — {len(bundle.variants)} variant(s)")
     for col in ("variant", "size", "precision", "accuracy vs reference", "gate", "fit"):
         table.add_column(col)

@@ -50,8 +50,14 @@ def test_help_imports_no_numpy_or_engine(args):
     assert heavy == [], f"`edge-sdk {' '.join(args)}` imported {heavy}"
 
 
+def test_root_help_reads_no_manifest_models():
+    # The bundle manifests are pydantic models: printing the command list must not build them.
+    assert "pydantic" not in _imported_after(["--help"])
+
+
 def test_models_lists_a_store_without_numpy(tmp_path):
     store = tmp_path / "store"
     store.mkdir()
     modules = _imported_after(["models", "--store", str(store)])
     assert sorted(set(HEAVY) & modules) == []
+    assert "rich" not in modules  # a one-line answer needs no rich console (a table of models does)
