@@ -130,7 +130,16 @@ def per_call(fn: Callable[[], object], calls: int) -> float:
 def interleaved(a: Callable[[], object], b: Callable[[], object], rounds: int, calls: int) -> tuple[float, float]:
     """Median seconds per call of `a` and `b`, alternated round by round so machine noise hits both alike;
     the order within a round flips each round so neither always runs on a warmer cache."""
-    a_times, b_times = [], []
+    a_times, b_times = interleaved_rounds(a, b, rounds, calls)
+    return statistics.median(a_times), statistics.median(b_times)
+
+
+def interleaved_rounds(
+    a: Callable[[], object], b: Callable[[], object], rounds: int, calls: int
+) -> tuple[list[float], list[float]]:
+    """Seconds per call of `a` and `b` in each round, alternated as `interleaved` does."""
+    a_times: list[float] = []
+    b_times: list[float] = []
     for r in range(rounds):
         if r % 2:
             b_times.append(per_call(b, calls))
@@ -138,7 +147,7 @@ def interleaved(a: Callable[[], object], b: Callable[[], object], rounds: int, c
         else:
             a_times.append(per_call(a, calls))
             b_times.append(per_call(b, calls))
-    return statistics.median(a_times), statistics.median(b_times)
+    return a_times, b_times
 
 
 def free_port() -> int:
