@@ -44,8 +44,9 @@ lint: venv
 fuzz: venv
 	$(PY) tests/fuzz/run.py $(FUZZ_ARGS)
 
+# The quick set of benchmarks (~10 min on 2 cores), then one table of ratios against their goals.
 bench: venv
-	$(PY) benchmarks/runtime_overhead.py
+	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) demo-out fuzz-crashes benchmarks/results .pytest_cache .mypy_cache .ruff_cache

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,16 +24,9 @@ import time
 from pathlib import Path
 
 import httpx
+from _common import free_port, percentile, ratio, wait_ready, write_results  # benchmarks/ is on sys.path
 
 import edge_sdk
-
-RESULTS = Path(__file__).parent / "results"
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _load(url: str, body: dict, clients: int, seconds: float) -> dict:
@@ -61,13 +52,12 @@ def _load(url: str, body: dict, clients: int, seconds: float) -> dict:
         t.start()
     for t in threads:
         t.join()
-    q = statistics.quantiles(latencies, n=100)
     return {
         "clients": clients,
         "requests": len(latencies),
         "errors": errors,
-        "p50_ms": q[49] * 1e3,
-        "p99_ms": q[98] * 1e3,
+        "p50_ms": percentile(latencies, 50) * 1e3,
+        "p99_ms": percentile(latencies, 99) * 1e3,
         "throughput_rps": len(latencies) / seconds,
     }
 
@@ -81,7 +71,7 @@ def measure_burst(bundle_root: Path, x, clients: int = 200) -> dict:
     batch = np.repeat(x, 64, axis=0)  # ~30 KB of JSON a request, a few ms of compute: the slot stays busy
     body = {"inputs": {"input": {"dtype": "float32", "shape": list(batch.shape), "data": batch.ravel().tolist()}}}
     raw, headers = json.dumps(body).encode(), {"content-type": "application/json"}  # encoded once: time the server
-    port = _port()
+    port = free_port()
     cmd = [sys.executable, "-m", "edge_sdk.cli", "serve", str(bundle_root), "--port", str(port),
            "--concurrency", "1", "--queue", "4"]  # fmt: skip
     daemon = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -105,14 +95,14 @@ def measure_burst(bundle_root: Path, x, clients: int = 200) -> dict:
             return await asyncio.gather(*(timed(post) for _ in range(clients))), sorted(t for _, t in floor)
 
     try:
-        _wait(url.rsplit("/v1/", 1)[0])
+        wait_ready(url.rsplit("/v1/", 1)[0], process=daemon)
         results, floor = asyncio.run(burst())
     finally:
         daemon.terminate()
         daemon.wait(timeout=30)
     refused = sorted(t for status, t in results if status == 429)
     served = sorted(t for status, t in results if status == 200)
-    pct = lambda xs, q: xs[min(len(xs) - 1, int(q * len(xs)))] * 1e3 if xs else float("nan")  # noqa: E731
+    pct = lambda xs, q: percentile(xs, q * 100) * 1e3 if xs else float("nan")  # noqa: E731
     return {
         "clients": clients,
         "served": len(served),
@@ -160,7 +150,7 @@ def measure_decode(tmp: Path, runs: int, tokens: int) -> dict:
 
     bundle = smollm2_as_shipped(tmp / "smollm2")
     opts = {"max_tokens": tokens, "temperature": 0.0, "seed": 0}
-    port = _port()
+    port = free_port()
     daemon = subprocess.Popen(
         [sys.executable, "-m", "edge_sdk.cli", "serve", str(bundle.root), "--port", str(port), "--threads", "2"],
         stdout=subprocess.DEVNULL,
@@ -169,7 +159,7 @@ def measure_decode(tmp: Path, runs: int, tokens: int) -> dict:
     url = f"http://127.0.0.1:{port}"
     local, remote = [], []
     try:
-        _wait(url)
+        wait_ready(url, process=daemon)
         body = {"model": "smollm2", "prompt": PROMPT, "stream": True, **opts}
         with edge_sdk.load(bundle, threads=2) as session:
             for _ in range(runs):  # alternate so that noise hits both sides alike
@@ -192,17 +182,6 @@ def measure_decode(tmp: Path, runs: int, tokens: int) -> dict:
     }
 
 
-def _wait(url: str, path: str = "/health/ready") -> None:
-    for _ in range(300):
-        try:
-            if httpx.get(f"{url}{path}", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url}{path} did not answer within 30 s")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -218,8 +197,7 @@ def main() -> None:
             bundle = edge_sdk.convert("zoo:digits-cnn", quantize="int8-static", output=Path(tmp) / "b")
             result = measure_burst(bundle.root, x)
         _print_burst(result)
-        RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "daemon_burst.json").write_text(json.dumps({"machine": platform.platform(), **result}, indent=2))
+        write_results("daemon_burst", result)
         return
     body = {"inputs": {"input": {"dtype": "float32", "shape": list(x.shape), "data": x.ravel().tolist()}}}
     with tempfile.TemporaryDirectory() as tmp:
@@ -230,7 +208,7 @@ def main() -> None:
                 start = time.perf_counter()
                 session.run({"input": x})
                 times.append(time.perf_counter() - start)
-        port = _port()
+        port = free_port()
         daemon = subprocess.Popen(
             [
                 sys.executable,
@@ -250,7 +228,7 @@ def main() -> None:
         )
         url = f"http://127.0.0.1:{port}"
         try:
-            _wait(url)
+            wait_ready(url, process=daemon)
             rows = [_load(f"{url}/v1/infer/digits-cnn", body, c, args.seconds) for c in (1, 4, 16)]
             rss = _rss(daemon.pid)
         finally:
@@ -258,7 +236,7 @@ def main() -> None:
             daemon.wait(timeout=30)
         burst = measure_burst(bundle.root, x)
         decode = measure_decode(Path(tmp), args.decode_runs, args.decode_tokens)
-    in_process_ms = statistics.median(times) * 1e3
+    in_process_ms = percentile(times, 50) * 1e3
     print(f"in process: median {in_process_ms:.3f} ms per call (batch 1)")
     print(f"{'clients':>7} {'requests':>8} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'errors':>6}")
     for r in rows:
@@ -272,22 +250,21 @@ def main() -> None:
         f"SmolLM2 decode: in process {decode['in_process_tokens_per_s']:.1f} tok/s, over HTTP "
         f"{decode['http_tokens_per_s']:.1f} tok/s, ratio {decode['ratio_http_over_in_process']:.3f}"
     )
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "daemon.json"
-    out.write_text(
-        json.dumps(
-            {
-                "machine": platform.platform(),
-                "in_process_median_ms": in_process_ms,
-                "http": rows,
-                "daemon_rss_bytes": rss,
-                "burst": burst,
-                "decode": decode,
-            },
-            indent=2,
-        )
+    ratios = [
+        ratio("daemon SSE decode / in process", decode["ratio_http_over_in_process"], 0.95),
+        ratio("429 p50 in a burst of 200, ms", burst["p50_429_ms"], burst["goal_p50_429_ms"], higher_is_better=False),
+    ]
+    write_results(
+        "daemon",
+        {
+            "in_process_median_ms": in_process_ms,
+            "http": rows,
+            "daemon_rss_bytes": rss,
+            "burst": burst,
+            "decode": decode,
+            "ratios": ratios,
+        },
     )
-    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -14,9 +14,6 @@ Prints per-request overhead (daemon - direct, ms) and embeddings/s each way; wri
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,15 +23,9 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from _common import free_port, wait_ready, write_results  # benchmarks/ is on sys.path as a script
 
-RESULTS = Path(__file__).parent / "results"
 SEQUENCE = 128
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _texts(tokenizer_json: Path, count: int) -> list[str]:
@@ -104,7 +95,7 @@ def main() -> None:
         }
         return direct.run(None, feeds)[0]
 
-    port = _port()
+    port = free_port()
     daemon = subprocess.Popen(
         [sys.executable, "-m", "edge_sdk.cli", "serve", str(bundle.root), "--port", str(port), "--threads", "2"],
         stdout=subprocess.DEVNULL,
@@ -113,13 +104,7 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}"
     rows = []
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+        wait_ready(url, process=daemon)
         with httpx.Client(base_url=url, timeout=300) as client:
 
             def run_daemon(batch: list[str]) -> np.ndarray:
@@ -159,15 +144,12 @@ def main() -> None:
     finally:
         daemon.terminate()
         daemon.wait(timeout=30)
-    RESULTS.mkdir(exist_ok=True)
     result = {
         "model": f"random-weight BERT ({layers} layers, hidden 768, 12 heads), ONNX fp32",
-        "machine": platform.machine(),
         "rounds": args.rounds,
         "rows": rows,
     }
-    (RESULTS / "encoder.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {RESULTS / 'encoder.json'}")
+    write_results("encoder", result)
 
 
 if __name__ == "__main__":

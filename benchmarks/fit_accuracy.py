@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
+from _common import load_average, write_results  # benchmarks/ is on sys.path as a script
+
 PROMPT = " ".join(["The quick brown fox jumps over the lazy dog near the river bank."] * 16) + " Then"
 MEMORY_GOAL, SPEED_GOAL = 15.0, 25.0
 MiB = 1024 * 1024
@@ -190,30 +189,13 @@ def main() -> None:
         "max_abs_memory_error_pct": max(abs(r["memory_error_pct"]) for r in rows),
         "max_abs_speed_error_pct": max(abs(r["speed_error_pct"]) for r in rows),
     }
-    print(f"load average {os.getloadavg()[0]:.1f} on {host.cpu.cores} cores: speed errors grow with it")
+    print(f"load average {load_average():.1f} on {host.cpu.cores} cores: speed errors grow with it")
     print(
         f"memory within ±{MEMORY_GOAL:g} %: {within_mem}/{len(rows)}; speed within ±{SPEED_GOAL:g} %: "
         f"{within_speed}/{len(rows)}"
     )
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "fit_accuracy.json"
-    out.write_text(
-        json.dumps(
-            {
-                "host": {
-                    "cpu": host.cpu.model,
-                    "cores": host.cpu.cores,
-                    "bandwidth_gbps": host.memory.bandwidth_gbps,
-                    "python": platform.python_version(),
-                    "load_average_1m": os.getloadavg()[0],
-                },
-                "summary": summary,
-                "rows": rows,
-            },
-            indent=2,
-        )
-    )
-    print(f"wrote {out}")
+    host_facts = {"cpu": host.cpu.model, "cores": host.cpu.cores, "bandwidth_gbps": host.memory.bandwidth_gbps}
+    write_results("fit_accuracy", {"host": host_facts, "summary": summary, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -12,23 +12,19 @@ Prints median MB/s and the ratios; writes benchmarks/results/flash_copy.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import paramiko
+from _common import write_results  # benchmarks/ is on sys.path as a script
 
 from edge_sdk.apps.flash import parse_target
 from edge_sdk.apps.flash.loopback import start_sshd
 from edge_sdk.apps.flash.ssh import SSHTransport
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def _timed(fn) -> float:  # type: ignore[no-untyped-def]
@@ -90,11 +86,8 @@ def main() -> None:
     print(f"copying {args.mb} MB over SSH on loopback, {args.rounds} rounds, medians")
     for row in rows:
         print(f"  {row['way']:<36} {row['mb_per_s']:8.1f} MB/s   {row['ratio_over_sdk']:.2f}x ours")
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "flash_copy.json"
-    machine = {"platform": platform.platform(), "python": sys.version.split()[0], "paramiko": paramiko.__version__}
-    out.write_text(json.dumps({"machine": machine, "mb": args.mb, "rounds": args.rounds, "results": rows}, indent=2))
-    print(f"wrote {out}")
+    payload = {"paramiko": paramiko.__version__, "mb": args.mb, "rounds": args.rounds, "results": rows}
+    write_results("flash_copy", payload)
 
 
 if __name__ == "__main__":

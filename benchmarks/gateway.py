@@ -13,9 +13,6 @@ benchmarks/results/gateway.json.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,33 +21,15 @@ import time
 from pathlib import Path
 
 import httpx
+from _common import free_port, percentile, wait_ready, write_results  # benchmarks/ is on sys.path as a script
 
-RESULTS = Path(__file__).parent / "results"
 DEVICE_KEY = "bench-device-key-000000"
 PUBLISHER_KEY = "bench-publisher-key-0000"
 BODY = {"model": "smollm2", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1, "temperature": 0}
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(url: str, headers: dict[str, str]) -> None:
-    for _ in range(600):
-        try:
-            if httpx.get(f"{url}/v1/models", headers=headers, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not start")
-
-
 def _percentiles(samples: list[float]) -> dict[str, float]:
-    q = statistics.quantiles(samples, n=100)
-    return {"p50_ms": q[49] * 1e3, "p99_ms": q[98] * 1e3}
+    return {"p50_ms": percentile(samples, 50) * 1e3, "p99_ms": percentile(samples, 99) * 1e3}
 
 
 def _latencies(urls: dict[str, str], headers: dict[str, dict[str, str]], requests: int) -> dict[str, dict]:
@@ -114,7 +93,7 @@ def main() -> None:
         tmp = Path(tmp_name)
         (tmp / "devices").write_text(f"bench {DEVICE_KEY}\n")
         (tmp / "publishers").write_text(f"bench-ci {PUBLISHER_KEY}\n")
-        up_port, gw_port = _port(), _port()
+        up_port, gw_port = free_port(), free_port()
         upstream = subprocess.Popen(
             [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf_path()), "--model_alias",
              "smollm2", "--host", "127.0.0.1", "--port", str(up_port), "--n_ctx", "512", "--verbose", "False"],
@@ -129,8 +108,8 @@ def main() -> None:
         )  # fmt: skip
         gateway_url = f"http://127.0.0.1:{gw_port}"
         try:
-            _wait(upstream_url, {})
-            _wait(gateway_url, {"Authorization": f"Bearer {DEVICE_KEY}"})
+            wait_ready(upstream_url, "/v1/models", process=upstream)
+            wait_ready(gateway_url, "/v1/models", headers={"Authorization": f"Bearer {DEVICE_KEY}"}, process=gateway)
             urls = {"direct": upstream_url, "gateway": gateway_url}
             headers = {"direct": {}, "gateway": {"Authorization": f"Bearer {DEVICE_KEY}"}}
             _latencies(urls, headers, 3)  # warm both paths
@@ -156,21 +135,9 @@ def main() -> None:
         f"vs {download['disk_sha256_mb_per_s']:.0f} MB/s reading it from disk, both sha256-checked "
         f"(ratio {download['http_mb_per_s'] / download['disk_sha256_mb_per_s']:.2f})"
     )
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "gateway.json"
-    out.write_text(
-        json.dumps(
-            {
-                "machine": platform.platform(),
-                "requests": args.requests,
-                "latency": latency,
-                "added_p50_ms": added,
-                "download": download,
-            },
-            indent=2,
-        )
+    write_results(
+        "gateway", {"requests": args.requests, "latency": latency, "added_p50_ms": added, "download": download}
     )
-    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

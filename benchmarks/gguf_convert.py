@@ -20,8 +20,6 @@ Writes benchmarks/results/gguf_convert.json.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -32,9 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "converters"))  # the tiny-model builders and the reference runner
 
+from _common import write_results  # noqa: E402  # benchmarks/ is on sys.path as a script
 from llm_families import FAMILIES, build_family, run_reference, smollm2_tokenizer_dir  # noqa: E402
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def ours_writer(directory: Path, out: Path) -> None:
@@ -113,11 +110,9 @@ def main() -> None:
                            "ours_s": ours_s, "reference_s": ref_s}  # fmt: skip
             print(f"  {label:24s} ours {statistics.median(ours_s):7.2f} s   reference {statistics.median(ref_s):7.2f} s"
                   f"   ratio {ratio:.2f} (goal <= {goal}){'' if ratio <= goal else '  NOT MET'}")  # fmt: skip
-    RESULTS.mkdir(exist_ok=True)
     result = {"family": family.name, "model_bytes": size, "quick": args.quick, "rounds": args.rounds,
-              "machine": platform.processor() or platform.machine(), "results": rows}  # fmt: skip
-    (RESULTS / "gguf_convert.json").write_text(json.dumps(result, indent=2))
-    print(f"wrote {RESULTS / 'gguf_convert.json'}")
+              "results": rows}  # fmt: skip
+    write_results("gguf_convert", result)
 
 
 if __name__ == "__main__":

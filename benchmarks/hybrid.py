@@ -15,10 +15,7 @@ once the breaker is open the rest fail fast. Last, the router's own cost on a re
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,17 +24,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-from _timing import per_call  # benchmarks/ is on sys.path when run as a script
-from daemon import _port, _wait
+from _common import free_port, per_call, percentile, wait_ready, write_results  # benchmarks/ is on sys.path
 
-RESULTS = Path(__file__).parent / "results"
 BODY = {"model": "smollm2", "prompt": "The capital of France is", "max_tokens": 1, "temperature": 0}
 STREAM_BODY = {**BODY, "max_tokens": 16, "stream": True}
 
 
 def _quantiles(samples: list[float]) -> dict[str, float]:
-    q = statistics.quantiles(samples, n=100, method="inclusive")
-    return {"p50_ms": q[49] * 1e3, "p99_ms": q[98] * 1e3}
+    return {"p50_ms": percentile(samples, 50) * 1e3, "p99_ms": percentile(samples, 99) * 1e3}
 
 
 def _paired(direct: Callable[[], object], routed: Callable[[], object], samples: int) -> dict:
@@ -119,13 +113,13 @@ def measure_breaker(bundle: Path, samples: int, timeout_s: float = 0.5, failures
     blackhole.bind(("127.0.0.1", 0))
     blackhole.listen(64)  # the kernel completes connections; nobody ever reads or answers
     cloud = f"http://127.0.0.1:{blackhole.getsockname()[1]}"
-    port = _port()
+    port = free_port()
     daemon = _serve(bundle, port, "--cloud-url", cloud, "--cloud-timeout", str(timeout_s), "--cloud-retries", "0",
                     "--breaker-failures", str(failures), "--breaker-reset", "600")  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     body = {**BODY, "model": "not-on-this-device"}
     try:
-        _wait(url, "/health/ready")
+        wait_ready(url, "/health/ready")
         with httpx.Client(timeout=30) as client:
             timed_out, fast = [], []
             for _ in range(failures):
@@ -163,7 +157,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         bundle = smollm2_as_shipped(Path(tmp) / "smollm2").root
-        up_port, port = _port(), _port()
+        up_port, port = free_port(), free_port()
         upstream = subprocess.Popen(
             [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf_path()), "--model_alias",
              "smollm2", "--host", "127.0.0.1", "--port", str(up_port), "--n_threads", "2"],
@@ -171,13 +165,13 @@ def main() -> None:
         )  # fmt: skip
         up_url, url = f"http://127.0.0.1:{up_port}", f"http://127.0.0.1:{port}"
         daemon = _serve(bundle, port, "--cloud-url", up_url, "--threads", "2")
-        plain_port = _port()
+        plain_port = free_port()
         plain = _serve(bundle, plain_port, "--threads", "2")
         plain_url = f"http://127.0.0.1:{plain_port}"
         try:
-            _wait(up_url, "/v1/models")
-            _wait(url)
-            _wait(plain_url)
+            wait_ready(up_url, "/v1/models")
+            wait_ready(url)
+            wait_ready(plain_url)
             forwarding = measure_forwarding(up_url, url, args.samples)
             local = measure_local_routing(plain_url, url, args.samples)
         finally:
@@ -211,12 +205,7 @@ def main() -> None:
     fast = breaker["open_fail_fast"]
     print(f"dead cloud: {waits} ms to fail while the breaker closes (timeout {breaker['cloud_timeout_s']} s); "
           f"breaker open: p50 {fast['p50_ms']:.2f} ms, p99 {fast['p99_ms']:.2f} ms to fail fast")  # fmt: skip
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "hybrid.json"
-    out.write_text(
-        json.dumps({"machine": platform.platform(), **forwarding, "local_routing": local, "breaker": breaker}, indent=2)
-    )
-    print(f"wrote {out}")
+    write_results("hybrid", {**forwarding, "local_routing": local, "breaker": breaker})
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import platform
 import sqlite3
 import sys
 import tempfile
@@ -26,13 +25,12 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "cloud_sync"))
-from _timing import interleaved
+from _common import interleaved, write_results
 from receiver_app import make_app, serving
 
 from cloud_sync.delivery import DeliveryLoop, DeliveryPolicy
 from cloud_sync.queue import ItemKind, OfflineQueue
 
-RESULTS = Path(__file__).parent / "results"
 BODY = {"model": "smollm2", "prompt": "Summarise the day", "max_tokens": 16}
 CONCURRENCY = 4
 
@@ -124,10 +122,7 @@ def main() -> None:
             f"via the queue, {delivery['direct_items_per_s']:.0f}/s posted directly; "
             f"ratio {delivery['ratio_queue_over_direct']:.2f}"
         )
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "offline_queue.json"
-    out.write_text(json.dumps({"machine": platform.machine(), "enqueue": enqueue, "delivery": delivery}, indent=2))
-    print(f"wrote {out}")
+    write_results("offline_queue", {"enqueue": enqueue, "delivery": delivery})
 
 
 if __name__ == "__main__":

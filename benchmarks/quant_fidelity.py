@@ -13,7 +13,6 @@ benchmarks/results/quant_fidelity.json, prints one table, and draws it in benchm
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import tempfile
 import time
@@ -21,11 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _timing import interleaved  # benchmarks/ is on sys.path when run as a script
+from _common import RESULTS, interleaved, write_results  # benchmarks/ is on sys.path when run as a script
 
 import edge_sdk
 
-RESULTS = Path(__file__).parent / "results"
 DROP_BOUND = 0.01  # the plan's default bound on the accuracy drop: the chart's red end
 
 
@@ -129,16 +127,7 @@ def main() -> None:
             f"{r['model']:<26} {r['variant']:<22} {r['size_ratio']:>7.3f} {drop:>7} {r['latency_ratio']:>9.2f}  "
             f"{'yes' if r['passed'] else 'NO ':<3} {r['float_layers']}"
         )
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "quant_fidelity.json"
-    out.write_text(
-        json.dumps(
-            {"machine": platform.processor() or platform.machine(), "seconds": round(time.perf_counter() - started),
-             "rows": rows},
-            indent=2,
-        ) + "\n"
-    )  # fmt: skip
-    print(f"wrote {out}")
+    write_results("quant_fidelity", {"rows": rows}, started=started)
     page = RESULTS / "quant_fidelity.html"
     page.write_text(report(rows), encoding="utf-8")
     print(f"wrote {page}")

@@ -16,18 +16,14 @@ Writes benchmarks/results/executorch_overhead.json.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import tempfile
 from pathlib import Path
 
 import numpy as np
-from _timing import interleaved, overhead_row  # benchmarks/ is on sys.path when run as a script
+from _common import interleaved, overhead_row, write_results  # benchmarks/ is on sys.path as a script
 
 import edge_sdk
 
-RESULTS = Path(__file__).parent / "results"
 SCHEMES = ("none", "int8-static")
 BATCHES = (1, 32)
 
@@ -113,17 +109,7 @@ def main() -> None:
             f"{r['speed_ratio_ort_over_et']:>7.2f} {r['executorch_bytes']:>9} {r['onnxruntime_bytes']:>10} "
             f"{r['executorch_accuracy']:>5.3f}/{r['onnxruntime_accuracy']:.3f}"
         )
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "executorch_overhead.json"
-    payload = {
-        "machine": platform.platform(),
-        "cpus": os.cpu_count(),
-        "load_average_1m": os.getloadavg()[0],
-        "overhead": overhead,
-        "engines": engines,
-    }
-    out.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_results("executorch_overhead", {"overhead": overhead, "engines": engines})
 
 
 if __name__ == "__main__":

@@ -27,13 +27,17 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from edge_sdk.bundle import Bundle, archive
-from edge_sdk.bundle.manifest import MANIFEST_NAME
-from edge_sdk.bundle.signing import TrustedKey, check_signature, load_trusted
 from edge_sdk.errors import BundleError, StoreError, choices
 from edge_sdk.fsutil import file_lock, fsync_dir, fsync_tree
 from edge_sdk.semver import build_metadata_refusal, version_key
+
+# The bundle modules (pydantic manifests) are imported by the operations that open bundles: listing a store
+# (`edge-sdk models`, the daemon's readiness) reads only directories and links.
+if TYPE_CHECKING:
+    from edge_sdk.bundle import Bundle
+    from edge_sdk.bundle.signing import TrustedKey
 
 CURRENT = "current"
 PREVIOUS = "previous"
@@ -57,7 +61,7 @@ STEPS = (
     "activated",  # current -> the new version
 )
 
-Check = Callable[[Bundle], bool | None]
+Check = Callable[["Bundle"], "bool | None"]
 
 
 def _step(name: str) -> None:
@@ -82,6 +86,8 @@ def _is_version(name: str) -> bool:
 
 
 def _manifest_digest(bundle_dir: Path) -> str:
+    from edge_sdk.bundle.manifest import MANIFEST_NAME
+
     return hashlib.sha256((bundle_dir / MANIFEST_NAME).read_bytes()).hexdigest()
 
 
@@ -119,6 +125,9 @@ class BundleStore:
         trusted keys apply on top of `trust` (the signer must be in both): whoever installs cannot opt out.
         `variant` pins the variant a daemon serves of this version (otherwise it chooses the best for the device).
         """
+        from edge_sdk.bundle import Bundle
+        from edge_sdk.bundle.signing import check_signature
+
         device_keys = self.trusted_keys()
         source = Path(bundle_path)
         if not source.exists():
@@ -165,6 +174,8 @@ class BundleStore:
 
     def activate(self, name: str, version: str) -> InstalledModel:
         """Make an installed version the active one (after verifying it again); the old one becomes previous."""
+        from edge_sdk.bundle import Bundle
+
         with self._locked():
             Bundle.open(self._version_dir(name, version))
             self._switch(name, version)
@@ -172,6 +183,8 @@ class BundleStore:
 
     def rollback(self, name: str) -> InstalledModel:
         """Swap current and previous: the version active before the last activation serves again."""
+        from edge_sdk.bundle import Bundle
+
         with self._locked():
             model = self._model_dir(name)
             current, previous = self._read_link(model / CURRENT), self._read_link(model / PREVIOUS)
@@ -281,6 +294,8 @@ class BundleStore:
 
     def trusted_keys(self) -> builtins.list[TrustedKey]:
         """The public keys this device was configured with (`<root>/trusted-keys/*.pub`); empty when none."""
+        from edge_sdk.bundle.signing import load_trusted
+
         return [load_trusted(p) for p in sorted((self.root / TRUSTED_KEYS).glob("*.pub"))]
 
     def list(self) -> list[InstalledModel]:
@@ -288,6 +303,8 @@ class BundleStore:
 
     def active(self, name: str) -> Bundle:
         """The active version of `name`, opened and fully verified (its root is the real version directory)."""
+        from edge_sdk.bundle import Bundle
+
         version = self._read_link(self._model_dir(name) / CURRENT)
         if version is None:
             raise StoreError(f"{name!r} has no active version; installed versions: {choices(self._versions(name))}")
@@ -295,6 +312,8 @@ class BundleStore:
 
     # ----------------------------------------------------------------------------------------- internals
     def _stage(self, source: Path, staged: Path) -> None:
+        from edge_sdk.bundle import archive
+
         if source.is_file():
             archive.unpack(source, staged)
             return
@@ -321,6 +340,8 @@ class BundleStore:
             )
 
     def _refuse_different(self, target: Path, staged: Path, name: str, version: str) -> None:
+        from edge_sdk.bundle import Bundle
+
         try:
             Bundle.open(target)
         except BundleError as exc:

@@ -16,6 +16,8 @@ from edge_sdk.bundle import Variant
 from edge_sdk.errors import InputError, UnsupportedOperationError, choices
 from edge_sdk.types import Backend, TensorSpec
 
+MAX_ACCEPTED_SHAPES = 64  # per input, shapes remembered as valid so that the next call with one skips the check
+
 
 @dataclass(frozen=True, kw_only=True)
 class SessionOptions:
@@ -104,35 +106,72 @@ class Session(ABC):
         loaded = f", loaded in {stats.load_seconds:.2f} s" if stats is not None else ""
         return f"<{type(self).__name__} variant {self.variant_id!r}: {ports}{context}{loaded}>"
 
-    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self._run(self.check_inputs(inputs))
+    def run(self, inputs: Mapping[str, np.ndarray], *, check: bool = True) -> dict[str, np.ndarray]:
+        """Run the model on `inputs` (name -> array). Names, dtypes and shapes are checked against `self.inputs`
+        first; `check=False` (a trusted caller that built the arrays for this model) skips the shape checks, but a
+        missing input or a wrong dtype still raises InputError: an engine fed the wrong dtype reads garbage."""
+        return self._run(self.check_inputs(inputs) if check else self.check_dtypes(inputs))
 
     @abstractmethod
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
-    def check_inputs(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The inputs, validated; a fast path keeps this to a few attribute checks per tensor (it runs per call)."""
-        checks = self.__dict__.get("_checks")
-        if checks is None:
-            checks = self.__dict__["_checks"] = [
-                (s.name, s.dtype.numpy, len(s.shape), [(i, d) for i, d in enumerate(s.shape) if isinstance(d, int)])
+    def _signature(self) -> tuple[tuple[str, np.dtype, int, tuple[tuple[int, int], ...], set[tuple[int, ...]]], ...]:
+        """Per input: name, dtype, rank, the fixed dimensions (index, size) and the shapes already accepted,
+        built once per session: a call with a shape seen before costs a dtype compare and a set lookup."""
+        signature = self.__dict__.get("_signature_cache")
+        if signature is None:
+            signature = self.__dict__["_signature_cache"] = tuple(
+                (
+                    s.name,
+                    s.dtype.numpy,
+                    len(s.shape),
+                    tuple((i, d) for i, d in enumerate(s.shape) if isinstance(d, int)),
+                    set(),
+                )
                 for s in self.inputs
-            ]
-        if len(inputs) != len(checks):
+            )
+        return signature
+
+    def check_inputs(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The inputs, validated: names, dtypes, ranks and fixed dimensions. Arrays are passed on as given
+        (never copied); a non-array is turned into one, then checked like any other."""
+        signature = self.__dict__.get("_signature_cache") or self._signature()
+        if len(inputs) != len(signature):
             self._raise_names(inputs)
-        checked = {}
-        for name, dtype, ndim, fixed in checks:
+        checked = inputs if type(inputs) is dict else dict(inputs)
+        for name, dtype, ndim, fixed, accepted in signature:
+            array = inputs.get(name)
+            if type(array) is not np.ndarray:
+                if array is None:
+                    self._raise_names(inputs)
+                array = np.asarray(array)
+                checked = dict(checked) if checked is inputs else checked  # never change the caller's dict
+                checked[name] = array
+            if array.dtype is not dtype and array.dtype != dtype:  # numpy's builtin dtypes are singletons
+                self._raise_mismatch(name, array)
+            shape = array.shape
+            if shape not in accepted:
+                if len(shape) != ndim or any(shape[i] != d for i, d in fixed):
+                    self._raise_mismatch(name, array)
+                if len(accepted) >= MAX_ACCEPTED_SHAPES:  # a caller cycling through batch sizes: stay bounded
+                    accepted.clear()
+                accepted.add(shape)
+        return checked
+
+    def check_dtypes(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The trusted path (`run(check=False)`): every input present as an array of the right dtype; shapes are
+        the caller's word."""
+        for name, dtype, _ndim, _fixed, _accepted in self.__dict__.get("_signature_cache") or self._signature():
             array = inputs.get(name)
             if array is None:
                 self._raise_names(inputs)
-            if type(array) is not np.ndarray:
-                array = np.asarray(array)
-            shape = array.shape
-            if array.dtype != dtype or len(shape) != ndim or any(shape[i] != d for i, d in fixed):
-                spec = next(s for s in self.inputs if s.name == name)
-                raise InputError(spec.mismatch(array) or f"input {name!r} does not match {spec.describe()}")
-            checked[name] = array
-        return checked
+            if getattr(array, "dtype", None) != dtype:
+                self._raise_mismatch(name, np.asarray(array))
+        return inputs if type(inputs) is dict else dict(inputs)
+
+    def _raise_mismatch(self, name: str, array: np.ndarray) -> None:
+        spec = next(s for s in self.inputs if s.name == name)
+        raise InputError(spec.mismatch(array) or f"input {name!r} does not match {spec.describe()}")
 
     def _raise_names(self, inputs: Mapping[str, np.ndarray]) -> None:
         wanted, given = {s.name for s in self.inputs}, set(inputs)

@@ -150,7 +150,7 @@ class LlamaSession(Session):
         """Whether the chat template speaks of tools (a `tool` role of its own for tool results)."""
         return "tool" in (self._chat_template or self._llm.metadata.get("tokenizer.chat_template") or "")
 
-    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, inputs: Mapping[str, np.ndarray], *, check: bool = True) -> dict[str, np.ndarray]:
         raise UnsupportedOperationError(
             f"{self._path.name} is a language model: use generate(prompt), chat(messages) or embed(texts), not run()"
         )

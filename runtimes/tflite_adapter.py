@@ -7,6 +7,7 @@ inputs are quantized and outputs dequantized here with the model's own parameter
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,13 @@ class LiteRtModel:
         names = self._signature_names()
         self.inputs = tuple(_port(d, "input", names) for d in self._interp.get_input_details())
         self.outputs = tuple(_port(d, "output", names) for d in self._interp.get_output_details())
-        self._shapes = {p.index: tuple(self._interp.get_input_details()[i]["shape"]) for i, p in enumerate(self.inputs)}
+        details = self._interp.get_input_details()
+        # Python ints, not numpy's: compared with an input's shape on every call (numpy scalars compare slowly).
+        self._shapes = {p.index: tuple(int(d) for d in details[i]["shape"]) for i, p in enumerate(self.inputs)}
+        # What `run` reads per call, as plain tuples: (name, index, engine dtype, the port if it is quantized).
+        self._ports = {p.index: p for p in self.inputs}
+        self._feeds = [(p.spec.name, p.index, p.engine_dtype, p if p.quantized else None) for p in self.inputs]
+        self._fetches = [(p.spec.name, p.index, p if p.quantized else None) for p in self.outputs]
 
     def _signature_names(self) -> dict[int, str]:
         """Tensor index -> the name the model's only signature gives it ('image' rather than
@@ -94,23 +101,37 @@ class LiteRtModel:
         return {f"{kind}.{p.spec.name}": p.describe_quantization() for kind, p in ports if p.quantized}
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        # Per-call cost is what a 10 µs model feels: arrays already in the engine's dtype go in as they are (the
+        # binding makes them contiguous if need be), and the interpreter's C binding is called directly: its
+        # Python wrappers re-check, per call, that no numpy view of its buffers is alive, and this class never
+        # makes one (get_tensor returns copies).
         interp = self._interp
-        arrays = {p.index: _to_engine(p, np.asarray(inputs[p.spec.name])) for p in self.inputs}
+        arrays = []
         resized = False
-        for index, array in arrays.items():
+        for name, index, dtype, port in self._feeds:
+            array = inputs[name]
+            if port is not None or type(array) is not np.ndarray or array.dtype != dtype:
+                array = _to_engine(port or self._ports[index], np.asarray(array))
             if self._shapes[index] != array.shape:
                 try:
                     interp.resize_tensor_input(index, list(array.shape), strict=True)
                 except Exception as exc:
                     raise InputError(f"{self.path.name!r} cannot take an input of shape {array.shape}: {exc}") from exc
                 self._shapes[index], resized = array.shape, True
+            arrays.append((index, array))
         try:
             if resized:
                 interp.allocate_tensors()
-            for index, array in arrays.items():
-                interp.set_tensor(index, array)
-            interp.invoke()
-            return {p.spec.name: _from_engine(p, interp.get_tensor(p.index)) for p in self.outputs}
+            # Not kept on self: the wrapper counts references to the binding to know no view of its buffers lives.
+            raw = interp._interpreter
+            for index, array in arrays:
+                raw.SetTensor(index, array)
+            raw.Invoke()
+            outputs = {}
+            for name, index, port in self._fetches:
+                value = raw.GetTensor(index)
+                outputs[name] = value if port is None else _from_engine(port, value)
+            return outputs
         except Exception as exc:
             raise RuntimeFailure(f"LiteRT failed while running {self.path.name!r}: {exc}") from exc
 
@@ -128,7 +149,7 @@ def _to_engine(port: Port, array: np.ndarray) -> np.ndarray:
 
 def _from_engine(port: Port, array: np.ndarray) -> np.ndarray:
     if not port.quantized:
-        return array.copy()  # get_tensor's buffer is reused by the next invoke
+        return array  # get_tensor returns a copy: the next invoke does not change it
     return ((array.astype(np.float32) - np.float32(port.zero_point)) * np.float32(port.scale)).astype(np.float32)
 
 
@@ -139,6 +160,39 @@ class LiteRtSession(Session):
         self._model: LiteRtModel | None = LiteRtModel(model_path, options.threads)
         self.inputs = variant.inputs
         self.outputs = variant.outputs
+        fast = self._fast_run(self._model)
+        if fast is not None:
+            self.run = fast  # type: ignore[method-assign]  # until close()
+
+    def _fast_run(self, model: LiteRtModel) -> Any:
+        """`run` for one float input and one float output (the common case). A 10 µs model feels every attribute
+        read: an input of the dtype and a shape this session has accepted before, that the interpreter is already
+        sized for, goes straight to the engine; anything else takes Session.run's full path (checks,
+        quantization, resizing). A closure, so that per call it reads locals, not attributes."""
+        if len(model.inputs) != 1 or len(model.outputs) != 1 or model.inputs[0].quantized or model.outputs[0].quantized:
+            return None
+        (name, dtype, _ndim, _fixed, accepted), port, out = self._signature()[0], model.inputs[0], model.outputs[0]
+        if name != port.spec.name or dtype != port.engine_dtype:
+            return None
+        index, out_name, out_index, shapes, interp = port.index, out.spec.name, out.index, model._shapes, model._interp
+        full_run, ndarray = super().run, np.ndarray
+
+        def run(inputs: Mapping[str, np.ndarray], *, check: bool = True) -> dict[str, np.ndarray]:
+            if type(inputs) is dict and len(inputs) == 1:
+                array = inputs.get(name)
+                if type(array) is ndarray and array.dtype is dtype:
+                    shape = array.shape
+                    if shapes[index] == shape and (not check or shape in accepted):
+                        raw = interp._interpreter  # see LiteRtModel.run
+                        try:
+                            raw.SetTensor(index, array)
+                            raw.Invoke()
+                            return {out_name: raw.GetTensor(out_index)}
+                        except Exception as exc:
+                            raise RuntimeFailure(f"LiteRT failed while running {model.path.name!r}: {exc}") from exc
+            return full_run(inputs, check=check)
+
+        return run
 
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self._model is None:
@@ -146,6 +200,7 @@ class LiteRtSession(Session):
         return self._model.run(inputs)
 
     def close(self) -> None:
+        self.__dict__.pop("run", None)  # the fast path holds the interpreter
         if self._model is not None:
             self._model.close()
             self._model = None

@@ -6,8 +6,7 @@ import shutil
 import tempfile
 from enum import Enum
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from edge_sdk.bundle.bundle import Bundle, verify_dir
 from edge_sdk.bundle.files import safe_relative, sha256_file
@@ -28,6 +27,9 @@ from edge_sdk.bundle.manifest import (
 )
 from edge_sdk.errors import BundleError
 from edge_sdk.types import Backend, Task, TensorSpec
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class _State(Enum):
@@ -174,6 +176,8 @@ class BundleWriter:
         shutil.rmtree(self._stage, ignore_errors=True)
 
     def _save_npz(self, rel: str, arrays: dict[str, np.ndarray]) -> FileEntry:
+        import numpy as np
+
         path = self._stage / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("wb") as fh:

@@ -14,6 +14,7 @@ from edge_sdk.errors import (
     InputError,
     ModelSourceError,
     ProfileError,
+    RuntimeFailure,
 )
 
 pytestmark = pytest.mark.slow
@@ -60,6 +61,26 @@ def test_session_checks_inputs_against_the_spec(onnx_bundle):
         with pytest.raises(InputError, match=r"missing \['input'\].*unknown \['image'\]"):
             session.run({"image": np.zeros((2, 1, 8, 8), np.float32)})
         assert session.run({"input": np.zeros((3, 1, 8, 8), np.float32)})["output"].shape == (3, 10)
+
+
+def test_trusted_run_skips_shape_checks_but_still_refuses_a_wrong_dtype(onnx_bundle, sample):
+    with edge_sdk.load(onnx_bundle, "onnx-none") as session:
+        checked = session.run(sample)["output"]
+        np.testing.assert_array_equal(session.run(sample, check=False)["output"], checked)
+        # A wrong dtype would make the engine read garbage: refused even for a trusted caller, before the engine.
+        with pytest.raises(InputError, match="dtype float64, expected float32"):
+            session.run({"input": sample["input"].astype(np.float64)}, check=False)
+        with pytest.raises(InputError, match=r"missing \['input'\]"):
+            session.run({"image": sample["input"]}, check=False)
+        # Shapes are the trusted caller's word: a wrong one reaches the engine, whose own error says so.
+        with pytest.raises(RuntimeFailure):
+            session.run({"input": np.zeros((2, 8, 8), np.float32)}, check=False)
+
+
+def test_run_passes_the_callers_arrays_without_copying_them(onnx_bundle, sample):
+    with edge_sdk.load(onnx_bundle, "onnx-none") as session:
+        checked = session.check_inputs(dict(sample))
+        assert checked["input"] is sample["input"]  # no per-call copy of the data
 
 
 def test_every_variant_records_files_recipe_accuracy_and_fit(onnx_bundle):

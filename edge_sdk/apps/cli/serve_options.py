@@ -70,6 +70,8 @@ SERVE = OptionTable(
             "MODEL=ID; repeatable.", type=list[str], default=[]),
         Opt("--chat-template", "chat_template", "Jinja chat template file used for every language model served.",
             type=Path | None, default=None, to_field=read_chat_template),
+        Opt("--preload/--no-preload", "preload", "Load the served models at start (those that fit the budget and "
+            "free memory); /health/ready turns 200 once they are loaded."),
         Opt("--prompt-cache-mb", "prompt_cache_mb", "RAM per language model for states of earlier prompts, so a "
             "shared prefix (a long system prompt) is not evaluated again; 0 evaluates every prompt whole."),
         Opt("--speculative", "speculative", "Speculative decoding: 'prompt-lookup' drafts tokens from the prompt "

@@ -19,6 +19,7 @@ from edge_sdk.apps.daemon.gone import CLIENT_GONE, client_gone
 from edge_sdk.apps.daemon.jobs_routes import add_jobs_routes
 from edge_sdk.apps.daemon.openai_routes import add_openai_routes
 from edge_sdk.apps.daemon.pool import ModelPool
+from edge_sdk.apps.daemon.preload import add_preload
 from edge_sdk.apps.daemon.status_routes import PAGE_PATHS, add_status_routes
 from edge_sdk.apps.daemon.tensors import InferRequest, to_arrays, to_json
 from edge_sdk.apps.daemon.text_routes import add_text_routes
@@ -210,6 +211,7 @@ def create_app(pool: ModelPool, config: DaemonConfig) -> FastAPI:
     app.state.ready = True
     app.state.pool = pool
     app.add_middleware(JsonBodies)
+    preload = add_preload(app, pool, config.preload)
     app.add_middleware(BodyLimit, limit=config.max_body_bytes, timeout_s=config.body_timeout_s)
     # outermost: a draining daemon or a full queue answers before anything else runs
     app.add_middleware(Drain, state=app.state, retry_after_s=config.drain_timeout_s or 1.0, api_keys=config.api_keys)
@@ -273,11 +275,11 @@ def create_app(pool: ModelPool, config: DaemonConfig) -> FastAPI:
 
     @app.get("/health/ready")
     async def ready() -> JSONResponse:
-        ok = bool(app.state.ready) and pool.loading == 0
+        # Not ready while a model loads: at start (preloading) or later (a swap to a new version).
+        ok = bool(app.state.ready) and pool.loading == 0 and not preload.pending
         state = "ready" if ok else ("draining" if not app.state.ready else "loading")
-        return JSONResponse(
-            {"ready": ok, "state": state, "models": pool.source.names()}, status_code=200 if ok else 503
-        )
+        body = {"ready": ok, "state": state, "models": pool.source.names(), **preload.describe()}
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/metrics")
     async def prometheus() -> PlainTextResponse:

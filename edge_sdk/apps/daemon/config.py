@@ -41,6 +41,8 @@ class DaemonConfig(BaseModel):
     prompt_cache_mb: int = Field(default=64, ge=0, description="states of earlier prompts kept per LLM, MiB")
     speculative: Literal["prompt-lookup"] | None = None
     draft_tokens: int = Field(default=8, ge=1, le=64, description="most tokens drafted per step")
+    # Load the served models at start (those that fit the budget and free memory); /health/ready waits for them.
+    preload: bool = Field(default=True, description="load served models at start; ready once they are loaded")
 
     # --- hybrid routing: the cloud target and when to use it (cloud_sync.router) ---
     cloud_url: str | None = Field(default=None, pattern=r"^https?://", description="None: everything stays local")

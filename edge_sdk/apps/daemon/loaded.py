@@ -37,24 +37,25 @@ class BundleSource(Protocol):
 
 
 class DirectorySource:
-    """Bundles named by their manifest, from paths given on the command line."""
+    """Bundles named by their manifest, from paths given on the command line. Each is opened (every file's
+    digest checked, an archive unpacked) once, at start: the daemon then serves what it verified, and neither
+    planning nor loading pays for hashing or unpacking a large model file again."""
 
     def __init__(self, paths: list[Path]) -> None:
-        self._paths: dict[str, Path] = {}
-        self._versions: dict[str, str] = {}
+        self._bundles: dict[str, Bundle] = {}
         for path in paths:
             bundle = Bundle.open(path)
-            self._paths[bundle.name] = path
-            self._versions[bundle.name] = bundle.manifest.version
+            self._bundles[bundle.name] = bundle
 
     def names(self) -> list[str]:
-        return sorted(self._paths)
+        return sorted(self._bundles)
 
     def open(self, name: str) -> Bundle:
-        return Bundle.open(self._paths[name])
+        return self._bundles[name]
 
     def current_version(self, name: str) -> str | None:
-        return self._versions.get(name)
+        bundle = self._bundles.get(name)
+        return bundle.manifest.version if bundle is not None else None
 
     def pinned_variant(self, name: str) -> str | None:
         return None

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -65,6 +67,9 @@ class ModelPool:
         self._profile: DeviceProfile | None = None
         self._retiring: list[LoadedModel] = []
         self.loading = 0  # models being loaded or swapped in right now (readiness is false meanwhile)
+        # Loads begun in a thread before the event loop runs (`start_early`); the first `ensure_loaded` takes each
+        # (None: it did not fit, load it as usual).
+        self._early: dict[str, concurrent.futures.Future[LoadedModel | None]] = {}
 
     def loaded(self) -> list[LoadedModel]:
         return list(self._loaded.values())
@@ -275,6 +280,10 @@ class ModelPool:
         self.metrics.set("edge_queue_depth", gate.waiting, model=name)
         self.metrics.set("edge_requests_running", gate.running, model=name)
 
+    async def ensure_loaded(self, name: str) -> LoadedModel:
+        """`name`'s model, loaded now unless it is already (how the daemon preloads at start)."""
+        return await self._ensure_loaded(name)
+
     async def _ensure_loaded(self, name: str) -> LoadedModel:
         lock = self._load_locks.setdefault(name, asyncio.Lock())
         async with lock:
@@ -291,10 +300,36 @@ class ModelPool:
         # Shielded: a request that times out while the model loads does not waste the load (the next one uses it).
         return await asyncio.shield(task)
 
+    def start_early(self, names: list[str]) -> None:
+        """Begin loading `names` in a thread now, before the web stack is even imported (the daemon's start then
+        overlaps importing it with reading the model); the lifespan's preload registers each as it would load it.
+        Only models that fit beside those begun before are begun; the preload decides again for the rest."""
+
+        futures = {name: concurrent.futures.Future[LoadedModel | None]() for name in names}
+        self._early.update(futures)  # before the thread starts: no load of these can begin twice
+
+        def load_all() -> None:
+            planned = 0
+            for name, future in futures.items():
+                try:
+                    size, _context = self.plan(name)
+                    if not self.fits_now(name, size + planned):
+                        future.set_result(None)
+                        continue
+                    planned += size
+                    future.set_result(self._load(name))
+                except BaseException as exc:  # handed to whoever registers the load: it raises there
+                    future.set_exception(exc)
+
+        threading.Thread(target=load_all, name="early-load", daemon=True).start()
+
     async def _load_and_register(self, name: str) -> LoadedModel:
         self.loading += 1
         try:
-            model = await asyncio.to_thread(self._load, name)
+            early = self._early.pop(name, None)
+            model = await asyncio.wrap_future(early) if early is not None else None
+            if model is None:
+                model = await asyncio.to_thread(self._load, name)
         finally:
             self.loading -= 1
         self._evict_for(model.bytes)

@@ -7,15 +7,17 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from fastapi import FastAPI
-
-from edge_sdk.apps.daemon.app import create_app
 from edge_sdk.apps.daemon.config import DaemonConfig, read_api_keys, read_cloud_key
 from edge_sdk.apps.daemon.pool import BundleSource, ModelPool
 from edge_sdk.metrics import Metrics
 
 if TYPE_CHECKING:
     import uvicorn
+    from fastapi import FastAPI
+
+# The web stack (fastapi, the routes' models, uvicorn) is imported by `build` and `run`: `serve` first starts
+# loading the models in a thread, so the two overlap.
+
 
 __all__ = ["build", "default_budget", "read_api_keys", "read_cloud_key", "run", "serve", "uvicorn_server"]
 
@@ -27,18 +29,26 @@ def default_budget(profile: str | None = None) -> int:
     return load_profile(profile or "host").budget_bytes
 
 
-def build(source: BundleSource, config: DaemonConfig) -> FastAPI:
+def build(source: BundleSource, config: DaemonConfig, pool: ModelPool | None = None) -> FastAPI:
+    from edge_sdk.apps.daemon.app import create_app
+
+    return create_app(pool or new_pool(source, config), config)
+
+
+def new_pool(source: BundleSource, config: DaemonConfig) -> ModelPool:
     metrics = Metrics()
     metrics.describe("edge_requests_total", "counter", "HTTP requests by route and status")
     metrics.describe("edge_request_seconds", "histogram", "request latency")
     metrics.describe("edge_time_to_first_token_seconds", "histogram", "time to the first streamed token")
     metrics.describe("edge_queue_depth", "gauge", "requests waiting for a slot, per model")
-    pool = ModelPool(source, config, metrics, config.memory_budget_bytes or default_budget(config.profile))
-    return create_app(pool, config)
+    return ModelPool(source, config, metrics, config.memory_budget_bytes or default_budget(config.profile))
 
 
 def serve(source: BundleSource, config: DaemonConfig) -> None:
-    run(build(source, config), config)
+    pool = new_pool(source, config)
+    if config.preload:
+        pool.start_early(source.names())  # reads the models while the web stack is imported
+    run(build(source, config, pool), config)
 
 
 def run(app: FastAPI, config: DaemonConfig) -> None:

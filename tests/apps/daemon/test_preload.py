@@ -1,0 +1,68 @@
+"""Preloading: the daemon loads what it serves at start, and says ready only once it has.
+
+A load is held back by a source whose `open` waits for the test's go-ahead, so "not ready while loading" is seen
+without depending on how fast the machine loads a model.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+
+from edge_sdk.apps.daemon.pool import DirectorySource
+from edge_sdk.bundle import Bundle
+
+
+class HeldSource(DirectorySource):
+    """Bundles that cannot be opened (so not planned or loaded) until `release` is set."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.release = threading.Event()
+
+    def open(self, name: str) -> Bundle:
+        assert self.release.wait(timeout=60), "the test never released the source"
+        return super().open(name)
+
+
+def _wait_for_status(url: str, status: int, timeout_s: float = 60) -> httpx.Response:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        r = httpx.get(f"{url}/health/ready", timeout=10)
+        if r.status_code == status or time.monotonic() > deadline:
+            return r
+        time.sleep(0.05)
+
+
+def test_ready_only_once_the_served_model_is_loaded(onnx_bundle, serve_bundles):
+    source = HeldSource([onnx_bundle.root])
+    with serve_bundles(source) as url:
+        assert httpx.get(f"{url}/health/live").status_code == 200  # up, answering
+        held = httpx.get(f"{url}/health/ready")
+        assert held.status_code == 503 and held.json()["state"] == "loading"
+        source.release.set()
+        ready = _wait_for_status(url, 200)
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["preloaded"] == ["digits-cnn"] and ready.json()["on_demand"] == {}
+        (entry,) = httpx.get(f"{url}/v1/models").json()["data"]
+        assert entry["loaded"] is True  # ready meant loaded: the first request does not pay the load
+
+
+def test_without_preload_ready_at_once_and_the_model_loads_on_demand(onnx_bundle, serve_bundles):
+    with serve_bundles(DirectorySource([onnx_bundle.root]), preload=False) as url:
+        ready = httpx.get(f"{url}/health/ready")
+        assert ready.status_code == 200 and ready.json()["preloaded"] == []
+        (entry,) = httpx.get(f"{url}/v1/models").json()["data"]
+        assert entry["loaded"] is False
+
+
+def test_a_model_over_the_budget_is_left_on_demand_and_named(onnx_bundle, serve_bundles, sample):
+    with serve_bundles(DirectorySource([onnx_bundle.root]), memory_budget_bytes=1) as url:
+        ready = _wait_for_status(url, 200)
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["preloaded"] == []
+        assert "over the budget" in ready.json()["on_demand"]["digits-cnn"]
+        (entry,) = httpx.get(f"{url}/v1/models").json()["data"]
+        assert entry["loaded"] is False
