@@ -57,11 +57,11 @@ class Opt:
     @property
     def name(self) -> str:
         """The Python parameter name, and with '-' for '_' the key in a config file."""
-        return self.flag.lstrip("-").replace("-", "_")
+        return self.flag.split("/")[0].lstrip("-").replace("-", "_")  # "--preload/--no-preload": preload
 
     @property
     def key(self) -> str:
-        return self.flag.lstrip("-")
+        return self.flag.split("/")[0].lstrip("-")
 
 
 @dataclass
