@@ -24,6 +24,7 @@ class ExportRequest:
     min_delegated: float | None = None  # least share of compute an accelerator delegate must take (0..1)
     calibration_method: CalibrationMethod | None = None  # None: the recipe's default for the model's kind
     keep_float: tuple[str, ...] = ()  # layers (as `layers()` names them) to leave unquantized
+    context: int | None = None  # a language model's KV cache (tokens); None: the exporter's default
 
 
 @dataclass
@@ -46,6 +47,9 @@ class Exporter(ABC):
                 f"the {self.backend.value} backend cannot apply quantization {quantization.value!r}; "
                 f"it supports: {choices(q.value for q in self.quantizations)}"
             )
+
+    def check_source(self, source: ModelSource, context: int | None) -> None:  # noqa: B027 - most take any
+        """Refuse, before any export work, a source (architecture, context) this exporter cannot take."""
 
     @abstractmethod
     def export(self, request: ExportRequest) -> ExportResult: ...

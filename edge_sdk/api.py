@@ -11,7 +11,7 @@ import numpy as np
 
 from edge_sdk import registry
 from edge_sdk.bundle import AccuracyReport, Bundle
-from edge_sdk.errors import BundleError, ConfigError
+from edge_sdk.errors import BundleError, ConfigError, EdgeSDKError
 from edge_sdk.types import Backend, CalibrationMethod, QuantScheme, Task, parse_enum
 
 if TYPE_CHECKING:
@@ -68,6 +68,7 @@ def convert(
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
     chat_template: str | None = None,
+    context: int | None = None,
 ) -> Bundle:
     """Convert a model into a verified bundle: one variant per backend × quantization.
 
@@ -93,18 +94,17 @@ def convert(
 
         backend = default_backend(model)
     backends = [parse_enum(Backend, b, "backend") for b in _as_list(backend)]
-    language = [b for b in backends if registry.SourceKind.LANGUAGE_MODEL in registry.entry(b).converts]
-    if language:  # the model is then a language model, judged on text: convert_llm resolves and converts it
-        if len(backends) != 1:
-            others = ", ".join(b.value for b in backends if b is not language[0])
+    if _is_language_model(model, backends):  # judged on text: convert_llm resolves and converts it
+        kind = registry.SourceKind.LANGUAGE_MODEL
+        if others := [b.value for b in backends if kind not in registry.entry(b).converts]:
             raise ConfigError(
-                f"{language[0].value} variants come from a pipeline of their own; convert them on their own, "
-                f"not together with {others}"
+                f"{', '.join(others)} cannot take a language model; backends that do: "
+                f"{', '.join(b.value for b in registry.converting(kind))}"
             )
         if prune or sparsity:  # a language model is made smaller by quantization: refuse rather than ignore them
             raise ConfigError(
-                f"pruning and sparsity apply to tensor models; {language[0].value} variants are made smaller by "
-                "quantization (e.g. q4_k_m, q4_0)"
+                "pruning and sparsity apply to tensor models; language-model variants are made smaller by "
+                "quantization (e.g. q4_k_m, 8da4w, int4)"
             )
         return convert_llm(
             model,
@@ -117,6 +117,8 @@ def convert(
             overwrite=overwrite,
             progress=progress,
             chat_template=chat_template,
+            backend=backends,
+            context=context,
         )
     if chat_template is not None:
         raise ConfigError("a chat template belongs to a language model (--backend gguf), not to a tensor model")
@@ -211,6 +213,19 @@ def check_golden(bundle: str | Path | Bundle, variant: str | None = None) -> Acc
     )
 
 
+def _is_language_model(model: Any, backends: Sequence[Backend]) -> bool:
+    """A backend that converts nothing else says so, or the model's path does (a decoder directory, a .gguf,
+    'zoo:smollm2')."""
+    if any(b in registry.converting_only(registry.SourceKind.LANGUAGE_MODEL) for b in backends):
+        return True
+    from converters.resolve import is_language_model
+
+    try:
+        return is_language_model(model)
+    except EdgeSDKError:
+        return False  # not a path it knows: the tensor path says what is wrong
+
+
 def resolve_llm_source(model: Any) -> Any:
     """'zoo:smollm2', a .gguf path or a Hugging Face LLaMA directory -> an LLM source for convert_llm."""
     from converters.gguf.resolve import resolve_llm_source as resolve
@@ -234,8 +249,12 @@ def convert_llm(
     progress: ProgressCallback | None = None,
     tokenizer: Any = None,
     chat_template: str | None = None,
+    backend: str | Backend | Sequence[str | Backend] = Backend.GGUF,
+    context: int | None = None,
 ) -> Bundle:
-    """Convert a language model to a bundle of GGUF variants, each gated on KL divergence, top-1 and perplexity.
+    """Convert a language model to a bundle of variants, each gated on KL divergence, top-1 and perplexity
+    against the same reference (the model at float32 in llama.cpp). `backend`: gguf (default), executorch and/or
+    onnx; `context`: the KV cache of ExecuTorch and ONNX GenAI variants (default: the model's, at most 2048).
 
     `source`: 'zoo:smollm2', a .gguf (re-quantized from its dequantized weights), a Hugging Face LLaMA
     directory, or a `transformers` model object together with its `tokenizer` (a transformers tokenizer or a
@@ -258,7 +277,7 @@ def convert_llm(
                 workdir, quantize=quantize, profile=profile, output=output,
                 name=name or _default_name(type(source).__name__), version=version, eval_tokens=eval_tokens,
                 tolerance_scale=tolerance_scale, allow_failed=allow_failed, threads=threads, overwrite=overwrite,
-                progress=progress, chat_template=chat_template,
+                progress=progress, chat_template=chat_template, backend=backend, context=context,
             )  # fmt: skip
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -287,6 +306,8 @@ def convert_llm(
         dest,
         bundle_name,
         profiles,
+        backends=[parse_enum(Backend, b, "backend") for b in _as_list(backend)],
+        context=context,
         version=version,
         eval_tokens=eval_tokens,
         tolerance_scale=tolerance_scale,
