@@ -20,7 +20,7 @@ from edge_sdk.errors import BackendUnavailableError, ExportError
 from edge_sdk.types import Backend, QuantScheme
 
 ENGINE = "onnxruntime-genai"
-ARCHITECTURES = ("LlamaForCausalLM",)
+ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM")
 BLOCK_SIZE = 32
 _PRECISION = {QuantScheme.F32: "fp32", QuantScheme.NONE: "fp32", QuantScheme.INT4: "int4"}
 

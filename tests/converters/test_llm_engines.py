@@ -146,3 +146,19 @@ def test_fit_counts_each_engines_kv_cache(engines_bundle, variant):
 def test_golden_set_is_rechecked_by_the_engine_on_the_device(engines_bundle, variant):
     report = edge_sdk.check_golden(engines_bundle.root, variant)  # what `verify --run` and `install` do
     assert report.passed, report.metrics
+
+
+def test_a_qwen2_model_on_onnx_genai_gives_transformers_greedy_tokens(tmp_path):
+    import torch
+
+    family = next(f for f in FAMILIES if f.name == "qwen2")
+    model = build_family(family, tmp_path / "qwen", {"smollm2": smollm2_tokenizer_dir()})
+    bundle = edge_sdk.convert_llm(
+        tmp_path / "qwen", backend="onnx", quantize="f32", output=tmp_path / "b", eval_tokens=32, context=128
+    )
+    prompt = [504, 2365, 6354, 16438]
+    with torch.no_grad():
+        out = model.generate(torch.tensor([prompt]), max_new_tokens=GREEDY, do_sample=False, eos_token_id=None)
+    with edge_sdk.load(bundle.root, "onnx-f32") as session:
+        assert _greedy_tokens(session, prompt, GREEDY) == out[0, len(prompt) :].tolist()
+    assert bundle.manifest.variants[0].accuracy.passed

@@ -64,3 +64,12 @@ def test_a_variant_no_phone_engine_runs_is_refused(engines_bundle, tmp_path):
     assert result.exit_code != 0
     assert "executorch-f32" in result.output and "onnx-int4" in result.output
     assert not (tmp_path / "x").exists()
+
+
+def test_convert_refuses_an_engine_without_the_quantization_before_exporting(tiny_llama, tmp_path):
+    args = ["convert", str(tiny_llama[0]), "-b", "gguf,executorch", "-q", "q4_k_m", "--context", "128",
+            "-o", str(tmp_path / "b")]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code != 0
+    assert "executorch would get no variant" in result.output and "'8da4w'" in result.output
+    assert not (tmp_path / "b").exists()
