@@ -1,7 +1,7 @@
 """A Hugging Face LLaMA directory -> an ExecuTorch .pte with a static KV cache, through ExecuTorch's own LLM
 export path (executorch.examples.models.llama.export_llama_lib, as `python -m executorch.extension.llm.export.
-export_llm` runs it): XNNPACK-delegated, custom SDPA updating the cache in place, fp32
-or 8-bit dynamic activations with 4-bit grouped weights (torchao 8da4w).
+export_llm` runs it): XNNPACK-delegated, custom SDPA updating the cache in place; fp32, or 8-bit dynamic
+activations with per-channel 8-bit weights (torchao 8da8w) or with 4-bit grouped weights (torchao 8da4w).
 
 The weights are renamed to ExecuTorch's Llama ("use_hf_rope": no q/k permutation is needed)."""
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,8 @@ _RENAMES = (
 )  # fmt: skip
 _TOP = {"model.embed_tokens.weight": "tok_embeddings.weight", "model.norm.weight": "norm.weight",
         "lm_head.weight": "output.weight"}  # fmt: skip
-PRECISION = {QuantScheme.F32: "fp32", QuantScheme.NONE: "fp32", QuantScheme.INT8DA_INT4W: "int4"}
+PRECISION = {QuantScheme.F32: "fp32", QuantScheme.NONE: "fp32", QuantScheme.INT8_DYNAMIC: "int8",
+             QuantScheme.INT8DA_INT4W: "int4"}  # fmt: skip
 
 
 def _runtime() -> RuntimeRequirement:
@@ -63,6 +65,22 @@ def meta_checkpoint(source_dir: Path, weight_files: list[Path], tied: bool) -> d
     return state
 
 
+def _build_dir(work: Path) -> Path:
+    """Where the checkpoint goes: ExecuTorch's Llama loader picks a quantization by searching the checkpoint's
+    path for "int8" or "8da4w" (examples/models/llama/model.py), and a variant's workdir is named after its
+    quantization. A directory of its own, beside no such name, keeps the recipe ours."""
+    import tempfile
+
+    for _ in range(20):
+        build = Path(tempfile.mkdtemp(prefix="edge-et-build-", dir=work.parent))
+        if "int8" not in str(build) and "8da4w" not in str(build):
+            return build
+    raise ExportError(
+        f"ExecuTorch's Llama loader would misread a checkpoint under {work.parent} (its path contains 'int8' or "
+        "'8da4w'); set TMPDIR to a directory without them"
+    )
+
+
 def _special_tokens(config: dict[str, Any]) -> dict[str, Any]:
     """BOS and end-of-generation ids as the program's constant methods, so ExecuTorch's runner stops as we do."""
     eos = config.get("eos_token_id")
@@ -75,9 +93,9 @@ def _special_tokens(config: dict[str, Any]) -> dict[str, Any]:
 
 class ExecuTorchLlmExporter(Exporter):
     backend = Backend.EXECUTORCH
-    # 8-bit dynamic (pt2e xnnpack_dynamic) is left out: in the 1.5.1 wheel that path imports
-    # executorch.examples.models.source_transformation, which the wheel does not ship.
-    quantizations = (QuantScheme.F32, QuantScheme.NONE, QuantScheme.INT8DA_INT4W)
+    # 8-bit dynamic goes through torchao's 8da8w (per-channel int8 weights) like 8da4w: the pt2e path
+    # (xnnpack_dynamic) imports executorch.examples.models.source_transformation, which the 1.5.1 wheel lacks.
+    quantizations = (QuantScheme.F32, QuantScheme.NONE, QuantScheme.INT8_DYNAMIC, QuantScheme.INT8DA_INT4W)
 
     def check_source(self, source: ModelSource, context: int | None) -> None:
         export_context(hf_source_for(source, ENGINE, ARCHITECTURES), context)
@@ -100,8 +118,7 @@ class ExecuTorchLlmExporter(Exporter):
             "rope_theta": float(rope.get("rope_theta", source.config.get("rope_theta", 10000.0))),
             "use_hf_rope": True,
         }  # fmt: skip
-        build = work / "build"
-        build.mkdir()
+        build = _build_dir(work)
         (build / "params.json").write_text(json.dumps(params))
         torch.save(meta_checkpoint(source.directory, source.weight_files, source.tied), build / "checkpoint.pth")
         pte = work / "model.pte"
@@ -112,10 +129,13 @@ class ExecuTorchLlmExporter(Exporter):
                 export_llama(self._config(build, pte, context, request.quantization, _special_tokens(source.config)))
         except Exception as exc:  # the export raises whatever its passes raise
             raise ExportError(f"ExecuTorch's LLM export failed for {source.describe()}: {exc}") from exc
+        shutil.rmtree(build, ignore_errors=True)
         files = {"model.pte": pte, **write_text_files(source, work, context)}
         options = {"kv_cache": "static", "context": str(context), "delegate": "xnnpack", "sdpa": "custom"}
         if request.quantization is QuantScheme.INT8DA_INT4W:
             options["group_size"] = str(GROUP_SIZE)
+        elif request.quantization is QuantScheme.INT8_DYNAMIC:
+            options["scheme"] = "8da8w (int8 dynamic activations, per-channel int8 weights)"
         recipe = Recipe(quantization=request.quantization, precision=PRECISION[request.quantization], options=options)
         return ExportResult(files=files, inputs=(), outputs=(), recipe=recipe, runtime=_runtime())
 
@@ -134,4 +154,6 @@ class ExecuTorchLlmExporter(Exporter):
         config.backend.xnnpack.enabled = True
         if scheme is QuantScheme.INT8DA_INT4W:
             config.quantization.qmode, config.quantization.group_size = "8da4w", GROUP_SIZE
+        elif scheme is QuantScheme.INT8_DYNAMIC:
+            config.quantization.qmode, config.quantization.group_size = "8da8w", 0  # 0: one scale per channel
         return config

@@ -202,11 +202,12 @@ def tiny_llama(tmp_path_factory) -> tuple[Path, list[int], list[int]]:
 
 @pytest.fixture(scope="session")
 def engines_bundle(tiny_llama, tmp_path_factory):
-    """gguf-f32, executorch-f32, onnx-f32, executorch-8da4w, onnx-int4 of tiny_llama, converted once."""
+    """gguf-f32, executorch-f32, onnx-f32, executorch-int8-dynamic, executorch-8da4w, onnx-int4 of tiny_llama,
+    converted once."""
     import edge_sdk
 
     directory, _, _ = tiny_llama
     return edge_sdk.convert_llm(
-        directory, backend=["gguf", "executorch", "onnx"], quantize=["f32", "8da4w", "int4"],
+        directory, backend=["gguf", "executorch", "onnx"], quantize=["f32", "int8-dynamic", "8da4w", "int4"],
         output=tmp_path_factory.mktemp("engines") / "bundle", eval_tokens=64, allow_failed=True, context=256,
     )  # fmt: skip

@@ -51,8 +51,8 @@ def convert_cmd(
         "--backend",
         "-b",
         help=f"Engine(s), comma-separated: {BACKENDS}. Default: by the model (onnx; gguf for a language model; "
-        "tflite for a .tflite). A LLaMA-family language model also takes executorch (-q f32, 8da4w) and onnx "
-        "(onnxruntime-genai: -q f32, int4), e.g. -b gguf,executorch,onnx -q q4_k_m,8da4w,int4.",
+        "tflite for a .tflite). A LLaMA-family language model also takes executorch (-q f32, int8-dynamic, "
+        "8da4w) and onnx (onnxruntime-genai: -q f32, int4), e.g. -b gguf,executorch,onnx -q q4_k_m,8da4w,int4.",
     ),
     task: str | None = typer.Option(
         None,
