@@ -31,6 +31,7 @@ class ExportRequest:
     @property
     def base_dir(self) -> Path:
         return self.shared if self.shared is not None else self.workdir
+    context: int | None = None  # a language model's KV cache (tokens); None: the exporter's default
 
 
 @dataclass
@@ -53,6 +54,9 @@ class Exporter(ABC):
                 f"the {self.backend.value} backend cannot apply quantization {quantization.value!r}; "
                 f"it supports: {choices(q.value for q in self.quantizations)}"
             )
+
+    def check_source(self, source: ModelSource, context: int | None) -> None:  # noqa: B027 - most take any
+        """Refuse, before any export work, a source (architecture, context) this exporter cannot take."""
 
     @abstractmethod
     def export(self, request: ExportRequest) -> ExportResult: ...

@@ -20,8 +20,44 @@ from converters.pipeline import ConvertOptions, convert
 from converters.progress import ProgressCallback
 from device_profiles import DeviceProfile
 from edge_sdk.bundle import Bundle
-from edge_sdk.errors import ConfigError
+from edge_sdk.errors import ConfigError, choices
 from edge_sdk.types import Backend, QuantScheme, Task
+
+
+def llm_pairs(
+    backends: Sequence[Backend], quantizations: Sequence[QuantScheme | str]
+) -> list[tuple[Backend, QuantScheme]]:
+    """Each quantization on each backend that applies it ('-b gguf,executorch -q q4_k_m,8da4w'): a quantization
+    no chosen backend applies, or a backend left with none, is refused, naming what each one takes."""
+    from converters.pipeline import get_exporter
+    from edge_sdk.registry import SourceKind
+
+    exporters = {b: get_exporter(b, SourceKind.LANGUAGE_MODEL) for b in dict.fromkeys(backends)}
+    takes = {b: tuple(dict.fromkeys(e.quantizations)) for b, e in exporters.items()}
+    offered = ", ".join(f"{b.value}: {choices(q.value for q in qs)}" for b, qs in takes.items())
+    pairs: list[tuple[Backend, QuantScheme]] = []
+    for text in dict.fromkeys(quantizations):
+        scheme = _scheme(text)
+        found = [(b, scheme) for b, qs in takes.items() if scheme in qs]
+        if not found:
+            raise ConfigError(f"no chosen backend applies quantization {str(text)!r}; they take {offered}")
+        pairs += found
+    idle = [b.value for b in takes if all(pb is not b for pb, _ in pairs)]
+    if idle:
+        raise ConfigError(f"{', '.join(idle)} would get no variant from -q {list(quantizations)}; they take {offered}")
+    return pairs
+
+
+def _scheme(text: QuantScheme | str) -> QuantScheme:
+    if isinstance(text, QuantScheme):
+        return text
+    lowered = str(text).strip().lower()
+    for candidate in (lowered, lowered.replace("_", "-")):
+        try:
+            return QuantScheme(candidate)
+        except ValueError:
+            continue
+    return parse_gguf_quant(text)  # llama.cpp's spellings ('Q8_0', 'f16'), or its refusal
 
 
 def convert_llm(
@@ -31,6 +67,8 @@ def convert_llm(
     name: str,
     profiles: Sequence[DeviceProfile] = (),
     *,
+    backends: Sequence[Backend] = (Backend.GGUF,),
+    context: int | None = None,
     version: str = "1.0.0",
     eval_text: str | None = None,
     eval_tokens: int = DEFAULT_EVAL_TOKENS,
@@ -42,21 +80,25 @@ def convert_llm(
     tensor_types: TensorTypes = (),
     max_accuracy_drop: float | None = None,
 ) -> Bundle:
-    """One GGUF variant per quantization ('q4_k_m', 'Q8_0', 'f16', ...), each gated on mean KL, top-1 agreement
-    and perplexity. A variant outside its tolerance raises AccuracyGateError with the numbers, unless
-    `allow_failed` keeps it as failed. `tensor_types` ((pattern, type), see writer.parse_tensor_types) give some
-    tensors other types in every variant. `max_accuracy_drop` bounds 1 - top-1 agreement instead of the
-    scheme's default; a variant that misses it keeps its most sensitive layers (token embedding, output layer,
-    blocks) at f16 until it meets it, named in the recipe."""
-    schemes = list(dict.fromkeys(parse_gguf_quant(q) for q in quantizations))  # refuses unknown types first
-    if not schemes:
+    """One variant per backend × quantization it applies ('q4_k_m', 'Q8_0', 'f16' for gguf; 'f32', '8da4w' for
+    executorch; 'f32', 'int4' for onnx), each gated on mean KL, top-1 agreement and perplexity against the same
+    reference. A variant outside its tolerance raises AccuracyGateError with the numbers, unless `allow_failed`
+    keeps it as failed. `context`: the KV cache ExecuTorch and ONNX GenAI variants hold (tokens). `tensor_types`
+    ((pattern, type), see writer.parse_tensor_types) give some tensors of every GGUF variant other types.
+    `max_accuracy_drop` bounds 1 - top-1 agreement instead of the scheme's default; a GGUF variant that misses it
+    keeps its most sensitive layers (token embedding, output layer, blocks) at f16 until it meets it, named in
+    the recipe."""
+    if not quantizations:
         raise ConfigError("nothing to convert: give at least one quantization")
+    if list(backends) == [Backend.GGUF]:
+        pairs = [(Backend.GGUF, s) for s in dict.fromkeys(parse_gguf_quant(q) for q in quantizations)]
+    else:
+        pairs = llm_pairs(backends, quantizations)  # refuses unknown types first
     options = ConvertOptions(
         name=name, version=version, task=Task.TEXT_GENERATION, profiles=tuple(profiles), allow_failed=allow_failed,
-        max_accuracy_drop=max_accuracy_drop,
+        max_accuracy_drop=max_accuracy_drop, context=context,
     )  # fmt: skip
     verifier = LogitsVerifier(eval_text, eval_tokens, tolerance_scale, threads, max_accuracy_drop)
-    pairs = [(Backend.GGUF, s) for s in schemes]
     # A GGUF of an architecture our writer does not know is re-quantized by llama.cpp, file to file.
     requant = isinstance(source, RequantSource)
     if requant and tensor_types:

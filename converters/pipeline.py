@@ -47,6 +47,7 @@ class ConvertOptions:
     prune: float = 0.0  # share of channels removed (structured), then recovered by distillation on `train`
     sparsity: float = 0.0  # share of weights zeroed (unstructured): recorded, with what it does not buy
     train: TrainData | None = None
+    context: int | None = None  # a language model's KV cache in tokens (ExecuTorch, ONNX GenAI); None: default
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,8 +64,15 @@ class Added:
 VariantHook = Callable[[Added], None]
 
 
-def get_exporter(backend: Backend) -> Exporter:
-    return cast(type[Exporter], registry.load(backend, registry.Role.EXPORTER))()
+def get_exporter(backend: Backend, kind: registry.SourceKind = registry.SourceKind.TENSOR) -> Exporter:
+    """The exporter of `backend` for a model of `kind` (a backend may export language models separately)."""
+    return cast(type[Exporter], registry.load(backend, registry.exporter_role(backend, kind)))()
+
+
+def source_kind(source: ModelSource) -> registry.SourceKind:
+    from converters.gguf.source_base import LlmSource
+
+    return registry.SourceKind.LANGUAGE_MODEL if isinstance(source, LlmSource) else registry.SourceKind.TENSOR
 
 
 def verifier_for(source: ModelSource, options: ConvertOptions) -> Verifier:
@@ -121,9 +129,12 @@ def convert(
     if not plan:
         raise ConfigError("nothing to convert: give at least one backend and one quantization")
     given = exporters or {}
-    chosen = {b: given[b] if b in given else get_exporter(b) for b in dict.fromkeys(b for b, _ in plan)}
+    kind = source_kind(source)
+    chosen = {b: given[b] if b in given else get_exporter(b, kind) for b in dict.fromkeys(b for b, _ in plan)}
     for backend, scheme in plan:  # refuse an impossible combination before spending time on any
         chosen[backend].check(scheme)
+    for exporter in chosen.values():
+        exporter.check_source(source, options.context)
 
     with threads_for(getattr(source, "module", None)):
         return _convert(source, plan, output, options, chosen, overwrite, report, verifier, on_variant)
@@ -172,6 +183,7 @@ def _convert(
                     options.min_delegated,
                     options.calibration_method,
                     shared=Path(tmp) / f"shared-{backend.value}",
+                    context=options.context,
                 )
                 stage = "export"
                 try:

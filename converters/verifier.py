@@ -14,7 +14,7 @@ import numpy as np
 
 from converters.exporter import ExportResult
 from converters.sources import ModelSource
-from edge_sdk.bundle import AccuracyReport
+from edge_sdk.bundle import AccuracyReport, FileEntry, Variant
 from edge_sdk.types import Backend, QuantScheme
 
 
@@ -36,6 +36,21 @@ class Exported:
     quantization: QuantScheme
     result: ExportResult
     workdir: Path
+
+
+def provisional_variant(variant: Exported) -> Variant:
+    """The manifest entry the exported files will have, so a runtime can load them from the workdir."""
+    from edge_sdk.bundle.files import sha256_file
+
+    result, workdir = variant.result, variant.workdir
+    return Variant(
+        id=variant.variant_id, backend=variant.backend, inputs=result.inputs, outputs=result.outputs,
+        recipe=result.recipe, runtime=result.runtime,
+        files=tuple(
+            FileEntry(path=str(p.relative_to(workdir)), sha256=sha256_file(p), size=p.stat().st_size)
+            for p in result.files.values()
+        ),
+    )  # fmt: skip
 
 
 @dataclass(frozen=True, eq=False)

@@ -58,6 +58,8 @@ BITS_PER_WEIGHT: dict[QuantScheme, float] = {
     QuantScheme.Q5_1: 6.0, QuantScheme.Q5_K_M: 5.7, QuantScheme.Q5_K_S: 5.54, QuantScheme.Q5_0: 5.5,
     QuantScheme.Q4_1: 5.0, QuantScheme.Q4_K_M: 4.9, QuantScheme.Q4_K_S: 4.58, QuantScheme.Q4_0: 4.5,
     QuantScheme.Q3_K_L: 4.27, QuantScheme.Q3_K_M: 3.91, QuantScheme.Q3_K_S: 3.5, QuantScheme.Q2_K: 2.63,
+    # 4 bits + a float32 scale per group of 32 (ExecuTorch 8da4w; ORT MatMulNBits adds 4-bit zero points)
+    QuantScheme.INT8DA_INT4W: 5.0, QuantScheme.INT4: 5.1,
 }  # fmt: skip
 
 # Decode compute per weight, in "vector-lane cycles" (time × threads × GHz × lanes / weights), fitted to
@@ -78,10 +80,28 @@ class LlmShape:
     embedding: int
     vocab: int
     trained_context: int
+    kv_bytes_per_value: int = KV_BYTES_PER_VALUE
+    fixed_context: int | None = None  # a KV cache allocated whole at export/load (ExecuTorch, ONNX GenAI)
 
     @property
     def kv_bytes_per_token(self) -> int:
-        return 2 * self.layers * self.kv_heads * self.head_dim * KV_BYTES_PER_VALUE  # K and V
+        return 2 * self.layers * self.kv_heads * self.head_dim * self.kv_bytes_per_value  # K and V
+
+    @classmethod
+    def from_llm_config(cls, path: Path) -> LlmShape | None:
+        """The shape an ExecuTorch / ONNX GenAI language-model variant records in its llm_config.json: a float32
+        KV cache of exactly its context (ExecuTorch's static cache, ORT GenAI's shared past/present buffer)."""
+        import json
+
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        if "layers" not in raw:
+            return None
+        return cls(
+            layers=int(raw["layers"]), kv_heads=int(raw["kv_heads"]), head_dim=int(raw["head_dim"]),
+            embedding=int(raw.get("hidden", 0)), vocab=int(raw["vocab_size"]),
+            trained_context=int(raw.get("trained_context", raw["context_length"])),
+            kv_bytes_per_value=int(raw.get("kv_bytes_per_value", 4)), fixed_context=int(raw["context_length"]),
+        )  # fmt: skip
 
     @classmethod
     def from_gguf(cls, path: Path) -> LlmShape:
@@ -125,6 +145,10 @@ class ModelFacts:
     ) -> ModelFacts:
         gguf = next((f for f in files if f.suffix == ".gguf"), None)
         llm = LlmShape.from_gguf(gguf) if gguf is not None else None
+        config = next((f for f in files if f.name == "llm_config.json"), None)
+        if config is not None:
+            llm = LlmShape.from_llm_config(config)
+            files = [f for f in files if f.suffix not in (".json", ".jinja")]  # the tokenizer is not weights
         return cls(backend, quantization, sum(f.stat().st_size for f in files), inputs, outputs, llm)
 
     @classmethod
@@ -183,7 +207,7 @@ def estimate_memory(
         parts["activations"] = io_bytes * ACTIVATION_FACTOR
     if facts.llm is None:
         return MemoryEstimate(parts)
-    ctx = context or default_context(facts) or DEFAULT_CONTEXT
+    ctx = facts.llm.fixed_context or context or default_context(facts) or DEFAULT_CONTEXT
     parts["kv_cache"] = ctx * facts.llm.kv_bytes_per_token
     if facts.quantization in REPACKED and (profile is None or _repacks(profile)):
         parts["repacked_weights"] = facts.weights_bytes

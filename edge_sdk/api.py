@@ -11,7 +11,7 @@ import numpy as np
 
 from edge_sdk import registry
 from edge_sdk.bundle import AccuracyReport, Bundle
-from edge_sdk.errors import BundleError, ConfigError, StoreError
+from edge_sdk.errors import BundleError, ConfigError, EdgeSDKError, StoreError
 from edge_sdk.types import Backend, CalibrationMethod, QuantScheme, Task, parse_enum
 
 if TYPE_CHECKING:
@@ -70,6 +70,7 @@ def convert(
     progress: ProgressCallback | None = None,
     chat_template: str | None = None,
     tensor_types: str | Sequence[str] | None = None,
+    context: int | None = None,
 ) -> Bundle:
     """Convert a model into a verified bundle: one variant per backend × quantization.
 
@@ -102,18 +103,17 @@ def convert(
 
         backend = default_backend(model)
     backends = [parse_enum(Backend, b, "backend") for b in _as_list(backend)]
-    language = [b for b in backends if registry.SourceKind.LANGUAGE_MODEL in registry.entry(b).converts]
-    if language:  # the model is then a language model, judged on text: convert_llm resolves and converts it
-        if len(backends) != 1:
-            others = ", ".join(b.value for b in backends if b is not language[0])
+    if _is_language_model(model, backends):  # judged on text: convert_llm resolves and converts it
+        kind = registry.SourceKind.LANGUAGE_MODEL
+        if others := [b.value for b in backends if kind not in registry.entry(b).converts]:
             raise ConfigError(
-                f"{language[0].value} variants come from a pipeline of their own; convert them on their own, "
-                f"not together with {others}"
+                f"{', '.join(others)} cannot take a language model; backends that do: "
+                f"{', '.join(b.value for b in registry.converting(kind))}"
             )
         if prune or sparsity:  # a language model is made smaller by quantization: refuse rather than ignore them
             raise ConfigError(
-                f"pruning and sparsity apply to tensor models; {language[0].value} variants are made smaller by "
-                "quantization (e.g. q4_k_m, q4_0)"
+                "pruning and sparsity apply to tensor models; language-model variants are made smaller by "
+                "quantization (e.g. q4_k_m, 8da4w, int4)"
             )
         return convert_llm(
             model,
@@ -128,6 +128,8 @@ def convert(
             chat_template=chat_template,
             tensor_types=tensor_types,
             max_accuracy_drop=max_accuracy_drop,
+            backend=backends,
+            context=context,
         )
     if tensor_types:
         raise ConfigError("--tensor-type sets GGUF tensor types; for other backends use --max-accuracy-drop")
@@ -283,6 +285,17 @@ def _golden_gate(bundle: Bundle, *, allow_failed: bool) -> bool:
         if not report.passed:
             raise StoreError(f"{bundle.name} variant {v.id} fails its golden set here: {summary(report)}")
     return True
+def _is_language_model(model: Any, backends: Sequence[Backend]) -> bool:
+    """A backend that converts nothing else says so, or the model's path does (a decoder directory, a .gguf,
+    'zoo:smollm2')."""
+    if any(b in registry.converting_only(registry.SourceKind.LANGUAGE_MODEL) for b in backends):
+        return True
+    from converters.resolve import is_language_model
+
+    try:
+        return is_language_model(model)
+    except EdgeSDKError:
+        return False  # not a path it knows: the tensor path says what is wrong
 
 
 def resolve_llm_source(model: Any) -> Any:
@@ -310,8 +323,12 @@ def convert_llm(
     chat_template: str | None = None,
     tensor_types: str | Sequence[str] | None = None,
     max_accuracy_drop: float | None = None,
+    backend: str | Backend | Sequence[str | Backend] = Backend.GGUF,
+    context: int | None = None,
 ) -> Bundle:
-    """Convert a language model to a bundle of GGUF variants, each gated on KL divergence, top-1 and perplexity.
+    """Convert a language model to a bundle of variants, each gated on KL divergence, top-1 and perplexity
+    against the same reference (the model at float32 in llama.cpp). `backend`: gguf (default), executorch and/or
+    onnx; `context`: the KV cache of ExecuTorch and ONNX GenAI variants (default: the model's, at most 2048).
 
     `source`: 'zoo:smollm2', a .gguf (re-quantized from its dequantized weights), a Hugging Face LLaMA
     directory, or a `transformers` model object together with its `tokenizer` (a transformers tokenizer or a
@@ -346,6 +363,7 @@ def convert_llm(
                 tolerance_scale=tolerance_scale, allow_failed=allow_failed, threads=threads, overwrite=overwrite,
                 progress=progress, chat_template=chat_template, tensor_types=tensor_types,
                 max_accuracy_drop=max_accuracy_drop,
+                progress=progress, chat_template=chat_template, backend=backend, context=context,
             )  # fmt: skip
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -381,6 +399,8 @@ def convert_llm(
         dest,
         bundle_name,
         profiles,
+        backends=[parse_enum(Backend, b, "backend") for b in _as_list(backend)],
+        context=context,
         version=version,
         eval_tokens=eval_tokens,
         tolerance_scale=tolerance_scale,

@@ -69,6 +69,10 @@ class QuantScheme(StrEnum):
     Q5_K_S = "q5_k_s"
     Q5_K_M = "q5_k_m"
     Q6_K = "q6_k"
+    # Language models on phones: ExecuTorch's 8-bit dynamic activations with 4-bit grouped weights (torchao),
+    # and ONNX Runtime's 4-bit blocked weights (MatMulNBits)
+    INT8DA_INT4W = "8da4w"
+    INT4 = "int4"
 
 
 class Task(StrEnum):

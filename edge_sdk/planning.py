@@ -85,7 +85,7 @@ def make_request(
     llm = _is_language_model(text)
     # each list once: a value given twice would be converted twice, then clash as one variant id
     chosen = list(dict.fromkeys(parse_enum(Backend, b, "backend") for b in _list(backends) or []))
-    language = registry.converting(registry.SourceKind.LANGUAGE_MODEL)
+    language = registry.converting_only(registry.SourceKind.LANGUAGE_MODEL)  # plans: llama.cpp's quantizations
     if not chosen:
         chosen = language[:1] if llm else [Backend.ONNX, Backend.EXECUTORCH]
     if llm != any(b in language for b in chosen) or (llm and len(chosen) != 1):

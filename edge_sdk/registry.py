@@ -19,6 +19,7 @@ from edge_sdk.types import Backend
 class Role(StrEnum):
     RUNTIME = "runtime"
     EXPORTER = "exporter"
+    LLM_EXPORTER = "llm-exporter"  # where a backend converts language models with an exporter of their own
 
 
 class SourceKind(StrEnum):
@@ -45,16 +46,20 @@ _REGISTRY: dict[Backend, BackendEntry] = {
         targets={
             Role.RUNTIME: "runtimes.onnxruntime_adapter:OnnxRuntime",
             Role.EXPORTER: "converters.onnx_export:OnnxExporter",
+            Role.LLM_EXPORTER: "converters.llm_onnx_genai:OnnxGenaiExporter",
         },
+        converts=(SourceKind.TENSOR, SourceKind.LANGUAGE_MODEL),
     ),
     Backend.EXECUTORCH: BackendEntry(
         engine="executorch",
         runtime_extra="executorch",
         convert_extra="executorch",
         targets={
-            Role.RUNTIME: "runtimes.executorch_adapter:ExecuTorchRuntime",
+            Role.RUNTIME: "runtimes.executorch_llm:ExecuTorchLlmRuntime",
             Role.EXPORTER: "converters.executorch_export:ExecuTorchExporter",
+            Role.LLM_EXPORTER: "converters.llm_executorch:ExecuTorchLlmExporter",
         },
+        converts=(SourceKind.TENSOR, SourceKind.LANGUAGE_MODEL),
     ),
     Backend.GGUF: BackendEntry(
         engine="llama.cpp",
@@ -99,6 +104,18 @@ def available_backends() -> list[Backend]:
 def converting(kind: SourceKind) -> list[Backend]:
     """The backends whose exporter takes a model of `kind`, in registry order."""
     return [b for b, e in _REGISTRY.items() if kind in e.converts]
+
+
+def converting_only(kind: SourceKind) -> list[Backend]:
+    """The backends whose exporter takes nothing but a model of `kind` (naming one says what the model is)."""
+    return [b for b, e in _REGISTRY.items() if e.converts == (kind,)]
+
+
+def exporter_role(backend: Backend, kind: SourceKind) -> Role:
+    """The role whose class exports a model of `kind` for `backend`: its language-model exporter if it has one."""
+    if kind is SourceKind.LANGUAGE_MODEL and Role.LLM_EXPORTER in entry(backend).targets:
+        return Role.LLM_EXPORTER
+    return Role.EXPORTER
 
 
 def load(backend: Backend, role: Role) -> Any:

@@ -95,4 +95,8 @@ class OnnxRuntime(Runtime):
         return importlib.util.find_spec("onnxruntime") is not None
 
     def _load(self, variant: Variant, root: Path, options: SessionOptions) -> Session:
+        from runtimes.onnx_genai_adapter import OnnxGenaiSession, is_genai_variant
+
+        if is_genai_variant(variant):  # a language model built by onnxruntime-genai: run by its own engine
+            return OnnxGenaiSession(single_file(variant, root, "genai_config.json").parent, options)
         return OnnxSession(single_file(variant, root, ".onnx"), variant, options)

@@ -189,3 +189,39 @@ def browser(tmp_path_factory):
 
     ensure_package(lambda: find_chromium() is not None, "chromium", "the page tests need a real browser")
     return Browser(find_chromium(), tmp_path_factory.mktemp("chromium"))
+
+
+# One language model on three engines (tests/converters/test_llm_engines.py, tests/apps/daemon, export-app).
+LLM_PROMPT = "The quick brown fox"
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> tuple[Path, list[int], list[int]]:
+    """The model directory, the prompt's tokens and transformers' 16 greedy tokens after them."""
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).parent / "converters"))
+    from llm_families import FAMILIES, build_family, smollm2_tokenizer_dir
+
+    family = next(f for f in FAMILIES if f.name == "llama")
+    directory = tmp_path_factory.mktemp("tiny-llama") / "tiny-llama"
+    model = build_family(family, directory, {"smollm2": smollm2_tokenizer_dir()})
+    from tokenizers import Tokenizer
+
+    prompt = Tokenizer.from_file(str(directory / "tokenizer.json")).encode(LLM_PROMPT, add_special_tokens=False).ids
+    with torch.no_grad():
+        out = model.generate(torch.tensor([prompt]), max_new_tokens=16, do_sample=False, eos_token_id=None)
+    return directory, list(prompt), out[0, len(prompt) :].tolist()
+
+
+@pytest.fixture(scope="session")
+def engines_bundle(tiny_llama, tmp_path_factory):
+    """gguf-f32, executorch-f32, onnx-f32, executorch-int8-dynamic, executorch-8da4w, onnx-int4 of tiny_llama,
+    converted once."""
+    import edge_sdk
+
+    directory, _, _ = tiny_llama
+    return edge_sdk.convert_llm(
+        directory, backend=["gguf", "executorch", "onnx"], quantize=["f32", "int8-dynamic", "8da4w", "int4"],
+        output=tmp_path_factory.mktemp("engines") / "bundle", eval_tokens=64, allow_failed=True, context=256,
+    )  # fmt: skip

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
+
 from converters.gguf.evaluate import DEFAULT_EVAL_TOKENS, Logits, compare_logits, evaluation_text, logits_of, tokenize
 from converters.gguf.quality import accuracy_report, summary, tolerance_for
 from converters.gguf.source_base import LlmSource
@@ -56,12 +58,30 @@ class LogitsReference(Reference):
     name: str
 
     def measure(self, variant: Exported) -> Verdict:
-        gguf_path = next(iter(variant.result.files.values()))
         threads = self.verifier.threads
-        quality = compare_logits(self.logits, logits_of(gguf_path, self.logits.tokens, threads=threads))
-        tolerance = tolerance_for(variant.quantization, self.verifier.tolerance_scale)
+        tokens, golden = self.logits.tokens, self.golden.inputs["tokens"]
+        gguf_path = variant.result.files.get("model.gguf")
+        if gguf_path is not None:  # a fresh llama.cpp context per evaluation, as the reference was measured
+            variant_logits = logits_of(gguf_path, tokens, threads=threads)
+            golden_logits = logits_of(gguf_path, golden, threads=threads).logits
+        else:  # any other engine: its own runtime, as a device runs the variant
+            variant_logits, golden_logits = _scored_by_runtime(variant, tokens, golden, threads)
+        quality = compare_logits(self.logits, variant_logits)
+        scale = self.verifier.tolerance_scale
+        tolerance = tolerance_for(variant.quantization, scale, same_engine=gguf_path is not None)
         if self.verifier.max_top1_drop is not None:
             tolerance = replace(tolerance, max_top1_drop=self.verifier.max_top1_drop)
         accuracy = accuracy_report(quality, tolerance, self.name)
-        golden_logits = logits_of(gguf_path, self.golden.inputs["tokens"], threads=threads).logits
         return Verdict(accuracy, {"logits": golden_logits})
+
+
+def _scored_by_runtime(
+    variant: Exported, tokens: np.ndarray, golden: np.ndarray, threads: int | None
+) -> tuple[Logits, np.ndarray]:
+    from converters.verifier import provisional_variant
+    from runtimes import SessionOptions, get_runtime
+
+    provisional = provisional_variant(variant)
+    options = SessionOptions(threads=threads)
+    with get_runtime(variant.backend).load(provisional, variant.workdir, options) as session:
+        return Logits(tokens, session.score(tokens)), session.score(golden)

@@ -78,7 +78,7 @@ class ByQuantization(Reference):
 
 @pytest.fixture
 def stand_in_exporter(monkeypatch):
-    monkeypatch.setattr(pipeline, "get_exporter", lambda backend: FileExporter())
+    monkeypatch.setattr(pipeline, "get_exporter", lambda backend, kind=None: FileExporter())
 
 
 def test_each_variant_is_exported_verified_and_gated_against_one_reference(stand_in_exporter, tmp_path):

@@ -33,6 +33,7 @@ _AUTO_DECIDES = (
     "eval_set",
     "input_shape",
     "example",
+    "context",
 )
 _PLAN_DECIDES = ("profile", "objective", "max_accuracy_drop")
 
@@ -50,7 +51,8 @@ def convert_cmd(
         "--backend",
         "-b",
         help=f"Engine(s), comma-separated: {BACKENDS}. Default: by the model (onnx; gguf for a language model; "
-        "tflite for a .tflite).",
+        "tflite for a .tflite). A LLaMA-family language model also takes executorch (-q f32, int8-dynamic, "
+        "8da4w) and onnx (onnxruntime-genai: -q f32, int4), e.g. -b gguf,executorch,onnx -q q4_k_m,8da4w,int4.",
     ),
     task: str | None = typer.Option(
         None,
@@ -154,6 +156,11 @@ def convert_cmd(
         "--tensor-type",
         help="GGUF: PATTERN=TYPE[,...] gives the weights PATTERN names (GGUF name without .weight, any block: "
         "output, token_embd, ffn_down, 'blk\\.0\\..*') another type (f16, q8_0, q6_k...), e.g. output=q8_0.",
+    context: int | None = typer.Option(
+        None,
+        "--context",
+        help="Language models on executorch / onnx: tokens of prompt + generation their KV cache holds "
+        "(default: the model's trained context, at most 2048).",
     ),
 ) -> None:
     """Convert a model into a bundle: export, quantize, run and measure each variant, check fit, write."""
@@ -226,6 +233,7 @@ def convert_cmd(
                 progress=show,
                 chat_template=template,
                 tensor_types=[item for text in tensor_type for item in text.split(",") if item.strip()] or None,
+                context=context,
             )
     console.print(variant_table(bundle))
     console.print(f"[green]wrote[/] {bundle.root} ({bundle.name} {bundle.manifest.version})")

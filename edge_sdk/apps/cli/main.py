@@ -9,6 +9,7 @@ from edge_sdk.apps.cli.bundle_cmds import inspect_cmd, pack_cmd, run_cmd, verify
 from edge_sdk.apps.cli.chat_cmd import chat_cmd
 from edge_sdk.apps.cli.cloud_cmds import cloud_app, sync_cmd
 from edge_sdk.apps.cli.convert import convert_cmd
+from edge_sdk.apps.cli.export_app_cmd import export_app_cmd
 from edge_sdk.apps.cli.fit_cmd import fit_cmd
 from edge_sdk.apps.cli.flash_cmd import flash_cmd
 from edge_sdk.apps.cli.helptext import tidy
@@ -36,6 +37,7 @@ app.command("verify")(verify_cmd)
 app.command("run")(run_cmd)
 app.command("chat")(chat_cmd)
 app.command("pack")(pack_cmd)
+app.command("export-app")(export_app_cmd)
 app.command("install")(install_cmd)
 app.command("rollback")(rollback_cmd)
 app.command("activate")(activate_cmd)

@@ -122,10 +122,11 @@ def test_daemon_unit_drains_longer_than_the_timeout(tmp_path):
     assert f"serve --config {config} --store /var/lib/edge-sdk" in result.output
 
 
-def test_language_model_backend_is_converted_on_its_own(tmp_path):
-    result = invoke("convert", "zoo:smollm2", "-b", "gguf,onnx", "-o", str(tmp_path / "b"))
+def test_a_gguf_goes_to_other_engines_only_from_a_hugging_face_directory(tmp_path):
+    result = invoke("convert", "zoo:smollm2", "-b", "gguf,onnx", "-q", "q4_0,f32", "-o", str(tmp_path / "b"))
     assert result.exit_code == 1
-    assert "pipeline of their own" in result.output and "onnx" in result.output
+    assert "onnxruntime-genai language-model exporter reads a Hugging Face directory" in result.output
+    assert not (tmp_path / "b").exists()
 
 
 @pytest.mark.slow
