@@ -31,6 +31,7 @@ class ExportRequest:
     @property
     def base_dir(self) -> Path:
         return self.shared if self.shared is not None else self.workdir
+
     context: int | None = None  # a language model's KV cache (tokens); None: the exporter's default
 
 

@@ -285,6 +285,8 @@ def _golden_gate(bundle: Bundle, *, allow_failed: bool) -> bool:
         if not report.passed:
             raise StoreError(f"{bundle.name} variant {v.id} fails its golden set here: {summary(report)}")
     return True
+
+
 def _is_language_model(model: Any, backends: Sequence[Backend]) -> bool:
     """A backend that converts nothing else says so, or the model's path does (a decoder directory, a .gguf,
     'zoo:smollm2')."""
@@ -362,8 +364,7 @@ def convert_llm(
                 name=name or _default_name(type(source).__name__), version=version, eval_tokens=eval_tokens,
                 tolerance_scale=tolerance_scale, allow_failed=allow_failed, threads=threads, overwrite=overwrite,
                 progress=progress, chat_template=chat_template, tensor_types=tensor_types,
-                max_accuracy_drop=max_accuracy_drop,
-                progress=progress, chat_template=chat_template, backend=backend, context=context,
+                max_accuracy_drop=max_accuracy_drop, backend=backend, context=context,
             )  # fmt: skip
         finally:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -147,7 +147,7 @@ class TokenLoopSession(Session):
             f"{self.directory.name} is a language model: use generate(prompt) or chat(messages), not run()"
         )
 
-    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, inputs: Mapping[str, np.ndarray], *, check: bool = True) -> dict[str, np.ndarray]:
         return self._run(dict(inputs))
 
     def tokenize(self, text: str, *, add_bos: bool) -> list[int]:

@@ -156,6 +156,7 @@ def convert_cmd(
         "--tensor-type",
         help="GGUF: PATTERN=TYPE[,...] gives the weights PATTERN names (GGUF name without .weight, any block: "
         "output, token_embd, ffn_down, 'blk\\.0\\..*') another type (f16, q8_0, q6_k...), e.g. output=q8_0.",
+    ),
     context: int | None = typer.Option(
         None,
         "--context",
