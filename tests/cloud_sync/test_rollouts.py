@@ -262,3 +262,14 @@ def test_spec_refusals_name_what_is_valid():
         RolloutSpec(NAME, "1.0.0", "g", stages=(50, 10, 100)).check()
     with pytest.raises(Exception, match="min-healthy 1.5"):
         RolloutSpec(NAME, "1.0.0", "g", min_healthy=1.5).check()
+
+
+def test_the_fleet_page_shows_each_rollout_and_its_stage(fleet):
+    url, devices, _clock = fleet
+    rid = start(url).json()["id"]
+    sync_all(url, devices)
+    page = httpx.get(url, headers=auth(PUBLISHER_KEY), timeout=30)
+    assert page.status_code == 200
+    text = " ".join(page.text.split())
+    assert 'id="rollouts"' in text and f"<td>{rid}</td>" in text
+    assert "digits-cnn</strong> 1.1.0" in text and "running" in text and "20% of 20,50,100" in text

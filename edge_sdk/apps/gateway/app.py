@@ -92,7 +92,7 @@ def build_gateway(source: BundleSource, config: GatewayConfig) -> FastAPI:
         rollouts=rollouts,
     )
     app.state.registry, app.state.telemetry, app.state.rollouts = registry, telemetry, rollouts
-    add_fleet_routes(app, telemetry, registry, devices=config.devices, publishers=config.publishers)
+    add_fleet_routes(app, telemetry, registry, devices=config.devices, publishers=config.publishers, rollouts=rollouts)
 
     app.mount("", daemon)  # everything the routes above do not take
     idempotency = IdempotencyStore(

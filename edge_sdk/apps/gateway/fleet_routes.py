@@ -16,8 +16,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
 
 from cloud_sync.registry import Registry
+from cloud_sync.rollouts import Rollouts
 from cloud_sync.telemetry import TelemetryStore
-from edge_sdk.apps.pages.fleet import BundleView, DeviceView, FleetStatus, fleet_page
+from edge_sdk.apps.pages.fleet import BundleView, DeviceView, FleetStatus, RolloutView, fleet_page
 from edge_sdk.apps.pages.keys import PageKeys, redact_keys_in_access_log
 
 PAGE_PATHS = ("/",)  # the page checks its key itself (a cookie or a form): the gateway's DeviceAuth lets it by
@@ -31,6 +32,7 @@ def add_fleet_routes(
     *,
     devices: Mapping[str, str],
     publishers: Collection[str],
+    rollouts: Rollouts | None = None,
 ) -> None:
     """`devices`: device key -> device id; `publishers`: the keys that may open the page."""
     keys = PageKeys(
@@ -51,11 +53,13 @@ def add_fleet_routes(
         answer = await keys.login(request, TITLE)
         if answer is not None:
             return answer
-        view = await asyncio.to_thread(gather, telemetry, registry, device_ids)
+        view = await asyncio.to_thread(gather, telemetry, registry, device_ids, rollouts)
         return HTMLResponse(fleet_page(view), headers={"Cache-Control": "no-store"})
 
 
-def gather(telemetry: TelemetryStore, registry: Registry, device_ids: list[str]) -> FleetStatus:
+def gather(
+    telemetry: TelemetryStore, registry: Registry, device_ids: list[str], rollouts: Rollouts | None = None
+) -> FleetStatus:
     reported = {device: (n, at, item) for device, n, at, item in telemetry.latest()}
     views: list[DeviceView] = []
     routes: dict[tuple[str, str], tuple[int, int]] = {}
@@ -69,7 +73,13 @@ def gather(telemetry: TelemetryStore, registry: Registry, device_ids: list[str])
             total, seen = routes.get((route, reason), (0, 0))
             routes[(route, reason)] = (total + count, seen + 1)
     bundles = [BundleView(e.name, e.version, e.size, e.signed, e.key_id, e.published_at) for e in registry.list(None)]
+    staged = [
+        RolloutView(r.id, r.spec.model, r.spec.version, r.spec.group, r.state.value, r.share, r.spec.stages,
+                    r.healthy, r.members, r.reason)
+        for r in (rollouts.list() if rollouts is not None else [])
+    ]  # fmt: skip
     return FleetStatus(
+        rollouts=staged,
         devices=views,
         routes=[(route, reason, total, seen) for (route, reason), (total, seen) in routes.items()],
         registry=bundles,

@@ -38,11 +38,26 @@ class BundleView:
 
 
 @dataclass(frozen=True)
+class RolloutView:
+    id: int
+    model: str
+    version: str
+    group: str
+    state: str  # running, paused, completed, aborted
+    stage_percent: int
+    stages: tuple[int, ...]
+    healthy: int
+    members: int
+    reason: str
+
+
+@dataclass(frozen=True)
 class FleetStatus:
     devices: list[DeviceView]
     routes: list[tuple[str, str, int, int]]  # (route, reason, requests, devices)
     registry: list[BundleView]
     now: float
+    rollouts: list[RolloutView] = field(default_factory=list)
 
 
 def fleet_page(f: FleetStatus) -> str:
@@ -52,7 +67,7 @@ def fleet_page(f: FleetStatus) -> str:
     )
     return document(
         "edge-sdk fleet",
-        [_devices(f), grid(_routes(f), _versions(f)), _registry(f)],
+        [_devices(f), grid(_routes(f), _versions(f)), _rollouts(f), _registry(f)],
         subtitle=subtitle,
         refresh_s=REFRESH_S,
     )
@@ -172,3 +187,23 @@ def _registry(f: FleetStatus) -> Html:
     ]
     headers = ["bundle", "version", "size", "signature", "published"]
     return section("Registry", table(headers, rows, numeric=(2,), empty="nothing published"), id="registry")
+
+
+_STATE_TONE = {"running": "info", "paused": "warn", "completed": "ok", "aborted": "bad"}
+
+
+def _rollouts(f: FleetStatus) -> Html:
+    rows = [
+        [
+            str(r.id),
+            Html(f"<strong>{esc(r.model)}</strong> {esc(r.version)}"),
+            r.group,
+            badge(r.state, _STATE_TONE.get(r.state, "info")),
+            f"{r.stage_percent}% of " + ",".join(str(s) for s in r.stages),
+            f"{r.healthy}/{r.members}",
+            r.reason,
+        ]
+        for r in sorted(f.rollouts, key=lambda r: -r.id)
+    ]
+    headers = ["id", "version", "group", "state", "stage", "healthy", "why"]
+    return section("Rollouts", table(headers, rows, empty="no staged rollouts"), id="rollouts")
