@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import pytest
@@ -93,7 +94,13 @@ def test_postgres_down_answers_503_and_recovers(postgres, key_files, tmp_path):
             assert keyed.status_code == 503  # refused before anything ran: the device's queue retries it
         finally:
             postgres.start()
-        again = httpx.post(f"{gateway}/v1/telemetry", json=batch, headers=keyed_headers, timeout=60)
+        # the pool reconnects in the background (with backoff): the device's retry gets through once it has
+        deadline = time.monotonic() + 60
+        while (
+            again := httpx.post(f"{gateway}/v1/telemetry", json=batch, headers=keyed_headers, timeout=60)
+        ).status_code == 503:
+            assert time.monotonic() < deadline, again.text
+            time.sleep(0.5)
         assert again.status_code == 202 and again.json()["accepted"] == 1
         assert httpx.get(f"{gateway}/v1/telemetry", headers=auth(DEVICE_KEY)).json()["items"] == 2
 

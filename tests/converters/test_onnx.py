@@ -152,7 +152,12 @@ def test_bad_factory_and_options(tmp_path, digits_model, digits):
     x = {"input": digits.train_x[:8]}
     with pytest.raises(ProfileError, match="Did you mean 'rpi5'"):
         edge_sdk.convert(digits_model, x, profile="rpi55", output=tmp_path / "b")
-    with pytest.raises(ConfigError, match="unknown quantization 'int4'.*'int8-static'"):
+    with pytest.raises(ConfigError, match="unknown quantization 'int3'.*'int8-static'"):
+        edge_sdk.convert(digits_model, x, quantize="int3", output=tmp_path / "b")
+    # int4 is a scheme (ONNX GenAI's language models), but not one the tensor ONNX backend applies
+    with pytest.raises(
+        ConfigError, match="onnx backend cannot apply quantization 'int4'; it supports: .*'int8-static'"
+    ):
         edge_sdk.convert(digits_model, x, quantize="int4", output=tmp_path / "b")
     with pytest.raises(ConfigError, match="unknown backend 'tensorrt'"):
         edge_sdk.convert(digits_model, x, backend="tensorrt", output=tmp_path / "b")
