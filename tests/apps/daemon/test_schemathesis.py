@@ -57,7 +57,9 @@ def test_no_generated_request_gets_a_500(daemon_schema):
             response = case.call(timeout=60)
             if response.status_code >= 500 and response.status_code not in (503, 504):
                 failures.append(f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:300]}")
-            elif response.status_code >= 400:  # every refusal in the OpenAI error shape
+            elif response.status_code >= 400 and not case.path.startswith("/health"):
+                # every refusal in the OpenAI error shape; health answers a status document (503 while models
+                # preload or the daemon drains)
                 assert set(response.json()["error"]) >= {"message", "type"}, response.text[:300]
 
         check()
