@@ -60,9 +60,23 @@ def postgres() -> Iterator[PostgresServer]:
     server.remove()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request) -> str | None:
-    """The gateway's state in SQLite files (None) or in a fresh PostgreSQL database: tests run on both."""
+BACKENDS = ["sqlite", "postgresql"]
+
+
+def _database_url(request) -> str | None:
     if request.param == "sqlite":
         return None
     return request.getfixturevalue("postgres").database()
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request) -> str | None:
+    """The gateway's state in SQLite files (None) or in a fresh PostgreSQL database: tests run on both."""
+    return _database_url(request)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def module_database_url(request) -> str | None:
+    """`database_url` for a gateway a whole module shares: one fresh database per module and backend (pytest
+    runs the module's tests on SQLite, then again on PostgreSQL, starting the shared gateway once for each)."""
+    return _database_url(request)

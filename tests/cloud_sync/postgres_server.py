@@ -81,8 +81,8 @@ class PostgresServer:
         options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
         self._as_postgres(self.pg_ctl, "-D", str(self.data), "-o", options, "-l", str(self.dir / "log"), "-w", "start")
 
-    def stop(self) -> None:
-        self._as_postgres(self.pg_ctl, "-D", str(self.data), "-m", "fast", "-w", "stop")
+    def stop(self, mode: str = "fast") -> None:
+        self._as_postgres(self.pg_ctl, "-D", str(self.data), "-m", mode, "-w", "stop")
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
@@ -98,5 +98,5 @@ class PostgresServer:
 
     def remove(self) -> None:
         with contextlib.suppress(RuntimeError):
-            self.stop()
+            self.stop("immediate")  # thrown away next: no need to wait for clients or a clean checkpoint
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 from cloud_sync.idempotency import IdempotencyMiddleware, IdempotencyStore
 
 
-def make_app(db: Path, *, delay_s: float = 0.0, wait_s: float = 10.0, lease_s: float = 300.0) -> FastAPI:
+def make_app(db: str | Path, *, delay_s: float = 0.0, wait_s: float = 10.0, lease_s: float = 300.0) -> FastAPI:
     app = FastAPI()
     executions: Counter[str] = Counter()
     telemetry_bodies: list[dict] = []
@@ -107,7 +107,7 @@ def serving(app: FastAPI, port: int | None = None) -> Iterator[str]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--db", type=Path, required=True)
+    parser.add_argument("--db", required=True, help="a SQLite file or a postgresql:// URL")
     parser.add_argument("--delay-ms", type=float, default=0.0)
     args = parser.parse_args()
     uvicorn.run(make_app(args.db, delay_s=args.delay_ms / 1000), host="127.0.0.1", port=args.port, log_level="warning")

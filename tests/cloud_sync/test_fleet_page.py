@@ -35,11 +35,13 @@ slow = pytest.mark.slow  # a gateway, a device daemon and chromium
 
 
 @pytest.fixture(scope="module")
-def fleet(key_files, packed_versions, onnx_bundle, tmp_path_factory):
-    """The gateway with two versions published and one device (pi-kitchen) that served a tensor request and
-    sent two chat requests for a model it does not have to the gateway, and reported it by telemetry."""
+def fleet(key_files, packed_versions, onnx_bundle, module_database_url, tmp_path_factory):
+    """The gateway (state in SQLite, then PostgreSQL) with two versions published and one device (pi-kitchen)
+    that served a tensor request and sent two chat requests for a model it does not have to the gateway, and
+    reported it by telemetry."""
     work = tmp_path_factory.mktemp("fleet")
-    with running_gateway(DirectorySource([]), gateway_config(key_files, work / "registry")) as gateway:
+    config = gateway_config(key_files, work / "registry", database_url=module_database_url)
+    with running_gateway(DirectorySource([]), config) as gateway:
         for version in ("1.0.0", "1.1.0"):
             assert publish(gateway, packed_versions[version]).status_code == 201
         config = DaemonConfig(
@@ -92,9 +94,10 @@ def test_a_device_key_or_a_wrong_key_cannot_open_the_fleet_page(fleet, browser):
     assert httpx.get(gateway, headers=auth(PUBLISHER_KEY)).status_code == 200
 
 
-def test_what_a_device_sends_is_shown_as_text_never_as_markup(key_files, tmp_path):
+def test_what_a_device_sends_is_shown_as_text_never_as_markup(key_files, database_url, tmp_path):
     """Telemetry is any JSON a device sends: markup in it is escaped, odd shapes are skipped, the page still opens."""
-    with running_gateway(DirectorySource([]), gateway_config(key_files, tmp_path / "registry")) as gateway:
+    config = gateway_config(key_files, tmp_path / "registry", database_url=database_url)
+    with running_gateway(DirectorySource([]), config) as gateway:
         hostile = {
             "host": "<script>alert('host')</script>",
             "sdk": ["not", "a", "version"],

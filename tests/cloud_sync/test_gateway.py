@@ -1,5 +1,7 @@
 """`edge-sdk cloud serve` as a real process: device keys, telemetry, its own bundles, and pass-through to a real
-llama.cpp OpenAI server (`python -m llama_cpp.server`) for the models it does not have."""
+llama.cpp OpenAI server (`python -m llama_cpp.server`) for the models it does not have.
+
+Every test runs twice: with the gateway's state in SQLite files beside the registry, and in PostgreSQL."""
 
 from __future__ import annotations
 
@@ -60,25 +62,29 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="module")
-def gateway(llama_server, onnx_bundle, key_files, tmp_path_factory) -> Iterator[dict[str, object]]:
+def gateway(llama_server, onnx_bundle, key_files, module_database_url, tmp_path_factory) -> Iterator[dict[str, object]]:
     """`edge-sdk cloud serve` with the digits CNN as its own bundle and llama.cpp's server as its upstream."""
     base = tmp_path_factory.mktemp("gateway")
+    database = module_database_url or base / "registry" / "telemetry.sqlite3"  # where its telemetry lands
     (base / "upstream.key").write_text(UPSTREAM_KEY + "\n")
 
     def command(port: int) -> list[str]:
         args = [sys.executable, "-m", "edge_sdk.cli", "cloud", "serve", str(onnx_bundle.root)]
         args += ["--device-keys", str(key_files["devices"]), "--publisher-keys", str(key_files["publishers"])]
         args += ["--registry", str(base / "registry"), "--port", str(port), "--concurrency", "1"]
+        args += ["--database-url", module_database_url] if module_database_url else []
         return [*args, "--upstream", llama_server, "--upstream-key-file", str(base / "upstream.key")]
 
     proc, url = _start(command, "/health/live", {}, base / "log")
-    yield {"url": url, "dir": base}
+    yield {"url": url, "dir": base, "database": database}
     _stop(proc)
 
 
 def test_device_keys(gateway):
     url = gateway["url"]
     assert httpx.get(f"{url}/health/live").status_code == 200  # health stays public for load balancers
+    ready = httpx.get(f"{url}/health/ready")  # a balancer's check: ready once its own bundle is loaded
+    assert ready.status_code == 200 and ready.json()["preloaded"] == ["digits-cnn"], ready.text
     for headers in ({}, auth("wrong-key-0000000000000"), {"Authorization": DEVICE_KEY}):
         refused = httpx.get(f"{url}/v1/models", headers=headers)
         assert refused.status_code == 401
@@ -114,7 +120,7 @@ def test_telemetry_is_stored_once_per_key_and_per_device(gateway):
     assert httpx.get(f"{url}/v1/telemetry", headers=auth(DEVICE_KEY)).json() == {"device": "pi-kitchen", "items": 3}
     metrics = httpx.get(f"{url}/metrics", headers=auth(DEVICE_KEY)).text
     assert 'edge_gateway_telemetry_items_total{device="pi-kitchen"} 3' in metrics
-    stored = TelemetryStore(gateway["dir"] / "registry" / "telemetry.sqlite3")  # on disk, committed
+    stored = TelemetryStore(gateway["database"])  # committed, read back by another connection
     try:
         assert stored.count("pi-kitchen") == 3 and stored.count("jetson-garage") == 1
         assert [i["value"] for i in stored.items("pi-kitchen")] == [11.0, 12.5, 9.8]
@@ -183,13 +189,13 @@ def test_own_bundle_is_answered_locally(gateway, digits):
     assert chat.status_code == 400 and "tensor model" in chat.json()["error"]["message"]
 
 
-def test_unreachable_upstream_is_a_clear_502(key_files, tmp_path):
+def test_unreachable_upstream_is_a_clear_502(key_files, database_url, tmp_path):
     from gateway_helpers import gateway_config, running_gateway
 
     from edge_sdk.apps.daemon.pool import DirectorySource
 
     dead = f"http://127.0.0.1:{free_port()}"
-    config = gateway_config(key_files, tmp_path / "registry", upstream_url=dead)
+    config = gateway_config(key_files, tmp_path / "registry", upstream_url=dead, database_url=database_url)
     with running_gateway(DirectorySource([]), config) as url:
         answer = httpx.post(f"{url}/v1/chat/completions", json={**CHAT, "model": "x"}, headers=auth(DEVICE_KEY))
     assert answer.status_code == 502

@@ -3,7 +3,7 @@
 The gateway passes each (device, Idempotency-Key) to its upstream as one upstream key, and its claim names
 the process that holds it. After the restart the device's retry is taken over at once (the holder is dead)
 and answered by the upstream's own idempotency: the upstream ran the request once, and the device sees one
-result however often it asks.
+result however often it asks. The gateway's claims live in SQLite, then in PostgreSQL.
 """
 
 from __future__ import annotations
@@ -45,12 +45,13 @@ def _kill(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
 
 
-def test_a_gateway_killed_mid_request_runs_it_once_and_answers_once(key_files, tmp_path):
+def test_a_gateway_killed_mid_request_runs_it_once_and_answers_once(key_files, database_url, tmp_path):
     upstream_port, gateway_port = free_port(), free_port()
     upstream_url, gateway_url = f"http://127.0.0.1:{upstream_port}", f"http://127.0.0.1:{gateway_port}"
     receiver = [sys.executable, str(RECEIVER), "--port", str(upstream_port), "--db", str(tmp_path / "up.sqlite")]
     gateway_cmd = [sys.executable, "-m", "edge_sdk.cli", "cloud", "serve", "--device-keys", str(key_files["devices"])]
     gateway_cmd += ["--registry", str(tmp_path / "registry"), "--port", str(gateway_port), "--upstream", upstream_url]
+    gateway_cmd += ["--database-url", database_url] if database_url else []
     headers = {**auth(DEVICE_KEY), "Idempotency-Key": "order-17"}
     url = f"{gateway_url}/v1/chat/completions"
     upstream = _start([*receiver, "--delay-ms", "4000"], f"{upstream_url}/executions", tmp_path / "upstream.log")

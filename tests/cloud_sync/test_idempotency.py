@@ -1,4 +1,6 @@
-"""The receiving side: a repeated Idempotency-Key is answered from the store and never executes twice."""
+"""The receiving side: a repeated Idempotency-Key is answered from the store and never executes twice.
+
+Every test runs with the store in a SQLite file and in a fresh PostgreSQL database (`database_url`)."""
 
 from __future__ import annotations
 
@@ -17,8 +19,14 @@ BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 
 
 @pytest.fixture
-def receiver(tmp_path):
-    app = make_app(tmp_path / "idem.sqlite", delay_s=0.2, wait_s=5.0)
+def idem_db(database_url, tmp_path) -> str:
+    """Where the receiver keeps its responses: a SQLite file, or a PostgreSQL database."""
+    return database_url or str(tmp_path / "idem.sqlite")
+
+
+@pytest.fixture
+def receiver(idem_db):
+    app = make_app(idem_db, delay_s=0.2, wait_s=5.0)
     with serving(app) as url:
         yield url
     app.state.store.close()
@@ -51,8 +59,8 @@ def test_concurrent_requests_with_one_key_execute_once(receiver):
     assert executions(receiver) == {"together": 1}
 
 
-def test_a_waiter_past_its_patience_gets_409_in_progress(tmp_path):
-    app = make_app(tmp_path / "idem.sqlite", delay_s=1.5, wait_s=0.2)
+def test_a_waiter_past_its_patience_gets_409_in_progress(idem_db):
+    app = make_app(idem_db, delay_s=1.5, wait_s=0.2)
     with serving(app) as url, concurrent.futures.ThreadPoolExecutor(2) as pool:
         slow = pool.submit(post, url, "slow")
         time.sleep(0.5)
@@ -65,9 +73,9 @@ def test_a_waiter_past_its_patience_gets_409_in_progress(tmp_path):
     app.state.store.close()
 
 
-def test_a_request_running_longer_than_the_lease_is_not_taken_over(tmp_path):
+def test_a_request_running_longer_than_the_lease_is_not_taken_over(idem_db):
     # The lease is for a receiver that died; a live one that is merely slow keeps its claim.
-    app = make_app(tmp_path / "idem.sqlite", delay_s=1.5, wait_s=0.3, lease_s=0.5)
+    app = make_app(idem_db, delay_s=1.5, wait_s=0.3, lease_s=0.5)
     with serving(app) as url, concurrent.futures.ThreadPoolExecutor(2) as pool:
         slow = pool.submit(post, url, "long")
         time.sleep(0.9)  # past the lease, well before the end
@@ -112,13 +120,12 @@ def test_an_overlong_key_is_refused_with_the_limit(receiver):
     assert reply.status_code == 400 and "1 to 255 characters, got 300" in reply.text
 
 
-def test_stored_responses_survive_a_receiver_restart(tmp_path):
-    db = tmp_path / "idem.sqlite"
-    first = make_app(db)
+def test_stored_responses_survive_a_receiver_restart(idem_db):
+    first = make_app(idem_db)
     with serving(first) as url:
         answer = post(url, "durable").json()
     first.state.store.close()
-    second = make_app(db)
+    second = make_app(idem_db)
     with serving(second) as url:
         again = post(url, "durable")
         assert again.json() == answer and again.headers["idempotent-replayed"] == "true"
@@ -141,17 +148,15 @@ def test_a_request_cut_off_mid_body_never_executes(receiver):
     assert executions(receiver) == {"cut": 1}
 
 
-def test_mounted_on_the_project_gateway_a_repeat_is_replayed_per_device(tmp_path):
+def test_on_the_project_gateway_a_repeat_is_replayed_per_device(database_url, tmp_path):
     from gateway_helpers import DEVICE_KEY, OTHER_KEY, auth, serve_app
 
-    from cloud_sync.idempotency import IdempotencyMiddleware, IdempotencyStore
     from edge_sdk.apps.daemon.pool import DirectorySource
     from edge_sdk.apps.gateway.app import GatewayConfig, build_gateway
 
     devices = {DEVICE_KEY: "pi-kitchen", OTHER_KEY: "jetson-garage"}
-    gateway = build_gateway(DirectorySource([]), GatewayConfig(devices=devices, registry_dir=tmp_path / "registry"))
-    store = IdempotencyStore(tmp_path / "idem.sqlite")
-    gateway.add_middleware(IdempotencyMiddleware, store=store)
+    config = GatewayConfig(devices=devices, registry_dir=tmp_path / "registry", database_url=database_url)
+    gateway = build_gateway(DirectorySource([]), config)  # its own middleware, keyed on the authenticated device
     batch = {"items": [{"requests": 3}]}
     with serve_app(gateway) as cloud:
 
@@ -164,5 +169,5 @@ def test_mounted_on_the_project_gateway_a_repeat_is_replayed_per_device(tmp_path
         assert "idempotent-replayed" not in other.headers and other.json()["device"] == "jetson-garage"
         assert send("not-a-device-key").status_code == 401
         assert send("not-a-device-key").headers.get("idempotent-replayed") is None  # a refusal is not stored
+        assert httpx.get(f"{cloud}/v1/telemetry", headers=auth(DEVICE_KEY)).json()["items"] == 1  # stored once
     gateway.state.pool.close()
-    store.close()

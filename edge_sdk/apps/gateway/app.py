@@ -55,9 +55,12 @@ def build_gateway(source: BundleSource, config: GatewayConfig) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         ticker = asyncio.create_task(_tick(rollouts, pool.metrics, config.rollout_interval_s))
-        yield  # a mounted app's own shutdown hooks do not run: close what the daemon opened here
+        # A mounted app's lifespan does not run by itself: run the daemon's here, so it preloads the gateway's
+        # own bundles (until then /health/ready says "loading", which a balancer must not wait on forever)
+        # and runs its shutdown hooks (the upstream client's close).
+        async with daemon.router.lifespan_context(daemon):
+            yield
         ticker.cancel()
-        await daemon.state.hybrid.aclose()
         telemetry.close()
         idempotency.close()
         rollouts.close()
