@@ -14,7 +14,7 @@ import pytest
 from gateway_helpers import PUBLISHER_KEY, auth, gateway_config, publish, running_gateway
 from typer.testing import CliRunner
 
-from cloud_sync.rollouts import RolloutSpec, stage_members
+from cloud_sync.rollout_rules import RolloutSpec, stage_members
 from cloud_sync.sync import Outcome, RegistryClient, sync
 from edge_sdk.apps.cli.main import app
 from edge_sdk.apps.daemon.pool import DirectorySource

@@ -22,21 +22,18 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloud_sync.registry import Registry
-from cloud_sync.rollouts import (
+from cloud_sync.rollout_rules import (
     DEFAULT_MAX_ERROR_RATE,
     DEFAULT_MAX_FALLBACK_RATE,
     DEFAULT_MIN_HEALTHY,
     DEFAULT_SEEN_WITHIN_S,
     DEFAULT_STAGE_WAIT_S,
     DEFAULT_STAGES,
-    Decision,
     HealthBounds,
-    RolloutConflictError,
     RolloutError,
-    RolloutNotFoundError,
-    Rollouts,
     RolloutSpec,
 )
+from cloud_sync.rollouts import Decision, RolloutConflictError, RolloutNotFoundError, Rollouts
 from edge_sdk.apps.gateway.devices import PUBLISHER, caller_of, is_valid_id
 from edge_sdk.metrics import Metrics
 
