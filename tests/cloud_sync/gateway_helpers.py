@@ -6,7 +6,7 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -76,6 +76,33 @@ def publish(url: str, path: Path, key: str = PUBLISHER_KEY) -> httpx.Response:
         return httpx.post(f"{url}/v1/registry/bundles", content=fh, headers=auth(key), timeout=60)
 
 
+Allow = Callable[[bytes], tuple[bytes, bool]]  # a chunk -> what of it passes, and whether the connection goes on
+
+
+def relay(src: socket.socket, dst: socket.socket, allow: Allow | None = None) -> None:
+    """Copy bytes from `src` to `dst` until either side closes, or `allow` cuts the connection (both sockets
+    closed after what it let through, as a network cut would)."""
+    try:
+        while data := src.recv(65536):
+            passed, go_on = allow(data) if allow else (data, True)
+            dst.sendall(passed)
+            if not go_on:
+                break
+    except OSError:
+        pass
+    finally:
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+
+def relay_both_ways(client: socket.socket, server: socket.socket, from_server: Allow | None = None) -> None:
+    """Two threads relaying a proxied connection: client to server, and server to client through `from_server`."""
+    threading.Thread(target=relay, args=(client, server), daemon=True).start()
+    threading.Thread(target=relay, args=(server, client, from_server), daemon=True).start()
+
+
 class CuttingProxy:
     """A TCP proxy in front of a server that closes one connection after `cut_after` bytes came back on it.
 
@@ -101,30 +128,24 @@ class CuttingProxy:
             except OSError:
                 return
             server = socket.create_connection(self.target)
-            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
+            relay_both_ways(client, server, from_server=self._from_server())
 
-    def _pump(self, src: socket.socket, dst: socket.socket, from_server: bool) -> None:
+    def _from_server(self) -> Allow:
+        """What the server sends on one connection gets through until `cut_after` bytes (once), then the cut."""
         seen = 0
-        try:
-            while data := src.recv(65536):
-                if from_server:
-                    with self._lock:
-                        if not self.cut_done and seen + len(data) >= self.cut_after:
-                            dst.sendall(data[: self.cut_after - seen])
-                            self.cut_done = True
-                            raise ConnectionAbortedError("cut")
-                        if self.cut_done:
-                            self.bytes_after_cut += len(data)
-                    seen += len(data)
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-                s.close()
+
+        def allow(data: bytes) -> tuple[bytes, bool]:
+            nonlocal seen
+            with self._lock:
+                if not self.cut_done and seen + len(data) >= self.cut_after:
+                    self.cut_done = True
+                    return data[: self.cut_after - seen], False
+                if self.cut_done:
+                    self.bytes_after_cut += len(data)
+            seen += len(data)
+            return data, True
+
+        return allow
 
 
 class Balancer:
@@ -169,17 +190,4 @@ class Balancer:
             if server is None:
                 client.close()
                 continue
-            threading.Thread(target=self._pump, args=(client, server), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
+            relay_both_ways(client, server)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -123,26 +124,45 @@ rollouts_app = typer.Typer(
 )
 _TO = typer.Option(..., "--to", help=GATEWAY_HELP)
 _KEY = typer.Option(..., "--key-file", help=PUBLISHER_KEY_HELP)
+# a group that lists by default takes these on itself, so they are optional there (a subcommand has its own)
+_LIST_TO = typer.Option(None, "--to", help=GATEWAY_HELP)
+_LIST_KEY = typer.Option(None, "--key-file", help=PUBLISHER_KEY_HELP)
 
 
-@rollouts_app.callback()
-def rollouts_cmd(
+def _list_by_default(
     ctx: typer.Context,
-    to: str = typer.Option(None, "--to", help=GATEWAY_HELP),
-    key_file: Path = typer.Option(None, "--key-file", help=PUBLISHER_KEY_HELP),
-    as_json: bool = typer.Option(False, "--json", help="Print the rollouts as JSON."),
+    to: str | None,
+    key_file: Path | None,
+    as_json: bool,
+    fetch: Callable[[Any], list[dict[str, Any]]],
+    draw: Callable[[list[dict[str, Any]]], None],
 ) -> None:
-    """Each rollout's stage, counts and reasons."""
+    """A command group run without a subcommand: fetch its list from the gateway, print it as JSON or drawn."""
     if ctx.invoked_subcommand is not None:
         return
     with user_errors():
         if to is None or key_file is None:
             raise ConfigError("give --to URL and --key-file FILE (a publisher key)")
         with _client(to, key_file) as client:
-            rollouts = client.rollouts()
+            items = fetch(client)
     if as_json:
-        typer.echo(json.dumps(rollouts, indent=2))
-        return
+        typer.echo(json.dumps(items, indent=2))
+    else:
+        draw(items)
+
+
+@rollouts_app.callback()
+def rollouts_cmd(
+    ctx: typer.Context,
+    to: str = _LIST_TO,
+    key_file: Path = _LIST_KEY,
+    as_json: bool = typer.Option(False, "--json", help="Print the rollouts as JSON."),
+) -> None:
+    """Each rollout's stage, counts and reasons."""
+    _list_by_default(ctx, to, key_file, as_json, lambda client: client.rollouts(), _draw_rollouts)
+
+
+def _draw_rollouts(rollouts: list[dict[str, Any]]) -> None:
     if not rollouts:
         console.print("no rollouts", highlight=False)
         return
@@ -204,21 +224,15 @@ devices_app = typer.Typer(help="The gateway's devices: groups and last seen (lis
 @devices_app.callback()
 def devices_cmd(
     ctx: typer.Context,
-    to: str = typer.Option(None, "--to", help=GATEWAY_HELP),
-    key_file: Path = typer.Option(None, "--key-file", help=PUBLISHER_KEY_HELP),
+    to: str = _LIST_TO,
+    key_file: Path = _LIST_KEY,
     as_json: bool = typer.Option(False, "--json", help="Print the devices as JSON."),
 ) -> None:
     """Every device of the gateway, its groups and when it last called."""
-    if ctx.invoked_subcommand is not None:
-        return
-    with user_errors():
-        if to is None or key_file is None:
-            raise ConfigError("give --to URL and --key-file FILE (a publisher key)")
-        with _client(to, key_file) as client:
-            devices = client.devices()
-    if as_json:
-        typer.echo(json.dumps(devices, indent=2))
-        return
+    _list_by_default(ctx, to, key_file, as_json, lambda client: client.devices(), _draw_devices)
+
+
+def _draw_devices(devices: list[dict[str, Any]]) -> None:
     table = Table("device", "groups", "last seen")
     for d in devices:
         table.add_row(d["id"], ",".join(d["groups"]) or "-", _when(d["last_seen"]))
