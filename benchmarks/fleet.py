@@ -2,16 +2,21 @@
 jobs, against 2 replicas on PostgreSQL behind a TCP balancer, and against 1 replica on SQLite.
 
 Each device, in a loop until the time is up: lists the registry (what `sync` does first), posts a telemetry
-snapshot with an Idempotency-Key, and every few rounds sends a job (a chat completion for a model only the
-upstream has) with an Idempotency-Key, retried on failure as a device's delivery loop would. The upstream
-counts executions per key. Printed and written to benchmarks/results/fleet.json: requests/s, p50/p99 latency
-per kind, and lost / duplicated jobs (goal 0 / 0).
+snapshot with an Idempotency-Key, and every third round sends a job (a chat completion for a model only the
+upstream has) with an Idempotency-Key, retried with the same key until answered, as a device's delivery loop
+does; then it sleeps 0.5 s. This is a closed loop: the devices ask as fast as the gateway answers them (far
+more often than real boards), so requests/s is the gateway's capacity on this machine and the latencies are
+those of a saturated gateway. The upstream counts executions per key.
+
+Printed and written to benchmarks/results/fleet.json (with the machine, load average and commit):
+requests/s, p50/p90/p99 latency per kind, failed requests, and lost / duplicated jobs (goal 0 / 0).
 
     python benchmarks/fleet.py                  # 1,000 devices, 120 s per setup (needs root for PostgreSQL)
+    python benchmarks/fleet.py --seconds 60     # a shorter run on a loaded machine
     python benchmarks/fleet.py --quick          # 200 devices, 20 s per setup
 
-PostgreSQL runs as a throwaway cluster as the `postgres` user (Debian's binaries); bundles are not
-downloaded (the registry list is what every sync does; downloads are measured by benchmarks/gateway.py).
+PostgreSQL runs as a throwaway cluster as the `postgres` user (Debian's binaries, durable: fsync on); bundles
+are not downloaded (the registry list is what every sync does; downloads are measured by benchmarks/gateway.py).
 """
 
 from __future__ import annotations
@@ -19,12 +24,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
-import platform
+import random
+import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,9 +38,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import httpx
+from _common import free_port, load_average, ratio, summary, wait_ready, write_results  # benchmarks/ is on sys.path
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results"
 UPSTREAM = """
 import sys
 from collections import Counter
@@ -56,36 +59,14 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
-def wait_live(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.HTTPError:
-            if proc.poll() is not None:
-                raise SystemExit(f"{url} did not start: {log.read_text()[-2000:]}") from None
-            time.sleep(0.2)
-    raise SystemExit(f"{url} did not start within {timeout_s} s")
-
-
-def start(cmd: list[str], live: str, log: Path) -> subprocess.Popen:
+def start(cmd: list[str], url: str, ready_path: str, log: Path) -> subprocess.Popen:
     with log.open("ab") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    wait_live(live, proc, log)
+    try:
+        wait_ready(url, ready_path, process=proc, timeout_s=120, interval_s=0.2)
+    except (RuntimeError, TimeoutError) as exc:
+        stop(proc)
+        raise SystemExit(f"{url} did not start ({exc}): {log.read_text()[-2000:]}") from None
     return proc
 
 
@@ -149,67 +130,76 @@ class Balancer:
             with contextlib.suppress(OSError):
                 dst.close()
 
-        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+        with contextlib.suppress(asyncio.CancelledError):  # the run is over: connections still open just end
+            await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
 
 
-async def device(index: int, url: str, until: float, stats: dict[str, list[float]], jobs: dict[str, int]) -> None:
-    key = f"device-key-{index:05d}-0123456789"
-    headers = {"Authorization": f"Bearer {key}"}
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as client:
-        rounds = 0
-        while time.monotonic() < until:
-            rounds += 1
-            started = time.monotonic()
-            response = await client.get("/v1/registry/bundles")
-            if response.status_code == 200:
-                stats["sync"].append(time.monotonic() - started)
-            started = time.monotonic()
-            snapshot = {"models": {}, "ready": True, "counters": {}}
-            response = await client.post(
-                "/v1/telemetry", json={"items": [snapshot]}, headers={"Idempotency-Key": uuid.uuid4().hex}
-            )
-            if response.status_code == 202:
-                stats["telemetry"].append(time.monotonic() - started)
-            if rounds % 3 == 1:
-                job_key = f"job-{index}-{rounds}"
-                body = {"model": "only-upstream-has-it", "messages": [{"role": "user", "content": "hi"}]}
-                for attempt in range(8):  # a device's delivery loop: the same key until it gets an answer
-                    started = time.monotonic()
-                    try:
-                        response = await client.post(
-                            "/v1/chat/completions", json=body, headers={"Idempotency-Key": job_key}
-                        )
-                    except httpx.HTTPError:
-                        await asyncio.sleep(0.2 * 2**attempt)
-                        continue
-                    if response.status_code == 200:
-                        stats["job"].append(time.monotonic() - started)
-                        jobs[job_key] = 1
-                        break
-                    await asyncio.sleep(0.2 * 2**attempt)
-                else:
-                    jobs[job_key] = 0  # lost: never answered
-            await asyncio.sleep(0.5)
+class Fleet:
+    """What the simulated devices saw: latencies per kind, failed requests per kind and reason, and each job's
+    fate (answered or not)."""
 
+    def __init__(self, url: str, until: float) -> None:
+        self.url, self.until = url, until
+        self.latency: dict[str, list[float]] = defaultdict(list)
+        self.failures: Counter[str] = Counter()
+        self.jobs: dict[str, bool] = {}
 
-async def drive(url: str, devices: int, seconds: float) -> tuple[dict[str, list[float]], dict[str, int], float]:
-    stats: dict[str, list[float]] = defaultdict(list)
-    jobs: dict[str, int] = {}
-    started = time.monotonic()
-    until = started + seconds
-    await asyncio.gather(*(device(i, url, until, stats, jobs) for i in range(devices)))
-    return stats, jobs, time.monotonic() - started
+    async def timed(self, kind: str, ok: int, request) -> bool:  # type: ignore[no-untyped-def]
+        started = time.monotonic()
+        try:
+            response = await request
+        except httpx.HTTPError as exc:
+            self.failures[f"{kind}: {type(exc).__name__}"] += 1
+            return False
+        if response.status_code != ok:
+            self.failures[f"{kind}: {response.status_code}"] += 1
+            return False
+        self.latency[kind].append(time.monotonic() - started)
+        return True
+
+    async def device(self, index: int) -> None:
+        """One board: list the registry (sync's first step), send a telemetry snapshot, and every third round
+        queue a job, retried with the same Idempotency-Key until answered (a device's delivery loop)."""
+        headers = {"Authorization": f"Bearer device-key-{index:05d}-0123456789"}
+        await asyncio.sleep(random.uniform(0, 1))  # boards do not all wake in the same millisecond
+        async with httpx.AsyncClient(base_url=self.url, headers=headers, timeout=60) as client:
+            rounds = 0
+            while time.monotonic() < self.until:
+                rounds += 1
+                await self.timed("sync", 200, client.get("/v1/registry/bundles"))
+                snapshot = {"models": {}, "ready": True, "counters": {}}
+                keyed = {"Idempotency-Key": uuid.uuid4().hex}
+                telemetry = client.post("/v1/telemetry", json={"items": [snapshot]}, headers=keyed)
+                await self.timed("telemetry", 202, telemetry)
+                if rounds % 3 == 1:
+                    await self.job(client, f"job-{index}-{rounds}")
+                await asyncio.sleep(0.5)
+
+    async def job(self, client: httpx.AsyncClient, key: str) -> None:
+        body = {"model": "only-upstream-has-it", "messages": [{"role": "user", "content": "hi"}]}
+        self.jobs[key] = False
+        for attempt in range(8):  # ~50 s of backoff in all: a job not answered by then counts lost
+            request = client.post("/v1/chat/completions", json=body, headers={"Idempotency-Key": key})
+            if await self.timed("job", 200, request):
+                self.jobs[key] = True
+                return
+            await asyncio.sleep(0.2 * 2**attempt)
+
+    async def drive(self, devices: int) -> float:
+        started = time.monotonic()
+        await asyncio.gather(*(self.device(i) for i in range(devices)))
+        return time.monotonic() - started
 
 
 def run_setup(name: str, base: Path, devices: int, seconds: float, database_url: str | None, replicas: int) -> dict:
-    work = base / name
+    work = base / name.replace(" ", "-").replace(",", "")
     work.mkdir()
     keys = work / "devices.txt"
     keys.write_text("".join(f"pi-{i:05d} device-key-{i:05d}-0123456789\n" for i in range(devices)))
     up_port = free_port()
     (work / "upstream.py").write_text(UPSTREAM)
-    upstream = start([sys.executable, str(work / "upstream.py"), str(up_port)], f"http://127.0.0.1:{up_port}/executions",
-                     work / "upstream.log")  # fmt: skip
+    upstream = start([sys.executable, str(work / "upstream.py"), str(up_port)], f"http://127.0.0.1:{up_port}",
+                     "/executions", work / "upstream.log")  # fmt: skip
     ports = [free_port() for _ in range(replicas)]
     procs = []
     try:
@@ -219,38 +209,49 @@ def run_setup(name: str, base: Path, devices: int, seconds: float, database_url:
                    "--upstream", f"http://127.0.0.1:{up_port}"]  # fmt: skip
             if database_url:
                 cmd += ["--database-url", database_url]
-            procs.append(start(cmd, f"http://127.0.0.1:{port}/health/live", work / f"gateway-{i}.log"))
+            procs.append(start(cmd, f"http://127.0.0.1:{port}", "/health/ready", work / f"gateway-{i}.log"))
 
-        async def go() -> tuple[dict[str, list[float]], dict[str, int], float]:
+        async def go() -> tuple[Fleet, float]:
             if replicas == 1:
-                return await drive(f"http://127.0.0.1:{ports[0]}", devices, seconds)
+                fleet = Fleet(f"http://127.0.0.1:{ports[0]}", time.monotonic() + seconds)
+                return fleet, await fleet.drive(devices)
             balancer = Balancer(ports)
             server = await balancer.serve()
             try:
-                return await drive(f"http://127.0.0.1:{balancer.port}", devices, seconds)
+                fleet = Fleet(f"http://127.0.0.1:{balancer.port}", time.monotonic() + seconds)
+                return fleet, await fleet.drive(devices)
             finally:
                 server.close()
 
-        stats, jobs, elapsed = asyncio.run(go())
+        print(f"{name}: {devices} devices for {seconds:g} s ...", flush=True)
+        fleet, elapsed = asyncio.run(go())
         executions = httpx.get(f"http://127.0.0.1:{up_port}/executions", timeout=30).json()
     finally:
         for proc in procs:
             stop(proc)
         stop(upstream)
-    requests = sum(len(v) for v in stats.values())
+    requests = sum(len(v) for v in fleet.latency.values())
     return {
         "setup": name,
         "devices": devices,
+        "replicas": replicas,
+        "database": "postgresql" if database_url else "sqlite",
         "seconds": round(elapsed, 1),
+        "load_average_after": round(load_average(), 1),
+        "requests_answered": requests,
         "requests_per_s": round(requests / elapsed, 1),
-        "latency_ms": {
-            kind: {"p50": round(percentile(v, 50) * 1000, 1), "p99": round(percentile(v, 99) * 1000, 1), "n": len(v)}
-            for kind, v in sorted(stats.items())
-        },
-        "jobs": len(jobs),
-        "lost": sum(1 for ok in jobs.values() if not ok),
-        "duplicated": sum(1 for n in Counter(executions).values() if n > 1),
+        "latency_ms": {kind: summary(v, 1e3) for kind, v in sorted(fleet.latency.items()) if v},
+        "failed_requests": dict(fleet.failures),
+        "jobs": len(fleet.jobs),
+        "lost": sum(1 for answered in fleet.jobs.values() if not answered),
+        "duplicated": sum(1 for n in executions.values() if n > 1),
+        "upstream_executions": sum(executions.values()),
     }
+
+
+def _pair(row: dict, kind: str) -> str:
+    lat = row["latency_ms"].get(kind)
+    return f"{lat['p50']:.0f}/{lat['p99']:.0f}" if lat else "-"
 
 
 def main() -> None:
@@ -262,6 +263,10 @@ def main() -> None:
     devices, seconds = (200, 20.0) if args.quick else (args.devices, args.seconds)
     if os.geteuid() != 0:
         raise SystemExit("run as root: PostgreSQL runs as a throwaway cluster as the `postgres` user")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # each device holds a connection, the balancer two
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8 * devices + 1024)), hard))
+    started = time.perf_counter()
+    load_before = load_average()
     base = Path(tempfile.mkdtemp(prefix="edge-fleet-"))
     shutil.chown(base, "postgres", "postgres")
     pg = Postgres(base)
@@ -273,20 +278,22 @@ def main() -> None:
     finally:
         pg.close()
         shutil.rmtree(base, ignore_errors=True)
-    print(f"{devices} devices, {seconds:g} s per setup, load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} cores")
-    print(f"{'setup':26} {'req/s':>8} {'sync p50/p99 ms':>18} {'telemetry p50/p99':>18} {'job p50/p99':>16} lost dup")
+    print(f"{devices} devices, {seconds:g} s per setup; load average {load_before:.1f} before, "
+          f"{load_average():.1f} after, {os.cpu_count()} CPUs")  # fmt: skip
+    print(f"{'setup':24} {'req/s':>7} {'sync p50/p99 ms':>16} {'telemetry':>12} {'job':>12} {'jobs':>6} lost dup")
     for r in rows:
-        lat = r["latency_ms"]
-
-        def pair(kind: str, lat: dict = lat) -> str:
-            return f"{lat.get(kind, {}).get('p50', float('nan'))}/{lat.get(kind, {}).get('p99', float('nan'))}"
-
-        print(f"{r['setup']:26} {r['requests_per_s']:>8} {pair('sync'):>18} {pair('telemetry'):>18} "
-              f"{pair('job'):>16} {r['lost']:>4} {r['duplicated']:>3}")  # fmt: skip
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = {"machine": platform.machine(), "cores": os.cpu_count(), "load_average": os.getloadavg(), "results": rows}
-    (RESULTS / "fleet.json").write_text(json.dumps(out, indent=2))
-    print(f"wrote {RESULTS / 'fleet.json'}; goal: 0 lost, 0 duplicated")
+        print(f"{r['setup']:24} {r['requests_per_s']:>7} {_pair(r, 'sync'):>16} {_pair(r, 'telemetry'):>12} "
+              f"{_pair(r, 'job'):>12} {r['jobs']:>6} {r['lost']:>4} {r['duplicated']:>3}")  # fmt: skip
+        if r["failed_requests"]:
+            print(f"  failed (each retried or counted): {r['failed_requests']}")
+    ratios = [
+        ratio(f"{r['setup']}: {what} jobs", r[what], 0, higher_is_better=False)
+        for r in rows
+        for what in ("lost", "duplicated")
+    ]
+    payload = {"devices": devices, "seconds_per_setup": seconds, "load_average_before": load_before,
+               "results": rows, "ratios": ratios}  # fmt: skip
+    write_results("fleet", payload, started=started)
     if any(r["lost"] or r["duplicated"] for r in rows):
         sys.exit(1)
 
