@@ -23,7 +23,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -92,10 +92,13 @@ class Registry:
         os.close(fd)
         return Path(name)
 
-    def publish(self, path: str | Path) -> tuple[RegistryEntry, bool]:
+    def publish(
+        self, path: str | Path, *, before_listed: Callable[[str, str], None] | None = None
+    ) -> tuple[RegistryEntry, bool]:
         """Verify a bundle (directory or .edgebundle) and add it; returns the entry and whether it is new.
 
         A file inside `.incoming/` is moved in (the upload path); anything else is packed or copied.
+        `before_listed(name, version)` runs once the bundle is accepted and before it can be listed (a hold).
         """
         source = Path(path)
         if not source.exists():
@@ -108,11 +111,11 @@ class Registry:
                 os.replace(source, work)
             else:
                 shutil.copyfile(source, work)
-            return self._accept(work)
+            return self._accept(work, before_listed)
         finally:
             work.unlink(missing_ok=True)
 
-    def _accept(self, upload: Path) -> tuple[RegistryEntry, bool]:
+    def _accept(self, upload: Path, before_listed: Callable[[str, str], None] | None) -> tuple[RegistryEntry, bool]:
         try:
             bundle = Bundle.open(upload, trust=self.trust)
         except BundleError as exc:
@@ -131,12 +134,14 @@ class Registry:
         entry = RegistryEntry(name, version, sha256, size, signature.is_file(), key, time.time())
         with self.db.transaction(_LOCK) as tx:
             old = self._row(tx, name, version)
+            if old is not None and old.sha256 != sha256:
+                raise PublishConflictError(
+                    f"{name} {version} is already published with other contents (sha256 {old.sha256[:12]}… "
+                    f"published, {sha256[:12]}… offered): give the new bundle a new version"
+                )
+            if before_listed is not None:
+                before_listed(name, version)
             if old is not None:
-                if old.sha256 != sha256:
-                    raise PublishConflictError(
-                        f"{name} {version} is already published with other contents (sha256 {old.sha256[:12]}… "
-                        f"published, {sha256[:12]}… offered): give the new bundle a new version"
-                    )
                 if not self.path_of(name, version, must_exist=False).is_file():
                     self._place(upload, name, version)  # the same bytes again restore a lost file
                 return old, False

@@ -4,7 +4,8 @@ A rollout of MODEL VERSION to GROUP walks its stages (e.g. 5, 25, 100 % of the g
 version is offered (listed and downloadable) only to the devices of its current stage; who they are, whether
 they are healthy and what happens next are the pure rules of `cloud_sync.rollout_rules`. When a rollout
 aborts, the version is withdrawn from the group, and devices running it roll back on their next sync. Every
-decision is stored and returned, so the gateway logs and counts it.
+decision is stored and returned, so the gateway logs and counts it. A version published with `--hold` is
+offered to no device until a rollout opens it; one published without is open to every device until then.
 
 This module is the store: rollouts, device groups, what each device was given and reported, and the
 decisions, in the gateway's database (SQLite beside the registry, or PostgreSQL).
@@ -80,7 +81,10 @@ _SCHEMA = [
     CREATE TABLE IF NOT EXISTS decisions (
         id INTEGER PRIMARY KEY AUTOINCREMENT, rollout INTEGER NOT NULL, at REAL NOT NULL, action TEXT NOT NULL,
         stage_percent INTEGER NOT NULL, reason TEXT NOT NULL)
-    """
+    """,
+    # 2: versions published with --hold: offered to no device until a rollout opens them
+    "CREATE TABLE IF NOT EXISTS held (model TEXT NOT NULL, version TEXT NOT NULL, at REAL NOT NULL, "
+    "PRIMARY KEY (model, version))",
 ]
 _LOCK = "rollouts"  # one writer of rollout state at a time, across gateway replicas
 
@@ -254,10 +258,13 @@ class Rollouts:
         with self.db.transaction() as tx:
             rollouts = self._all(tx)
             groups = set(self._groups_of(tx, device))
+            held = self._held(tx)
             hidden, withdrawn = set(), []
             for name, version in entries:
                 mine = [r for r in rollouts if (r.spec.model, r.spec.version) == (name, version)]
                 if not mine:
+                    if (name, version) in held:
+                        hidden.add((name, version))
                     continue
                 if not any(self._offers(tx, r, device, groups, now) for r in mine):
                     hidden.add((name, version))
@@ -266,6 +273,17 @@ class Rollouts:
                         why = f"rollout {r.id} aborted: {r.reason}"
                         withdrawn.append({"name": name, "version": version, "reason": why})
         return Listing(frozenset(hidden), tuple(withdrawn))
+
+    def hold(self, name: str, version: str) -> None:
+        """Offer a published version to no device until a rollout opens it (then to the rollout's devices)."""
+        with self.db.transaction() as tx:
+            sql = "INSERT INTO held VALUES (?, ?, ?) ON CONFLICT (model, version) DO NOTHING"
+            tx.execute(sql, (name, version, self.clock()))
+
+    def held(self) -> builtins.list[tuple[str, str]]:
+        """The (name, version) pairs published with --hold."""
+        with self.db.transaction() as tx:
+            return sorted(self._held(tx))
 
     def offered(self, device: str, name: str, version: str) -> bool:
         return (name, version) not in self.listing(device, [(name, version)]).hidden
@@ -312,6 +330,9 @@ class Rollouts:
     def _last_seen(self, tx: Transaction) -> dict[str, float]:
         rows = tx.execute("SELECT id, last_seen FROM devices WHERE last_seen IS NOT NULL")
         return {device: float(at) for device, at in rows}
+
+    def _held(self, tx: Transaction) -> set[tuple[str, str]]:
+        return {(name, version) for name, version in tx.execute("SELECT model, version FROM held")}
 
     def _get(self, tx: Transaction, rollout_id: int) -> Rollout:
         rows = tx.execute("SELECT record FROM rollouts WHERE id = ?", (rollout_id,))

@@ -122,9 +122,10 @@ class RegistryClient:
         return [RegistryEntry(**item) for item in body["data"]], withdrawn
 
     def publish(
-        self, bundle_file: Path, *, progress: Callable[[int], None] | None = None
+        self, bundle_file: Path, *, progress: Callable[[int], None] | None = None, hold: bool = False
     ) -> tuple[RegistryEntry, bool]:
-        """Upload an .edgebundle file (streamed); the registry's entry and whether it was new there."""
+        """Upload an .edgebundle file (streamed); the registry's entry and whether it was new there. `hold`:
+        offered to no device until a rollout opens it."""
         size = bundle_file.stat().st_size
 
         def pieces() -> Iterator[bytes]:
@@ -137,7 +138,8 @@ class RegistryClient:
                         progress(sent)
 
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
-        response = self._request("POST", REGISTRY_PREFIX, content=pieces(), headers=headers, retry=False)
+        path = REGISTRY_PREFIX + ("?hold=true" if hold else "")
+        response = self._request("POST", path, content=pieces(), headers=headers, retry=False)
         return RegistryEntry(**response.json()), response.status_code == 201
 
     def download(self, entry: RegistryEntry, dest: Path, *, progress: Progress | None = None) -> Download:

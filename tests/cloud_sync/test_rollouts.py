@@ -273,3 +273,28 @@ def test_the_fleet_page_shows_each_rollout_and_its_stage(fleet):
     text = " ".join(page.text.split())
     assert 'id="rollouts"' in text and f"<td>{rid}</td>" in text
     assert "digits-cnn</strong> 1.1.0" in text and "running" in text and "20% of 20,50,100" in text
+
+
+def test_a_version_published_with_hold_is_offered_only_through_a_rollout(fleet, packed_versions, key_files):
+    url, devices, _clock = fleet
+    common = ["--to", url, "--key-file", str(key_files["publisher"])]
+    held = CliRunner().invoke(app, ["cloud", "publish", str(packed_versions["2.0.0"]), "--hold", *common])
+    assert held.exit_code == 0 and "held: no device is offered it" in " ".join(held.output.split())
+
+    sync_all(url, devices)  # 1.1.0 (published without --hold) is open to all; 2.0.0 to none
+    assert on(devices, "1.1.0") == set(devices) and on(devices, "2.0.0") == set()
+    device = key_of(KITCHEN[0])
+    listing = httpx.get(f"{url}/v1/registry/bundles", headers=auth(device), timeout=30).json()
+    assert [e["version"] for e in listing["data"]] == ["1.0.0", "1.1.0"]
+    denied = httpx.get(f"{url}/v1/registry/bundles/{NAME}/2.0.0", headers=auth(device), timeout=30)
+    assert denied.status_code == 404 and "is held for a staged rollout" in denied.json()["error"]["message"]
+    publisher = httpx.get(f"{url}/v1/registry/bundles", headers=auth(PUBLISHER_KEY), timeout=30).json()
+    assert publisher["held"] == [{"name": NAME, "version": "2.0.0"}]  # publishers see it, and that it is held
+    assert len(publisher["data"]) == 3
+    assert publish(url, packed_versions["2.0.0"]).status_code == 200  # the same bytes again: still held
+    sync_all(url, devices)
+    assert on(devices, "2.0.0") == set()
+
+    assert start(url, version="2.0.0").status_code == 201  # the rollout opens it, stage by stage
+    sync_all(url, devices)
+    assert len(on(devices, "2.0.0")) == 2 and on(devices, "2.0.0") <= set(KITCHEN)  # 20 % of the kitchen

@@ -100,8 +100,12 @@ def publish_cmd(
     bundle: Path = typer.Argument(..., help="A bundle directory (packed on the fly) or .edgebundle file."),
     to: str = typer.Option(..., "--to", help="The gateway's URL, e.g. http://gateway:8090."),
     key_file: Path = typer.Option(..., "--key-file", help=KEY_FILE_HELP + " Must be a publisher key."),
+    hold: bool = typer.Option(
+        False, "--hold", help="Offer it to no device until `edge-sdk cloud rollout` opens it to a group's stages."
+    ),
 ) -> None:
-    """Verify a bundle here, then upload it to a gateway's registry (which verifies it again)."""
+    """Verify a bundle here, then upload it to a gateway's registry (which verifies it again). Without --hold,
+    every device may sync it at once."""
     import tempfile
 
     from cloud_sync.sync import RegistryClient
@@ -115,9 +119,15 @@ def publish_cmd(
             packed = bundle if bundle.is_file() else opened.pack(Path(tmp) / opened.name)
             with RegistryClient(to, api_key=key, timeout=600) as client, _bar() as bar:
                 task = bar.add_task(f"uploading {opened.name} {opened.manifest.version}", total=packed.stat().st_size)
-                entry, new = client.publish(packed, progress=lambda sent: bar.update(task, completed=sent))
+                entry, new = client.publish(packed, progress=lambda sent: bar.update(task, completed=sent), hold=hold)
     state = "published" if new else "already published (same bytes)"
     console.print(f"[green]{state}[/] {entry.name} {entry.version}, sha256 {entry.sha256[:16]}…", highlight=False)
+    if hold:
+        console.print(
+            f"held: no device is offered it until `edge-sdk cloud rollout {entry.name} {entry.version} --group G` "
+            "opens it",
+            highlight=False,
+        )
 
 
 def sync_cmd(

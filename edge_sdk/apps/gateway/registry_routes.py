@@ -1,12 +1,14 @@
 """HTTP routes of the bundle registry: publish (raw body, streamed to disk), list, download with Range.
 
-POST /v1/registry/bundles                    body: the .edgebundle bytes  -> 201 new | 200 already there
+POST /v1/registry/bundles[?hold=true]        body: the .edgebundle bytes  -> 201 new | 200 already there
 GET  /v1/registry/bundles[?name=M]           -> {"object": "list", "data": [entry, ...], "withdrawn": [...]}
+                                                (to a publisher also "held": [{"name", "version"}, ...])
 GET  /v1/registry/bundles/{name}/{version}   -> the file; Range (206, Content-Range; 416 past the end),
                                                 If-Range, ETag "<sha256>", Repr-Digest sha-256=:<b64>:
 
 With rollouts, a device sees (and may download) a version under rollout only while a rollout offers it to
 that device; `withdrawn` names the versions of aborted rollouts of its groups, which its sync rolls back from.
+A version published with `hold=true` is offered to no device until a rollout opens it.
 """
 
 from __future__ import annotations
@@ -69,13 +71,15 @@ def add_registry_routes(
     rollouts: Rollouts | None = None,
 ) -> None:
     @app.post(PREFIX)
-    async def publish(request: Request) -> JSONResponse:
+    async def publish(request: Request, hold: bool = False) -> JSONResponse:
         if not may_publish(request):
             return _error(
                 "this key may not publish: publishing needs a publisher key (the gateway's --publisher-keys file)",
                 "permission_error",
                 403,
             )
+        if hold and rollouts is None:
+            return _error("this registry has no rollouts, so it cannot hold a version", "invalid_request_error", 400)
         content_type = request.headers.get("content-type", "application/octet-stream")
         if content_type.startswith("multipart/"):
             return _error(
@@ -95,7 +99,8 @@ def add_registry_routes(
                 )
             if size == 0:
                 return _error("the request body is empty: send the .edgebundle bytes", "invalid_request_error", 400)
-            entry, new = await asyncio.to_thread(registry.publish, upload)
+            before_listed = rollouts.hold if hold and rollouts is not None else None  # held from its first moment
+            entry, new = await asyncio.to_thread(registry.publish, upload, before_listed=before_listed)
         except RegistryError as exc:
             status = 409 if isinstance(exc, PublishConflictError) else 422
             return _error(str(exc), "invalid_request_error", status)
@@ -108,7 +113,9 @@ def add_registry_routes(
         entries = await asyncio.to_thread(registry.list, name)
         device = _device(request)
         if rollouts is None or device is None:
-            return {"object": "list", "data": [e.to_json() for e in entries], "withdrawn": []}
+            pairs = await asyncio.to_thread(rollouts.held) if rollouts is not None else []
+            held = [{"name": n, "version": v} for n, v in pairs if name is None or n == name]
+            return {"object": "list", "data": [e.to_json() for e in entries], "withdrawn": [], "held": held}
         seen = await asyncio.to_thread(rollouts.listing, device, [(e.name, e.version) for e in entries])
         shown = [e.to_json() for e in entries if (e.name, e.version) not in seen.hidden]
         return {"object": "list", "data": shown, "withdrawn": list(seen.withdrawn)}
@@ -122,7 +129,7 @@ def add_registry_routes(
         device = _device(request)
         if rollouts is not None and device is not None:
             if not await asyncio.to_thread(rollouts.offered, device, name, version):
-                message = f"{name} {version} is under a staged rollout that does not include device {device!r} yet"
+                message = f"{name} {version} is held for a staged rollout that does not include device {device!r} yet"
                 return _error(message, "not_found_error", 404)
             await asyncio.to_thread(rollouts.given, device, name, version)
         path = registry.path_of(name, version)
