@@ -236,6 +236,9 @@ class Rollouts:
 
     def evaluate(self) -> builtins.list[Decision]:
         """Take the due decision of every running rollout; returns the decisions that changed something."""
+        with self.db.transaction() as tx:  # most calls (each telemetry batch) find nothing running: no lock then
+            if not any(r.state is RolloutState.RUNNING for r in self._all(tx)):
+                return []
         now = self.clock()
         taken = []
         with self.db.transaction(_LOCK) as tx:
@@ -299,7 +302,8 @@ class Rollouts:
     def report(self, device: str, items: Sequence[Mapping[str, Any]]) -> builtins.list[str]:
         """Take a device's telemetry snapshots; returns problems (a version it was not given), not stored."""
         now, problems = self.clock(), []
-        with self.db.transaction(_LOCK) as tx:
+        # only this device's reports are read and written: its own lock, so devices do not queue on each other
+        with self.db.transaction(f"{_LOCK}:report:{device}") as tx:
             rollouts = self._all(tx)
             for item in items:
                 models = item.get("models")

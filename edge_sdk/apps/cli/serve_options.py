@@ -137,6 +137,8 @@ CLOUD_SERVE = OptionTable(
         Opt("--port", "daemon.port", "Port to bind.", env="EDGE_SDK_PORT"),
         Opt("--max-upload-mb", "max_upload_bytes", "Larger published bundles get 413.", unit=MiB),
         Opt("--concurrency", "daemon.concurrency_per_model", "Requests running at once per own model."),
+        Opt("--max-connections", "daemon.max_connections", "Concurrent connections (a device keeps one open: "
+            "give a replica more than the devices it may hold); beyond: 503."),
         Opt("--idempotency-lease", "idempotency_lease_s", "Seconds an unrenewed in-progress Idempotency-Key of a "
             "receiver on another host is kept before a retry takes it over (one left by a dead process of this "
             "host is taken over at once)."),
