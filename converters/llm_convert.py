@@ -79,6 +79,7 @@ def convert_llm(
     progress: ProgressCallback | None = None,
     tensor_types: TensorTypes = (),
     max_accuracy_drop: float | None = None,
+    calibration_text: str | None = None,
 ) -> Bundle:
     """One variant per backend × quantization it applies ('q4_k_m', 'Q8_0', 'f16' for gguf; 'f32', '8da4w' for
     executorch; 'f32', 'int4' for onnx), each gated on mean KL, top-1 agreement and perplexity against the same
@@ -87,9 +88,16 @@ def convert_llm(
     ((pattern, type), see writer.parse_tensor_types) give some tensors of every GGUF variant other types.
     `max_accuracy_drop` bounds 1 - top-1 agreement instead of the scheme's default; a GGUF variant that misses it
     keeps its most sensitive layers (token embedding, output layer, blocks) at f16 until it meets it, named in
-    the recipe."""
+    the recipe. `calibration_text` gives GGUF variants an importance matrix (llama-imatrix's mean x² of each
+    weight's input columns, computed on it by llama.cpp), weighting the quantization of every weight whose type
+    uses one (all but q8_0 and float): recorded in the recipe with its token count."""
     if not quantizations:
         raise ConfigError("nothing to convert: give at least one quantization")
+    if calibration_text is not None and Backend.GGUF not in backends:
+        raise ConfigError(
+            "calibration text makes the importance matrix of GGUF variants; add -b gguf (the executorch and onnx "
+            "language-model schemes take none)"
+        )
     if list(backends) == [Backend.GGUF]:
         pairs = [(Backend.GGUF, s) for s in dict.fromkeys(parse_gguf_quant(q) for q in quantizations)]
     else:
@@ -101,9 +109,11 @@ def convert_llm(
     verifier = LogitsVerifier(eval_text, eval_tokens, tolerance_scale, threads, max_accuracy_drop)
     # A GGUF of an architecture our writer does not know is re-quantized by llama.cpp, file to file.
     requant = isinstance(source, RequantSource)
-    if requant and tensor_types:
-        raise ConfigError("--tensor-type needs a model our writer converts; this GGUF is re-quantized by llama.cpp")
-    exporters = {Backend.GGUF: LlamaQuantizeExporter() if requant else GgufExporter(tensor_types)}
+    if requant and (tensor_types or calibration_text is not None):
+        what = "--tensor-type" if tensor_types else "an importance matrix (--calibration)"
+        raise ConfigError(f"{what} needs a model our writer converts; this GGUF is re-quantized by llama.cpp")
+    gguf_exporter = GgufExporter(tensor_types, calibration_text, threads)
+    exporters = {Backend.GGUF: LlamaQuantizeExporter() if requant else gguf_exporter}
     return convert(
         source, [], [], output, options, overwrite=overwrite, progress=progress, pairs=pairs, verifier=verifier,
         exporters=exporters,

@@ -62,6 +62,9 @@ class Added:
 
 
 VariantHook = Callable[[Added], None]
+# Sees each export before it is measured (with the golden inputs); False: it is neither measured nor bundled (the
+# planner's dominated candidates, recorded by the planner itself).
+ScreenHook = Callable[["Exported", Mapping[str, np.ndarray]], bool]
 
 
 def get_exporter(backend: Backend, kind: registry.SourceKind = registry.SourceKind.TENSOR) -> Exporter:
@@ -114,6 +117,7 @@ def convert(
     verifier: Verifier | None = None,
     exporters: Mapping[Backend, Exporter] | None = None,
     on_variant: VariantHook | None = None,
+    screen: ScreenHook | None = None,
 ) -> Bundle:
     """One variant per backend × quantization (or per (backend, quantization) in `pairs`, when given).
 
@@ -122,7 +126,7 @@ def convert(
     AccuracyGateError with the numbers, unless `options.allow_failed` keeps it, recorded as failed; with it, a
     variant whose export or verification raises is recorded in the manifest's `failed` list and the others kept.
     Each backend exports the source once for all its quantizations. `on_variant` sees each variant (or failure)
-    as it is added.
+    as it is added; `screen` may stop a variant between its export and its measurement.
     """
     report = progress if progress is not None else (lambda _p: None)
     plan = list(pairs) if pairs is not None else [(b, q) for b in backends for q in quantizations]
@@ -137,7 +141,7 @@ def convert(
         exporter.check_source(source, options.context)
 
     with threads_for(getattr(source, "module", None)):
-        return _convert(source, plan, output, options, chosen, overwrite, report, verifier, on_variant)
+        return _convert(source, plan, output, options, chosen, overwrite, report, verifier, on_variant, screen)
 
 
 def _convert(
@@ -150,6 +154,7 @@ def _convert(
     report: ProgressCallback,
     verifier: Verifier | None,
     on_variant: VariantHook | None,
+    screen: ScreenHook | None = None,
 ) -> Bundle:
     export_source, pruned_options, suffix = _pruned(source, options)
     judge = verifier or verifier_for(source, options)
@@ -188,9 +193,13 @@ def _convert(
                 stage = "export"
                 try:
                     result = chosen[backend].export(request)
+                    exported = Exported(vid, backend, scheme, result, workdir)
+                    if screen is not None and not screen(exported, reference.golden.inputs):
+                        shutil.rmtree(workdir, ignore_errors=True)
+                        continue
                     report(Progress("verify", vid, i, len(plan)))
                     stage = "verify"
-                    verdict = reference.measure(Exported(vid, backend, scheme, result, workdir))
+                    verdict = reference.measure(exported)
                     failed = verdict.accuracy is not None and not verdict.accuracy.passed
                     if failed and options.max_accuracy_drop is not None:
                         # The user gave a bound: keep the most sensitive layers float until the variant meets it.

@@ -6,139 +6,40 @@ A plan is a JSON document holding its own request, so it can be made again (`edg
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from enum import StrEnum
 from pathlib import Path
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+import numpy as np
 
+from converters.dominance import dominated_reason, dominating
 from converters.pipeline import Added, ConvertOptions, convert, get_exporter
+
+# The plan's types live in converters.plan_types; importers of converters.plan keep finding them here.
+from converters.plan_types import (
+    Candidate,
+    Objective,
+    Plan,
+    PlanRequest,
+    PlanSink,
+    Status,
+    candidate_id,
+    rank,
+)
 from converters.progress import Progress, ProgressCallback
 from converters.prune import check_ratio, parameter_count, prune_structured
 from converters.sources import ModelSource, TorchSource
+from converters.verifier import Exported, provisional_variant
 from device_profiles import DeviceProfile
 from device_profiles.estimate import BITS_PER_WEIGHT, ModelFacts
 from device_profiles.fit import check_fit
 from edge_sdk.bundle import AccuracyReport, FitReport, Variant
 from edge_sdk.errors import BackendUnavailableError, BundleError, ConfigError, EdgeSDKError
 from edge_sdk.types import Backend, QuantScheme
-from edge_sdk.version import __version__
+
+__all__ = ["Candidate", "Objective", "Plan", "PlanRequest", "PlanSink", "Status", "candidate_id", "rank"]
 
 PREFIT_MARGIN = 1.15  # an LLM estimated from another quantization's file is converted unless clearly too big
-Status = Literal["ranked", "does-not-fit", "accuracy", "refused"]
-
-
-class Objective(StrEnum):
-    LATENCY = "latency"  # fastest predicted on the device (LLMs: most tokens/s)
-    SIZE = "size"  # smallest file
-    ACCURACY = "accuracy"  # closest to the source model
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class PlanRequest(_Frozen):
-    """Everything a plan depends on: the plan JSON carries it, so the plan can be made again."""
-
-    model: str = Field(description="'zoo:digits-cnn', 'file.py:factory', a .onnx, 'zoo:smollm2', a .gguf")
-    profile: str
-    objective: Objective = Objective.LATENCY
-    max_accuracy_drop: float = Field(default=0.01, ge=0.0, le=1.0)
-    backends: tuple[Backend, ...]
-    quantizations: tuple[QuantScheme, ...]
-    prune: tuple[float, ...] = (0.0,)
-    contexts: tuple[int, ...] = ()
-
-
-class Candidate(_Frozen):
-    id: str
-    backend: Backend
-    quantization: QuantScheme
-    prune: float = 0.0
-    context: int | None = None
-    status: Status
-    reasons: tuple[str, ...] = ()
-    size_bytes: int | None = None
-    peak_bytes: int | None = None
-    latency_ms: float | None = None
-    tokens_per_second: float | None = None
-    accuracy: float | None = Field(default=None, description="accuracy on labels, else top-1 agreement")
-    accuracy_drop: float | None = None
-    rank: int | None = None
-
-    def __repr__(self) -> str:
-        where = f"rank {self.rank}" if self.rank is not None else f"{self.status}: {'; '.join(self.reasons)[:80]}"
-        size = f", {self.size_bytes / 1024 / 1024:.2f} MiB" if self.size_bytes else ""
-        accuracy = f", accuracy {self.accuracy:.4f}" if self.accuracy is not None else ""
-        return f"Candidate({self.id!r}, {where}{size}{accuracy})"
-
-
-class Plan(_Frozen):
-    request: PlanRequest
-    profile_id: str = ""
-    created_by: str = f"edge-sdk {__version__}"
-    candidates: tuple[Candidate, ...]
-    pending: tuple[str, ...] = Field(
-        default=(), description="candidates not measured yet (an interrupted plan); `plan --from` measures these"
-    )
-
-    @property
-    def complete(self) -> bool:
-        return not self.pending
-
-    def __repr__(self) -> str:
-        ranked = self.ranked()
-        best = f"best {ranked[0].id!r}" if ranked else "none qualifies"
-        r = self.request
-        return f"<Plan for {r.model} on {r.profile} by {r.objective.value}: {len(self.candidates)} candidates, {best}>"
-
-    def ranked(self) -> list[Candidate]:
-        return sorted((c for c in self.candidates if c.rank is not None), key=lambda c: c.rank or 0)
-
-    def best(self) -> Candidate:
-        ranked = self.ranked()
-        if not ranked:
-            why = "; ".join(f"{c.id}: {c.reasons[0]}" for c in self.candidates if c.reasons)[:2000]
-            where = self.profile_id or self.request.profile
-            if self.pending:
-                why = f"{len(self.pending)} candidate(s) not measured yet; " + why
-            raise ConfigError(
-                f"no variant of {self.request.model} fits {where} within an accuracy drop of "
-                f"{self.request.max_accuracy_drop:.1%}: {why or 'no candidate'}. Allow a larger drop "
-                "(--max-accuracy-drop), add quantizations or pruning ratios, or choose a bigger device."
-            )
-        return ranked[0]
-
-
-PlanSink = Callable[[Plan], None]  # receives the plan as it stands after each decision
-
-
-def candidate_id(backend: Backend, scheme: QuantScheme, prune: float = 0.0, context: int | None = None) -> str:
-    base = f"{backend.value}-{scheme.value}" + (f"-pruned{round(prune * 100)}" if prune else "")
-    return base + (f"@ctx{context}" if context else "")
-
-
-def rank(candidates: Sequence[Candidate], objective: Objective) -> tuple[Candidate, ...]:
-    """Number the candidates that qualify, best first; ties go to the smaller file, then the longer context
-    (an LLM's contexts that fit share its size and speed: the longest holds the most), then the id."""
-    inf = math.inf
-
-    def key(c: Candidate) -> tuple[float, float, int, str]:
-        size, longer = float(c.size_bytes or inf), -(c.context or 0)
-        if objective is Objective.SIZE:
-            return size, -(c.accuracy or 0.0), longer, c.id
-        if objective is Objective.ACCURACY:
-            return -(c.accuracy or 0.0), size, longer, c.id
-        speed = 1e3 / c.tokens_per_second if c.tokens_per_second else (c.latency_ms or inf)
-        return float(f"{speed:.2g}"), size, longer, c.id  # two digits: timing noise must not reorder near-ties
-
-    ok = sorted((c for c in candidates if c.status == "ranked"), key=key)
-    order = {c.id: i + 1 for i, c in enumerate(ok)}
-    return tuple(c.model_copy(update={"rank": order.get(c.id)}) for c in candidates)
 
 
 def _score(accuracy: AccuracyReport | None) -> tuple[float | None, float | None]:
@@ -309,11 +210,37 @@ def plan_tensor_model(
                 )
     rec.save()
     total, done_count = sum(len(v) for v in survivors.values()), 0
+    latencies: dict[str, float | None] = {}  # host seconds the screen timed, per variant id
     for ratio, group in survivors.items():
         report(Progress("converting", None, done_count, total, f"{len(group)} variant(s) pruned {ratio:.0%}"))
 
         def relay(p: Progress, base: int = done_count, label: str = f"(pruned {ratio:.0%})") -> None:
             report(Progress(p.step, p.variant, base + p.done, total, label))
+
+        def screen(exported: Exported, golden: Mapping[str, np.ndarray], ratio: float = ratio) -> bool:
+            """Time the export and stop here if a measured candidate already beats it on every objective."""
+            nonlocal done_count
+            files = list(exported.result.files.values())
+            latency = host_latency(provisional_variant(exported), exported.workdir, golden) if host else None
+            latencies[exported.variant_id] = latency
+            facts = ModelFacts.of_files(
+                exported.backend, exported.quantization, files, exported.result.inputs, exported.result.outputs
+            )
+            fit = check_fit(profile, facts, host=host, host_latency_s=latency)
+            size, predicted = sum(p.stat().st_size for p in files), fit.predicted_latency_ms
+            winner = dominating(size, predicted, rec.candidates.values())
+            if winner is None or predicted is None:
+                return True
+            rec.record(
+                Candidate(
+                    id=candidate_id(exported.backend, exported.quantization, ratio), backend=exported.backend,
+                    quantization=exported.quantization, prune=ratio, status="dominated",
+                    reasons=(dominated_reason(winner, size, predicted),), size_bytes=size,
+                    peak_bytes=fit.estimated_peak_bytes, latency_ms=predicted,
+                )
+            )  # fmt: skip
+            done_count += 1
+            return False
 
         def measured(added: Added, ratio: float = ratio) -> None:
             nonlocal done_count
@@ -322,17 +249,21 @@ def plan_tensor_model(
                 rec.record(_refused(f.backend, f.quantization, ratio, f"{f.stage} failed: {f.error}"))
             elif added.variant is not None:
                 report(Progress("measuring", added.variant.id, done_count, total))
-                latency = host_latency(added.variant, added.root, added.golden_inputs) if host else None
-                rec.record(judge(added.variant, added.root, profile, request, host=host, latency_s=latency))
+                v = added.variant
+                timed = v.id in latencies and "float_layers" not in v.recipe.options  # the very files the screen ran
+                latency = (
+                    latencies[v.id] if timed else host_latency(v, added.root, added.golden_inputs) if host else None
+                )
+                rec.record(judge(v, added.root, profile, request, host=host, latency_s=latency))
             done_count += 1
 
         try:
             convert(
                 source, [], [], workdir / f"pruned{round(ratio * 100)}",
                 _with(options, ratio, profile, request.max_accuracy_drop), overwrite=True, progress=relay,
-                pairs=group, on_variant=measured,
+                pairs=group, on_variant=measured, screen=screen,
             )  # fmt: skip
-        except BundleError:  # every variant of the group failed: each is recorded with its error
+        except BundleError:  # every variant of the group failed or was dominated: each is recorded
             if any(candidate_id(b, q, ratio) in rec.pending for b, q in group):
                 raise
     report(Progress("ranking", None, total, total))

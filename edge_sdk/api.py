@@ -57,7 +57,7 @@ def convert(
     task: str | Task | None = None,
     batch_axes: Mapping[str, int] | None = None,
     static_inputs: Sequence[str] = (),
-    calibration: Mapping[str, np.ndarray] | None = None,
+    calibration: Mapping[str, np.ndarray] | str | None = None,
     calibration_method: str | CalibrationMethod | None = None,
     eval_data: tuple[Mapping[str, np.ndarray], np.ndarray | None] | None = None,
     max_accuracy_drop: float | None = None,
@@ -87,6 +87,7 @@ def convert(
     (minmax, entropy, percentile) overrides its default for static int8. With `max_accuracy_drop`, an int8
     variant that misses the bound keeps its most sensitive layers in float until it meets it (named in the recipe).
     `tensor_types` (GGUF only): 'output=q8_0,token_embd=f16' gives those tensors other types (see convert_llm).
+    For a language model `calibration` is text: GGUF variants are quantized with its importance matrix.
 
     Example:
         >>> bundle = edge_sdk.convert("zoo:digits-cnn", backend="onnx", quantize=["none", "int8-static"],
@@ -115,6 +116,8 @@ def convert(
                 "pruning and sparsity apply to tensor models; language-model variants are made smaller by "
                 "quantization (e.g. q4_k_m, 8da4w, int4)"
             )
+        if calibration is not None and not isinstance(calibration, str):
+            raise ConfigError("a language model calibrates on text: give the calibration as a UTF-8 text file")
         return convert_llm(
             model,
             quantize=quantize,
@@ -130,7 +133,10 @@ def convert(
             max_accuracy_drop=max_accuracy_drop,
             backend=backends,
             context=context,
+            calibration_text=calibration,
         )
+    if isinstance(calibration, str):
+        raise ConfigError("calibration text is for language models; a tensor model calibrates on an .npz of inputs")
     if tensor_types:
         raise ConfigError("--tensor-type sets GGUF tensor types; for other backends use --max-accuracy-drop")
     if chat_template is not None:
@@ -327,6 +333,7 @@ def convert_llm(
     max_accuracy_drop: float | None = None,
     backend: str | Backend | Sequence[str | Backend] = Backend.GGUF,
     context: int | None = None,
+    calibration_text: str | None = None,
 ) -> Bundle:
     """Convert a language model to a bundle of variants, each gated on KL divergence, top-1 and perplexity
     against the same reference (the model at float32 in llama.cpp). `backend`: gguf (default), executorch and/or
@@ -338,8 +345,9 @@ def convert_llm(
     'PATTERN=TYPE,...' gives the weights a pattern names (their GGUF name without '.weight', in any block:
     'output', 'token_embd', 'ffn_down', 'blk\\.0\\..*') another tensor type (f16, q8_0, q6_k, ...), recorded in the
     recipe as read back from the file. `max_accuracy_drop` bounds 1 - top-1 agreement; a variant that misses it
-    keeps its most sensitive layers at f16 until it meets it.
-    `tokenizers.Tokenizer`). `quantize`: GGUF types such as f32, f16, q8_0, q4_0, q4_k_m.
+    keeps its most sensitive layers at f16 until it meets it. `calibration_text`: GGUF weights are quantized with
+    its importance matrix (as llama-imatrix computes it: mean x² of each input column over the text), which
+    matters for the types below 8 bits (q6_k ... q2_k, q5_*, q4_*); the recipe records it and its token count.
 
     Example:
         >>> bundle = edge_sdk.convert_llm("zoo:smollm2", quantize=["q8_0", "q4_0"], profile="rpi4")
@@ -365,6 +373,7 @@ def convert_llm(
                 tolerance_scale=tolerance_scale, allow_failed=allow_failed, threads=threads, overwrite=overwrite,
                 progress=progress, chat_template=chat_template, tensor_types=tensor_types,
                 max_accuracy_drop=max_accuracy_drop, backend=backend, context=context,
+                calibration_text=calibration_text,
             )  # fmt: skip
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -377,9 +386,10 @@ def convert_llm(
     from converters.gguf.writer import parse_tensor_types
 
     rules = parse_tensor_types(tensor_types)  # refused before any work
-    if wants_as_is(quantize) and (rules or max_accuracy_drop is not None):
+    if wants_as_is(quantize) and (rules or max_accuracy_drop is not None or calibration_text is not None):
         raise ConfigError(
-            "-q as-is bundles the file unchanged: --tensor-type and --max-accuracy-drop need a quantization"
+            "-q as-is bundles the file unchanged: --tensor-type, --max-accuracy-drop and --calibration need a "
+            "quantization"
         )
     if wants_as_is(quantize):  # any GGUF llama.cpp loads, unchanged: golden set and fit report only
         from converters.gguf.resolve import gguf_path_of
@@ -411,4 +421,5 @@ def convert_llm(
         progress=progress,
         tensor_types=rules,
         max_accuracy_drop=max_accuracy_drop,
+        calibration_text=calibration_text,
     )

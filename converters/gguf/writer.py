@@ -7,7 +7,7 @@ import os
 import re
 import tempfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,17 +143,26 @@ def _check_rules(model: LlmModel, rules: TensorTypes) -> None:
             )
 
 
-def write_gguf(model: LlmModel, path: Path, scheme: QuantScheme, tensor_types: TensorTypes = ()) -> Path:
+def write_gguf(
+    model: LlmModel,
+    path: Path,
+    scheme: QuantScheme,
+    tensor_types: TensorTypes = (),
+    imatrix: Mapping[str, np.ndarray] | None = None,
+) -> Path:
     """Write `model` to `path` with weights in `scheme` (norms stay float32, as llama.cpp's converter does);
-    `tensor_types` give some tensors another type (the output layer at q8_0 in a q4_0 file, ...)."""
+    `tensor_types` give some tensors another type (the output layer at q8_0 in a q4_0 file, ...); `imatrix`
+    (GGUF weight name -> importance of each input column) weights their quantization, in llama.cpp's quantizer."""
     spec = gguf_type(scheme)
     _check_rules(model, tensor_types)
     python_types = all(kind in PYTHON_TENSOR_TYPES for _, kind in tensor_types)
-    if spec.llama_ftype is not None or not python_types:  # llama.cpp's quantizer writes every type
+    if spec.llama_ftype is not None or not python_types or imatrix is not None:  # llama.cpp writes every type
         ftype = spec.llama_ftype or f"LLAMA_FTYPE_{spec.file_type}"
+        # A single-type scheme (q4_0) stays one type, as gguf-py writes it: no llama.cpp mix (`pure`).
+        pure = spec.llama_ftype is None
         with tempfile.TemporaryDirectory(prefix="edge-gguf-") as tmp:
             f32 = write_gguf(model, Path(tmp) / "f32.gguf", QuantScheme.F32)
-            return llama_quantize(f32, path, ftype, tensor_types=tensor_types)
+            return llama_quantize(f32, path, ftype, tensor_types=tensor_types, imatrix=imatrix, pure=pure)
     import gguf
 
     assert spec.qtype is not None and spec.file_type is not None  # every non-llama.cpp entry names both
@@ -194,11 +203,14 @@ def llama_quantize(
     *,
     allow_requantize: bool = False,
     tensor_types: TensorTypes = (),
+    imatrix: Mapping[str, np.ndarray] | None = None,
+    pure: bool = False,
 ) -> Path:
     """Quantize `src` into `dest` with llama.cpp's own quantizer (K-quants and their mixes); `allow_requantize`
     is `llama-quantize --allow-requantize` (tensors already quantized are dequantized and quantized again);
     `tensor_types` go to its per-tensor overrides (`llama_model_quantize_params.tt_overrides`, a C array ended by a
-    NULL pattern)."""
+    NULL pattern); `imatrix` to `llama_model_quantize_params.imatrix` (name, data, size entries ended by a NULL
+    name, what `llama-quantize --imatrix` passes); `pure` quantizes every weight to the file's type (no mix)."""
     try:
         import llama_cpp
     except ModuleNotFoundError as exc:
@@ -219,6 +231,15 @@ def llama_quantize(
         for slot, (pattern, kind) in zip(overrides, tensor_types, strict=False):
             slot.pattern, slot.type = anchored(pattern).encode(), int(gguf.GGMLQuantizationType[kind.upper()])
         params.tt_overrides = ctypes.cast(overrides, ctypes.POINTER(llama_cpp.llama_model_tensor_override))
+    params.pure = pure
+    if imatrix is not None:  # the arrays and the entries stay referenced here until llama.cpp has copied them
+        vectors = {name: np.ascontiguousarray(v, dtype=np.float32) for name, v in imatrix.items()}
+        entries = (llama_cpp.llama_model_imatrix_data * (len(vectors) + 1))()
+        for slot, (name, vector) in zip(entries, vectors.items(), strict=False):
+            slot.name = name.encode()
+            slot.data = vector.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+            slot.size = vector.size
+        params.imatrix = ctypes.cast(entries, ctypes.POINTER(llama_cpp.llama_model_imatrix_data))
     with quiet_stderr():
         rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dest).encode(), ctypes.byref(params))
     if rc != 0 or not dest.is_file():

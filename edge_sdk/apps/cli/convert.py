@@ -93,7 +93,11 @@ def convert_cmd(
         "repeatable.",
     ),
     calibration: Path | None = typer.Option(
-        None, "--calibration", help=".npz of calibration inputs for int8-static (default: the example inputs)."
+        None,
+        "--calibration",
+        help=".npz of calibration inputs for int8-static (default: the example inputs). For a language model "
+        "(-b gguf) a UTF-8 text file: an importance matrix (as llama-imatrix computes it) from it weights the "
+        "quantization of types below 8 bits (q6_k..q2_k, q5_*, q4_*; not q8_0 or float). Default: none.",
     ),
     calibration_method: str | None = typer.Option(
         None,
@@ -221,7 +225,7 @@ def convert_cmd(
                 output=output,
                 name=name,
                 version=version,
-                calibration=load_npz(calibration, "calibration") if calibration else None,
+                calibration=_calibration(calibration) if calibration else None,
                 calibration_method=calibration_method,
                 eval_data=(eval_inputs, labels) if eval_inputs is not None else None,
                 max_accuracy_drop=drop,
@@ -238,6 +242,16 @@ def convert_cmd(
             )
     console.print(variant_table(bundle))
     console.print(f"[green]wrote[/] {bundle.root} ({bundle.name} {bundle.manifest.version})")
+
+
+def _calibration(path: Path) -> dict[str, np.ndarray] | str:
+    """An .npz of inputs (a tensor model), else a text file (a language model's importance matrix)."""
+    if path.suffix.lower() == ".npz":
+        return load_npz(path, "calibration")
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--calibration {str(path)!r}: give an .npz of inputs or a UTF-8 text file ({exc})") from None
 
 
 def _batch_axes(items: list[str]) -> dict[str, int]:

@@ -12,7 +12,10 @@ from edge_sdk.apps.pages.svg import Point, scatter
 if TYPE_CHECKING:
     from converters.plan import Candidate, Plan
 
-STATUS_TEXT = {"does-not-fit": "does not fit", "accuracy": "accuracy", "refused": "refused", "ranked": "ranked"}
+STATUS_TEXT = {
+    "does-not-fit": "does not fit", "accuracy": "accuracy", "refused": "refused", "ranked": "ranked",
+    "dominated": "dominated",
+}  # fmt: skip
 
 
 def plan_report(plan: Plan) -> str:
