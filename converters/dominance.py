@@ -29,8 +29,9 @@ def dominating(size_bytes: int, latency_ms: float | None, measured: Iterable[Can
 
 
 def dominated_reason(winner: Candidate, size_bytes: int, latency_ms: float) -> str:
+    tie = " (the same at ranking's two digits)" if speed_key(winner.latency_ms) == speed_key(latency_ms) else ""
     return (
         f"dominated by {winner.id}: no accuracy drop, {winner.size_bytes} bytes and {winner.latency_ms:.3g} ms "
-        f"against {size_bytes} bytes and {latency_ms:.3g} ms; it cannot rank above it by latency, size or "
+        f"against {size_bytes} bytes and {latency_ms:.3g} ms{tie}; it cannot rank above it by latency, size or "
         "accuracy, so its accuracy was not measured"
     )
