@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -59,14 +60,14 @@ def _param_source(p: Any, hints: dict[str, Any], index: int) -> str:
     return f"{p.name}: {optional} = typer.Option(None, {flags}, help={help_text!r})"
 
 
-def _command_source(var: str, name: str, cmd: Any, counter: list[int]) -> list[str]:
+def _command_source(var: str, name: str, cmd: Any, counter: list[int], decorator: str = "") -> list[str]:
     counter[0] += 1
     fn = f"cmd{counter[0]}"
     hints = typing.get_type_hints(cmd.callback) if cmd.callback is not None else {}
     params = [_param_source(p, hints, i) for i, p in enumerate(cmd.params) if p.name not in ("help",)]
     doc = (cmd.help or "").replace('"""', "'''")
     return [
-        f"@{var}.command({name!r})",
+        decorator or f"@{var}.command({name!r})",
         f"def {fn}({', '.join(params)}) -> None:",
         f'    """{doc}"""',
         "",
@@ -75,11 +76,14 @@ def _command_source(var: str, name: str, cmd: Any, counter: list[int]) -> list[s
 
 def _group_source(var: str, group: Any, counter: list[int]) -> list[str]:
     lines: list[str] = []
-    for name, cmd in group.commands.items():
-        if isinstance(getattr(cmd, "commands", None), dict):
+    for name, cmd in group.commands.items():  # a lazy group's commands are built here, once
+        if isinstance(getattr(cmd, "commands", None), Mapping):
             counter[0] += 1
             sub = f"group{counter[0]}"
-            lines.append(f"{sub} = typer.Typer(help={(cmd.help or '')!r}, no_args_is_help=True)")
+            lines.append(f"{sub} = typer.Typer(help={(cmd.help or '')!r}, no_args_is_help={cmd.no_args_is_help!r})")
+            if [p for p in cmd.params if p.name != "help"]:  # a group with options of its own (`models --store`)
+                callback = f"@{sub}.callback(invoke_without_command={cmd.invoke_without_command!r})"
+                lines += _command_source(sub, name, cmd, counter, decorator=callback)
             lines += _group_source(sub, cmd, counter)
             lines.append(f"{var}.add_typer({sub}, name={name!r})")
         else:

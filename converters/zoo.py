@@ -5,21 +5,16 @@ Training is seeded and takes seconds; the weights are cached so the demo and the
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from edge_sdk.fsutil import cache_dir
+
 WEIGHTS_VERSION = 1
 SEED = 0
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("EDGE_SDK_CACHE") or Path.home() / ".cache" / "edge-sdk"
-    return Path(root)
 
 
 @dataclass(frozen=True)

@@ -58,3 +58,10 @@ def file_lock(path: Path, *, wait_s: float | None, busy: Callable[[], Exception]
         yield acquired
     finally:
         os.close(fd)
+
+
+def cache_dir() -> Path:
+    """The user's edge-sdk cache (`EDGE_SDK_CACHE`, else ~/.cache/edge-sdk): things worth keeping between runs that
+    can always be made again."""
+    root = os.environ.get("EDGE_SDK_CACHE") or Path.home() / ".cache" / "edge-sdk"
+    return Path(root)

@@ -227,7 +227,7 @@ def plan(
 
 def scratch_plan_file(request: PlanRequest) -> Path:
     """Where a plan run without a file of its own keeps its partial results (in the edge-sdk cache)."""
-    from converters.zoo import cache_dir
+    from edge_sdk.fsutil import cache_dir
 
     name = f"{request.model}-{Path(request.profile).stem}"
     return cache_dir() / "plans" / ("".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name) + ".json")

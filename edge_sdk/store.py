@@ -7,6 +7,8 @@
       models/<name>/current   ->    versions/<ver>   the version a daemon serves
       models/<name>/previous  ->    versions/<ver>   where `rollback` goes
       models/<name>/pinned-variants.json  {version: variant id} the operator chose (`install --variant`)
+      models/<name>/verified/<ver>.json   the version's stamp: its files as they were when last verified in full,
+                                    so opening it again (a daemon's start) hashes nothing while none changed
       trusted-keys/*.pub            optional: once a key is here, every install must be signed by one of them
 
 Every change that matters is one atomic rename: the staged directory into `versions/`, then a fresh
@@ -43,6 +45,7 @@ CURRENT = "current"
 PREVIOUS = "previous"
 TRUSTED_KEYS = "trusted-keys"
 PINS = "pinned-variants.json"
+STAMPS = "verified"
 
 # Test hook: with EDGE_SDK_STORE_CRASH_AT=<step> the process SIGKILLs itself at that step boundary, so the
 # tests can prove the store survives a crash anywhere. Steps in the order an install reaches them.
@@ -127,6 +130,7 @@ class BundleStore:
         """
         from edge_sdk.bundle import Bundle
         from edge_sdk.bundle.signing import check_signature
+        from edge_sdk.bundle.stamp import record_stamp
 
         device_keys = self.trusted_keys()
         source = Path(bundle_path)
@@ -165,6 +169,7 @@ class BundleStore:
                     _step("renamed")
                     for directory in (target.parent, target.parent.parent, self._models):
                         fsync_dir(directory)
+                    record_stamp(self._stamp(name, version), target)  # verified above; a rename keeps the files
             finally:
                 shutil.rmtree(work, ignore_errors=True)
             self._write_pin(name, version, variant)
@@ -177,7 +182,7 @@ class BundleStore:
         from edge_sdk.bundle import Bundle
 
         with self._locked():
-            Bundle.open(self._version_dir(name, version))
+            Bundle.open(self._version_dir(name, version), stamp=self._stamp(name, version))
             self._switch(name, version)
             return self._describe(name)
 
@@ -193,7 +198,7 @@ class BundleStore:
                     f"{name!r} has no previous version to roll back to (active: {current}); "
                     f"activate one of the installed versions instead: {choices(self._versions(name))}"
                 )
-            Bundle.open(self._version_dir(name, previous))
+            Bundle.open(self._version_dir(name, previous), stamp=self._stamp(name, previous))
             # current first: a crash in between leaves previous == current, which is still consistent
             self._point(model / CURRENT, previous)
             if current is not None:
@@ -218,6 +223,7 @@ class BundleStore:
             os.rename(path, trash / version)
             fsync_dir(path.parent)
             shutil.rmtree(trash, ignore_errors=True)
+            self._stamp(name, version).unlink(missing_ok=True)
             if not self._versions(name):
                 shutil.rmtree(model, ignore_errors=True)
                 return None
@@ -302,13 +308,14 @@ class BundleStore:
         return [self._describe(m.name) for m in sorted(self._models.iterdir()) if self._versions(m.name)]
 
     def active(self, name: str) -> Bundle:
-        """The active version of `name`, opened and fully verified (its root is the real version directory)."""
+        """The active version of `name`, opened and verified (its root is the real version directory): every digest
+        is checked unless its stamp shows no file changed since they last were."""
         from edge_sdk.bundle import Bundle
 
         version = self._read_link(self._model_dir(name) / CURRENT)
         if version is None:
             raise StoreError(f"{name!r} has no active version; installed versions: {choices(self._versions(name))}")
-        return Bundle.open(self._version_dir(name, version))
+        return Bundle.open(self._version_dir(name, version), stamp=self._stamp(name, version))
 
     # ----------------------------------------------------------------------------------------- internals
     def _stage(self, source: Path, staged: Path) -> None:
@@ -422,6 +429,9 @@ class BundleStore:
                 f"{name!r} has no installed version {version!r}; installed: {choices(self._versions(name))}"
             )
         return model / "versions" / version
+
+    def _stamp(self, name: str, version: str) -> Path:
+        return self._models / name / STAMPS / f"{version}.json"
 
     def _describe(self, name: str) -> InstalledModel:
         model = self._models / name

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +28,7 @@ from edge_sdk.types import Backend, QuantScheme
 from runtimes.base import OutputConstraint, Runtime, Session, SessionOptions, single_file
 from runtimes.llama_cpp_cache import PromptStates
 from runtimes.llama_cpp_draft import make_drafter
+from runtimes.llama_cpp_quiet import import_llama_cpp, quiet_stderr
 from runtimes.llama_cpp_stream import MAX_TOP_LOGPROBS, Sampling, StreamEnd, stream_tokens
 
 GENERATE_OPTIONS = (
@@ -58,19 +57,6 @@ class GenerationStats:
         """Decode speed: tokens after the first over the time after the first."""
         decode_time = self.total_s - self.time_to_first_token_s
         return (self.generated_tokens - 1) / decode_time if self.generated_tokens > 1 and decode_time > 0 else 0.0
-
-
-@contextlib.contextmanager
-def quiet_stderr() -> Iterator[None]:
-    """Silence C code that writes to file descriptor 2 itself (some llama.cpp warnings ignore verbose=False)."""
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 class _RefuseUnsafe(jinja2.Undefined):
@@ -118,7 +104,7 @@ class LlamaSession(Session):
     def __init__(
         self, model_path: Path, options: SessionOptions, n_ctx: int = DEFAULT_CONTEXT, facts: ModelFacts | None = None
     ) -> None:
-        import llama_cpp
+        llama_cpp = import_llama_cpp()
 
         if options.prompt_cache_mb < 0:
             raise ConfigError(f"prompt_cache_mb must be >= 0 (0 turns prompt reuse off), got {options.prompt_cache_mb}")
@@ -253,7 +239,7 @@ class LlamaSession(Session):
     def embed(self, texts: list[str]) -> np.ndarray:
         """One mean-pooled embedding per text, float32 [len(texts), embedding size]."""
         if self._embedder is None:
-            import llama_cpp
+            llama_cpp = import_llama_cpp()
 
             with quiet_stderr():  # llama.cpp warns that mean pooling differs from the model's default
                 self._embedder = llama_cpp.Llama(
@@ -266,7 +252,7 @@ class LlamaSession(Session):
     def score(self, tokens: np.ndarray) -> np.ndarray:
         """Logits at every position (row i predicts token i + 1), evaluated as one batch in a fresh context, as
         conversion measured them (converters/gguf/evaluate.py), so a device reproduces the recorded numbers."""
-        import llama_cpp
+        llama_cpp = import_llama_cpp()
 
         ids = [int(t) for t in np.asarray(tokens).reshape(-1)]
         with quiet_stderr():

@@ -166,9 +166,11 @@ class LiteRtSession(Session):
 
     def _fast_run(self, model: LiteRtModel) -> Any:
         """`run` for one float input and one float output (the common case). A 10 µs model feels every attribute
-        read: an input of the dtype and a shape this session has accepted before, that the interpreter is already
-        sized for, goes straight to the engine; anything else takes Session.run's full path (checks,
-        quantization, resizing). A closure, so that per call it reads locals, not attributes."""
+        read and every tuple made, so an array goes straight to the interpreter's binding, whose `SetTensor`
+        checks in C what Session.run would check here: the dtype, and the shape against the size the interpreter
+        has now. That size is one the signature accepted (a checked call sized it), or the model's own until
+        then; what the binding refuses, or a first call, takes Session.run's full path (checks, resizing,
+        InputError). A closure, so that per call it reads locals, not attributes."""
         if len(model.inputs) != 1 or len(model.outputs) != 1 or model.inputs[0].quantized or model.outputs[0].quantized:
             return None
         (name, dtype, _ndim, _fixed, accepted), port, out = self._signature()[0], model.inputs[0], model.outputs[0]
@@ -176,21 +178,31 @@ class LiteRtSession(Session):
             return None
         index, out_name, out_index, shapes, interp = port.index, out.spec.name, out.index, model._shapes, model._interp
         full_run, ndarray = super().run, np.ndarray
+        # Whether the interpreter's input size is a shape the signature accepted: then a checked call whose array
+        # the binding takes needs no check of its own. A trusted call (check=False) may size it to anything.
+        sized_by_check = [False]
+
+        def slow(inputs: Mapping[str, np.ndarray], check: bool) -> dict[str, np.ndarray]:
+            result = full_run(inputs, check=check)
+            sized_by_check[0] = shapes[index] in accepted
+            return result
 
         def run(inputs: Mapping[str, np.ndarray], *, check: bool = True) -> dict[str, np.ndarray]:
-            if type(inputs) is dict and len(inputs) == 1:
+            if type(inputs) is dict and len(inputs) == 1 and (sized_by_check[0] or not check):
                 array = inputs.get(name)
-                if type(array) is ndarray and array.dtype is dtype:
-                    shape = array.shape
-                    if shapes[index] == shape and (not check or shape in accepted):
-                        raw = interp._interpreter  # see LiteRtModel.run
-                        try:
-                            raw.SetTensor(index, array)
-                            raw.Invoke()
-                            return {out_name: raw.GetTensor(out_index)}
-                        except Exception as exc:
-                            raise RuntimeFailure(f"LiteRT failed while running {model.path.name!r}: {exc}") from exc
-            return full_run(inputs, check=check)
+                if type(array) is ndarray:
+                    raw = interp._interpreter  # see LiteRtModel.run
+                    try:
+                        raw.SetTensor(index, array)
+                    except ValueError:  # another dtype, or another shape than the interpreter's: the full path
+                        raw = None  # resizing counts the references to the binding: this one must be gone
+                        return slow(inputs, check)
+                    try:
+                        raw.Invoke()
+                        return {out_name: raw.GetTensor(out_index)}
+                    except Exception as exc:
+                        raise RuntimeFailure(f"LiteRT failed while running {model.path.name!r}: {exc}") from exc
+            return slow(inputs, check)
 
         return run
 

@@ -139,7 +139,7 @@ class Workspace:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, onnx_bundle) -> Workspace:
-    from converters.zoo import cache_dir
+    from edge_sdk.fsutil import cache_dir
 
     root = tmp_path_factory.mktemp("readme")
     (root / ".venv").symlink_to(Path(sys.executable).parent.parent)  # `source .venv/bin/activate`

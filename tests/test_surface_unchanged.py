@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ def _check(name: str, text: str) -> None:
 
 def _commands(group: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     found = [prefix]
-    if isinstance(getattr(group, "commands", None), dict):  # a group (typer vendors its own click)
+    if isinstance(getattr(group, "commands", None), Mapping):  # a group (typer vendors its own click)
         for name in sorted(group.commands):
             found += _commands(group.commands[name], (*prefix, name))
     return found

@@ -29,13 +29,14 @@ class Logits:
 
 
 def open_llama(path: Path, *, n_ctx: int, threads: int | None, logits_all: bool = False) -> object:
+    from runtimes.llama_cpp_quiet import import_llama_cpp, quiet_stderr
+
     try:
-        import llama_cpp
+        llama_cpp = import_llama_cpp()
     except ModuleNotFoundError as exc:
         from edge_sdk.errors import BackendUnavailableError
 
         raise BackendUnavailableError(f"running GGUF models needs {exc.name!r}: pip install 'edge-sdk[gguf]'") from exc
-    from runtimes.llama_cpp_adapter import quiet_stderr
 
     try:
         with quiet_stderr():  # llama.cpp warns on stderr, verbose=False or not, when n_ctx exceeds training

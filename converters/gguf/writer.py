@@ -16,7 +16,7 @@ import numpy as np
 from converters.gguf.model import LlmModel
 from edge_sdk.errors import BackendUnavailableError, ConfigError, ExportError, choices
 from edge_sdk.types import QuantScheme
-from runtimes.llama_cpp_adapter import quiet_stderr
+from runtimes.llama_cpp_quiet import quiet_stderr
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge_sdk.bundle import archive
+from edge_sdk.bundle import stamp as stamps
 from edge_sdk.bundle.files import safe_relative, sha256_file
 from edge_sdk.bundle.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, FileEntry, Manifest, Variant, parse_manifest
 from edge_sdk.bundle.signing import SIGNATURE_NAME, TrustedKey, check_signature
@@ -36,10 +37,12 @@ class Bundle:
         self.manifest = manifest
 
     @classmethod
-    def open(cls, path: str | Path, *, trust: Sequence[TrustedKey] | None = None) -> Bundle:
+    def open(cls, path: str | Path, *, trust: Sequence[TrustedKey] | None = None, stamp: Path | None = None) -> Bundle:
         """Open a bundle directory or `.edgebundle` file and verify it completely.
 
-        With `trust`, the bundle must also carry a valid signature by one of those keys.
+        With `trust`, the bundle must also carry a valid signature by one of those keys. With `stamp` (a file
+        outside the bundle), a directory whose files all look as they did when it was last verified in full is not
+        hashed again; otherwise it is, and the stamp is written (edge_sdk/bundle/stamp.py says what "look" means).
         """
         path = Path(path)
         if not path.exists():
@@ -54,7 +57,7 @@ class Bundle:
                 raise
             weakref.finalize(bundle, shutil.rmtree, tmp, True)
             return bundle
-        return cls(path, verify_dir(path, trust))
+        return cls(path, verify_dir(path, trust, stamp=stamp))
 
     @property
     def name(self) -> str:
@@ -109,10 +112,11 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
         return {k: data[k] for k in data.files}
 
 
-def verify_dir(root: Path, trust: Sequence[TrustedKey] | None = None) -> Manifest:
+def verify_dir(root: Path, trust: Sequence[TrustedKey] | None = None, *, stamp: Path | None = None) -> Manifest:
     """Check the manifest, every digest and size, and that no file is missing, extra, or a link.
 
     The signature (when trust is asked for) is checked first: a manifest nobody trusted is not read further.
+    The digests are not computed again when `stamp` says no file changed since they last were.
     """
     manifest_path = root / MANIFEST_NAME
     if manifest_path.is_symlink() or not manifest_path.is_file():
@@ -143,12 +147,19 @@ def verify_dir(root: Path, trust: Sequence[TrustedKey] | None = None) -> Manifes
         size = path.stat().st_size
         if size != entry.size:
             raise BundleError(f"{rel!r} is {size} bytes, the manifest says {entry.size}: truncated or replaced")
+    files = sorted(present)
+    if stamp is not None and stamps.matches(stamp, root, files):
+        return manifest
+    for rel, entry in expected.items():
+        path = root / rel
         digest = sha256_file(path)
         if digest != entry.sha256:
             raise BundleError(
                 f"{rel!r} has sha256 {digest[:16]}…, the manifest says {entry.sha256[:16]}…: "
                 "the file was modified or corrupted"
             )
+    if stamp is not None:
+        stamps.record(stamp, root, files)
     return manifest
 
 

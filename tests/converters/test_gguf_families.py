@@ -147,7 +147,7 @@ def test_gguf_equals_llama_cpp_reference_converter(ours, reference, family, gguf
 def _llama(path: Path, n_ctx: int = 64):
     import llama_cpp
 
-    from runtimes.llama_cpp_adapter import quiet_stderr
+    from runtimes.llama_cpp_quiet import quiet_stderr
 
     with quiet_stderr():
         return llama_cpp.Llama(str(path), n_ctx=n_ctx, n_threads=2, logits_all=True, verbose=False)

@@ -119,3 +119,40 @@ def test_template_raise_exception_is_reported():
 
     with pytest.raises(BundleError, match="roles must alternate"):
         render_chat_template("{{ raise_exception('roles must alternate') }}", [])
+
+
+def test_loading_in_threads_leaves_the_process_output_alone(smol_bundle):
+    # llama-cpp-python's verbose=False swapped sys.stdout/sys.stderr for /dev/null during a load, from whatever
+    # thread loaded: the daemon preloading a model silenced (or, racing, lost) every other thread's output.
+    import os
+    import sys
+    import threading
+
+    from edge_sdk.api import load
+
+    streams, fds = (sys.stdout, sys.stderr), [os.fstat(fd)[:2] for fd in (1, 2)]
+    swapped: list[str] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            if (sys.stdout, sys.stderr) != streams:
+                swapped.append(repr(sys.stdout))
+                return
+
+    def load_twice() -> None:
+        for _ in range(2):
+            load(smol_bundle, threads=1).close()
+
+    watcher = threading.Thread(target=watch)
+    loaders = [threading.Thread(target=load_twice) for _ in range(3)]
+    watcher.start()
+    for t in loaders:
+        t.start()
+    for t in loaders:
+        t.join()
+    done.set()
+    watcher.join()
+    assert swapped == [], f"another thread saw sys.stdout replaced by {swapped[0]}"
+    assert (sys.stdout, sys.stderr) == streams
+    assert [os.fstat(fd)[:2] for fd in (1, 2)] == fds  # descriptors 1 and 2 point where they did

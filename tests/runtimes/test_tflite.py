@@ -98,6 +98,25 @@ def test_batch_dimension_is_resized(bundles, ref):
     np.testing.assert_array_equal(one, again)
 
 
+def test_a_warm_session_still_refuses_what_does_not_match(bundles, ref):
+    # After the first call an array goes straight to the interpreter's binding: what the model cannot take must
+    # still be refused with the input's name and shape, on the checked path and on the trusted one.
+    with edge_sdk.load(bundles["float"], threads=1) as session:
+        for _ in range(3):
+            y = session.run({"x": ref["x"][:2]})["y"]
+        np.testing.assert_allclose(y, ref["y"][:2], rtol=1e-5, atol=1e-5)
+        for check in (True, False):
+            with pytest.raises(InputError, match="dtype"):
+                session.run({"x": ref["x"][:2].astype(np.float64)}, check=check)
+        with pytest.raises(InputError, match="shape"):
+            session.run({"x": ref["x"][:2, :5]})  # a fixed dimension (8) wrong
+        with pytest.raises(InputError, match="shape"):
+            session.run({"x": ref["x"][:2].reshape(2, 2, 4)})
+        strided = np.asfortranarray(ref["x"][:2])
+        np.testing.assert_allclose(session.run({"x": strided})["y"], y, rtol=1e-6)
+        np.testing.assert_allclose(session.run({"x": ref["x"][:2]}, check=False)["y"], y, rtol=1e-6)
+
+
 @pytest.mark.parametrize("kind", ["float", "int8"])
 def test_check_golden_passes(bundles, kind):
     report = edge_sdk.check_golden(bundles[kind])

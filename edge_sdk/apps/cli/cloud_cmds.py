@@ -20,6 +20,7 @@ from edge_sdk.apps.cli.common import (
     user_errors,
 )
 from edge_sdk.apps.cli.options import on_command_line
+from edge_sdk.apps.cli.rollout_cmds import devices_app, rollout_cmd, rollouts_app
 from edge_sdk.apps.cli.serve_cmds import announce_start
 from edge_sdk.apps.cli.serve_options import CLOUD_SERVE
 from edge_sdk.apps.cli.store_cmds import STORE_OPT, _announce, _golden_check
@@ -128,6 +129,12 @@ def publish_cmd(
             "opens it",
             highlight=False,
         )
+
+
+# Staged rollouts are gateway commands too (their own module: rollout_cmds.py).
+cloud_app.command("rollout")(rollout_cmd)
+cloud_app.add_typer(rollouts_app, name="rollouts")
+cloud_app.add_typer(devices_app, name="devices")
 
 
 def sync_cmd(

@@ -5,17 +5,62 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-import numpy as np
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 from edge_sdk.errors import EdgeSDKError
 
-console = Console()
-err_console = Console(stderr=True)
+if TYPE_CHECKING:
+    import numpy as np
+    from rich.console import Console
+
+# The CLI's modules import numpy, rich's tables and progress bars, the bundle models and the engines inside the
+# commands that use them, never at the top: `edge-sdk --help` and `edge-sdk models` then start about as fast as
+# a bare Typer app (tests/apps/cli/test_cli_startup.py, benchmarks/cli_startup.py).
+
+
+class LazyConsole:
+    """A rich Console made when first used: importing rich's console costs about as much as typer itself, and a
+    one-line answer, or a command that fails early, should not pay for it. Everything else is the Console's."""
+
+    __slots__ = ("_console", "_options")
+
+    def __init__(self, **options: Any) -> None:
+        object.__setattr__(self, "_options", options)
+        object.__setattr__(self, "_console", None)
+
+    def _real(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            object.__setattr__(self, "_console", Console(**self._options))
+        return cast("Console", self._console)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real(), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._real(), name, value)
+
+    # Special methods are looked up on the type, not through __getattr__: rich's Live and Progress use these.
+    def __enter__(self) -> Console:
+        return self._real().__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._real().__exit__(*exc)
+
+
+console = cast("Console", LazyConsole())
+err_console = cast("Console", LazyConsole(stderr=True))
+
+
+def escape(text: str) -> str:
+    """rich's markup escape, imported when something is printed."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
 
 EXIT_FAILED = 1  # the command ran and the answer is "no" (bundle invalid, accuracy gate failed, ...)
 
@@ -50,6 +95,8 @@ def read_chat_template(path: Path) -> str:
 
 
 def load_npz(path: Path, what: str) -> dict[str, np.ndarray]:
+    import numpy as np
+
     from edge_sdk.errors import ConfigError
 
     if not path.is_file():

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 import typer
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from edge_sdk.apps.cli.common import complete_profile, console, load_npz, parse_share, read_chat_template, user_errors
 from edge_sdk.apps.cli.tables import variant_table
+from edge_sdk.enums import Backend, QuantScheme, Task, parse_shape  # the enums alone: no pydantic, no numpy
 from edge_sdk.errors import ConfigError
-from edge_sdk.types import Backend, QuantScheme, Task, parse_shape
+
+if TYPE_CHECKING:
+    import numpy as np
 
 BACKENDS = ", ".join(b.value for b in Backend)
 SCHEMES = ", ".join(q.value for q in QuantScheme)
@@ -169,6 +171,8 @@ def convert_cmd(
     ),
 ) -> None:
     """Convert a model into a bundle: export, quantize, run and measure each variant, check fit, write."""
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
     import edge_sdk
     from converters.progress import Progress as Step
 
@@ -270,6 +274,8 @@ def _examples(input_shape: str | None, example: Path | None) -> dict[str, np.nda
     if example:
         return load_npz(example, "example")
     if input_shape:
+        import numpy as np
+
         rng = np.random.default_rng(0)
         # 64 samples of the given shape, so static int8 has something to calibrate on.
         shape = parse_shape(input_shape)

@@ -5,20 +5,40 @@ from __future__ import annotations
 import typer
 
 from edge_sdk import __version__
-from edge_sdk.apps.cli.bundle_cmds import inspect_cmd, pack_cmd, run_cmd, verify_cmd
-from edge_sdk.apps.cli.chat_cmd import chat_cmd
-from edge_sdk.apps.cli.cloud_cmds import cloud_app, sync_cmd
-from edge_sdk.apps.cli.convert import convert_cmd
-from edge_sdk.apps.cli.export_app_cmd import export_app_cmd
-from edge_sdk.apps.cli.fit_cmd import fit_cmd
-from edge_sdk.apps.cli.flash_cmd import flash_cmd
-from edge_sdk.apps.cli.helptext import tidy
-from edge_sdk.apps.cli.keys_cmds import bundle_app, keys_app
-from edge_sdk.apps.cli.plan_cmd import plan_cmd
-from edge_sdk.apps.cli.profiles import profiles_app
-from edge_sdk.apps.cli.rollout_cmds import devices_app, rollout_cmd, rollouts_app
-from edge_sdk.apps.cli.serve_cmds import daemon_app, serve_cmd
-from edge_sdk.apps.cli.store_cmds import activate_cmd, install_cmd, models_app, rollback_cmd
+from edge_sdk.apps.cli.lazy import Entry, LazyGroup
+
+_CLI = "edge_sdk.apps.cli"
+
+
+class RootGroup(LazyGroup):
+    """`edge-sdk`'s commands, in the order `--help` lists them; each module is imported when its command is used
+    (lazy.py says why)."""
+
+    entries = (
+        Entry("convert", f"{_CLI}.convert:convert_cmd"),
+        Entry("inspect", f"{_CLI}.bundle_cmds:inspect_cmd"),
+        Entry("fit", f"{_CLI}.fit_cmd:fit_cmd"),
+        Entry("plan", f"{_CLI}.plan_cmd:plan_cmd"),
+        Entry("verify", f"{_CLI}.bundle_cmds:verify_cmd"),
+        Entry("run", f"{_CLI}.bundle_cmds:run_cmd"),
+        Entry("chat", f"{_CLI}.chat_cmd:chat_cmd"),
+        Entry("pack", f"{_CLI}.bundle_cmds:pack_cmd"),
+        Entry("export-app", f"{_CLI}.export_app_cmd:export_app_cmd"),
+        Entry("install", f"{_CLI}.store_cmds:install_cmd"),
+        Entry("rollback", f"{_CLI}.store_cmds:rollback_cmd"),
+        Entry("activate", f"{_CLI}.store_cmds:activate_cmd"),
+        Entry("flash", f"{_CLI}.flash_cmd:flash_cmd"),
+        Entry("serve", f"{_CLI}.serve_cmds:serve_cmd"),
+        Entry("sync", f"{_CLI}.cloud_cmds:sync_cmd"),
+        Entry("profiles", f"{_CLI}.profiles:profiles_app",
+              help="List and show device profiles (Raspberry Pi, Jetson, phones, host)."),
+        Entry("models", f"{_CLI}.store_cmds:models_app"),
+        Entry("daemon", f"{_CLI}.serve_cmds:daemon_app"),
+        Entry("keys", f"{_CLI}.keys_cmds:keys_app"),
+        Entry("bundle", f"{_CLI}.keys_cmds:bundle_app"),
+        Entry("cloud", f"{_CLI}.cloud_cmds:cloud_app"),  # with `rollout`, `rollouts` and `devices` (rollout_cmds)
+    )  # fmt: skip
+
 
 app = typer.Typer(
     name="edge-sdk",
@@ -27,31 +47,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
+    cls=RootGroup,
 )
-app.add_typer(profiles_app, name="profiles", help="List and show device profiles (Raspberry Pi, Jetson, phones, host).")
-app.command("convert")(convert_cmd)
-app.command("inspect")(inspect_cmd)
-app.command("fit")(fit_cmd)
-app.command("plan")(plan_cmd)
-app.command("verify")(verify_cmd)
-app.command("run")(run_cmd)
-app.command("chat")(chat_cmd)
-app.command("pack")(pack_cmd)
-app.command("export-app")(export_app_cmd)
-app.command("install")(install_cmd)
-app.command("rollback")(rollback_cmd)
-app.command("activate")(activate_cmd)
-app.add_typer(models_app, name="models")
-app.command("flash")(flash_cmd)
-app.command("serve")(serve_cmd)
-app.add_typer(daemon_app, name="daemon")
-app.add_typer(keys_app, name="keys")
-app.add_typer(bundle_app, name="bundle")
-app.command("sync")(sync_cmd)
-cloud_app.command("rollout")(rollout_cmd)
-cloud_app.add_typer(rollouts_app, name="rollouts")
-cloud_app.add_typer(devices_app, name="devices")
-app.add_typer(cloud_app, name="cloud")
 
 
 def _version(value: bool) -> None:
@@ -65,9 +62,6 @@ def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     """Root options."""
-
-
-tidy(app)
 
 
 def main() -> None:

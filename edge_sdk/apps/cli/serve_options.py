@@ -75,7 +75,8 @@ SERVE = OptionTable(
         Opt("--prompt-cache-mb", "prompt_cache_mb", "RAM per language model for states of earlier prompts, so a "
             "shared prefix (a long system prompt) is not evaluated again; 0 evaluates every prompt whole."),
         Opt("--speculative", "speculative", "Speculative decoding: 'prompt-lookup' drafts tokens from the prompt "
-            "(same output; faster when answers quote their input). Default: off.", type=str | None, default=None),
+            "(same output; faster when answers quote their input). Default: off.",
+            type=str | None),  # typer takes no Literal: the text goes to DaemonConfig, which names what is valid
         Opt("--draft-tokens", "draft_tokens", "Most tokens drafted per step with --speculative."),
         Opt("--cloud-url", "cloud_url", "Cloud target for what the device cannot serve: any OpenAI-compatible "
             "server or `edge-sdk cloud serve`. Without it everything stays local."),

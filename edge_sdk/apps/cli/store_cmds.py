@@ -4,17 +4,16 @@ switched atomically."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from rich import box
-from rich.table import Table
 
 from edge_sdk.apps.cli.common import console, human_bytes, json_option, print_json, user_errors
-from edge_sdk.apps.cli.golden import check_golden_sets
-from edge_sdk.apps.cli.tables import add_id_column
-from edge_sdk.bundle import Bundle
 from edge_sdk.errors import BackendUnavailableError, StoreError
-from edge_sdk.store import BundleStore, InstalledModel
+from edge_sdk.store import BundleStore, InstalledModel  # the store reads directories and links: no bundle models
+
+if TYPE_CHECKING:
+    from edge_sdk.bundle import Bundle
 
 STORE_OPT = typer.Option(
     Path("/var/lib/edge-sdk"),
@@ -90,8 +89,13 @@ def models_cmd(ctx: typer.Context, store: Path = STORE_OPT, as_json: bool = json
         print_json({"store": str(store), "models": [_model_json(m) for m in models]})
         return
     if not models:
-        console.print(f"no models installed in {store}", highlight=False)
+        typer.echo(f"no models installed in {store}")  # plain text: no need to start rich for it
         return
+    from rich import box
+    from rich.table import Table
+
+    from edge_sdk.apps.cli.tables import add_id_column
+
     table = Table(title=f"models in {store}", box=box.SIMPLE_HEAVY, pad_edge=False)
     add_id_column(table, "model", (m.name for m in models))
     for column in ("active", "previous", "versions"):
@@ -186,6 +190,8 @@ def _golden_check_allowing_failed(bundle: Bundle) -> bool:
 
 def _golden_check(bundle: Bundle, *, allow_failed: bool = False) -> bool:
     """Every variant must have passed its gate at conversion and reproduce its golden outputs here."""
+    from edge_sdk.apps.cli.golden import check_golden_sets
+
     _announce(bundle)
     try:
         return check_golden_sets(bundle, allow_failed=allow_failed)

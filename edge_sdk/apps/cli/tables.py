@@ -8,13 +8,15 @@ own below the variants.
 from __future__ import annotations
 
 from collections.abc import Iterable
-
-from rich import box
-from rich.console import Group, RenderableType
-from rich.table import Table
+from typing import TYPE_CHECKING
 
 from edge_sdk.apps.cli.common import console, human_bytes
-from edge_sdk.bundle import Bundle, Variant
+
+if TYPE_CHECKING:  # rich's tables are imported by the commands that draw one
+    from rich.console import RenderableType
+    from rich.table import Table
+
+    from edge_sdk.bundle import Bundle, Variant
 
 WIDE_TERMINAL = 120  # the width at which the fit per profile still fits beside the variants
 
@@ -58,6 +60,10 @@ def _fit_cell(v: Variant) -> str:
 def variant_table(bundle: Bundle, width: int | None = None) -> RenderableType:
     """One row per variant: size, precision, measured accuracy, gate, and fit per profile (beside them on a wide
     terminal, else in a table of its own)."""
+    from rich import box
+    from rich.console import Group
+    from rich.table import Table
+
     wide = (width or console.width) >= WIDE_TERMINAL
     table = Table(
         title=f"{bundle.name} {bundle.manifest.version} — {len(bundle.variants)} variant(s)",
@@ -81,6 +87,9 @@ def variant_table(bundle: Bundle, width: int | None = None) -> RenderableType:
 
 
 def _fit_by_profile(bundle: Bundle) -> Table:
+    from rich import box
+    from rich.table import Table
+
     table = Table(title="fit per device profile", box=box.SIMPLE_HEAVY, pad_edge=False)
     add_id_column(table, "variant", (v.id for v in bundle.variants))
     add_id_column(table, "profile", (p for v in bundle.variants for p in v.fit))

@@ -39,12 +39,15 @@ class BundleSource(Protocol):
 class DirectorySource:
     """Bundles named by their manifest, from paths given on the command line. Each is opened (every file's
     digest checked, an archive unpacked) once, at start: the daemon then serves what it verified, and neither
-    planning nor loading pays for hashing or unpacking a large model file again."""
+    planning nor loading pays for hashing or unpacking a large model file again. A directory's digests are not
+    computed again at the next start while its stamp (in the user's cache) shows no file changed since."""
 
     def __init__(self, paths: list[Path]) -> None:
+        from edge_sdk.bundle.stamp import cached_stamp_path
+
         self._bundles: dict[str, Bundle] = {}
         for path in paths:
-            bundle = Bundle.open(path)
+            bundle = Bundle.open(path, stamp=cached_stamp_path(path) if Path(path).is_dir() else None)
             self._bundles[bundle.name] = bundle
 
     def names(self) -> list[str]:

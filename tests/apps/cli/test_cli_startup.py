@@ -7,16 +7,12 @@ the real entry point in a fresh interpreter and reports which heavy modules were
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
-# Issue 25's lazy imports of the CLI modules did not survive the merge with 22's option table and 23's output
-# helpers (they conflicted in every CLI module); until they are redone on top of them, `--help` still imports
-# numpy and pydantic. Strict: these start failing, as they should, the day the imports are lazy again.
-NOT_YET_LAZY = pytest.mark.xfail(strict=True, reason="CLI modules import numpy/pydantic at module level (issue 25)")
 
 ROOT = Path(__file__).resolve().parents[3]
 HEAVY = ("numpy", "torch", "onnxruntime", "executorch", "llama_cpp", "transformers", "fastapi", "uvicorn")
@@ -49,12 +45,7 @@ def _imported_after(args: list[str]) -> set[str]:
 
 @pytest.mark.parametrize(
     "args",
-    [
-        pytest.param(["--help"], marks=NOT_YET_LAZY),
-        pytest.param(["serve", "--help"], marks=NOT_YET_LAZY),
-        pytest.param(["convert", "--help"], marks=NOT_YET_LAZY),
-        pytest.param(["models", "--help"], marks=NOT_YET_LAZY),
-    ],
+    [["--help"], ["serve", "--help"], ["convert", "--help"], ["models", "--help"]],
     ids=" ".join,
 )
 def test_help_imports_no_numpy_or_engine(args):
@@ -62,16 +53,31 @@ def test_help_imports_no_numpy_or_engine(args):
     assert heavy == [], f"`edge-sdk {' '.join(args)}` imported {heavy}"
 
 
-@NOT_YET_LAZY
 def test_root_help_reads_no_manifest_models():
     # The bundle manifests are pydantic models: printing the command list must not build them.
     assert "pydantic" not in _imported_after(["--help"])
 
 
-@NOT_YET_LAZY
 def test_models_lists_a_store_without_numpy(tmp_path):
     store = tmp_path / "store"
     store.mkdir()
     modules = _imported_after(["models", "--store", str(store)])
     assert sorted(set(HEAVY) & modules) == []
     assert "rich" not in modules  # a one-line answer needs no rich console (a table of models does)
+
+
+def test_the_command_list_is_the_commands_own_help():
+    # `edge-sdk --help` lists the commands from listing.json without importing them; it must say what the
+    # commands themselves say. After changing a command's first help paragraph: EDGE_SDK_UPDATE_SURFACE=1.
+    import typer
+
+    from edge_sdk.apps.cli.lazy import LISTING, listing_of
+    from edge_sdk.apps.cli.main import app
+
+    root = typer.main.get_command(app)
+    actual = listing_of(root, typer.Context(root))
+    if os.environ.get("EDGE_SDK_UPDATE_SURFACE") == "1":
+        LISTING.write_text(json.dumps(actual, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert json.loads(LISTING.read_text(encoding="utf-8")) == actual, (
+        f"{LISTING.name} is stale: run with EDGE_SDK_UPDATE_SURFACE=1"
+    )

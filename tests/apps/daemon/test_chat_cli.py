@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from dataclasses import dataclass
-
 import pytest
 from typer.testing import CliRunner
 
@@ -21,28 +17,13 @@ def _answers(output: str) -> list[str]:
     return [line.split("assistant> ", 1)[1] for line in output.splitlines() if "assistant> " in line]
 
 
-@dataclass
-class Ran:
-    exit_code: int
-    output: str
-
-
-def _chat(*args: str, text: str) -> Ran:
-    """`edge-sdk chat` as a user runs it: its own process, the conversation typed on stdin (CliRunner's captured
-    streams can be closed under a long in-process command by the garbage collector)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "edge_sdk.cli", "chat", *args], input=text, capture_output=True, text=True, timeout=600
-    )
-    return Ran(done.returncode, done.stdout + done.stderr)
-
-
 def test_chat_with_a_bundle_here_and_with_a_daemon_gives_the_same_streamed_answers(llm_daemon, smollm2_served_bundle):
     options = ["--temperature", "0", "--max-tokens", "8"]
-    local = _chat(str(smollm2_served_bundle.root), "--threads", "2", *options, text=TURNS)
+    local = runner.invoke(app, ["chat", str(smollm2_served_bundle.root), "--threads", "2", *options], input=TURNS)
     assert local.exit_code == 0, local.output
     answers = _answers(local.output)
     assert len(answers) == 2 and "Paris" in answers[0]  # the empty line asked nothing; /exit ended it
-    remote = _chat("--url", f"{llm_daemon}/v1", "--model", "smollm2", *options, text=TURNS)
+    remote = runner.invoke(app, ["chat", "--url", f"{llm_daemon}/v1", "--model", "smollm2", *options], input=TURNS)
     assert remote.exit_code == 0, remote.output
     assert _answers(remote.output) == answers
 

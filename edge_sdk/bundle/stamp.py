@@ -1,0 +1,103 @@
+"""A verified bundle directory's stamp: how each of its files looked (size, inode, modification and change times)
+right after every digest was checked.
+
+Opening the directory again while every file still looks the same skips hashing: for a model of a few GB that is
+seconds at every daemon start on a Raspberry Pi. A write to a file, or another file put in its place, changes its
+change time (ctime) or its inode, and user space cannot set a ctime back (`touch -d` sets the modification time and
+moves the ctime doing it). So a changed file does not match, and the bundle is hashed in full again: a wrong digest
+is refused as before. What a stamp does not survive: a copy or restore of the directory (new inodes), which costs
+one full check.
+
+The stamp lives outside the bundle (a bundle holds only the files its manifest lists): in the store beside the
+version (`edge_sdk.store`), or in the user's cache for a directory served from elsewhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+from edge_sdk.fsutil import cache_dir
+
+STAMP_VERSION = 1
+# A file changed within this long before the stamp was written may carry the same times as when it was verified
+# (timestamps are taken from a coarse clock, on some file systems to the second): such a file never matches, so the
+# next open hashes it and writes a stamp it can trust ("racy clean" files, as git's index calls them).
+RACY_NS = 2_000_000_000
+
+
+def files_stamp(root: Path, files: list[str]) -> dict[str, list[int]]:
+    """Each file's [size, device, inode, mtime ns, ctime ns], by path relative to root."""
+    stamp: dict[str, list[int]] = {}
+    for rel in sorted(files):
+        st = (root / rel).stat()
+        stamp[rel] = [st.st_size, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns]
+    return stamp
+
+
+def matches(stamp_path: Path, root: Path, files: list[str]) -> bool:
+    """Whether `root`'s files (every file now in it) look as they did when the stamp was written."""
+    try:
+        recorded = json.loads(stamp_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(recorded, dict) or recorded.get("version") != STAMP_VERSION:
+        return False
+    if recorded.get("root") != str(root.resolve()):
+        return False
+    try:
+        now = files_stamp(root, files)
+    except OSError:
+        return False
+    written = recorded.get("written_ns")
+    if not isinstance(written, int) or any(f[4] > written - RACY_NS for f in now.values()):
+        return False
+    return bool(recorded.get("files") == now)
+
+
+def record(stamp_path: Path, root: Path, files: list[str]) -> None:
+    """Write the stamp of a directory just verified in full (best effort: without one, the next open hashes)."""
+    document = {
+        "version": STAMP_VERSION,
+        "root": str(root.resolve()),
+        "written_ns": time.time_ns(),
+        "files": files_stamp(root, files),
+    }
+    try:
+        stamp_path.parent.mkdir(parents=True, exist_ok=True)
+        partial = stamp_path.with_name(f".{stamp_path.name}.{os.getpid()}.partial")
+        partial.write_text(json.dumps(document), encoding="utf-8")
+        partial.replace(stamp_path)
+        _forget_gone(stamp_path.parent)
+    except OSError:
+        pass
+
+
+def _forget_gone(directory: Path, keep: int = 64) -> None:
+    """Past `keep` stamps in one directory, drop those of directories that no longer exist (a cache's stamps of
+    bundles served once from a temporary directory)."""
+    stamps = list(directory.glob("*.json"))
+    if len(stamps) <= keep:
+        return
+    for path in stamps:
+        try:
+            root = json.loads(path.read_text(encoding="utf-8")).get("root")
+        except (OSError, ValueError, AttributeError):
+            root = None
+        if not isinstance(root, str) or not Path(root).is_dir():
+            path.unlink(missing_ok=True)
+
+
+def record_stamp(stamp_path: Path, root: Path) -> None:
+    """`record` for every file now under root (a directory that was just verified in full)."""
+    files = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and not p.is_symlink()]
+    record(stamp_path, root, files)
+
+
+def cached_stamp_path(root: Path) -> Path:
+    """Where the stamp of a bundle directory outside a store is kept: the user's cache, by the directory's path."""
+    key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:32]
+    return cache_dir() / "verified" / f"{key}.json"

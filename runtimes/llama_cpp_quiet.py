@@ -1,0 +1,108 @@
+"""Keeping llama.cpp quiet from any thread, without touching Python's `sys.stdout` and `sys.stderr`.
+
+llama-cpp-python's `verbose=False` wraps backend init and every model load in `suppress_stdout_stderr`, which
+replaces the process-wide `sys.stdout`/`sys.stderr` with /dev/null and dup2s file descriptors 1 and 2, then puts
+back what it saved. Two threads doing that at once put back each other's /dev/null (llama-cpp-python issue
+#1874): the process stays silent for good. And a stream another thread installed meanwhile is dropped: the
+daemon preloading a model in a worker thread while a test's CliRunner ran `edge-sdk chat` left `sys.stdout` at the
+stream saved before the run, and the runner's own stream, now unreferenced, was closed by the garbage collector.
+
+Here, silencing is per file descriptor, counted and locked: the first thread in redirects the descriptor, the
+last one out restores it, and Python's stream objects are never replaced (llama-cpp-python prints nothing itself
+with verbose=False; only llama.cpp's C code writes to the descriptors). `use_quiet_loads()` makes
+llama-cpp-python use this instead of its own; call it after importing llama_cpp, before constructing `Llama`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+
+class _Silenced:
+    """One file descriptor pointed at /dev/null while at least one caller wants it silent."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._saved: int | None = None
+
+    def enter(self) -> None:
+        with self._lock:
+            self._depth += 1
+            if self._depth > 1:
+                return
+            for stream in (sys.stdout, sys.stderr):  # what Python buffered belongs to before, not the silence
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            self._saved = os.dup(self.fd)
+            null = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(null, self.fd)
+            finally:
+                os.close(null)
+
+    def exit(self) -> None:
+        with self._lock:
+            self._depth -= 1
+            if self._depth > 0 or self._saved is None:
+                return
+            saved, self._saved = self._saved, None
+            os.dup2(saved, self.fd)
+            os.close(saved)
+
+
+_STDOUT, _STDERR = _Silenced(1), _Silenced(2)
+
+
+@contextlib.contextmanager
+def quiet_stderr() -> Iterator[None]:
+    """Silence C code that writes to file descriptor 2 itself (some llama.cpp warnings ignore verbose=False)."""
+    _STDERR.enter()
+    try:
+        yield
+    finally:
+        _STDERR.exit()
+
+
+class ThreadSafeSuppress:
+    """A drop-in for `llama_cpp._utils.suppress_stdout_stderr(disable=...)`: descriptors 1 and 2 only."""
+
+    def __init__(self, disable: bool = True) -> None:
+        self.disable = disable
+
+    def __enter__(self) -> ThreadSafeSuppress:
+        if not self.disable:
+            _STDOUT.enter()
+            _STDERR.enter()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if not self.disable:
+            _STDERR.exit()
+            _STDOUT.exit()
+
+
+# The modules of llama-cpp-python 0.3 that call suppress_stdout_stderr by their own global name.
+_USERS = ("llama_cpp.llama", "llama_cpp._internals", "llama_cpp.llama_chat_format")
+
+
+def use_quiet_loads() -> None:
+    """Make llama-cpp-python silence llama.cpp the thread-safe way (idempotent)."""
+    for name in _USERS:
+        module = sys.modules.get(name)
+        if module is not None and hasattr(module, "suppress_stdout_stderr"):
+            setattr(module, "suppress_stdout_stderr", ThreadSafeSuppress)  # noqa: B010 (a module's global)
+
+
+def import_llama_cpp() -> Any:
+    """`import llama_cpp`, made to silence the thread-safe way: what constructs a `Llama` imports it so."""
+    import llama_cpp
+
+    use_quiet_loads()
+    return llama_cpp
