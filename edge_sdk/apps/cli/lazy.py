@@ -94,7 +94,10 @@ class LazyGroup(TidyGroup):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.commands: MutableMapping[str, Any] = LazyCommands(self.entries)
+        lazy = LazyCommands(self.entries)
+        for name, command in self.commands.items():  # registered the usual way (`app.command`): kept as built
+            lazy[name] = command
+        self.commands: MutableMapping[str, Any] = lazy
         self._listing = False
 
     def list_commands(self, ctx: Any) -> list[str]:

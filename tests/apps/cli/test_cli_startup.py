@@ -81,3 +81,27 @@ def test_the_command_list_is_the_commands_own_help():
     assert json.loads(LISTING.read_text(encoding="utf-8")) == actual, (
         f"{LISTING.name} is stale: run with EDGE_SDK_UPDATE_SURFACE=1"
     )
+
+
+def test_a_command_registered_the_usual_way_beside_the_lazy_ones_is_kept():
+    import typer
+    from typer.testing import CliRunner
+
+    from edge_sdk.apps.cli.lazy import Entry, LazyGroup
+
+    class Group(LazyGroup):
+        entries = (Entry("pack", "edge_sdk.apps.cli.bundle_cmds:pack_cmd"),)
+
+    app = typer.Typer(cls=Group)
+    app.callback()(lambda: None)  # a group, as edge-sdk's root is
+
+    @app.command("hello")
+    def hello() -> None:
+        """Say hello."""
+        typer.echo("hello")
+
+    runner = CliRunner()
+    listed = runner.invoke(app, ["--help"], env={"COLUMNS": "120"}).output
+    assert "pack" in listed and "hello" in listed
+    assert runner.invoke(app, ["hello"]).output == "hello\n"
+    assert "Usage" in runner.invoke(app, ["pack", "--help"]).output
