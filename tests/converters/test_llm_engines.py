@@ -11,7 +11,7 @@ from llm_families import FAMILIES, build_family, smollm2_tokenizer_dir
 import edge_sdk
 from edge_sdk.errors import ConfigError, ContextLengthError, ModelSourceError
 
-pytestmark = pytest.mark.slow  # three ExecuTorch exports, two onnxruntime-genai builds (~3 min of CPU)
+pytestmark = pytest.mark.slow  # three ExecuTorch exports, two onnxruntime-genai builds (~2 min of CPU)
 
 PROMPT, GREEDY = "The quick brown fox", 16  # tiny_llama / engines_bundle: tests/conftest.py
 FP32_VARIANTS = ("gguf-f32", "executorch-f32", "onnx-f32")
