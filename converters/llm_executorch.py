@@ -1,4 +1,4 @@
-"""A Hugging Face LLaMA directory -> an ExecuTorch .pte with a static KV cache, through ExecuTorch's own LLM
+"""A Hugging Face LLaMA or Qwen2 directory -> an ExecuTorch .pte with a static KV cache, through ExecuTorch's own LLM
 export path (executorch.examples.models.llama.export_llama_lib, as `python -m executorch.extension.llm.export.
 export_llm` runs it): XNNPACK-delegated, custom SDPA updating the cache in place; fp32, or 8-bit dynamic
 activations with per-channel 8-bit weights (torchao 8da8w) or with 4-bit grouped weights (torchao 8da4w).
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from converters.executorch_export import DelegationReport
 
 ENGINE = "executorch"
-ARCHITECTURES = ("LlamaForCausalLM",)
+ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM")  # Qwen2: Llama with q/k/v biases
 GROUP_SIZE = 32  # 4-bit weight groups (ExecuTorch's published Llama recipes use 32 or 128)
 PREFILL_CHUNK = 128  # most prompt tokens one forward call takes (the runner splits longer prompts)
 
@@ -128,7 +128,7 @@ class ExecuTorchLlmExporter(Exporter):
             "vocab_size": dims.vocab, "hidden_dim": dims.ffn, "head_dim": dims.head_dim,
             "norm_eps": float(source.config.get("rms_norm_eps", 1e-5)),
             "rope_theta": float(rope.get("rope_theta", source.config.get("rope_theta", 10000.0))),
-            "use_hf_rope": True,
+            "use_hf_rope": True, "attention_qkv_bias": source.hf_arch == "Qwen2ForCausalLM",
         }  # fmt: skip
         build = _build_dir(work)
         (build / "params.json").write_text(json.dumps(params))
