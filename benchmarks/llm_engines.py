@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import statistics
 import subprocess
@@ -25,7 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
+from _common import load_average, write_results  # benchmarks/ is on sys.path as a script
+
 PROMPT = (
     "Write a short explanation of how a hash table works, including how collisions are handled, why the load "
     "factor matters, and what the average and worst-case lookup costs are.\n\nA hash table is"
@@ -127,6 +127,7 @@ def main() -> None:
             capture_output=True, text=True, check=True,
         )  # fmt: skip
         numbers = json.loads(done.stdout.strip().splitlines()[-1])
+        numbers["load_average_1m"] = load_average()  # the machine is shared: each figure says under what
         kl = next((m.value for m in v.accuracy.metrics if m.name == "mean_kl"), None) if v.accuracy else None
         rows.append({"variant": v.id, "engine": v.backend.value, "quantization": v.recipe.quantization.value,
                      "size_mb": v.size_bytes / 1e6, "mean_kl": kl, "passed": bool(v.accuracy and v.accuracy.passed),
@@ -142,12 +143,9 @@ def main() -> None:
         kl = f"{r['mean_kl']:.4g}" if r["mean_kl"] is not None else "-"
         print(f"{r['variant']:<20} {r['size_mb']:>8.1f} {r['peak_rss_mb']:>8.0f} {r['prefill_tokens_per_s']:>12.1f} "
               f"{r['decode_tokens_per_s']:>11.1f} {ratio:>10} {kl:>10}")  # fmt: skip
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "llm_engines.json"
-    report = {"model": args.model, "machine": platform.processor() or platform.machine(), "tokens": args.tokens,
-              "rounds": args.rounds, "convert_seconds": convert_s, "variants": rows}  # fmt: skip
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
+    payload = {"model": args.model, "tokens": args.tokens, "rounds": args.rounds, "convert_seconds": convert_s,
+               "variants": rows}  # fmt: skip
+    write_results("llm_engines", payload, started=start)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,16 @@
-"""A Hugging Face LLaMA directory -> an ExecuTorch .pte with a static KV cache, through ExecuTorch's own LLM
+"""A Hugging Face LLaMA or Qwen2 directory -> an ExecuTorch .pte with a static KV cache, through ExecuTorch's own LLM
 export path (executorch.examples.models.llama.export_llama_lib, as `python -m executorch.extension.llm.export.
 export_llm` runs it): XNNPACK-delegated, custom SDPA updating the cache in place; fp32, or 8-bit dynamic
 activations with per-channel 8-bit weights (torchao 8da8w) or with 4-bit grouped weights (torchao 8da4w).
 
-The weights are renamed to ExecuTorch's Llama ("use_hf_rope": no q/k permutation is needed)."""
+The weights are renamed to ExecuTorch's Llama ("use_hf_rope": no q/k permutation is needed). Lowering, as
+export_llama lowers: quantized variants give XNNPACK their dynamically-quantized linears (export_llama's
+default; >99.9% of the FLOPs); fp32 has none, so it also takes every other operator XNNPACK runs
+(`extended_ops`, as ExecuTorch's published llama_xnnpack.yaml), else nothing would be delegated. Each further
+delegated subgraph costs ~1 s of XNNPACK passes at export, which is why quantized variants do not take them.
+One torch.export per variant where export_llama makes two (its first serves PT2E quantizers, which no recipe
+here uses). The delegation report is that of tensor models (converters.executorch_export.delegation_report),
+written as delegation.json and summarised in the recipe."""
 
 from __future__ import annotations
 
@@ -11,17 +18,20 @@ import importlib.metadata
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from converters.exporter import Exporter, ExportRequest, ExportResult
 from converters.llm_hf_export import export_context, hf_source_for, write_text_files
 from converters.sources import ModelSource
 from edge_sdk.bundle import Recipe, RuntimeRequirement
-from edge_sdk.errors import ExportError
+from edge_sdk.errors import ConfigError, ExportError, choices
 from edge_sdk.types import Backend, QuantScheme
 
+if TYPE_CHECKING:
+    from converters.executorch_export import DelegationReport
+
 ENGINE = "executorch"
-ARCHITECTURES = ("LlamaForCausalLM",)
+ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM")  # Qwen2: Llama with q/k/v biases
 GROUP_SIZE = 32  # 4-bit weight groups (ExecuTorch's published Llama recipes use 32 or 128)
 PREFILL_CHUNK = 128  # most prompt tokens one forward call takes (the runner splits longer prompts)
 
@@ -35,6 +45,8 @@ _TOP = {"model.embed_tokens.weight": "tok_embeddings.weight", "model.norm.weight
         "lm_head.weight": "output.weight"}  # fmt: skip
 PRECISION = {QuantScheme.F32: "fp32", QuantScheme.NONE: "fp32", QuantScheme.INT8_DYNAMIC: "int8",
              QuantScheme.INT8DA_INT4W: "int4"}  # fmt: skip
+# ExecuTorch's qmode and weight group size per scheme (group 0: one scale per output channel).
+QMODES = {QuantScheme.INT8_DYNAMIC: ("8da8w", 0), QuantScheme.INT8DA_INT4W: ("8da4w", GROUP_SIZE)}
 
 
 def _runtime() -> RuntimeRequirement:
@@ -116,7 +128,7 @@ class ExecuTorchLlmExporter(Exporter):
             "vocab_size": dims.vocab, "hidden_dim": dims.ffn, "head_dim": dims.head_dim,
             "norm_eps": float(source.config.get("rms_norm_eps", 1e-5)),
             "rope_theta": float(rope.get("rope_theta", source.config.get("rope_theta", 10000.0))),
-            "use_hf_rope": True,
+            "use_hf_rope": True, "attention_qkv_bias": source.hf_arch == "Qwen2ForCausalLM",
         }  # fmt: skip
         build = _build_dir(work)
         (build / "params.json").write_text(json.dumps(params))
@@ -124,14 +136,18 @@ class ExecuTorchLlmExporter(Exporter):
         pte = work / "model.pte"
         try:
             with quiet_engine():
-                from executorch.examples.models.llama.export_llama_lib import export_llama
-
-                export_llama(self._config(build, pte, context, request.quantization, _special_tokens(source.config)))
+                config = self._config(build, pte, context, request.quantization, _special_tokens(source.config))
+                report = _export_program(config, pte)
         except Exception as exc:  # the export raises whatever its passes raise
             raise ExportError(f"ExecuTorch's LLM export failed for {source.describe()}: {exc}") from exc
-        shutil.rmtree(build, ignore_errors=True)
-        files = {"model.pte": pte, **write_text_files(source, work, context)}
-        options = {"kv_cache": "static", "context": str(context), "delegate": "xnnpack", "sdpa": "custom"}
+        finally:
+            shutil.rmtree(build, ignore_errors=True)
+        report_path = work / "delegation.json"
+        report_path.write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
+        files = {"model.pte": pte, "delegation.json": report_path, **write_text_files(source, work, context)}
+        extended = "" if request.quantization in QMODES else " + extended ops"
+        options = {"kv_cache": "static", "context": str(context), "sdpa": "custom", **report.options(),
+                   "partitioners": f"dynamic-quant linears{extended}"}  # fmt: skip
         if request.quantization is QuantScheme.INT8DA_INT4W:
             options["group_size"] = str(GROUP_SIZE)
         elif request.quantization is QuantScheme.INT8_DYNAMIC:
@@ -152,8 +168,42 @@ class ExecuTorchLlmExporter(Exporter):
         config.export.max_seq_length, config.export.max_context_length = min(PREFILL_CHUNK, context), context
         config.export.output_dir, config.export.output_name = str(build), str(pte)
         config.backend.xnnpack.enabled = True
-        if scheme is QuantScheme.INT8DA_INT4W:
-            config.quantization.qmode, config.quantization.group_size = "8da4w", GROUP_SIZE
-        elif scheme is QuantScheme.INT8_DYNAMIC:
-            config.quantization.qmode, config.quantization.group_size = "8da8w", 0  # 0: one scale per channel
+        config.backend.xnnpack.extended_ops = scheme not in QMODES  # fp32: else nothing would be delegated
+        if scheme in QMODES:
+            config.quantization.qmode, config.quantization.group_size = QMODES[scheme]
         return config
+
+
+def _export_program(config: Any, pte: Path) -> DelegationReport:
+    """ExecuTorch's Llama built and source-transformed (quantized) by its own loader, exported once, lowered
+    to XNNPACK as export_llama lowers it, and saved; what went to XNNPACK is reported."""
+    from executorch.examples.models.llama.export_llama_lib import _prepare_for_llama_export
+    from executorch.extension.llm.export.partitioner_lib import get_xnnpack_partitioner
+
+    from converters.executorch_export import delegation_report
+
+    builder = _prepare_for_llama_export(config)
+    # to_edge_transform_and_lower exports the module it is given: the eager model, once.
+    builder.pre_autograd_graph_module = builder.model
+    partitioners = [get_xnnpack_partitioner(dynamic_quant_only_partitioner=True)]
+    if config.backend.xnnpack.extended_ops:
+        partitioners.append(get_xnnpack_partitioner(dynamic_quant_only_partitioner=False))
+    builder.to_edge_transform_and_lower(partitioners)
+    report = delegation_report(builder.edge_manager.exported_program().graph_module)
+    builder.to_executorch(passes=[])
+    builder.save_to_pte(str(pte))
+    return report
+
+
+def quantize_like_export(model: Any, scheme: QuantScheme) -> Any:
+    """`model` (a torch module, e.g. transformers' Llama) with its linear layers quantized exactly as the
+    exporter quantizes ExecuTorch's Llama for `scheme` (ExecuTorch's own source transform: torchao's
+    Int8DynamicActivationIntxWeightConfig, HQQ scales): the eager reference of a quantized variant."""
+    from executorch.examples.models.llama.source_transformation.quantize import quantize
+
+    if scheme not in QMODES:
+        raise ConfigError(
+            f"{scheme.value!r} is not an ExecuTorch quantization; quantized: {choices(q.value for q in QMODES)}"
+        )
+    qmode, group_size = QMODES[scheme]
+    return quantize(model, qmode=qmode, group_size=group_size)

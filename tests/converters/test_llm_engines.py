@@ -11,7 +11,7 @@ from llm_families import FAMILIES, build_family, smollm2_tokenizer_dir
 import edge_sdk
 from edge_sdk.errors import ConfigError, ContextLengthError, ModelSourceError
 
-pytestmark = pytest.mark.slow  # three ExecuTorch exports, two onnxruntime-genai builds (~3 min of CPU)
+pytestmark = pytest.mark.slow  # three ExecuTorch exports, two onnxruntime-genai builds (~2 min of CPU)
 
 PROMPT, GREEDY = "The quick brown fox", 16  # tiny_llama / engines_bundle: tests/conftest.py
 FP32_VARIANTS = ("gguf-f32", "executorch-f32", "onnx-f32")
@@ -67,13 +67,33 @@ def test_every_variant_is_judged_against_one_reference(engines_bundle):
         np.testing.assert_allclose(theirs, golden, atol=0.05 * np.abs(golden).max())
 
 
+@pytest.mark.parametrize("variant", ["executorch-int8-dynamic", "executorch-8da4w"])
+def test_quantized_greedy_tokens_equal_the_eager_model_quantized_the_same_way(engines_bundle, tiny_llama, variant):
+    """A quantized variant's reference is transformers' model with its linears quantized by the same source
+    transform (ExecuTorch's quantize: torchao 8da8w / 8da4w, HQQ scales). Weights then agree bit for bit and
+    only the activations' int8 rounding and summation order may differ, which 16 greedy tokens do not see."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from converters.llm_executorch import quantize_like_export
+
+    directory, prompt, _ = tiny_llama
+    v = next(v for v in engines_bundle.manifest.variants if v.id == variant)
+    model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+    model = quantize_like_export(model, v.recipe.quantization)
+    with torch.no_grad():
+        out = model.generate(torch.tensor([prompt]), max_new_tokens=GREEDY, do_sample=False, eos_token_id=None)
+    with edge_sdk.load(engines_bundle.root, variant) as session:
+        assert _greedy_tokens(session, prompt, GREEDY) == out[0, len(prompt) :].tolist()
+
+
 @pytest.mark.parametrize(
     ("variant", "rung"), [("executorch-8da4w", "q4_0"), ("onnx-int4", "q4_0"), ("executorch-int8-dynamic", "q8_0")]
 )
 def test_quantized_variants_stay_within_their_gguf_rung(engines_bundle, variant, rung):
-    """Random weights leave near-ties that quantized weights flip (int8 dynamic already changes the 2nd greedy
-    token here; top-1 is no verdict): the distribution's distance to the reference is, within the KL of the GGUF
-    type of the same layout (Q4_0: 4-bit in blocks of 32; Q8_0: 8-bit)."""
+    """Against the float reference, random weights leave near-ties that quantized weights flip (int8 dynamic
+    changes the 2nd greedy token of transformers' fp32 here; top-1 is no verdict): the distribution's distance
+    to it is, within the KL of the GGUF type of the same layout (Q4_0: 4-bit in blocks of 32; Q8_0: 8-bit)."""
     from converters.gguf.quality import LLM_TOLERANCE
     from edge_sdk.types import QuantScheme
 
@@ -81,6 +101,33 @@ def test_quantized_variants_stay_within_their_gguf_rung(engines_bundle, variant,
     kl = next(m for m in v.accuracy.metrics if m.name == "mean_kl")
     assert 0 < kl.value <= LLM_TOLERANCE[QuantScheme(rung)].max_kl
     assert v.recipe.precision == ("int8" if rung == "q8_0" else "int4")
+
+
+def test_the_executorch_delegation_report_names_what_runs_in_xnnpack(engines_bundle):
+    """Every linear layer (7 a block and the output) runs in XNNPACK in every variant, and no matrix product is
+    left on portable kernels but the custom SDPA; fp32 also gives XNNPACK the elementwise operators. `inspect`
+    shows the share, delegation.json the operators."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from edge_sdk.apps.cli.main import app
+
+    for v in engines_bundle.manifest.variants:
+        if v.backend.value != "executorch":
+            continue
+        report = json.loads(
+            (engines_bundle.root / next(f.path for f in v.files if f.path.endswith("delegation.json"))).read_text()
+        )
+        assert report["delegated_by_operator"]["aten.linear"] == 7 * 2 + 1, v.id
+        assert "aten.linear" not in report["portable_by_operator"], v.id
+        matmuls = {"aten.linear", "aten.mm", "aten.bmm", "aten.addmm", "aten.matmul", "aten.convolution"}
+        assert not matmuls & set(report["portable_by_operator"]), (v.id, report["portable_by_operator"])
+        assert float(v.recipe.options["delegated_share_flops"]) == pytest.approx(report["delegated_share_flops"])
+        assert ("aten.mul.Tensor" in report["delegated_by_operator"]) == (v.recipe.precision == "fp32"), v.id
+    shown = CliRunner().invoke(app, ["inspect", str(engines_bundle.root)], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.count("of compute in xnnpack") == 3
 
 
 @pytest.mark.parametrize("variant", ["executorch-f32", "onnx-f32"])
@@ -111,9 +158,9 @@ def test_chat_uses_the_models_template(engines_bundle, variant):
 
 
 def test_an_architecture_the_engine_lacks_is_refused_before_export(tmp_path):
-    family = next(f for f in FAMILIES if f.name == "qwen2")
+    family = next(f for f in FAMILIES if f.name == "qwen3")  # q/k norms: not ExecuTorch's Llama here
     build_family(family, tmp_path / "qwen", {"smollm2": smollm2_tokenizer_dir()})
-    with pytest.raises(ModelSourceError, match=r"Qwen2ForCausalLM.*executorch.*LlamaForCausalLM"):
+    with pytest.raises(ModelSourceError, match=r"Qwen3ForCausalLM.*executorch.*LlamaForCausalLM.*Qwen2ForCausalLM"):
         edge_sdk.convert_llm(tmp_path / "qwen", backend="executorch", quantize="f32", output=tmp_path / "b")
     assert not (tmp_path / "b").exists()
 
@@ -151,17 +198,20 @@ def test_golden_set_is_rechecked_by_the_engine_on_the_device(engines_bundle, var
     assert report.passed, report.metrics
 
 
-def test_a_qwen2_model_on_onnx_genai_gives_transformers_greedy_tokens(tmp_path):
+def test_a_qwen2_model_gives_transformers_greedy_tokens(tmp_path):
+    """Qwen2 (q/k/v biases) on ONNX GenAI and on ExecuTorch (its Llama with attention_qkv_bias), one bundle."""
     import torch
 
     family = next(f for f in FAMILIES if f.name == "qwen2")
     model = build_family(family, tmp_path / "qwen", {"smollm2": smollm2_tokenizer_dir()})
     bundle = edge_sdk.convert_llm(
-        tmp_path / "qwen", backend="onnx", quantize="f32", output=tmp_path / "b", eval_tokens=32, context=128
-    )
+        tmp_path / "qwen", backend=["onnx", "executorch"], quantize="f32", output=tmp_path / "b", eval_tokens=32,
+        context=128,
+    )  # fmt: skip
     prompt = [504, 2365, 6354, 16438]
     with torch.no_grad():
         out = model.generate(torch.tensor([prompt]), max_new_tokens=GREEDY, do_sample=False, eos_token_id=None)
-    with edge_sdk.load(bundle.root, "onnx-f32") as session:
-        assert _greedy_tokens(session, prompt, GREEDY) == out[0, len(prompt) :].tolist()
-    assert bundle.manifest.variants[0].accuracy.passed
+    for variant in ("onnx-f32", "executorch-f32"):
+        with edge_sdk.load(bundle.root, variant) as session:
+            assert _greedy_tokens(session, prompt, GREEDY) == out[0, len(prompt) :].tolist(), variant
+    assert all(v.accuracy.passed for v in bundle.manifest.variants)
