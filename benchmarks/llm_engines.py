@@ -46,7 +46,10 @@ def smollm2_hf_dir(dest: Path) -> Path:
     package = Path(spec.origin).parent
     gguf = next(package.glob("*.gguf"))
     loaded = AutoModelForCausalLM.from_pretrained(package, gguf_file=gguf.name)
-    model = LlamaForCausalLM(loaded.config)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):  # else config.json says "gguf": ONNX GenAI's builder refuses it
+        del config.quantization_config
+    model = LlamaForCausalLM(config)
     model.load_state_dict(loaded.state_dict())
     model.save_pretrained(dest)
     AutoTokenizer.from_pretrained(package, gguf_file=gguf.name).save_pretrained(dest)
