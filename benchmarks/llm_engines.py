@@ -47,7 +47,7 @@ def smollm2_hf_dir(dest: Path) -> Path:
     gguf = next(package.glob("*.gguf"))
     loaded = AutoModelForCausalLM.from_pretrained(package, gguf_file=gguf.name)
     config = loaded.config
-    if hasattr(config, "quantization_config"):  # else config.json says "gguf": ONNX GenAI's builder refuses it
+    if hasattr(config, "quantization_config"):  # the weights saved are float: config.json should not say "gguf"
         del config.quantization_config
     model = LlamaForCausalLM(config)
     model.load_state_dict(loaded.state_dict())

@@ -52,8 +52,9 @@ class OnnxGenaiExporter(Exporter):
         source = hf_source_for(request.source, ENGINE, ARCHITECTURES)
         context = export_context(source, request.context)
         out, precision = request.workdir / "model", _PRECISION[request.quantization]
+        given = _builder_input(source.directory, request.workdir)
         command = [
-            sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(source.directory), "-o", str(out),
+            sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(given), "-o", str(out),
             "-p", precision, "-e", "cpu", "-c", str(request.workdir / "cache"),
         ]  # fmt: skip
         if precision == "int4":
@@ -70,6 +71,24 @@ class OnnxGenaiExporter(Exporter):
             options.update(block_size=str(BLOCK_SIZE), op="MatMulNBits")
         recipe = Recipe(quantization=request.quantization, precision=precision, options=options)
         return ExportResult(files=files, inputs=(), outputs=(), recipe=recipe, runtime=_runtime())
+
+
+def _builder_input(directory: Path, workdir: Path) -> Path:
+    """The directory the builder reads. A model transformers loaded from a GGUF and saved again keeps
+    `quantization_config: {"quant_method": "gguf"}` in its config.json although its safetensors hold float
+    weights (transformers dequantizes a GGUF as it reads it and cannot save one); the builder refuses such a
+    directory as "gguf quantized". It then gets a copy of config.json without that key beside links to the rest."""
+    config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    if (config.get("quantization_config") or {}).get("quant_method") != "gguf":
+        return directory
+    del config["quantization_config"]
+    shadow = workdir / "source"
+    shadow.mkdir(parents=True, exist_ok=True)
+    for path in directory.iterdir():
+        if path.name != "config.json" and not (shadow / path.name).exists():
+            (shadow / path.name).symlink_to(path.resolve())
+    (shadow / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    return shadow
 
 
 def _set_context(path: Path, context: int) -> None:

@@ -215,3 +215,19 @@ def test_a_qwen2_model_gives_transformers_greedy_tokens(tmp_path):
         with edge_sdk.load(bundle.root, variant) as session:
             assert _greedy_tokens(session, prompt, GREEDY) == out[0, len(prompt) :].tolist(), variant
     assert all(v.accuracy.passed for v in bundle.manifest.variants)
+
+
+def test_a_model_saved_after_transformers_read_a_gguf_builds_on_onnx(tiny_llama, tmp_path):
+    """transformers keeps `quantization_config: gguf` in the config.json of a model it read from a GGUF and saved
+    again (float weights): ONNX GenAI's builder refused such a directory as "gguf quantized"."""
+    import json
+    import shutil
+
+    directory = shutil.copytree(tiny_llama[0], tmp_path / "from-gguf")
+    config = json.loads((directory / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "gguf", "gguf_file": "model.gguf", "dequantize": False}
+    (directory / "config.json").write_text(json.dumps(config))
+    bundle = edge_sdk.convert_llm(directory, backend="onnx", quantize="f32", output=tmp_path / "b", eval_tokens=32)
+    prompt, greedy = tiny_llama[1], tiny_llama[2]
+    with edge_sdk.load(bundle.root, "onnx-f32") as session:
+        assert _greedy_tokens(session, prompt, GREEDY) == greedy
