@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from edge_sdk.bundle import Variant
-from edge_sdk.errors import InputError, UnsupportedOperationError, choices
+from edge_sdk.errors import ConfigError, InputError, UnsupportedOperationError, choices
 from edge_sdk.types import Backend, TensorSpec
 
 MAX_ACCEPTED_SHAPES = 64  # per input, shapes remembered as valid so that the next call with one skips the check
@@ -250,3 +250,15 @@ def single_file(variant: Variant, root: Path, suffix: str) -> Path:
             f"it holds {choices(f.path for f in variant.files)}"
         )
     return root / matches[0].path
+
+
+def check_sampling(max_tokens: int, temperature: float, top_p: float, top_k: int) -> None:
+    """The generation options every language-model engine takes, checked alike (ConfigError naming the range)."""
+    if max_tokens < 1:
+        raise ConfigError(f"max_tokens must be at least 1, got {max_tokens}")
+    if temperature < 0:
+        raise ConfigError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
+    if not 0 <= top_p <= 1:
+        raise ConfigError(f"top_p must be in [0, 1] (0 keeps only the most likely token), got {top_p}")
+    if top_k < 0:
+        raise ConfigError(f"top_k must be >= 0 (0 disables it), got {top_k}")

@@ -25,7 +25,7 @@ from edge_sdk.errors import (
     UnsupportedOperationError,
 )
 from edge_sdk.types import Backend, QuantScheme
-from runtimes.base import OutputConstraint, Runtime, Session, SessionOptions, single_file
+from runtimes.base import OutputConstraint, Runtime, Session, SessionOptions, check_sampling, single_file
 from runtimes.llama_cpp_cache import PromptStates
 from runtimes.llama_cpp_draft import make_drafter
 from runtimes.llama_cpp_quiet import import_llama_cpp, quiet_stderr
@@ -290,7 +290,7 @@ class LlamaSession(Session):
     ) -> Iterator[str]:
         if unknown:
             raise ConfigError(f"unknown generation options {sorted(unknown)}; valid: {list(GENERATE_OPTIONS)}")
-        _check_options(max_tokens, sampling.temperature, sampling.top_p, sampling.top_k)
+        check_sampling(max_tokens, sampling.temperature, sampling.top_p, sampling.top_k)
         if logprobs is not None and not 0 <= logprobs <= MAX_TOP_LOGPROBS:
             raise ConfigError(f"logprobs must be between 0 and {MAX_TOP_LOGPROBS} alternatives, got {logprobs}")
         n_vocab = self._llm.n_vocab()
@@ -333,17 +333,6 @@ class LlamaSession(Session):
             len(tokens), end.tokens, first if first is not None else total, total, end.finish_reason,
             end.cached_tokens, end.drafted, end.accepted,
         )  # fmt: skip
-
-
-def _check_options(max_tokens: int, temperature: float, top_p: float, top_k: int) -> None:
-    if max_tokens < 1:
-        raise ConfigError(f"max_tokens must be at least 1, got {max_tokens}")
-    if temperature < 0:
-        raise ConfigError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
-    if not 0 <= top_p <= 1:
-        raise ConfigError(f"top_p must be in [0, 1] (0 keeps only the most likely token), got {top_p}")
-    if top_k < 0:
-        raise ConfigError(f"top_k must be >= 0 (0 disables it), got {top_k}")
 
 
 class LlamaCppRuntime(Runtime):

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from edge_sdk.errors import BundleError, ConfigError, ContextLengthError, InputError, UnsupportedOperationError
-from runtimes.base import Piece, Session, SessionOptions
+from runtimes.base import Piece, Session, SessionOptions, check_sampling
 from runtimes.llama_cpp_stream import _first_stop, _held_back
 
 LLM_CONFIG_FILE = "llm_config.json"  # what the loop needs besides the tokenizer: special tokens, context
@@ -195,14 +195,7 @@ class TokenLoopSession(Session):
         max_tokens = int(options.get("max_tokens", 256))
         temperature = float(options.get("temperature", 0.8))
         top_p, top_k = float(options.get("top_p", 0.95)), int(options.get("top_k", 40))
-        if max_tokens < 1:
-            raise ConfigError(f"max_tokens must be at least 1, got {max_tokens}")
-        if temperature < 0:
-            raise ConfigError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
-        if not 0 <= top_p <= 1:
-            raise ConfigError(f"top_p must be in [0, 1], got {top_p}")
-        if top_k < 0:
-            raise ConfigError(f"top_k must be >= 0 (0 disables it), got {top_k}")
+        check_sampling(max_tokens, temperature, top_p, top_k)
         if not tokens:
             raise InputError("the prompt is empty; give at least one character")
         if len(tokens) + max_tokens > self.context:
