@@ -11,21 +11,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from cloud_sync import http
 from cloud_sync.breaker import CircuitBreaker
-from cloud_sync.http import CONNECT_TIMEOUT_S
 from cloud_sync.retry import RETRY_STATUSES, RetryPolicy, parse_retry_after
 from edge_sdk.errors import CloudResponseError, CloudUnavailableError, ConfigError
+
+if TYPE_CHECKING:
+    import httpx  # imported when a request is made: a daemon without a cloud never pays its ~50 ms at start
 
 __all__ = ["RETRY_STATUSES", "CloudClient", "RetryPolicy", "parse_retry_after"]  # the policy lives in retry.py
 
 log = logging.getLogger("edge_sdk.cloud")
 
-DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=CONNECT_TIMEOUT_S)
+DEFAULT_TIMEOUT_S = 60.0  # per attempt; connecting is bounded apart (http.CONNECT_TIMEOUT_S)
 
 
 class _Retryable(Exception):
@@ -42,7 +42,7 @@ class CloudClient:
         base_url: str,
         *,
         api_key: str | None = None,
-        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT_S,
         retry: RetryPolicy | None = None,
         breaker: CircuitBreaker | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -59,6 +59,8 @@ class CloudClient:
 
         Raises CloudUnavailableError when every attempt failed, BreakerOpenError when failing fast.
         """
+        import httpx
+
         attempt = 0
         while True:
             self._allow()
@@ -82,6 +84,8 @@ class CloudClient:
         Retries until the first byte; a 4xx answer raises CloudResponseError with the cloud's status and body;
         a connection cut after the first byte raises CloudUnavailableError (nothing is retried then).
         """
+        import httpx
+
         attempt = 0
         while True:
             self._allow()
@@ -112,6 +116,8 @@ class CloudClient:
 
     async def _pieces(self, response: httpx.Response) -> AsyncIterator[bytes]:
         """The body; a failure before the first byte propagates as TransportError (and is retried)."""
+        import httpx
+
         chunks = response.aiter_bytes()  # decoded: a gzip-encoded stream would be garbage once re-sent plain
         first = await anext(chunks, b"")  # TransportError here means nothing reached the caller yet
         self._succeeded()

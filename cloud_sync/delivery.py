@@ -24,13 +24,13 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 from cloud_sync import http
 from cloud_sync.queue import ItemState, OfflineQueue, Outcome, QueueItem
 from cloud_sync.retry import RetryPolicy, parse_retry_after
 
 if TYPE_CHECKING:
+    import httpx  # imported when a request is made: a daemon without a cloud never pays its ~50 ms at start
+
     from edge_sdk.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -189,6 +189,8 @@ class DeliveryLoop:
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
 
     async def _deliver(self, item: QueueItem) -> Outcome:
+        import httpx
+
         headers = {"Idempotency-Key": item.idempotency_key}
         try:
             response = await self._client.post(item.endpoint, json=item.body, headers=headers)

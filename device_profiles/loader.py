@@ -6,7 +6,6 @@ import difflib
 from functools import cache
 from pathlib import Path
 
-import yaml
 from pydantic import ValidationError
 
 from device_profiles.schema import DeviceProfile
@@ -50,6 +49,8 @@ def _shipped(profile_id: str) -> DeviceProfile:
 
 
 def load_profile_file(path: Path) -> DeviceProfile:
+    import yaml  # here, not at the top: the daemon's default profile ('host') reads no YAML, and starts 10 ms sooner
+
     if not path.is_file():
         raise ProfileError(f"device profile file {str(path)!r} does not exist")
     try:

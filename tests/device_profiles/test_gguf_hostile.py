@@ -79,6 +79,34 @@ def test_an_array_of_strings_is_bounded_by_the_file_not_by_its_count(tmp_path):
         read_gguf_header(path)
 
 
+def test_a_string_array_longer_than_a_read_block_is_walked_exactly(tmp_path):
+    # The vocabulary is walked in 1 MiB blocks: strings straddling a block's end, and one longer than a block,
+    # must leave the reader exactly at the next key.
+    words = [b"w%d" % i * (i % 7) for i in range(200_000)] + [b"x" * (3 << 20)] + [b"tail"]
+    data = _gguf(
+        _kv(b"tokenizer.ggml.tokens", ARRAY, struct.pack("<IQ", STRING, len(words)) + b"".join(map(_s, words))),
+        _kv(b"llama.block_count", U32, struct.pack("<I", 30)),
+    )
+    path = tmp_path / "big-vocab.gguf"
+    path.write_bytes(data)
+    header = read_gguf_header(path)
+    assert header["tokenizer.ggml.tokens"] == len(words)
+    assert header["llama.block_count"] == 30
+
+
+def test_a_file_rewritten_in_place_is_read_again(tmp_path):
+    # Headers are remembered per file version (inode, size, mtime, ctime): the daemon reads one three times at
+    # start. A file replaced under the same name is a new version.
+    path = tmp_path / "m.gguf"
+    path.write_bytes(_gguf(_kv(b"llama.block_count", U32, struct.pack("<I", 12))))
+    assert read_gguf_header(path)["llama.block_count"] == 12
+    read_gguf_header(path)["llama.block_count"] = 99  # a caller's change stays with that caller
+    assert read_gguf_header(path)["llama.block_count"] == 12
+    # (another size: two writes within one clock tick of the file system may share their mtime and ctime)
+    path.write_bytes(_gguf(_kv(b"llama.block_count", U32, struct.pack("<I", 24)), _kv(b"x", U32, bytes(4))))
+    assert read_gguf_header(path)["llama.block_count"] == 24
+
+
 def test_a_string_where_an_integer_belongs_is_a_bundle_error(tmp_path):
     data = _gguf(
         _kv(b"general.architecture", STRING, _s(b"llama")),

@@ -156,3 +156,35 @@ def test_loading_in_threads_leaves_the_process_output_alone(smol_bundle):
     assert swapped == [], f"another thread saw sys.stdout replaced by {swapped[0]}"
     assert (sys.stdout, sys.stderr) == streams
     assert [os.fstat(fd)[:2] for fd in (1, 2)] == fds  # descriptors 1 and 2 point where they did
+
+
+def test_a_load_logs_without_taking_the_gil(smol_bundle):
+    # llama-cpp-python logs through a Python callback: every line of a load then waited for the GIL, and a load
+    # beside a busy thread (the daemon importing its web stack, or serving) took 2-5 s instead of 0.15 s. While
+    # a load runs silenced, llama.cpp logs through its own C logger; the Python callback is back afterwards.
+    import ctypes
+
+    import llama_cpp
+    from llama_cpp import _logger
+
+    from edge_sdk.api import load
+
+    calls: list[bytes] = []
+
+    @llama_cpp.llama_log_callback
+    def counting(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        calls.append(text)
+
+    installed = _logger.llama_log_callback
+    _logger.llama_log_callback = counting  # what the silenced sections restore
+    llama_cpp.llama_log_set(counting, ctypes.c_void_p(0))
+    try:
+        session = load(smol_bundle, threads=1)
+        assert calls == [], f"the load logged {len(calls)} lines through Python, e.g. {calls[0]!r}"
+        session.close()
+        now, user_data = llama_cpp.llama_log_callback(), ctypes.c_void_p()
+        llama_cpp.llama_log_get(ctypes.byref(now), ctypes.byref(user_data))
+        assert ctypes.cast(now, ctypes.c_void_p).value == ctypes.cast(counting, ctypes.c_void_p).value
+    finally:
+        _logger.llama_log_callback = installed
+        llama_cpp.llama_log_set(installed, ctypes.c_void_p(0))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from edge_sdk.errors import EdgeSDKError
@@ -32,9 +32,23 @@ class Preload:
         self.pending = enabled  # true from the start, so no request can see "ready" before preloading begins
         self.loaded: list[str] = []
         self.on_demand: dict[str, str] = {}  # model -> why it was not preloaded
+        self._when_done: list[Callable[[], None]] = []
 
     def describe(self) -> dict[str, Any]:
         return {"preloaded": self.loaded, "on_demand": self.on_demand}
+
+    def when_done(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once preloading has ended (at once if it is not running)."""
+        if self.pending:
+            self._when_done.append(callback)
+        else:
+            callback()
+
+    def finish(self) -> None:
+        self.pending = False
+        callbacks, self._when_done = self._when_done, []
+        for callback in callbacks:
+            callback()
 
 
 async def preload(pool: ModelPool, state: Preload) -> None:
@@ -53,7 +67,7 @@ async def preload(pool: ModelPool, state: Preload) -> None:
                 state.on_demand[name] = str(exc)
                 log.warning("not preloading %s: %s", name, exc)
     finally:
-        state.pending = False
+        state.finish()
 
 
 def add_preload(app: FastAPI, pool: ModelPool, enabled: bool) -> Preload:

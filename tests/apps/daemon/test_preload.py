@@ -66,3 +66,19 @@ def test_a_model_over_the_budget_is_left_on_demand_and_named(onnx_bundle, serve_
         assert "over the budget" in ready.json()["on_demand"]["digits-cnn"]
         (entry,) = httpx.get(f"{url}/v1/models").json()["data"]
         assert entry["loaded"] is False
+
+
+def test_what_waits_for_the_preload_runs_once_it_ends():
+    # `serve` pauses the cyclic garbage collector while it starts and resumes it here: a callback registered
+    # while preloading runs once, when preloading ends; one registered later (or without preloading), at once.
+    from edge_sdk.apps.daemon.preload import Preload
+
+    calls: list[str] = []
+    preloading = Preload(enabled=True)
+    preloading.when_done(lambda: calls.append("early"))
+    assert calls == []
+    preloading.finish()
+    preloading.when_done(lambda: calls.append("late"))
+    Preload(enabled=False).when_done(lambda: calls.append("no preload"))
+    preloading.finish()
+    assert calls == ["early", "late", "no preload"]
