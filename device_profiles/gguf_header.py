@@ -76,17 +76,18 @@ class _Reader:
         f, unpack_from = self.f, _LENGTH.unpack_from
         base = f.tell()  # file offset of buf[0]
         end = base + self.left()
-        buf, at = b"", 0
+        buf, at, held = b"", 0, 0
         for _ in range(count):
-            if at + 8 > len(buf):  # the next length is not in the buffer: read on from it
+            if at + 8 > held:  # the next length is not in the buffer: read on from it
                 base += at
+                if base + 8 > end:
+                    raise EOFError("a string array runs past the end of the file")
                 f.seek(base)
                 buf, at = f.read(_BLOCK), 0
-                if len(buf) < 8:
-                    raise EOFError("a string array runs past the end of the file")
+                held = len(buf)
             at += 8 + unpack_from(buf, at)[0]
-            if base + at > end:
-                raise EOFError("a string array runs past the end of the file")
+        if base + at > end:
+            raise EOFError("a string array runs past the end of the file")
         f.seek(base + at)
 
     def value(self, kind: int, depth: int = 0) -> Value:

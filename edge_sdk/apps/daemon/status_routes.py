@@ -11,7 +11,7 @@ import json
 import socket
 import time
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
@@ -20,9 +20,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from edge_sdk.apps.daemon.config import DaemonConfig
 from edge_sdk.apps.daemon.pool import ModelPool
 from edge_sdk.apps.pages.keys import PageKeys, redact_keys_in_access_log
-from edge_sdk.apps.pages.status import DaemonStatus, ModelStatus, RecentError, status_page
 from edge_sdk.errors import EdgeSDKError
 from edge_sdk.version import __version__
+
+if TYPE_CHECKING:  # the page is built when someone looks: its HTML and SVG code is not on the start's path
+    from edge_sdk.apps.pages.status import DaemonStatus, ModelStatus, RecentError
 
 PAGE_PATHS = ("/",)  # they check the API key themselves: a browser sends it as a cookie or a form
 RECENT_ERRORS = 20
@@ -46,6 +48,8 @@ class RecordErrors:
         def note() -> None:
             nonlocal noted
             if status >= 400 and not noted:
+                from edge_sdk.apps.pages.status import RecentError
+
                 noted = True
                 self.recent.append(
                     RecentError(time.time(), status, f"{scope['method']} {scope['path']}", _message(body))
@@ -91,6 +95,8 @@ def add_status_routes(app: FastAPI, pool: ModelPool, config: DaemonConfig) -> No
         answer = await keys.login(request, title)
         if answer is not None:
             return answer
+        from edge_sdk.apps.pages.status import status_page
+
         snapshot = await gather(app, pool, config, time.monotonic() - started, list(recent))
         return HTMLResponse(status_page(snapshot), headers={"Cache-Control": "no-store"})
 
@@ -99,6 +105,7 @@ async def gather(
     app: FastAPI, pool: ModelPool, config: DaemonConfig, uptime_s: float, errors: list[RecentError]
 ) -> DaemonStatus:
     from device_profiles.host import available_memory_bytes, process_resident_bytes
+    from edge_sdk.apps.pages.status import DaemonStatus
 
     metrics = pool.metrics
     routes = [(k.get("route", "?"), k.get("reason", "?"), int(v)) for k, v in metrics.series("edge_route_total")]
@@ -134,6 +141,8 @@ async def gather(
 
 
 async def _model(pool: ModelPool, name: str) -> ModelStatus:
+    from edge_sdk.apps.pages.status import ModelStatus
+
     running, waiting = pool.queue_state(name)
     version = pool.source.current_version(name)
     loaded = pool.resident(name)
