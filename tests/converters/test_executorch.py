@@ -108,6 +108,28 @@ def test_any_batch_size_runs_including_beyond_the_memory_plan(et_bundle, digits,
             np.testing.assert_allclose(session.run({"input": x[:n]})["output"], expected[:n], atol=1e-4)
 
 
+def test_the_fast_path_still_checks_what_a_call_gives_it(et_bundle, digits, digits_model):
+    # A shape is sent straight to the binding only once the full path accepted it within the planned batch:
+    # after fast calls, a wrong shape, a wrong dtype, a strided view and a batch past the plan are each still
+    # refused or answered as on the first call. (check=False leaves shapes to the caller: ExecuTorch itself only
+    # bounds a dynamic input's element count, so a wrong 9x9 image would run.)
+    x = digits.test_x[:4]
+    with torch.no_grad():
+        expected = digits_model(torch.from_numpy(digits.test_x[:300])).numpy()
+    with edge_sdk.load(et_bundle, "executorch-none") as session:
+        for _ in range(3):  # the first call takes the full path, the next ones the fast one
+            np.testing.assert_allclose(session.run({"input": x})["output"], expected[:4], atol=1e-4)
+        with pytest.raises(InputError, match="shape"):
+            session.run({"input": np.zeros((4, 1, 9, 9), np.float32)})
+        with pytest.raises(InputError, match="dtype float64, expected float32"):
+            session.run({"input": x.astype(np.float64)}, check=False)
+        strided = digits.test_x[:8:2]  # the same shape as x, not contiguous
+        np.testing.assert_allclose(session.run({"input": strided})["output"], expected[:8:2], atol=1e-4)
+        big = digits.test_x[:300]  # over the 256 planned: sliced, with or without checks
+        np.testing.assert_allclose(session.run({"input": big}, check=False)["output"], expected, atol=1e-4)
+        np.testing.assert_allclose(session.run({"input": big})["output"], expected, atol=1e-4)
+
+
 def test_golden_set_rechecks_on_this_machine(et_bundle):
     for v in et_bundle.variants:
         assert edge_sdk.check_golden(et_bundle, v.id).passed, v.id
