@@ -12,17 +12,18 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 
 from cloud_sync.breaker import BreakerState, CircuitBreaker
-from cloud_sync.client import CloudClient, RetryPolicy
-from cloud_sync.idempotency import upstream_key
 from cloud_sync.router import CallerChoice, Decision, LocalFacts, PrivacyPolicy, Reason, Route, Router
 from edge_sdk.apps.daemon.config import DaemonConfig
 from edge_sdk.apps.daemon.pool import LoadedModel, ModelPool
+
+if TYPE_CHECKING:
+    from cloud_sync.client import CloudClient
 from edge_sdk.errors import (
     BreakerOpenError,
     CloudResponseError,
@@ -92,6 +93,8 @@ class Hybrid:
         self.breaker: CircuitBreaker | None = None
         self.client: CloudClient | None = None
         if config.cloud_url:
+            from cloud_sync.client import CloudClient, RetryPolicy  # no cloud, no HTTP client code at start
+
             self.breaker = CircuitBreaker(
                 failure_threshold=config.breaker_failures, reset_after_s=config.breaker_reset_s, on_change=self._moved
             )
@@ -211,6 +214,8 @@ class Hybrid:
         passed_on = {k.lower(): v for k, v in request.headers.items() if k.lower() in PASSED_ON_HEADERS}
         device = (request.scope.get("state") or {}).get("device_id")
         if device and "idempotency-key" in passed_on:  # a gateway: one upstream key per device's key
+            from cloud_sync.idempotency import upstream_key
+
             passed_on["idempotency-key"] = upstream_key(str(device), passed_on["idempotency-key"])
         try:
             if not ask.stream:

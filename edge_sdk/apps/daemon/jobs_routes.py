@@ -14,22 +14,22 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from cloud_sync.delivery import DeliveryLoop, DeliveryPolicy
-from cloud_sync.idempotency import MAX_KEY_LENGTH
 from cloud_sync.queue import ItemKind, ItemState, OfflineQueue
 from cloud_sync.router import PrivacyPolicy
 from edge_sdk.apps.daemon.config import DaemonConfig
 from edge_sdk.apps.daemon.openai_schema import ChatRequest, CompletionRequest, EmbeddingRequest
 from edge_sdk.apps.daemon.pool import ModelPool
-from edge_sdk.apps.daemon.telemetry import telemetry_loop
 from edge_sdk.errors import IdempotencyKeyReusedError, QueueFullError, UnknownItemError, choices
 from edge_sdk.metrics import Metrics
+
+if TYPE_CHECKING:  # the delivery loop is imported when there is something to deliver (a queue)
+    from cloud_sync.delivery import DeliveryLoop
 
 JOB_ENDPOINTS: dict[str, type[BaseModel]] = {
     "/v1/chat/completions": ChatRequest,
@@ -108,6 +108,9 @@ def open_jobs(config: DaemonConfig) -> Jobs | None:
 
 
 def _start(jobs: Jobs, pool: ModelPool, config: DaemonConfig, metrics: Metrics, ready: Callable[[], bool]) -> None:
+    from cloud_sync.delivery import DeliveryLoop, DeliveryPolicy
+    from edge_sdk.apps.daemon.telemetry import telemetry_loop
+
     policy = DeliveryPolicy(
         concurrency=config.delivery_concurrency,
         base_backoff_s=min(0.5, config.delivery_max_backoff_s),
@@ -157,6 +160,8 @@ def add_jobs_routes(app: FastAPI, pool: ModelPool, config: DaemonConfig) -> None
 
     @app.post("/v1/jobs", status_code=202)
     async def submit(request: Request, job: JobRequest) -> JSONResponse:
+        from cloud_sync.idempotency import MAX_KEY_LENGTH  # here: its module opens databases, not needed at start
+
         if jobs is None:
             return _error(503, _unavailable(config), "no_queue")
         problem = _invalid(job, config.job_max_bytes)
