@@ -2,30 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import re
-import shutil
-from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from store_versions import invoke, versioned  # tests/: beside conftest.py
 
-from edge_sdk.apps.cli.main import app
 from edge_sdk.store import BundleStore
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(app, list(args))
-
-
-def versioned(bundle_root: Path, version: str, dest: Path) -> Path:
-    """The same bundle files at another manifest version (unsigned bundles: the digests still hold)."""
-    out = dest / version
-    shutil.copytree(bundle_root, out)
-    manifest = json.loads((out / "manifest.json").read_text())
-    manifest["version"] = version
-    (out / "manifest.json").write_text(json.dumps(manifest))
-    return out
 
 
 @pytest.fixture

@@ -9,25 +9,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from typer.testing import CliRunner
-
-from edge_sdk.apps.cli.main import app
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(app, list(args))
-
-
-def versioned(bundle_root: Path, version: str, dest: Path) -> Path:
-    import json
-    import shutil
-
-    out = dest / version
-    shutil.copytree(bundle_root, out)
-    manifest = json.loads((out / "manifest.json").read_text())
-    manifest["version"] = version
-    (out / "manifest.json").write_text(json.dumps(manifest))
-    return out
+from store_versions import invoke, versioned  # tests/: beside conftest.py
 
 
 def _tensor(array: np.ndarray) -> dict:
