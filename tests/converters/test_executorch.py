@@ -130,6 +130,22 @@ def test_the_fast_path_still_checks_what_a_call_gives_it(et_bundle, digits, digi
         np.testing.assert_allclose(session.run({"input": big})["output"], expected, atol=1e-4)
 
 
+def test_an_answer_is_the_callers_own_not_a_view_of_the_engine(et_bundle, digits):
+    # The binding hands back outputs as views of the program's buffers (no clone): each run copies them once,
+    # so an earlier answer must not change when the next run writes those buffers again.
+    x = digits.test_x
+    with edge_sdk.load(et_bundle, "executorch-int8-static") as session:
+        # contiguous: the fast path once a shape is known; strided views: the full path every time
+        for a, b in ((x[:1], x[5:6]), (x[:3], x[5:8]), (x[:8:2], x[5:13:2])):
+            session.run({"input": a})  # the first call of a shape takes the full path
+            first = session.run({"input": a})["output"]
+            kept = first.copy()
+            second = session.run({"input": b})["output"]
+            np.testing.assert_array_equal(first, kept)
+            assert not np.array_equal(first, second)
+            assert first.flags.writeable
+
+
 def test_golden_set_rechecks_on_this_machine(et_bundle):
     for v in et_bundle.variants:
         assert edge_sdk.check_golden(et_bundle, v.id).passed, v.id
