@@ -4,7 +4,8 @@
 
 Each run starts the server as a fresh process, waits until it says it is ready (edge-sdk: `/health/ready` 200,
 which with --preload, the default, means the model is loaded; llama.cpp's server: `/v1/models` 200, as it loads
-the model before listening), then sends one `/v1/completions` request (8 tokens, greedy) and stops the server.
+the model before listening), then sends one `/v1/completions` request (8 tokens, greedy, naming the bundle's model
+as a client that deployed it would; llama.cpp's server serves its one model whatever the name) and stops it.
 The time from starting the process to the answer is what a device's supervisor sees after a reboot. Runs
 alternate (edge, llama, llama, edge, ...) so machine noise hits both; medians; ratio = edge / llama (goal <= 1.0).
 `--no-preload` shows the old behaviour (ready before the model is loaded: the first request pays the load).
@@ -15,6 +16,7 @@ Writes benchmarks/results/serve_start.json.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
@@ -28,7 +30,7 @@ GOAL = 1.0
 BODY = {"prompt": "The capital of France is", "max_tokens": 8, "temperature": 0.0}
 
 
-def start_to_answer(side: str, gguf: Path, bundle: Path, threads: int, extra: list[str]) -> dict:
+def start_to_answer(side: str, gguf: Path, bundle: Path, threads: int, extra: list[str], model: str) -> dict:
     import httpx
 
     port = free_port()
@@ -36,19 +38,17 @@ def start_to_answer(side: str, gguf: Path, bundle: Path, threads: int, extra: li
     if side == "edge":
         cmd = [sys.executable, "-m", "edge_sdk.cli", "serve", str(bundle), "--port", str(port),
                "--threads", str(threads), "--context", "512", "--no-queue", *extra]  # fmt: skip
-        ready_path, model = "/health/ready", None
+        ready_path = "/health/ready"
     else:
         cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--port", str(port),
                "--n_threads", str(threads), "--n_ctx", "512", "--verbose", "False"]  # fmt: skip
-        ready_path, model = "/v1/models", None
+        ready_path = "/v1/models"
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_ready(url, ready_path, process=proc, interval_s=0.01)
         ready = time.perf_counter() - start
-        if side == "edge":
-            model = httpx.get(f"{url}/v1/models", timeout=30).json()["data"][0]["id"]
-        r = httpx.post(f"{url}/v1/completions", json={**BODY, **({"model": model} if model else {})}, timeout=120)
+        r = httpx.post(f"{url}/v1/completions", json={**BODY, "model": model}, timeout=120)
         r.raise_for_status()
         answered = time.perf_counter() - start
     finally:
@@ -70,7 +70,8 @@ def main() -> None:
     if args.once:
         if args.gguf is None or args.bundle is None:
             parser.error("--once needs --gguf and --bundle")
-        print(start_to_answer(args.once, args.gguf, args.bundle, args.threads, extra))
+        name = json.loads((args.bundle / "manifest.json").read_text())["name"]
+        print(start_to_answer(args.once, args.gguf, args.bundle, args.threads, extra, name))
         return
     started = time.perf_counter()
     from converters.gguf.zoo import smollm2_as_shipped
@@ -78,12 +79,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="serve-start-") as tmp:
         bundle = smollm2_as_shipped(Path(tmp) / "smollm2")
         gguf = bundle.path_of(bundle.variant().files[0])
-        start_to_answer("edge", gguf, bundle.root, args.threads, extra)  # warm the page cache for both
-        start_to_answer("llama", gguf, bundle.root, args.threads, extra)
+        name = bundle.manifest.name
+        start_to_answer("edge", gguf, bundle.root, args.threads, extra, name)  # warm the page cache for both
+        start_to_answer("llama", gguf, bundle.root, args.threads, extra, name)
         runs: dict[str, list[dict]] = {"edge": [], "llama": []}
         for r in range(args.rounds):
             for side in ("edge", "llama") if r % 2 == 0 else ("llama", "edge"):
-                runs[side].append(start_to_answer(side, gguf, bundle.root, args.threads, extra))
+                runs[side].append(start_to_answer(side, gguf, bundle.root, args.threads, extra, name))
         size = gguf.stat().st_size
     med = {side: {k: statistics.median(x[k] for x in v) for k in ("ready_s", "answer_s")} for side, v in runs.items()}
     value = med["edge"]["answer_s"] / med["llama"]["answer_s"]
