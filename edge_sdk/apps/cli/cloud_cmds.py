@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID
 
+from edge_sdk.apps.cli.cloud_serve_options import CLOUD_SERVE
 from edge_sdk.apps.cli.common import (
     EXIT_FAILED,
     console,
@@ -22,7 +23,6 @@ from edge_sdk.apps.cli.common import (
 from edge_sdk.apps.cli.options import on_command_line
 from edge_sdk.apps.cli.rollout_cmds import devices_app, rollout_cmd, rollouts_app
 from edge_sdk.apps.cli.serve_cmds import announce_start
-from edge_sdk.apps.cli.serve_options import CLOUD_SERVE
 from edge_sdk.apps.cli.store_cmds import STORE_OPT, _announce, _golden_check
 from edge_sdk.errors import ConfigError
 

@@ -10,8 +10,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from edge_sdk.apps.cli.cloud_serve_options import CLOUD_SERVE
 from edge_sdk.apps.cli.main import app
-from edge_sdk.apps.cli.serve_options import CLOUD_SERVE, SERVE
+from edge_sdk.apps.cli.serve_options import SERVE
 from edge_sdk.apps.daemon.config import DaemonConfig
 from edge_sdk.apps.gateway.config import GatewayConfig
 
