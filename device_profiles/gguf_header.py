@@ -122,6 +122,12 @@ TENSOR_COUNT, KV_COUNT = "GGUF.tensor_count", "GGUF.kv_count"  # the names gguf'
 MIN_TENSOR_INFO_BYTES = 24  # the smallest tensor description: an empty name, one dimension, type and offset
 
 
+# Headers already read, by file version (see read_gguf_header).
+_read: dict[tuple[str, int, int, int, int], dict[str, Value]] = {}
+_read_lock = threading.Lock()  # the daemon reads headers from its loader threads
+_KEEP = 32  # headers remembered (a few hundred bytes each)
+
+
 def read_gguf_header(path: Path) -> dict[str, Value]:
     """Every key of the header: scalars as they are, arrays as their length; the counts as GGUF.tensor_count and
     GGUF.kv_count. A file read before, unchanged since (same inode, size, mtime and ctime), is not read again:
@@ -141,11 +147,6 @@ def read_gguf_header(path: Path) -> dict[str, Value]:
             return dict(header)  # a copy: a caller's change does not reach the next caller
     except OSError as exc:
         raise BundleError(f"{path.name!r} cannot be read: {exc}") from None
-
-
-_read: dict[tuple[str, int, int, int, int], dict[str, Value]] = {}
-_read_lock = threading.Lock()  # the daemon reads headers from its loader threads
-_KEEP = 32  # headers remembered (a few hundred bytes each)
 
 
 def parse_gguf_header(f: BinaryIO, size: int, name: str) -> dict[str, Value]:

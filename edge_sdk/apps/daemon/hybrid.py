@@ -21,9 +21,6 @@ from cloud_sync.breaker import BreakerState, CircuitBreaker
 from cloud_sync.router import CallerChoice, Decision, LocalFacts, PrivacyPolicy, Reason, Route, Router
 from edge_sdk.apps.daemon.config import DaemonConfig
 from edge_sdk.apps.daemon.pool import LoadedModel, ModelPool
-
-if TYPE_CHECKING:
-    from cloud_sync.client import CloudClient
 from edge_sdk.errors import (
     BreakerOpenError,
     CloudResponseError,
@@ -36,6 +33,9 @@ from edge_sdk.errors import (
     RouteRefusedError,
     UnsupportedOperationError,
 )
+
+if TYPE_CHECKING:  # imported when a cloud is configured: a daemon without one loads no HTTP client code
+    from cloud_sync.client import CloudClient
 
 ROUTE_HEADER = "X-Edge-Route"
 REASON_HEADER = "X-Edge-Route-Reason"
@@ -93,7 +93,7 @@ class Hybrid:
         self.breaker: CircuitBreaker | None = None
         self.client: CloudClient | None = None
         if config.cloud_url:
-            from cloud_sync.client import CloudClient, RetryPolicy  # no cloud, no HTTP client code at start
+            from cloud_sync.client import CloudClient, RetryPolicy
 
             self.breaker = CircuitBreaker(
                 failure_threshold=config.breaker_failures, reset_after_s=config.breaker_reset_s, on_change=self._moved
