@@ -36,7 +36,9 @@ def test_chat_and_embeddings_on_one_model_are_both_counted(serve_bundles, smollm
     # (SmolLM2: 49,152 tokens in the vocabulary, hidden size 576).
     embed_bytes = _estimate(smollm2_served_bundle, EMBED_CONTEXT) + 4 * (512 * 49152 + 256 * (49152 + 576))
     source = DirectorySource([smollm2_served_bundle.root, onnx_bundle.root])
-    with serve_bundles(source, memory_budget_bytes=10 * 1024 * MiB) as url:  # measure the tensor model's share
+    # The tensor model's share, measured with it alone loaded: no preload (it would race the metric read and,
+    # when it won, count SmolLM2 too).
+    with serve_bundles(source, memory_budget_bytes=10 * 1024 * MiB, preload=False) as url:
         x = {"input": {"dtype": "float32", "shape": [1, 1, 8, 8], "data": [0.0] * 64}}
         assert httpx.post(f"{url}/v1/infer/digits-cnn", json={"inputs": x}, timeout=60).status_code == 200
         digits_bytes = int(_metric(url, "edge_models_loaded_bytes"))
