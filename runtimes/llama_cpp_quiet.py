@@ -24,10 +24,15 @@ from typing import Any
 
 
 class _Silenced:
-    """One file descriptor pointed at /dev/null while at least one caller wants it silent."""
+    """One file descriptor pointed at /dev/null while at least one caller wants it silent.
 
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
+    While descriptor 2 is silenced, llama.cpp also logs through its own C logger (into that descriptor) instead of
+    llama-cpp-python's Python callback: each call of that callback must take the GIL, and a model load logs ~2,000
+    lines, so beside a busy Python thread (the daemon importing its web stack at start, or serving) every line
+    waited for it and loading SmolLM2 took 0.4 s (2-5 s beside a busy loop) instead of 0.12 s."""
+
+    def __init__(self, fd: int, *, llama_log: bool = False) -> None:
+        self.fd, self._llama_log = fd, llama_log
         self._lock = threading.Lock()
         self._depth = 0
         self._saved: int | None = None
@@ -46,6 +51,8 @@ class _Silenced:
                 os.dup2(null, self.fd)
             finally:
                 os.close(null)
+            if self._llama_log:
+                _set_llama_log(native=True)
 
     def exit(self) -> None:
         with self._lock:
@@ -53,32 +60,10 @@ class _Silenced:
             if self._depth > 0 or self._saved is None:
                 return
             saved, self._saved = self._saved, None
+            if self._llama_log:
+                _set_llama_log(native=False)
             os.dup2(saved, self.fd)
             os.close(saved)
-
-
-class _NativeLog:
-    """While descriptor 2 is silenced, llama.cpp logs through its own C logger (to that descriptor) instead of
-    llama-cpp-python's Python callback. Each call of that callback must take the GIL, and a model load logs
-    hundreds of lines: beside a busy Python thread (the daemon importing its web stack at start, or serving),
-    each line waited for the GIL, and loading SmolLM2 took 2-5 s instead of 0.15 s. Counted like `_Silenced`:
-    the Python callback is back once the last silenced section ends."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._depth = 0
-
-    def enter(self) -> None:
-        with self._lock:
-            self._depth += 1
-            if self._depth == 1:
-                _set_llama_log(native=True)
-
-    def exit(self) -> None:
-        with self._lock:
-            self._depth -= 1
-            if self._depth == 0:
-                _set_llama_log(native=False)
 
 
 def _set_llama_log(*, native: bool) -> None:
@@ -92,18 +77,16 @@ def _set_llama_log(*, native: bool) -> None:
     llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
 
 
-_STDOUT, _STDERR, _NATIVE_LOG = _Silenced(1), _Silenced(2), _NativeLog()
+_STDOUT, _STDERR = _Silenced(1), _Silenced(2, llama_log=True)
 
 
 @contextlib.contextmanager
 def quiet_stderr() -> Iterator[None]:
     """Silence C code that writes to file descriptor 2 itself (some llama.cpp warnings ignore verbose=False)."""
     _STDERR.enter()
-    _NATIVE_LOG.enter()
     try:
         yield
     finally:
-        _NATIVE_LOG.exit()
         _STDERR.exit()
 
 
@@ -117,12 +100,10 @@ class ThreadSafeSuppress:
         if not self.disable:
             _STDOUT.enter()
             _STDERR.enter()
-            _NATIVE_LOG.enter()
         return self
 
     def __exit__(self, *exc: Any) -> None:
         if not self.disable:
-            _NATIVE_LOG.exit()
             _STDERR.exit()
             _STDOUT.exit()
 

@@ -160,7 +160,7 @@ def add_jobs_routes(app: FastAPI, pool: ModelPool, config: DaemonConfig) -> None
 
     @app.post("/v1/jobs", status_code=202)
     async def submit(request: Request, job: JobRequest) -> JSONResponse:
-        from cloud_sync.idempotency import MAX_KEY_LENGTH  # here: its module opens databases, not needed at start
+        from cloud_sync.idempotency import MAX_KEY_LENGTH  # here: that module brings the database layer along
 
         if jobs is None:
             return _error(503, _unavailable(config), "no_queue")
