@@ -10,6 +10,9 @@ The time from starting the process to the answer is what a device's supervisor s
 alternate (edge, llama, llama, edge, ...) so machine noise hits both; medians; ratio = edge / llama (goal <= 1.0).
 `--no-preload` shows the old behaviour (ready before the model is loaded: the first request pays the load).
 `--once` runs one side once and exits (for timing the whole command from outside).
+The project's bytecode is written first (`_common.compile_bytecode`): llama.cpp's server runs from a wheel pip
+compiled at install, and so does an installed edge-sdk; this checkout's editable install would otherwise compile
+our modules from source at every start.
 Writes benchmarks/results/serve_start.json.
 """
 
@@ -24,7 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import free_port, ratio, wait_ready, write_results  # benchmarks/ is on sys.path as a script
+# benchmarks/ is on sys.path as a script
+from _common import compile_bytecode, free_port, ratio, wait_ready, write_results
 
 GOAL = 1.0
 BODY = {"prompt": "The capital of France is", "max_tokens": 8, "temperature": 0.0}
@@ -67,6 +71,7 @@ def main() -> None:
     parser.add_argument("--bundle", type=Path, help="With --once: the bundle holding that file.")
     args = parser.parse_args()
     extra = ["--no-preload"] if args.no_preload else []
+    compile_bytecode()
     if args.once:
         if args.gguf is None or args.bundle is None:
             parser.error("--once needs --gguf and --bundle")

@@ -25,37 +25,18 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from cloud_sync.queue_states import CapPolicy, ItemKind, ItemState
 from edge_sdk.errors import ConfigError, IdempotencyKeyReusedError, QueueFullError, QueueLockedError, UnknownItemError
 from edge_sdk.fsutil import try_flock
 
-
-class ItemKind(StrEnum):
-    JOB = "job"
-    TELEMETRY = "telemetry"
-
-
-class ItemState(StrEnum):
-    QUEUED = "queued"
-    DELIVERING = "delivering"
-    DONE = "done"
-    FAILED = "failed"
-    EXPIRED = "expired"
-    DROPPED = "dropped"
+__all__ = ["CapPolicy", "ItemKind", "ItemState", "OfflineQueue", "Outcome", "QueueItem"]
 
 
 DELIVERING = ItemState.DELIVERING.value
 PENDING = (ItemState.QUEUED.value, DELIVERING)
-
-
-class CapPolicy(StrEnum):
-    """What happens to a new item when the queue holds `max_items` pending items."""
-
-    REJECT_NEW = "reject-new"  # refuse the new item (QueueFullError); the only policy for jobs
-    DROP_OLDEST = "drop-oldest"  # mark the oldest queued telemetry item `dropped`, keep the new one (job too)
 
 
 @dataclass(frozen=True)

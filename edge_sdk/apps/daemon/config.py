@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from cloud_sync.queue import CapPolicy
+from cloud_sync.queue_states import CapPolicy
 from edge_sdk.apps.daemon.logs import LogFormat, LogLevel
 from edge_sdk.errors import ConfigError
 

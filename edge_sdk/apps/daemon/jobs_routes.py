@@ -20,7 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from cloud_sync.queue import ItemKind, ItemState, OfflineQueue
+from cloud_sync.queue_states import ItemKind, ItemState
 from cloud_sync.router import PrivacyPolicy
 from edge_sdk.apps.daemon.config import DaemonConfig
 from edge_sdk.apps.daemon.openai_schema import ChatRequest, CompletionRequest, EmbeddingRequest
@@ -28,8 +28,9 @@ from edge_sdk.apps.daemon.pool import ModelPool
 from edge_sdk.errors import IdempotencyKeyReusedError, QueueFullError, UnknownItemError, choices
 from edge_sdk.metrics import Metrics
 
-if TYPE_CHECKING:  # the delivery loop is imported when there is something to deliver (a queue)
+if TYPE_CHECKING:  # the queue and its delivery loop are imported when there is a cloud to deliver to
     from cloud_sync.delivery import DeliveryLoop
+    from cloud_sync.queue import OfflineQueue
 
 JOB_ENDPOINTS: dict[str, type[BaseModel]] = {
     "/v1/chat/completions": ChatRequest,
@@ -39,7 +40,7 @@ JOB_ENDPOINTS: dict[str, type[BaseModel]] = {
 
 
 class JobRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)  # built on the first job (openai_schema says why)
 
     endpoint: str
     body: dict[str, Any]
@@ -98,6 +99,8 @@ def _states(given: list[str]) -> tuple[frozenset[ItemState] | None, str | None]:
 def open_jobs(config: DaemonConfig) -> Jobs | None:
     if config.queue_path is None or config.cloud_url is None:
         return None
+    from cloud_sync.queue import OfflineQueue
+
     queue = OfflineQueue(
         config.queue_path,
         max_items=config.queue_max_items,
