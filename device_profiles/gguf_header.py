@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 import struct
-import threading
 from pathlib import Path
 from typing import BinaryIO
 
+from device_profiles.gguf_header_cache import Value, recall, remember, version_of
 from edge_sdk.errors import BundleError
 
 GGUF_MAGIC = b"GGUF"
@@ -22,7 +22,6 @@ _STRING, _ARRAY = 8, 9
 # The smallest key/value pair: an empty key (8-byte length), a type (4) and a one-byte value.
 MIN_KV_BYTES = 8 + 4 + 1
 
-Value = int | float | bool | str
 # general.file_type (llama.cpp's LLAMA_FTYPE) -> our name of the weight type
 FILE_TYPES = {
     0: "f32", 1: "fp16", 2: "q4_0", 3: "q4_1", 7: "q8_0", 8: "q5_0", 9: "q5_1", 10: "q2_k", 11: "q3_k_s",
@@ -122,28 +121,16 @@ TENSOR_COUNT, KV_COUNT = "GGUF.tensor_count", "GGUF.kv_count"  # the names gguf'
 MIN_TENSOR_INFO_BYTES = 24  # the smallest tensor description: an empty name, one dimension, type and offset
 
 
-# Headers already read, by file version (see read_gguf_header).
-_read: dict[tuple[str, int, int, int, int], dict[str, Value]] = {}
-_read_lock = threading.Lock()  # the daemon reads headers from its loader threads
-_KEEP = 32  # headers remembered (a few hundred bytes each)
-
-
 def read_gguf_header(path: Path) -> dict[str, Value]:
     """Every key of the header: scalars as they are, arrays as their length; the counts as GGUF.tensor_count and
-    GGUF.kv_count. A file read before, unchanged since (same inode, size, mtime and ctime), is not read again:
-    the daemon's start asks for the same header to choose a variant, size it and load it."""
+    GGUF.kv_count. A file read before and unchanged since is not read again (gguf_header_cache says how)."""
     try:
         with path.open("rb") as f:
-            st = os.fstat(f.fileno())
-            key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-            with _read_lock:
-                header = _read.get(key)
+            resolved, version = str(path.resolve()), version_of(os.fstat(f.fileno()))
+            header = recall(resolved, version)
             if header is None:
-                header = parse_gguf_header(f, st.st_size, path.name)
-                with _read_lock:
-                    if len(_read) >= _KEEP:
-                        _read.pop(next(iter(_read)))  # the oldest
-                    _read[key] = header
+                header = parse_gguf_header(f, version[1], path.name)
+                remember(resolved, version, header)
             return dict(header)  # a copy: a caller's change does not reach the next caller
     except OSError as exc:
         raise BundleError(f"{path.name!r} cannot be read: {exc}") from None

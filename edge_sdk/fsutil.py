@@ -60,6 +60,30 @@ def file_lock(path: Path, *, wait_s: float | None, busy: Callable[[], Exception]
         os.close(fd)
 
 
+# A file changed within this long before its times were recorded may carry the same times after its next change
+# (timestamps come from a coarse clock, on some file systems to the second): what is kept by a file's times (a
+# bundle's stamp, a GGUF header) is trusted only for files older than this ("racy clean" files, as git's index
+# calls them).
+RACY_NS = 2_000_000_000
+
+
+def forget_gone(directory: Path, path_key: str, keep: int = 64) -> None:
+    """Past `keep` JSON entries in a cache directory, drop those whose `path_key` names a path that no longer
+    exists (the cache's entries for bundles or models used once from a temporary directory)."""
+    import json
+
+    entries = list(directory.glob("*.json"))
+    if len(entries) <= keep:
+        return
+    for entry in entries:
+        try:
+            named = json.loads(entry.read_text(encoding="utf-8")).get(path_key)
+        except (OSError, ValueError, AttributeError):
+            named = None
+        if not isinstance(named, str) or not Path(named).exists():
+            entry.unlink(missing_ok=True)
+
+
 def cache_dir() -> Path:
     """The user's edge-sdk cache (`EDGE_SDK_CACHE`, else ~/.cache/edge-sdk): things worth keeping between runs that
     can always be made again."""

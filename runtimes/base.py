@@ -240,6 +240,12 @@ class Runtime(ABC):
         """The `context_length` a loaded session of `variant` will have, known without loading it."""
         return None
 
+    def import_engine(self, variant: Variant) -> None:  # noqa: B027 (a hook most adapters leave as it is)
+        """Import the engine that will load `variant` now, if the adapter imports it only as it loads. The daemon
+        does this before it imports its web stack, then loads in a thread: the load (native, without the GIL)
+        overlaps that import, where importing the engine beside it would compete for the GIL. Adapters that import
+        their engine with their module have nothing left to do."""
+
 
 def single_file(variant: Variant, root: Path, suffix: str) -> Path:
     """The one file of `variant` ending in `suffix`, for engines that load a single artifact."""

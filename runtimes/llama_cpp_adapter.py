@@ -348,3 +348,6 @@ class LlamaCppRuntime(Runtime):
 
     def context_length(self, variant: Variant, options: SessionOptions | None = None) -> int | None:
         return (options.context if options else None) or DEFAULT_CONTEXT
+
+    def import_engine(self, variant: Variant) -> None:
+        import_llama_cpp()

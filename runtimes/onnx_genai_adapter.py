@@ -23,7 +23,7 @@ def is_genai_variant(variant: Variant) -> bool:
     return any(Path(f.path).name == GENAI_CONFIG for f in variant.files)
 
 
-def _og() -> Any:
+def import_genai() -> Any:
     try:
         import onnxruntime_genai as og
     except ModuleNotFoundError as exc:
@@ -37,7 +37,7 @@ class OnnxGenaiSession(TokenLoopSession):
     engine_name = "onnxruntime-genai"
 
     def __init__(self, directory: Path, options: SessionOptions) -> None:
-        og = _og()
+        og = import_genai()
         raw = json.loads((directory / GENAI_CONFIG).read_text(encoding="utf-8"))
         try:
             config = og.Config(str(directory))
@@ -51,7 +51,7 @@ class OnnxGenaiSession(TokenLoopSession):
         self._generator: Any = None
 
     def _new_generator(self, length: int) -> Any:
-        og = _og()
+        og = import_genai()
         params = og.GeneratorParams(self._model)
         params.set_search_options(do_sample=False, max_length=length)
         return og.Generator(self._model, params)

@@ -100,3 +100,9 @@ class OnnxRuntime(Runtime):
         if is_genai_variant(variant):  # a language model built by onnxruntime-genai: run by its own engine
             return OnnxGenaiSession(single_file(variant, root, "genai_config.json").parent, options)
         return OnnxSession(single_file(variant, root, ".onnx"), variant, options)
+
+    def import_engine(self, variant: Variant) -> None:
+        from runtimes.onnx_genai_adapter import import_genai, is_genai_variant
+
+        if is_genai_variant(variant):
+            import_genai()

@@ -37,14 +37,15 @@ def test_running_an_onnx_bundle_imports_no_torch(onnx_bundle, tmp_path):
 
 def test_the_daemon_without_a_cloud_imports_no_http_client_no_yaml_and_no_queue():
     # Its start is measured against llama.cpp's own server (benchmarks/serve_start.py): httpx (with the rich and
-    # click its command line pulls in) cost ~50 ms, the YAML parser 10 ms, and the offline queue (SQLite) ~5 ms,
-    # for a daemon that serves the detected host's profile with no cloud configured (so no queue is opened).
+    # click its command line pulls in) cost ~50 ms, the YAML parser 10 ms, the offline queue (SQLite) ~5 ms and
+    # tarfile ~2 ms, for a daemon that serves bundle directories as the detected host with no cloud configured (so
+    # no queue is opened).
     probe = (
         "import sys\n"
         "import edge_sdk.apps.daemon.app, edge_sdk.apps.daemon.server\n"
         "from device_profiles import load_profile\n"
         "load_profile('host')\n"
-        "print(' '.join(m for m in ('httpx', 'yaml', 'sqlite3', 'cloud_sync.queue') if m in sys.modules))"
+        "print(' '.join(m for m in ('httpx', 'yaml', 'sqlite3', 'cloud_sync.queue', 'tarfile') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.split() == []

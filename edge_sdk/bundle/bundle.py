@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edge_sdk.bundle import archive
 from edge_sdk.bundle import stamp as stamps
 from edge_sdk.bundle.files import safe_relative, sha256_file
 from edge_sdk.bundle.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, FileEntry, Manifest, Variant, parse_manifest
@@ -48,6 +47,8 @@ class Bundle:
         if not path.exists():
             raise BundleError(f"bundle {str(path)!r} does not exist")
         if path.is_file():
+            from edge_sdk.bundle import archive  # tarfile: only for archives (a daemon serves directories)
+
             tmp = Path(tempfile.mkdtemp(prefix="edge-bundle-"))
             try:
                 archive.unpack(path, tmp)
@@ -99,6 +100,8 @@ class Bundle:
         return _load_npz(self.path_of(variant.golden_outputs)) if variant.golden_outputs else None
 
     def pack(self, dest: str | Path) -> Path:
+        from edge_sdk.bundle import archive
+
         dest = Path(dest)
         if dest.suffix != archive.SUFFIX:
             dest = dest.with_name(dest.name + archive.SUFFIX)

@@ -20,13 +20,12 @@ import os
 import time
 from pathlib import Path
 
-from edge_sdk.fsutil import cache_dir
+from edge_sdk.fsutil import RACY_NS, cache_dir, forget_gone
 
 STAMP_VERSION = 1
-# A file changed within this long before the stamp was written may carry the same times as when it was verified
-# (timestamps are taken from a coarse clock, on some file systems to the second): such a file never matches, so the
-# next open hashes it and writes a stamp it can trust ("racy clean" files, as git's index calls them).
-RACY_NS = 2_000_000_000
+# A file changed within RACY_NS before the stamp was written never matches it, so the next open hashes it and writes
+# a stamp it can trust (fsutil says why).
+__all__ = ["RACY_NS", "STAMP_VERSION", "cached_stamp_path", "files_stamp", "matches", "record", "record_stamp"]
 
 
 def files_stamp(root: Path, files: list[str]) -> dict[str, list[int]]:
@@ -71,24 +70,9 @@ def record(stamp_path: Path, root: Path, files: list[str]) -> None:
         partial = stamp_path.with_name(f".{stamp_path.name}.{os.getpid()}.partial")
         partial.write_text(json.dumps(document), encoding="utf-8")
         partial.replace(stamp_path)
-        _forget_gone(stamp_path.parent)
+        forget_gone(stamp_path.parent, "root")
     except OSError:
         pass
-
-
-def _forget_gone(directory: Path, keep: int = 64) -> None:
-    """Past `keep` stamps in one directory, drop those of directories that no longer exist (a cache's stamps of
-    bundles served once from a temporary directory)."""
-    stamps = list(directory.glob("*.json"))
-    if len(stamps) <= keep:
-        return
-    for path in stamps:
-        try:
-            root = json.loads(path.read_text(encoding="utf-8")).get("root")
-        except (OSError, ValueError, AttributeError):
-            root = None
-        if not isinstance(root, str) or not Path(root).is_dir():
-            path.unlink(missing_ok=True)
 
 
 def record_stamp(stamp_path: Path, root: Path) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import inspect
 import json
-import tomllib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -237,6 +236,8 @@ def read_config_file(path: Path, table: OptionTable) -> dict[str, Any]:
     paths are taken from the file's directory (a service's working directory is /)."""
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
+    import tomllib  # only with --config: not on every command's start
+
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

@@ -301,27 +301,50 @@ class ModelPool:
         return await asyncio.shield(task)
 
     def start_early(self, names: list[str]) -> None:
-        """Begin loading `names` in a thread now, before the web stack is even imported (the daemon's start then
-        overlaps importing it with reading the model); the lifespan's preload registers each as it would load it.
-        Only models that fit beside those begun before are begun; the preload decides again for the rest."""
+        """Begin loading `names` before the web stack is even imported; the lifespan's preload registers each as it
+        would load it. Only models that fit beside those begun before are begun; the preload decides again for the
+        rest.
+
+        Each model is planned (its bundle opened, its variant chosen and sized) and its engine imported here, in the
+        caller's thread; only the engine's load runs in a thread of its own. Loading is native code that releases
+        the GIL, so it overlaps importing the web stack; planning and importing are Python, and in the loading
+        thread they competed with that import for the GIL: the load began ~0.2 s later and the start waited for
+        it. A store version whose stamp no longer matches is hashed here, before the listener is up (bundle
+        directories are hashed before that anyway, when the source opens them)."""
+        from runtimes import get_runtime
 
         futures = {name: concurrent.futures.Future[LoadedModel | None]() for name in names}
-        self._early.update(futures)  # before the thread starts: no load of these can begin twice
+        self._early.update(futures)  # before any load begins: no load of these can begin twice
+        begun: list[str] = []
+        planned = 0
+        for name, future in futures.items():
+            try:
+                size, _context = self.plan(name)
+                variant = self.choice(name).variant
+                fits = self.fits_now(name, size + planned)
+            except Exception as exc:  # handed to whoever registers the load: it raises there
+                future.set_exception(exc)
+                continue
+            if not fits:
+                future.set_result(None)  # not begun: the preload decides again
+                continue
+            try:
+                get_runtime(variant.backend).import_engine(variant)
+            except Exception:  # a broken engine install: loading it on demand says what is wrong with it
+                future.set_result(None)
+                continue
+            planned += size
+            begun.append(name)
 
         def load_all() -> None:
-            planned = 0
-            for name, future in futures.items():
+            for name in begun:
                 try:
-                    size, _context = self.plan(name)
-                    if not self.fits_now(name, size + planned):
-                        future.set_result(None)
-                        continue
-                    planned += size
-                    future.set_result(self._load(name))
-                except BaseException as exc:  # handed to whoever registers the load: it raises there
-                    future.set_exception(exc)
+                    futures[name].set_result(self._load(name))
+                except BaseException as exc:  # as above
+                    futures[name].set_exception(exc)
 
-        threading.Thread(target=load_all, name="early-load", daemon=True).start()
+        if begun:
+            threading.Thread(target=load_all, name="early-load", daemon=True).start()
 
     async def _load_and_register(self, name: str) -> LoadedModel:
         self.loading += 1
