@@ -40,7 +40,7 @@ JOB_ENDPOINTS: dict[str, type[BaseModel]] = {
 
 
 class JobRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)  # built on the first job (openai_schema says why)
+    model_config = ConfigDict(extra="forbid")
 
     endpoint: str
     body: dict[str, Any]

@@ -51,9 +51,7 @@ def _refuse(reasons: dict[str, str], value: Any, info: ValidationInfo) -> Any:
 
 
 class _Strict(BaseModel):
-    # Validators are built on a model's first request, not at import: a daemon that serves chat never builds the
-    # embedding request's, and the ~15 models here cost ~10 ms of every start.
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid")
 
 
 class StreamOptions(_Strict):

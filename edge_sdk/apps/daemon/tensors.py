@@ -12,7 +12,7 @@ from edge_sdk.types import DType, TensorSpec
 
 
 class TensorJSON(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)  # built on the first tensor request (openai_schema)
+    model_config = ConfigDict(extra="forbid")
 
     dtype: DType
     shape: list[int]
@@ -20,7 +20,7 @@ class TensorJSON(BaseModel):
 
 
 class InferRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid")
 
     inputs: dict[str, TensorJSON]
 

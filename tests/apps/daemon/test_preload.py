@@ -82,3 +82,42 @@ def test_what_waits_for_the_preload_runs_once_it_ends():
     Preload(enabled=False).when_done(lambda: calls.append("no preload"))
     preloading.finish()
     assert calls == ["early", "late", "no preload"]
+
+
+def _started_early(source: DirectorySource) -> tuple[list[str], object]:
+    """`serve`'s start without the web stack: plan and begin loading at once, then register as the preload does.
+    Returns the threads the engine loads ran in, and the model the preload got."""
+    import asyncio
+
+    from edge_sdk.apps.daemon.config import DaemonConfig
+    from edge_sdk.apps.daemon.server import new_pool
+
+    pool = new_pool(source, DaemonConfig())
+    threads: list[str] = []
+    load = pool._load
+    pool._load = lambda name: threads.append(threading.current_thread().name) or load(name)  # type: ignore[method-assign]
+    try:
+        pool.start_early(source.names())
+        model = asyncio.run(pool.ensure_loaded("digits-cnn"))
+        return threads, model
+    finally:
+        pool.close()
+
+
+def test_a_model_begun_early_loads_beside_the_caller_and_is_the_one_registered(onnx_bundle, sample):
+    threads, model = _started_early(DirectorySource([onnx_bundle.root]))
+    assert threads == ["early-load"]  # planned here, loaded in its own thread, and not loaded twice
+    assert model.session.run(sample)  # type: ignore[attr-defined]
+
+
+def test_an_engine_that_fails_to_import_early_is_loaded_by_the_preload_instead(onnx_bundle, sample, monkeypatch):
+    # A half-installed engine must not break the start: the preload's own load reports what is wrong, or loads.
+    from runtimes.onnxruntime_adapter import OnnxRuntime
+
+    def broken(self, variant):
+        raise ImportError("simulated: the engine's import failed")
+
+    monkeypatch.setattr(OnnxRuntime, "import_engine", broken)
+    threads, model = _started_early(DirectorySource([onnx_bundle.root]))
+    assert len(threads) == 1 and threads[0] != "early-load"
+    assert model.session.run(sample)  # type: ignore[attr-defined]
