@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from edge_sdk.fsutil import RACY_NS, cache_dir, forget_gone
+from edge_sdk.fsutil import RACY_NS, cache_dir, keep_in_cache
 
 Value = int | float | bool | str
 Version = tuple[int, int, int, int]
@@ -76,14 +76,5 @@ def _from_disk(path: str, version: Version) -> dict[str, Value] | None:
 
 
 def _to_disk(path: str, version: Version, header: dict[str, Value]) -> None:
-    """Best effort: without an entry (a read-only home, a full disk), the next start reads the file."""
-    entry = _entry(path)
     document = {"cache_version": CACHE_VERSION, "path": path, "version": list(version), "header": header}
-    try:
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        partial = entry.with_name(f".{entry.name}.{os.getpid()}.partial")
-        partial.write_text(json.dumps(document), encoding="utf-8")
-        partial.replace(entry)
-        forget_gone(entry.parent, "path")
-    except OSError:
-        pass
+    keep_in_cache(_entry(path), document, "path")  # without it (a read-only home), the next start reads the file

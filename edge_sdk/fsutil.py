@@ -67,6 +67,21 @@ def file_lock(path: Path, *, wait_s: float | None, busy: Callable[[], Exception]
 RACY_NS = 2_000_000_000
 
 
+def keep_in_cache(entry: Path, document: dict[str, object], path_key: str) -> None:
+    """Write a cache entry (JSON) whole or not at all, then drop the directory's entries for paths gone (see
+    forget_gone). Best effort: a cache that cannot be written (a read-only home, a full disk) is only slower."""
+    import json
+
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        partial = entry.with_name(f".{entry.name}.{os.getpid()}.partial")
+        partial.write_text(json.dumps(document), encoding="utf-8")
+        partial.replace(entry)
+        forget_gone(entry.parent, path_key)
+    except OSError:
+        pass
+
+
 def forget_gone(directory: Path, path_key: str, keep: int = 64) -> None:
     """Past `keep` JSON entries in a cache directory, drop those whose `path_key` names a path that no longer
     exists (the cache's entries for bundles or models used once from a temporary directory)."""

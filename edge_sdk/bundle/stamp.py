@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 
-from edge_sdk.fsutil import RACY_NS, cache_dir, forget_gone
+from edge_sdk.fsutil import RACY_NS, cache_dir, keep_in_cache
 
 STAMP_VERSION = 1
 # A file changed within RACY_NS before the stamp was written never matches it, so the next open hashes it and writes
@@ -65,14 +64,7 @@ def record(stamp_path: Path, root: Path, files: list[str]) -> None:
         "written_ns": time.time_ns(),
         "files": files_stamp(root, files),
     }
-    try:
-        stamp_path.parent.mkdir(parents=True, exist_ok=True)
-        partial = stamp_path.with_name(f".{stamp_path.name}.{os.getpid()}.partial")
-        partial.write_text(json.dumps(document), encoding="utf-8")
-        partial.replace(stamp_path)
-        forget_gone(stamp_path.parent, "root")
-    except OSError:
-        pass
+    keep_in_cache(stamp_path, document, "root")
 
 
 def record_stamp(stamp_path: Path, root: Path) -> None:
