@@ -22,9 +22,6 @@ from pathlib import Path
 from edge_sdk.fsutil import RACY_NS, cache_dir, keep_in_cache
 
 STAMP_VERSION = 1
-# A file changed within RACY_NS before the stamp was written never matches it, so the next open hashes it and writes
-# a stamp it can trust (fsutil says why).
-__all__ = ["RACY_NS", "STAMP_VERSION", "cached_stamp_path", "files_stamp", "matches", "record", "record_stamp"]
 
 
 def files_stamp(root: Path, files: list[str]) -> dict[str, list[int]]:
@@ -51,6 +48,8 @@ def matches(stamp_path: Path, root: Path, files: list[str]) -> bool:
     except OSError:
         return False
     written = recorded.get("written_ns")
+    # A file changed within RACY_NS before the stamp was written never matches (fsutil says why): the next open
+    # hashes it and writes a stamp it can trust.
     if not isinstance(written, int) or any(f[4] > written - RACY_NS for f in now.values()):
         return False
     return bool(recorded.get("files") == now)
