@@ -183,7 +183,7 @@ class ModelPool:
 
     def plan(self, name: str) -> tuple[int, int | None]:
         """Bytes `name` would take once loaded, and its context length; opens (verifies) the bundle once per
-        version, so call it in a thread."""
+        version: off the event loop (the preload calls it in a thread; `start_early`, before the loop runs)."""
         from runtimes import get_runtime
 
         version = self.source.current_version(name)
